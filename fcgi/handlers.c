@@ -1,0 +1,798 @@
+/*
+ * handlers.c: one HTTP request from accept to response.  The request is
+ * parsed by request.c, the lock semantics are lockcore's, and this file
+ * glues them: it serialises database use inside the process, sleeps on the
+ * coordinator while an acquire waits, watches the client's connection, and
+ * writes every answer as JSON.  Errors map to HTTP statuses in one table
+ * (lc_errors) and one function (send_error).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <json.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
+#define COORD_ACK_MS     250
+#define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
+
+struct status_text {
+	int         status;
+	const char *text;
+};
+
+static const struct status_text status_texts[] = {
+	{ 200, "OK" }, { 400, "Bad Request" }, { 404, "Not Found" },
+	{ 405, "Method Not Allowed" }, { 409, "Conflict" },
+	{ 413, "Payload Too Large" }, { 423, "Locked" },
+	{ 500, "Internal Server Error" }, { 503, "Service Unavailable" },
+};
+
+/* How each lockcore error reaches the client. */
+struct lc_error {
+	int         rc;
+	int         status;
+	const char *code;
+	const char *message;
+};
+
+static const struct lc_error lc_errors[] = {
+	{ LC_E_INVAL, 400, "bad_request", "invalid argument" },
+	{ LC_E_NOT_HELD, 409, "not_held",
+	    "the lock is not held with this token or request_id "
+	    "(unknown, expired or already released)" },
+	{ LC_E_TOO_MANY, 503, "too_many_waiters",
+	    "the lock has reached its cap of waiters (max_waiters)" },
+	{ LC_E_GONE, 409, "cancelled",
+	    "the queued acquire was cancelled or removed" },
+	{ LC_E_SUPERSEDED, 409, "superseded",
+	    "a newer request with the same request_id took over this "
+	    "place in the queue" },
+	{ LC_E_DB, 503, "unavailable", "the lock database is unavailable" },
+	{ LC_E_NOMEM, 503, "unavailable", "out of memory" },
+};
+
+static const char *
+status_text(int status)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(status_texts) / sizeof(status_texts[0]); i++)
+		if (status_texts[i].status == status)
+			return status_texts[i].text;
+	return "Unknown";
+}
+
+/*
+ * Writes the response: status, JSON content type, optional extra header
+ * (already formatted "Name: value"), and the body unless `head`.  Consumes
+ * `body`.  Returns 0, or -1 if the connection to the web server failed.
+ */
+static int
+send_json(FCGX_Request *fr, int status, const char *extra, json_object *body,
+    bool head)
+{
+	const char *text;
+	char hdr[512];
+	size_t len = 0;
+	int rc = 0, n;
+
+	/* libfcgi's FCGX_FPrintF knows only a subset of printf formats (no
+	 * %zu), so the header is formatted here. */
+	text = json_object_to_json_string_length(body,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	n = snprintf(hdr, sizeof(hdr), "Status: %d %s\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "Content-Length: %zu\r\n"
+	    "%s%s\r\n", status, status_text(status), len + 1,
+	    extra != NULL ? extra : "", extra != NULL ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof(hdr) ||
+	    FCGX_PutStr(hdr, n, fr->out) < 0)
+		rc = -1;
+	if (rc == 0 && !head && (FCGX_PutStr(text, (int)len, fr->out) < 0 ||
+	    FCGX_PutChar('\n', fr->out) < 0))
+		rc = -1;
+	if (rc == 0 && FCGX_FFlush(fr->out) < 0)
+		rc = -1;
+	json_object_put(body);
+	return rc;
+}
+
+static json_object *
+jstr(const char *s)
+{
+	return json_object_new_string(s);
+}
+
+/* Milliseconds as a JSON number of seconds with three decimals. */
+static json_object *
+jsecs(int64_t ms)
+{
+	char buf[32];
+	int64_t abs_ms = ms < 0 ? -ms : ms;
+
+	snprintf(buf, sizeof(buf), "%s%" PRId64 ".%03" PRId64,
+	    ms < 0 ? "-" : "", abs_ms / 1000, abs_ms % 1000);
+	return json_object_new_double_s((double)ms / 1000.0, buf);
+}
+
+static void
+send_error(FCGX_Request *fr, int status, const char *code, const char *msg,
+    const char *allow, bool head)
+{
+	json_object *o = json_object_new_object();
+	char extra[64];
+
+	json_object_object_add(o, "error", jstr(code));
+	json_object_object_add(o, "message", jstr(msg));
+	if (allow != NULL)
+		snprintf(extra, sizeof(extra), "Allow: %s", allow);
+	(void)send_json(fr, status, allow != NULL ? extra : NULL, o, head);
+}
+
+/* Answers a lockcore error; `what` refines the message when not NULL. */
+static void
+send_lc_error(FCGX_Request *fr, int rc, const char *what)
+{
+	char msg[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(lc_errors) / sizeof(lc_errors[0]); i++) {
+		if (lc_errors[i].rc != rc)
+			continue;
+		if (rc == LC_E_TOO_MANY)
+			snprintf(msg, sizeof(msg), "%s: max_waiters is %d",
+			    lc_errors[i].message, W.conf.max_waiters);
+		else
+			snprintf(msg, sizeof(msg), "%s%s%s",
+			    lc_errors[i].message, what != NULL ? ": " : "",
+			    what != NULL ? what : "");
+		send_error(fr, lc_errors[i].status, lc_errors[i].code, msg,
+		    NULL, false);
+		return;
+	}
+	send_error(fr, 500, "internal", "unexpected internal error", NULL,
+	    false);
+}
+
+/*
+ * Locks the process's database mutex and returns the connection, opening
+ * it on first use.  NULL (mutex released) when it cannot be opened.
+ */
+static struct lockcore *
+db_enter(void)
+{
+	struct lockcore_opts opts;
+	char err[256];
+
+	pthread_mutex_lock(&W.db_mu);
+	if (W.db != NULL)
+		return W.db;
+	memset(&opts, 0, sizeof(opts));
+	opts.busy_timeout_ms = (int)W.conf.busy_timeout_ms;
+	opts.synchronous_full = W.conf.synchronous_full;
+	if (lockcore_open(&W.db, W.conf.database, &opts, err,
+	    sizeof(err)) != 0) {
+		log_warnx("%s: %s", __func__, err);
+		pthread_mutex_unlock(&W.db_mu);
+		return NULL;
+	}
+	return W.db;
+}
+
+static void
+db_leave(void)
+{
+	pthread_mutex_unlock(&W.db_mu);
+}
+
+/* On LC_E_DB, log SQLite's reason once per failure (never a token). */
+static void
+log_db_error(int rc, const char *op, const char *name)
+{
+	if (rc == LC_E_DB && W.db != NULL)
+		log_warnx("%s on lock '%s': %s", op, name,
+		    lockcore_errmsg(W.db));
+}
+
+static json_object *
+grant_json(const struct lock_grant *g)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "lock", jstr(g->name));
+	json_object_object_add(o, "token", jstr(g->token));
+	json_object_object_add(o, "fence", json_object_new_int64(g->fence));
+	json_object_object_add(o, "ttl", jsecs(g->expires_at - g->acquired_at));
+	json_object_object_add(o, "acquired_at", jsecs(g->acquired_at));
+	json_object_object_add(o, "expires_at", jsecs(g->expires_at));
+	json_object_object_add(o, "owner", jstr(g->owner));
+	return o;
+}
+
+static void
+notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
+{
+	(void)coord_notify(W.notifier, name, wake_first, kick, expires);
+}
+
+/*
+ * Sends a grant.  If it cannot be delivered (the web server dropped the
+ * connection), the grant is released at once rather than left to expire.
+ */
+static void
+send_grant(FCGX_Request *fr, const struct lock_grant *g)
+{
+	char extra[64];
+	struct lockcore *db;
+	bool wake = false;
+	int rc;
+
+	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
+	if (send_json(fr, 200, extra, grant_json(g), false) == 0)
+		return;
+	if ((db = db_enter()) == NULL)
+		return;
+	rc = lock_release(db, g->name, g->token, now_ms(), &wake);
+	db_leave();
+	log_info("lock '%s': grant with fence %" PRId64 " undeliverable, "
+	    "released (rc %d)", g->name, g->fence, rc);
+	if (wake)
+		notify(g->name, true, 0, 0);
+}
+
+/*
+ * True once the client's request is over: the web server closed or reset
+ * the connection, or sent something (an FCGI_ABORT_REQUEST) after the end
+ * of the body.  `revents` is what poll() reported for the connection.
+ */
+static bool
+client_gone(int fd, short revents)
+{
+	char c;
+	ssize_t n;
+
+	if (revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+		return true;
+	if (!(revents & POLLIN))
+		return false;
+	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n >= 0)
+		return true;
+	return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* Outcomes of a wait that end without a grant. */
+enum wait_end {
+	WAIT_GRANTED,
+	WAIT_TIMEOUT,
+	WAIT_CLIENT_GONE,
+	WAIT_STOPPING,
+	WAIT_ERROR          /* rc holds the lockcore error */
+};
+
+/* One look at the database for a waiter; fills *g on LC_GRANTED. */
+static int
+wait_poll(const char *name, const struct lock_waiter_ident *who,
+    struct lock_wait_info *info, struct lock_grant *g)
+{
+	struct lockcore *db;
+	bool wake = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL)
+		return LC_E_DB;
+	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
+	log_db_error(rc, "poll", name);
+	db_leave();
+	if (rc == LC_GRANTED)
+		/* Re-arm the coordinator's expiry timer for the new lease, and
+		 * pass the wake on if the lock still has room. */
+		notify(name, wake, 0, g->expires_at);
+	else if (wake)
+		notify(name, true, 0, 0);
+	return rc;
+}
+
+/*
+ * How long to sleep before looking again without a wake.  Registered
+ * waiters rely on the coordinator (and a long safety net); unregistered
+ * ones poll, those further back more slowly.  The first waiter also wakes
+ * itself at the holder's expiry in case the coordinator's timer is lost.
+ */
+static int
+sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
+    int64_t deadline)
+{
+	int64_t t = deadline - now;
+	int64_t p;
+
+	if (registered)
+		p = SAFETY_POLL_MS;
+	else {
+		int back = info->ahead < POLL_BACKOFF_MAX ?
+		    info->ahead + 1 : POLL_BACKOFF_MAX;
+		p = W.conf.poll_ms * back;
+		p += (int64_t)(random_u64() % (uint64_t)(W.conf.poll_ms / 4 + 1));
+	}
+	if (p < t)
+		t = p;
+	if (info->ahead == 0 && info->holder_expires > 0 &&
+	    info->holder_expires + 5 - now < t)
+		t = info->holder_expires + 5 - now;
+	if (t < 0)
+		t = 0;
+	return (int)t;
+}
+
+/*
+ * Sleeps until waiter info->waiter_id is granted, times out at `deadline`,
+ * loses its client, or the worker stops.  Withdraws the waiter row on every
+ * outcome but a grant.  On WAIT_ERROR *rc is the lockcore error.
+ */
+static enum wait_end
+acquire_wait(FCGX_Request *fr, const char *name,
+    const struct lock_waiter_ident *who, int64_t deadline,
+    struct lock_wait_info *info, struct lock_grant *g, int *rc)
+{
+	struct coord_waiter *cw = NULL;
+	enum wait_end end;
+	bool registered = false, look = false, wake = false;
+	int64_t now, retry_coord = 0;
+	struct lockcore *db;
+
+	for (;;) {
+		struct pollfd p[3];
+		nfds_t np = 2;
+
+		now = now_ms();
+		if (look) {
+			look = false;
+			*rc = wait_poll(name, who, info, g);
+			if (*rc == LC_GRANTED) {
+				end = WAIT_GRANTED;
+				goto out;
+			}
+			if (*rc != LC_QUEUED) {
+				end = WAIT_ERROR;
+				goto out;
+			}
+			now = now_ms();
+		}
+		if (now >= deadline) {
+			end = WAIT_TIMEOUT;
+			break;
+		}
+		if (atomic_load(&W.stopping)) {
+			end = WAIT_STOPPING;
+			break;
+		}
+		if (!registered && now >= retry_coord) {
+			if (cw == NULL)
+				cw = coord_waiter_open(W.conf.coord_socket);
+			if (cw != NULL && coord_waiter_register(cw, name,
+			    info->waiter_id, info->holder_expires,
+			    COORD_ACK_MS) == COORDC_OK) {
+				/* A release that committed before the
+				 * coordinator knew us woke nobody: look once
+				 * more now that it does. */
+				registered = true;
+				look = true;
+				continue;
+			}
+			coord_waiter_free(cw);
+			cw = NULL;
+			retry_coord = now + W.conf.poll_ms;
+		}
+
+		p[0].fd = fr->ipcFd;
+		p[0].events = POLLIN | POLLRDHUP;
+		p[1].fd = W.stop_rd;
+		p[1].events = POLLIN;
+		if (cw != NULL) {
+			p[2].fd = coord_waiter_fd(cw);
+			p[2].events = POLLIN;
+			np = 3;
+		}
+		int n = poll(p, np, sleep_ms(info, registered, now, deadline));
+		if (n < 0 && errno != EINTR) {
+			log_warn("%s: poll", __func__);
+			n = 0;
+		}
+		if (n <= 0) {
+			look = true;            /* timer ran out: look again */
+			continue;
+		}
+		if (p[0].revents != 0 && client_gone(p[0].fd, p[0].revents)) {
+			end = WAIT_CLIENT_GONE;
+			break;
+		}
+		if (np == 3 && p[2].revents != 0) {
+			int r = coord_waiter_read(cw);
+
+			if (r == COORDC_WOKEN) {
+				registered = false;
+				look = true;
+			} else if (r < 0) {
+				/* The coordinator went away: poll until it
+				 * comes back, and look now in case its last
+				 * word was lost. */
+				coord_waiter_free(cw);
+				cw = NULL;
+				registered = false;
+				look = true;
+			}
+		}
+	}
+
+	/* Timed out, client gone or stopping: leave the queue. */
+	*rc = LC_OK;
+	if ((db = db_enter()) != NULL) {
+		int arc = lock_wait_abandon(db, info->waiter_id, who, now_ms(),
+		    &wake);
+		log_db_error(arc, "abandon", name);
+		db_leave();
+	}
+	if (wake)
+		notify(name, true, 0, 0);
+out:
+	coord_waiter_free(cw);
+	return end;
+}
+
+static void
+handle_acquire(FCGX_Request *fr, const struct request *rq)
+{
+	struct lock_acquire_req ar;
+	struct lock_grant g;
+	struct lock_wait_info info;
+	struct lockcore *db;
+	int64_t now = now_ms();
+	int rc;
+
+	memset(&ar, 0, sizeof(ar));
+	ar.name = rq->name;
+	ar.owner = rq->owner;
+	ar.request_id = rq->request_id[0] != '\0' ? rq->request_id : NULL;
+	ar.ttl_ms = rq->ttl_ms;
+	ar.deadline = now + rq->timeout_ms;
+	ar.wait = rq->timeout_ms > 0;
+	ar.max_waiters = W.conf.max_waiters;
+	ar.who.pid = W.pid;
+	ar.who.pstart = W.pstart;
+	ar.who.key = random_u64();
+
+	if ((db = db_enter()) == NULL) {
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_acquire(db, &ar, now, &g, &info);
+	log_db_error(rc, "acquire", rq->name);
+	db_leave();
+
+	if (rc == LC_QUEUED) {
+		/* A retry with a request_id may have taken over a queue place
+		 * whose old request still sleeps: wake it to find out. */
+		if (ar.request_id != NULL)
+			notify(rq->name, false, info.waiter_id, 0);
+		switch (acquire_wait(fr, rq->name, &ar.who, ar.deadline, &info,
+		    &g, &rc)) {
+		case WAIT_GRANTED:
+			rc = LC_GRANTED;
+			break;
+		case WAIT_TIMEOUT:
+			rc = LC_BUSY;
+			break;
+		case WAIT_CLIENT_GONE:
+			return;
+		case WAIT_STOPPING:
+			send_error(fr, 503, "unavailable",
+			    "the server is shutting down; retry", NULL, false);
+			return;
+		case WAIT_ERROR:
+			break;
+		}
+	}
+	switch (rc) {
+	case LC_GRANTED:
+		send_grant(fr, &g);
+		break;
+	case LC_BUSY:
+		send_error(fr, 423, "timeout",
+		    ar.wait ? "the lock is still held after the timeout" :
+		    "the lock is held", NULL, false);
+		break;
+	default:
+		send_lc_error(fr, rc, NULL);
+		break;
+	}
+}
+
+static void
+handle_release(FCGX_Request *fr, const struct request *rq)
+{
+	struct lockcore *db;
+	json_object *o;
+	bool wake = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL) {
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_release(db, rq->name, rq->token, now_ms(), &wake);
+	log_db_error(rc, "release", rq->name);
+	db_leave();
+	if (wake)
+		notify(rq->name, true, 0, 0);
+	if (rc != LC_OK) {
+		send_lc_error(fr, rc, NULL);
+		return;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "lock", jstr(rq->name));
+	json_object_object_add(o, "released", json_object_new_boolean(1));
+	(void)send_json(fr, 200, NULL, o, false);
+}
+
+static void
+handle_renew(FCGX_Request *fr, const struct request *rq)
+{
+	struct lockcore *db;
+	struct lock_grant g;
+	int rc;
+
+	if ((db = db_enter()) == NULL) {
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_renew(db, rq->name, rq->token, rq->ttl_ms, now_ms(), &g);
+	log_db_error(rc, "renew", rq->name);
+	db_leave();
+	if (rc != LC_OK) {
+		send_lc_error(fr, rc, NULL);
+		return;
+	}
+	/* The coordinator's timer for this lock's waiters moves too. */
+	notify(rq->name, false, 0, g.expires_at);
+	(void)send_json(fr, 200, NULL, grant_json(&g), false);
+}
+
+static void
+handle_cancel(FCGX_Request *fr, const struct request *rq)
+{
+	struct lockcore *db;
+	json_object *o;
+	bool held = false, wake = false;
+	int64_t kick = 0;
+	int rc;
+
+	if ((db = db_enter()) == NULL) {
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_cancel(db, rq->name, rq->request_id, now_ms(), &held, &kick,
+	    &wake);
+	log_db_error(rc, "cancel", rq->name);
+	db_leave();
+	if (wake || kick != 0)
+		notify(rq->name, wake, kick, 0);
+	if (rc != LC_OK) {
+		send_lc_error(fr, rc, NULL);
+		return;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "lock", jstr(rq->name));
+	json_object_object_add(o, "cancelled", json_object_new_boolean(1));
+	json_object_object_add(o, "was", jstr(held ? "held" : "waiting"));
+	(void)send_json(fr, 200, NULL, o, false);
+}
+
+static void
+handle_status(FCGX_Request *fr, const struct request *rq)
+{
+	struct lockcore *db;
+	struct lock_status st;
+	json_object *o, *hs;
+	int rc, i;
+
+	if ((db = db_enter()) == NULL) {
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_status(db, rq->name, now_ms(), &st);
+	log_db_error(rc, "status", rq->name);
+	db_leave();
+	if (rc != LC_OK) {
+		send_lc_error(fr, rc, NULL);
+		return;
+	}
+	o = json_object_new_object();
+	hs = json_object_new_array();
+	for (i = 0; i < st.nholders; i++) {
+		const struct lock_holder *h = &st.holders[i];
+		json_object *ho = json_object_new_object();
+
+		json_object_object_add(ho, "owner", jstr(h->owner));
+		json_object_object_add(ho, "fence",
+		    json_object_new_int64(h->fence));
+		json_object_object_add(ho, "acquired_at", jsecs(h->acquired_at));
+		json_object_object_add(ho, "expires_at", jsecs(h->expires_at));
+		json_object_array_add(hs, ho);
+	}
+	json_object_object_add(o, "lock", jstr(rq->name));
+	json_object_object_add(o, "held", json_object_new_boolean(st.nholders > 0));
+	json_object_object_add(o, "holders", hs);
+	json_object_object_add(o, "waiters", json_object_new_int(st.waiters));
+	(void)send_json(fr, 200, NULL, o, rq->head);
+}
+
+static int
+list_one(const struct lock_list_entry *e, void *arg)
+{
+	json_object *arr = arg, *o = json_object_new_object();
+
+	json_object_object_add(o, "lock", jstr(e->name));
+	json_object_object_add(o, "holders", json_object_new_int(e->holders));
+	json_object_object_add(o, "waiters", json_object_new_int(e->waiters));
+	json_object_array_add(arr, o);
+	return 0;
+}
+
+static void
+handle_list(FCGX_Request *fr, const struct request *rq)
+{
+	struct lockcore *db;
+	json_object *o, *arr = json_object_new_array();
+	bool more = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL) {
+		json_object_put(arr);
+		send_lc_error(fr, LC_E_DB, NULL);
+		return;
+	}
+	rc = lock_list(db, rq->prefix, rq->after[0] != '\0' ? rq->after : NULL,
+	    rq->limit, now_ms(), list_one, arr, &more);
+	log_db_error(rc, "list", rq->prefix);
+	db_leave();
+	if (rc != LC_OK) {
+		json_object_put(arr);
+		send_lc_error(fr, rc, NULL);
+		return;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "locks", arr);
+	json_object_object_add(o, "more", json_object_new_boolean(more));
+	(void)send_json(fr, 200, NULL, o, rq->head);
+}
+
+static void
+handle_health(FCGX_Request *fr, const struct request *rq)
+{
+	struct coord_stats cs;
+	struct lockcore *db;
+	json_object *o = json_object_new_object();
+	bool db_ok = false, coord_ok;
+
+	if ((db = db_enter()) != NULL) {
+		db_ok = lockcore_ping(db) == LC_OK;
+		db_leave();
+	}
+	coord_ok = coord_ping(W.conf.coord_socket, &cs, COORD_ACK_MS) ==
+	    COORDC_OK;
+	json_object_object_add(o, "ok", json_object_new_boolean(db_ok));
+	json_object_object_add(o, "database", jstr(db_ok ? "ok" : "unavailable"));
+	json_object_object_add(o, "coordinator", jstr(coord_ok ? "ok" : "down"));
+	if (coord_ok)
+		json_object_object_add(o, "waiters",
+		    json_object_new_int64((int64_t)cs.waiters));
+	json_object_object_add(o, "worker_pid", json_object_new_int(W.pid));
+	json_object_object_add(o, "threads",
+	    json_object_new_int(atomic_load(&W.nthreads)));
+	if (!db_ok)
+		json_object_object_add(o, "error", jstr("unavailable"));
+	(void)send_json(fr, db_ok ? 200 : 503, NULL, o, rq->head);
+}
+
+/*
+ * Reads the whole body up to the end of FastCGI stdin, so that nothing is
+ * left unread on the connection (a waiter polls it to notice a client that
+ * went away).  Returns the length, or -1 if it exceeds `cap`.
+ */
+static ssize_t
+read_body(FCGX_Request *fr, char *buf, size_t cap)
+{
+	size_t len = 0;
+	char sink[1024];
+	bool over = false;
+
+	for (;;) {
+		int n;
+
+		if (!over && len < cap)
+			n = FCGX_GetStr(buf + len, (int)(cap - len), fr->in);
+		else
+			n = FCGX_GetStr(sink, (int)sizeof(sink), fr->in);
+		if (n <= 0)
+			break;
+		if (!over && len < cap)
+			len += (size_t)n;
+		else
+			over = true;
+		if (len == cap && !over) {
+			/* One more byte decides whether it was too large. */
+			if (FCGX_GetChar(fr->in) != EOF)
+				over = true;
+		}
+	}
+	return over ? -1 : (ssize_t)len;
+}
+
+typedef void (*handler_fn)(FCGX_Request *, const struct request *);
+
+static const handler_fn handlers[] = {
+	[ROUTE_ACQUIRE] = handle_acquire,
+	[ROUTE_RELEASE] = handle_release,
+	[ROUTE_RENEW] = handle_renew,
+	[ROUTE_CANCEL] = handle_cancel,
+	[ROUTE_STATUS] = handle_status,
+	[ROUTE_LIST] = handle_list,
+	[ROUTE_HEALTH] = handle_health,
+};
+
+void
+handle_request(FCGX_Request *fr)
+{
+	static char body_none[1];
+	struct request_in in;
+	struct request rq;
+	struct request_error re;
+	char *body = NULL;
+	ssize_t blen;
+	const char *cl;
+
+	memset(&in, 0, sizeof(in));
+	in.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
+	in.uri = FCGX_GetParam("REQUEST_URI", fr->envp);
+	in.script_name = FCGX_GetParam("SCRIPT_NAME", fr->envp);
+	in.content_type = FCGX_GetParam("CONTENT_TYPE", fr->envp);
+	in.lock_token = FCGX_GetParam("HTTP_LOCK_TOKEN", fr->envp);
+	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
+
+	if (cl != NULL && strlen(cl) > 9) {
+		(void)read_body(fr, body_none, 0);
+		send_error(fr, 413, "too_large", "the request body is larger "
+		    "than 16384 bytes", NULL, false);
+		return;
+	}
+	if ((body = malloc(REQ_BODY_MAX)) == NULL) {
+		send_error(fr, 503, "unavailable", "out of memory", NULL, false);
+		return;
+	}
+	blen = read_body(fr, body, REQ_BODY_MAX);
+	if (blen < 0) {
+		send_error(fr, 413, "too_large", "the request body is larger "
+		    "than 16384 bytes", NULL, false);
+		goto out;
+	}
+	in.body = body;
+	in.bodylen = (size_t)blen;
+
+	if (request_parse(&in, &W.limits, &rq, &re) != 0) {
+		send_error(fr, re.status, re.code, re.message, re.allow,
+		    in.method != NULL && strcmp(in.method, "HEAD") == 0);
+		goto out;
+	}
+	handlers[rq.route](fr, &rq);
+out:
+	free(body);
+}

@@ -1,0 +1,1724 @@
+/*
+ * lockcore: the implementation of httplock's lock semantics on SQLite.
+ *
+ * One lock is a row of `locks`; a grant is a row of `holders`; a request
+ * waiting for a lock is a row of `waiters`, and waiter ids (AUTOINCREMENT,
+ * so they only grow) define the FIFO order.  Every read-modify-write runs in
+ * one BEGIN IMMEDIATE transaction, so the database serialises all writers of
+ * all processes; expired holders and dead waiters are treated as absent and
+ * deleted lazily by whichever transaction next touches their lock.
+ *
+ * Statements are prepared once per connection from the table `sqltab` and
+ * reset (with their bindings cleared) after every use.
+ */
+#include <sys/random.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "lockcore.h"
+
+#define SCHEMA_VERSION   1
+#define BUSY_DEFAULT_MS  5000
+#define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
+#define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
+#define BUSY_SLEEP_MAX   1000   /* longest sleep in the busy handler, µs */
+#define TOKEN_BYTES      (LC_TOKEN_LEN / 2)
+#define ERRBUF_LEN       256
+
+/*
+ * Rows of `locks` are never deleted: fence_seq must keep growing for a name
+ * for as long as the database exists, or a new grant could carry a fence an
+ * old holder already showed to a resource.  A lock is "unused" when it has
+ * no live holder and no waiter, not when its row is gone.
+ */
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS meta("
+    " key TEXT PRIMARY KEY,"
+    " value INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 1);"
+    "CREATE TABLE IF NOT EXISTS locks("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " fence_seq INTEGER NOT NULL DEFAULT 0,"
+    " max_holders INTEGER NOT NULL DEFAULT 1);"
+    "CREATE TABLE IF NOT EXISTS holders("
+    " token TEXT PRIMARY KEY,"
+    " lock_id INTEGER NOT NULL,"
+    " fence INTEGER NOT NULL,"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT,"
+    " acquired_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS holders_lock ON holders(lock_id);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS holders_req ON holders(lock_id,"
+    " request_id) WHERE request_id IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS holders_exp ON holders(expires_at);"
+    "CREATE TABLE IF NOT EXISTS waiters("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " lock_id INTEGER NOT NULL,"
+    " request_id TEXT,"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " ttl_ms INTEGER NOT NULL,"
+    " deadline INTEGER NOT NULL,"
+    " pid INTEGER NOT NULL,"
+    " pstart INTEGER NOT NULL,"
+    " wkey INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS waiters_lock ON waiters(lock_id, id);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS waiters_req ON waiters(lock_id,"
+    " request_id) WHERE request_id IS NOT NULL;";
+
+enum stmt_id {
+	S_BEGIN,
+	S_BEGIN_RO,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_VERSION,
+	S_PING,
+	S_LOCK_GET,
+	S_LOCK_ADD,
+	S_FENCE_BUMP,
+	S_FENCE_GET,
+	S_H_PURGE,
+	S_H_STATE,
+	S_H_LIST,
+	S_H_BY_REQ,
+	S_H_ADD,
+	S_H_DEL,
+	S_H_RENEW,
+	S_W_GET,
+	S_W_BY_REQ,
+	S_W_TAKE,
+	S_W_WALK,
+	S_W_COUNT,
+	S_W_ADD,
+	S_W_DEL,
+	S_LIST,
+	S_SWEEP_NEXT,
+	S_COUNT
+};
+
+#define HOLDER_COLS \
+    "rowid, token, fence, owner, acquired_at, expires_at"
+
+static const char *const sqltab[S_COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_BEGIN_RO] = "BEGIN",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_VERSION] = "SELECT value FROM meta WHERE key = 'schema_version'",
+	[S_PING] = "SELECT count(*) FROM meta",
+	[S_LOCK_GET] = "SELECT id, max_holders FROM locks WHERE name = ?1",
+	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
+	[S_FENCE_BUMP] =
+	    "UPDATE locks SET fence_seq = fence_seq + 1 WHERE id = ?1",
+	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
+	[S_H_PURGE] =
+	    "DELETE FROM holders WHERE lock_id = ?1 AND expires_at <= ?2",
+	[S_H_STATE] = "SELECT count(*), min(expires_at) FROM holders"
+	    " WHERE lock_id = ?1 AND expires_at > ?2",
+	[S_H_LIST] = "SELECT " HOLDER_COLS " FROM holders"
+	    " WHERE lock_id = ?1 AND expires_at > ?2 ORDER BY fence",
+	[S_H_BY_REQ] = "SELECT " HOLDER_COLS " FROM holders"
+	    " WHERE lock_id = ?1 AND request_id = ?2 AND expires_at > ?3",
+	[S_H_ADD] = "INSERT INTO holders(token, lock_id, fence, owner,"
+	    " request_id, acquired_at, expires_at)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[S_H_DEL] = "DELETE FROM holders WHERE rowid = ?1",
+	[S_H_RENEW] = "UPDATE holders SET expires_at = ?2 WHERE rowid = ?1",
+	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
+	    " w.wkey, l.name, l.max_holders"
+	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
+	[S_W_BY_REQ] =
+	    "SELECT id FROM waiters WHERE lock_id = ?1 AND request_id = ?2",
+	[S_W_TAKE] = "UPDATE waiters SET pid = ?2, pstart = ?3, wkey = ?4,"
+	    " deadline = ?5 WHERE id = ?1",
+	[S_W_WALK] = "SELECT id, pid, pstart, deadline FROM waiters"
+	    " WHERE lock_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id",
+	[S_W_COUNT] = "SELECT count(*) FROM waiters"
+	    " WHERE lock_id = ?1 AND id > ?2 AND id < ?3 AND deadline > ?4",
+	[S_W_ADD] = "INSERT INTO waiters(lock_id, request_id, owner, ttl_ms,"
+	    " deadline, pid, pstart, wkey)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_W_DEL] = "DELETE FROM waiters WHERE id = ?1",
+	/* Driven by the live rows, not by `locks`, which only grows. */
+	[S_LIST] = "WITH act(id) AS ("
+	    " SELECT lock_id FROM holders WHERE expires_at > ?1"
+	    " UNION SELECT lock_id FROM waiters WHERE deadline > ?1)"
+	    " SELECT l.name,"
+	    " (SELECT count(*) FROM holders h"
+	    "  WHERE h.lock_id = l.id AND h.expires_at > ?1),"
+	    " (SELECT count(*) FROM waiters w"
+	    "  WHERE w.lock_id = l.id AND w.deadline > ?1)"
+	    " FROM act JOIN locks l ON l.id = act.id"
+	    " WHERE l.name > ?2 AND l.name >= ?3 AND (?4 IS NULL OR l.name < ?4)"
+	    " ORDER BY l.name LIMIT ?5",
+	[S_SWEEP_NEXT] = "SELECT min(x) FROM ("
+	    " SELECT min(lock_id) AS x FROM holders"
+	    "  WHERE expires_at <= ?1 AND lock_id > ?2"
+	    " UNION ALL SELECT min(lock_id) FROM waiters WHERE lock_id > ?2)"
+};
+
+struct lockcore {
+	sqlite3         *db;
+	sqlite3_stmt    *st[S_COUNT];
+	int              busy_ms;          /* give up waiting after this */
+	struct timespec  busy_t0;          /* when the current wait began */
+	char             err[ERRBUF_LEN];  /* last error, for lockcore_errmsg */
+};
+
+/* The lock row a transaction works on. */
+struct lockrow {
+	int64_t id;
+	int     max_holders;
+};
+
+/* What walk_waiters() found in a lock's queue. */
+struct walk {
+	int     live;     /* live waiters seen */
+	int64_t head;     /* id of the first live waiter, 0 if none */
+	int     removed;  /* dead waiters deleted */
+};
+
+/* Live holders of a lock. */
+struct hstate {
+	int     count;
+	int64_t min_expires;  /* 0 if count == 0 */
+};
+
+/* A holder row as HOLDER_COLS returns it. */
+struct hrow {
+	int64_t rowid;
+	char    token[LC_TOKEN_LEN + 1];
+	int64_t fence;
+	char    owner[LC_OWNER_MAX + 1];
+	int64_t acquired_at;
+	int64_t expires_at;
+};
+
+/* A waiter row with the lock it waits for, as S_W_GET returns it. */
+struct wrow {
+	int64_t lock_id;
+	char    owner[LC_OWNER_MAX + 1];
+	char    request_id[LC_REQUEST_ID_MAX + 1];
+	bool    has_request_id;
+	int64_t ttl_ms;
+	uint64_t wkey;
+	char    name[LC_NAME_MAX + 1];
+	int     max_holders;
+};
+
+/* Records the connection's error message and maps rc to an LC_E_ code. */
+static int
+dbfail(struct lockcore *lc, int rc)
+{
+	(void)snprintf(lc->err, sizeof(lc->err), "%s",
+	    sqlite3_errmsg(lc->db));
+	return (rc & 0xff) == SQLITE_NOMEM ? LC_E_NOMEM : LC_E_DB;
+}
+
+/* Resets `s` and clears its bindings, ready for the next use. */
+static void
+done(sqlite3_stmt *s)
+{
+	(void)sqlite3_reset(s);
+	(void)sqlite3_clear_bindings(s);
+}
+
+/* Binds an integer unless an earlier bind failed (*rc != SQLITE_OK). */
+static void
+bind_i64(sqlite3_stmt *s, int i, int64_t v, int *rc)
+{
+	if (*rc == SQLITE_OK)
+		*rc = sqlite3_bind_int64(s, i, v);
+}
+
+/* Binds text, or NULL when v is NULL; the caller keeps v until done(). */
+static void
+bind_txt(sqlite3_stmt *s, int i, const char *v, int *rc)
+{
+	if (*rc != SQLITE_OK)
+		return;
+	if (v == NULL)
+		*rc = sqlite3_bind_null(s, i);
+	else
+		*rc = sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+/*
+ * Steps `s` once after binding returned brc.  Returns 0 with *found telling
+ * whether a row came back (read it, then call done()), or an LC_E_ code.
+ */
+static int
+step_row(struct lockcore *lc, sqlite3_stmt *s, int brc, bool *found)
+{
+	int rc = brc;
+
+	*found = false;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*found = true;
+	else if (rc != SQLITE_DONE)
+		return dbfail(lc, rc);
+	return 0;
+}
+
+/* Runs a statement that returns no rows and resets it.  0 or LC_E_. */
+static int
+run(struct lockcore *lc, sqlite3_stmt *s, int brc)
+{
+	int rc = brc;
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	rc = rc == SQLITE_DONE ? 0 : dbfail(lc, rc);
+	done(s);
+	return rc;
+}
+
+/*
+ * Copies text column `col` into dst (size bytes).  An SQL NULL gives "".
+ * LC_E_DB if it does not fit (the data did not come from us), LC_E_NOMEM
+ * if SQLite could not convert it.
+ */
+static int
+copy_col(char *dst, size_t size, sqlite3_stmt *s, int col)
+{
+	const unsigned char *t;
+	int n;
+
+	dst[0] = '\0';
+	if (sqlite3_column_type(s, col) == SQLITE_NULL)
+		return 0;
+	t = sqlite3_column_text(s, col);
+	if (t == NULL)
+		return LC_E_NOMEM;
+	n = sqlite3_column_bytes(s, col);
+	if (n < 0 || (size_t)n >= size)
+		return LC_E_DB;
+	memcpy(dst, t, (size_t)n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* Copies a NUL-terminated string; -1 if it does not fit. */
+static int
+copy_str(char *dst, size_t size, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= size)
+		return -1;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+/* Compares n bytes in time independent of where they differ. */
+static bool
+ct_equal(const char *a, const char *b, size_t n)
+{
+	volatile unsigned char d = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+/* True if s is a NUL-terminated string of 1..max bytes. */
+static bool
+valid_str(const char *s, size_t max)
+{
+	size_t n;
+
+	if (s == NULL)
+		return false;
+	n = strnlen(s, max + 1);
+	return n >= 1 && n <= max;
+}
+
+/* True if s is NULL or a string of at most max bytes. */
+static bool
+valid_opt(const char *s, size_t max)
+{
+	return s == NULL || strnlen(s, max + 1) <= max;
+}
+
+/* The request_id to store: NULL for none (NULL or ""). */
+static const char *
+opt_rid(const char *rid)
+{
+	return rid == NULL || rid[0] == '\0' ? NULL : rid;
+}
+
+/* Fills buf with a fresh random token.  0, or LC_E_DB with lc->err set. */
+static int
+make_token(struct lockcore *lc, char buf[LC_TOKEN_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char raw[TOKEN_BYTES];
+	size_t got = 0;
+	ssize_t n;
+	size_t i;
+
+	while (got < sizeof(raw)) {
+		n = getrandom(raw + got, sizeof(raw) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			(void)snprintf(lc->err, sizeof(lc->err),
+			    "getrandom: %s", strerror(errno));
+			return LC_E_DB;
+		}
+		got += (size_t)n;
+	}
+	for (i = 0; i < sizeof(raw); i++) {
+		buf[2 * i] = hex[raw[i] >> 4];
+		buf[2 * i + 1] = hex[raw[i] & 0xf];
+	}
+	buf[LC_TOKEN_LEN] = '\0';
+	return 0;
+}
+
+/*
+ * SQLite's busy handler.  The default one sleeps in steps of 1-100 ms, and
+ * under contention that starved whole processes; here a waiter yields a
+ * few times, then sleeps from BUSY_SLEEP_MIN µs doubling up to
+ * BUSY_SLEEP_MAX µs, until busy_ms have passed since this wait began
+ * (count == 0).  Returns non-zero to retry, 0 to give up with SQLITE_BUSY.
+ */
+static int
+busy_wait(void *arg, int count)
+{
+	struct lockcore *lc = arg;
+	struct timespec now, ts;
+	int64_t elapsed_us, left_us, sleep_us;
+
+	if (count == 0)
+		(void)clock_gettime(CLOCK_MONOTONIC, &lc->busy_t0);
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	elapsed_us = (int64_t)(now.tv_sec - lc->busy_t0.tv_sec) * 1000000 +
+	    (now.tv_nsec - lc->busy_t0.tv_nsec) / 1000;
+	left_us = (int64_t)lc->busy_ms * 1000 - elapsed_us;
+	if (left_us <= 0)
+		return 0;
+	if (count < BUSY_YIELDS) {
+		(void)sched_yield();
+		return 1;
+	}
+	sleep_us = BUSY_SLEEP_MIN;
+	if (count - BUSY_YIELDS < 6)
+		sleep_us <<= count - BUSY_YIELDS;
+	else
+		sleep_us = BUSY_SLEEP_MAX;
+	if (sleep_us > BUSY_SLEEP_MAX)
+		sleep_us = BUSY_SLEEP_MAX;
+	if (sleep_us > left_us)
+		sleep_us = left_us;
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)(sleep_us * 1000);
+	(void)nanosleep(&ts, NULL);
+	return 1;
+}
+
+/*
+ * Transactions.  tx_end() commits when rc >= 0 and rolls back otherwise
+ * (or when the commit fails); it returns rc, or the commit's error.
+ */
+static int
+tx_begin(struct lockcore *lc, bool write)
+{
+	return run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
+}
+
+static int
+tx_end(struct lockcore *lc, int rc)
+{
+	if (rc >= 0) {
+		int crc = run(lc, lc->st[S_COMMIT], SQLITE_OK);
+
+		if (crc < 0)
+			rc = crc;
+	}
+	/* Some errors (I/O, full disk, no memory) roll back on their own. */
+	if (rc < 0 && !sqlite3_get_autocommit(lc->db))
+		(void)run(lc, lc->st[S_ROLLBACK], SQLITE_OK);
+	return rc;
+}
+
+/* Opening. */
+
+/*
+ * PRAGMA journal_mode=WAL, checking that SQLite agreed.  When several
+ * processes open a new database at once, the switch to WAL fails with
+ * SQLITE_BUSY without consulting the busy handler, so that is retried here
+ * on the busy handler's schedule.
+ */
+static int
+set_wal(struct lockcore *lc, const char **why)
+{
+	sqlite3_stmt *s = NULL;
+	const unsigned char *mode;
+	int rc, count = 0;
+
+	rc = sqlite3_prepare_v2(lc->db, "PRAGMA journal_mode=WAL", -1, &s,
+	    NULL);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_BUSY &&
+	    busy_wait(lc, count++)) {
+		(void)sqlite3_reset(s);  /* repeats the SQLITE_BUSY */
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_ROW) {
+		*why = sqlite3_errmsg(lc->db);
+		rc = -1;
+		goto out;
+	}
+	mode = sqlite3_column_text(s, 0);
+	rc = 0;
+	/* An in-memory database (tests) cannot do WAL and needs not. */
+	if (mode == NULL || (strcmp((const char *)mode, "wal") != 0 &&
+	    strcmp((const char *)mode, "memory") != 0)) {
+		*why = "the database refused journal_mode=WAL";
+		rc = -1;
+	}
+out:
+	(void)sqlite3_finalize(s);
+	return rc;
+}
+
+/*
+ * True if the schema exists.  Checked first because creating it needs the
+ * write lock, which a busy database may not give a new connection soon.
+ */
+static bool
+has_schema(sqlite3 *db)
+{
+	sqlite3_stmt *s = NULL;
+	bool yes;
+
+	yes = sqlite3_prepare_v2(db, "SELECT value FROM meta"
+	    " WHERE key = 'schema_version'", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW;
+	(void)sqlite3_finalize(s);
+	return yes;
+}
+
+/* Creates the schema if absent, in one transaction.  0 or -1. */
+static int
+make_schema(sqlite3 *db, const char **why)
+{
+	int rc;
+
+	if (has_schema(db))
+		return 0;
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		return 0;
+	*why = sqlite3_errmsg(db);
+	if (!sqlite3_get_autocommit(db))
+		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Prepares every statement of sqltab.  0 or -1. */
+static int
+prepare_all(struct lockcore *lc, const char **why)
+{
+	int i, rc;
+
+	for (i = 0; i < S_COUNT; i++) {
+		rc = sqlite3_prepare_v3(lc->db, sqltab[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &lc->st[i], NULL);
+		if (rc != SQLITE_OK) {
+			*why = sqlite3_errmsg(lc->db);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Checks meta.schema_version.  0 or -1. */
+static int
+check_version(struct lockcore *lc, const char **why)
+{
+	sqlite3_stmt *s = lc->st[S_VERSION];
+	int rc;
+
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		*why = rc == SQLITE_DONE ? "no schema_version in meta" :
+		    sqlite3_errmsg(lc->db);
+		rc = -1;
+	} else if (sqlite3_column_int64(s, 0) != SCHEMA_VERSION) {
+		*why = "unsupported schema_version";
+		rc = -1;
+	} else
+		rc = 0;
+	done(s);
+	return rc;
+}
+
+int
+lockcore_open(struct lockcore **out, const char *path,
+    const struct lockcore_opts *opts, char *err, size_t errlen)
+{
+	struct lockcore *lc = NULL;
+	const char *what = "sqlite3_open_v2", *why = NULL;
+	char pragma[64];
+	int rc = LC_E_DB;
+
+	if (out == NULL || path == NULL)
+		return LC_E_INVAL;
+	*out = NULL;
+	if ((lc = calloc(1, sizeof(*lc))) == NULL) {
+		what = "calloc";
+		why = strerror(errno);
+		rc = LC_E_NOMEM;
+		goto out;
+	}
+	lc->busy_ms = opts != NULL ? opts->busy_timeout_ms : BUSY_DEFAULT_MS;
+	if (lc->busy_ms < 0)
+		lc->busy_ms = 0;
+	if (sqlite3_open_v2(path, &lc->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		why = lc->db != NULL ? sqlite3_errmsg(lc->db) :
+		    "out of memory";
+		goto out;
+	}
+	if (sqlite3_busy_handler(lc->db, busy_wait, lc) != SQLITE_OK) {
+		why = sqlite3_errmsg(lc->db);
+		goto out;
+	}
+	what = "journal_mode";
+	if (set_wal(lc, &why) < 0)
+		goto out;
+	what = "synchronous";
+	(void)snprintf(pragma, sizeof(pragma), "PRAGMA synchronous=%s",
+	    opts != NULL && opts->synchronous_full ? "FULL" : "NORMAL");
+	if (sqlite3_exec(lc->db, pragma, NULL, NULL, NULL) != SQLITE_OK) {
+		why = sqlite3_errmsg(lc->db);
+		goto out;
+	}
+	what = "schema";
+	if (make_schema(lc->db, &why) < 0 || prepare_all(lc, &why) < 0 ||
+	    check_version(lc, &why) < 0)
+		goto out;
+	*out = lc;
+	lc = NULL;
+	rc = 0;
+out:
+	if (rc < 0 && err != NULL && errlen > 0)
+		(void)snprintf(err, errlen, "%s: %s: %s", path, what,
+		    why != NULL ? why : "failed");
+	lockcore_close(lc);
+	return rc;
+}
+
+void
+lockcore_close(struct lockcore *lc)
+{
+	int i;
+
+	if (lc == NULL)
+		return;
+	for (i = 0; i < S_COUNT; i++)
+		(void)sqlite3_finalize(lc->st[i]);
+	(void)sqlite3_close_v2(lc->db);
+	free(lc);
+}
+
+const char *
+lockcore_errmsg(struct lockcore *lc)
+{
+	if (lc == NULL)
+		return "no connection";
+	if (lc->err[0] != '\0')
+		return lc->err;
+	return sqlite3_errmsg(lc->db);
+}
+
+/* Row helpers, all inside a transaction the caller opened. */
+
+/*
+ * Finds the lock row of `name`, creating it when `create` is set.
+ * 0 with *found, or an LC_E_ code.
+ */
+static int
+lock_get(struct lockcore *lc, const char *name, bool create,
+    struct lockrow *lr, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_LOCK_GET];
+	int rc, brc = SQLITE_OK;
+
+	bind_txt(s, 1, name, &brc);
+	rc = step_row(lc, s, brc, found);
+	if (rc == 0 && *found) {
+		lr->id = sqlite3_column_int64(s, 0);
+		lr->max_holders = sqlite3_column_int(s, 1);
+	}
+	done(s);
+	if (rc < 0 || *found || !create)
+		return rc;
+	brc = SQLITE_OK;
+	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
+	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
+		return rc;
+	lr->id = sqlite3_last_insert_rowid(lc->db);
+	lr->max_holders = 1;
+	*found = true;
+	return 0;
+}
+
+/* Deletes the expired holders of a lock; *n (may be NULL) gets how many. */
+static int
+purge_holders(struct lockcore *lc, int64_t lock_id, int64_t now, int *n)
+{
+	sqlite3_stmt *s = lc->st[S_H_PURGE];
+	int rc, brc = SQLITE_OK;
+
+	bind_i64(s, 1, lock_id, &brc);
+	bind_i64(s, 2, now, &brc);
+	rc = run(lc, s, brc);
+	if (rc == 0 && n != NULL)
+		*n = sqlite3_changes(lc->db);
+	return rc;
+}
+
+/* Counts the live holders of a lock and finds their earliest expiry. */
+static int
+holder_state(struct lockcore *lc, int64_t lock_id, int64_t now,
+    struct hstate *hs)
+{
+	sqlite3_stmt *s = lc->st[S_H_STATE];
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	hs->count = 0;
+	hs->min_expires = 0;
+	bind_i64(s, 1, lock_id, &brc);
+	bind_i64(s, 2, now, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found) {
+		hs->count = sqlite3_column_int(s, 0);
+		hs->min_expires = sqlite3_column_int64(s, 1);  /* NULL: 0 */
+	}
+	done(s);
+	return rc;
+}
+
+/* Reads a row of HOLDER_COLS. */
+static int
+read_holder(sqlite3_stmt *s, struct hrow *h)
+{
+	int rc;
+
+	h->rowid = sqlite3_column_int64(s, 0);
+	h->fence = sqlite3_column_int64(s, 2);
+	h->acquired_at = sqlite3_column_int64(s, 4);
+	h->expires_at = sqlite3_column_int64(s, 5);
+	rc = copy_col(h->token, sizeof(h->token), s, 1);
+	if (rc == 0)
+		rc = copy_col(h->owner, sizeof(h->owner), s, 3);
+	return rc;
+}
+
+/*
+ * Finds the live holder of a lock whose token equals `token`.  Every
+ * holder's token is compared, in constant time, so neither SQL nor an
+ * early exit tells how much of a guess was right.
+ */
+static int
+holder_by_token(struct lockcore *lc, int64_t lock_id, const char *token,
+    int64_t now, struct hrow *out, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_H_LIST];
+	struct hrow h;
+	int rc = SQLITE_OK;
+
+	*found = false;
+	bind_i64(s, 1, lock_id, &rc);
+	bind_i64(s, 2, now, &rc);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((rc = read_holder(s, &h)) < 0)
+			goto out;
+		if (strlen(h.token) == LC_TOKEN_LEN &&
+		    ct_equal(h.token, token, LC_TOKEN_LEN)) {
+			*out = h;
+			*found = true;
+		}
+		rc = SQLITE_OK;
+	}
+	rc = rc == SQLITE_DONE ? 0 : dbfail(lc, rc);
+out:
+	done(s);
+	return rc;
+}
+
+/* Finds the live holder of a lock that was granted to request_id. */
+static int
+holder_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
+    int64_t now, struct hrow *h, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_H_BY_REQ];
+	int rc, brc = SQLITE_OK;
+
+	bind_i64(s, 1, lock_id, &brc);
+	bind_txt(s, 2, rid, &brc);
+	bind_i64(s, 3, now, &brc);
+	rc = step_row(lc, s, brc, found);
+	if (rc == 0 && *found)
+		rc = read_holder(s, h);
+	done(s);
+	return rc;
+}
+
+static int
+holder_delete(struct lockcore *lc, int64_t rowid)
+{
+	int brc = SQLITE_OK;
+
+	bind_i64(lc->st[S_H_DEL], 1, rowid, &brc);
+	return run(lc, lc->st[S_H_DEL], brc);
+}
+
+/* Fills a grant from a holder row of lock `name`. */
+static int
+fill_grant(struct lock_grant *g, const char *name, const struct hrow *h)
+{
+	if (copy_str(g->name, sizeof(g->name), name) < 0 ||
+	    copy_str(g->owner, sizeof(g->owner), h->owner) < 0)
+		return LC_E_INVAL;
+	memcpy(g->token, h->token, sizeof(g->token));
+	g->fence = h->fence;
+	g->acquired_at = h->acquired_at;
+	g->expires_at = h->expires_at;
+	return 0;
+}
+
+/* Increments the lock's fence_seq and returns the new value in *fence. */
+static int
+next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
+{
+	sqlite3_stmt *s = lc->st[S_FENCE_GET];
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	bind_i64(lc->st[S_FENCE_BUMP], 1, lock_id, &brc);
+	if ((rc = run(lc, lc->st[S_FENCE_BUMP], brc)) < 0)
+		return rc;
+	bind_i64(s, 1, lock_id, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && !found) {
+		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
+		rc = LC_E_DB;
+	}
+	if (rc == 0)
+		*fence = sqlite3_column_int64(s, 0);
+	done(s);
+	return rc;
+}
+
+/*
+ * Grants lock `lr` of `name`: a new holder row with a fresh token and the
+ * next fence, valid until now + ttl_ms.  Fills *g.
+ */
+static int
+grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
+    const char *owner, const char *rid, int64_t ttl_ms, int64_t now,
+    struct lock_grant *g)
+{
+	sqlite3_stmt *s = lc->st[S_H_ADD];
+	struct hrow h;
+	int rc, brc = SQLITE_OK;
+
+	memset(&h, 0, sizeof(h));
+	if (__builtin_add_overflow(now, ttl_ms, &h.expires_at) ||
+	    copy_str(h.owner, sizeof(h.owner), owner) < 0)
+		return LC_E_INVAL;
+	h.acquired_at = now;
+	if ((rc = next_fence(lc, lock_id, &h.fence)) < 0 ||
+	    (rc = make_token(lc, h.token)) < 0)
+		return rc;
+	bind_txt(s, 1, h.token, &brc);
+	bind_i64(s, 2, lock_id, &brc);
+	bind_i64(s, 3, h.fence, &brc);
+	bind_txt(s, 4, h.owner, &brc);
+	bind_txt(s, 5, rid, &brc);
+	bind_i64(s, 6, h.acquired_at, &brc);
+	bind_i64(s, 7, h.expires_at, &brc);
+	if ((rc = run(lc, s, brc)) < 0)
+		return rc;
+	return fill_grant(g, name, &h);
+}
+
+/* Loads waiter `id` with its lock.  0 with *found, or an LC_E_ code. */
+static int
+waiter_get(struct lockcore *lc, int64_t id, struct wrow *w, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_W_GET];
+	int rc, brc = SQLITE_OK;
+
+	bind_i64(s, 1, id, &brc);
+	rc = step_row(lc, s, brc, found);
+	if (rc == 0 && *found) {
+		w->lock_id = sqlite3_column_int64(s, 0);
+		w->has_request_id = sqlite3_column_type(s, 2) != SQLITE_NULL;
+		w->ttl_ms = sqlite3_column_int64(s, 3);
+		w->wkey = (uint64_t)sqlite3_column_int64(s, 4);
+		w->max_holders = sqlite3_column_int(s, 6);
+		rc = copy_col(w->owner, sizeof(w->owner), s, 1);
+		if (rc == 0)
+			rc = copy_col(w->request_id, sizeof(w->request_id),
+			    s, 2);
+		if (rc == 0)
+			rc = copy_col(w->name, sizeof(w->name), s, 5);
+	}
+	done(s);
+	return rc;
+}
+
+/* Finds the waiter row of a lock with request_id; *id is 0 if none. */
+static int
+waiter_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
+    int64_t *id)
+{
+	sqlite3_stmt *s = lc->st[S_W_BY_REQ];
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	*id = 0;
+	bind_i64(s, 1, lock_id, &brc);
+	bind_txt(s, 2, rid, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found)
+		*id = sqlite3_column_int64(s, 0);
+	done(s);
+	return rc;
+}
+
+static int
+waiter_delete(struct lockcore *lc, int64_t id)
+{
+	int brc = SQLITE_OK;
+
+	bind_i64(lc->st[S_W_DEL], 1, id, &brc);
+	return run(lc, lc->st[S_W_DEL], brc);
+}
+
+/* Counts waiters of a lock with after < id < below and deadline > now. */
+static int
+waiter_count(struct lockcore *lc, int64_t lock_id, int64_t after,
+    int64_t below, int64_t now, int *n)
+{
+	sqlite3_stmt *s = lc->st[S_W_COUNT];
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	*n = 0;
+	bind_i64(s, 1, lock_id, &brc);
+	bind_i64(s, 2, after, &brc);
+	bind_i64(s, 3, below, &brc);
+	bind_i64(s, 4, now, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found)
+		*n = sqlite3_column_int(s, 0);
+	done(s);
+	return rc;
+}
+
+/* The liveness of the previous waiter, since one process often has many. */
+struct alive_cache {
+	pid_t    pid;
+	uint64_t pstart;
+	bool     alive;
+	bool     valid;
+};
+
+/* A waiter is live iff its deadline is ahead and its process runs. */
+static bool
+waiter_live(struct alive_cache *c, pid_t pid, uint64_t pstart,
+    int64_t deadline, int64_t now)
+{
+	if (deadline <= now)
+		return false;
+	if (!c->valid || c->pid != pid || c->pstart != pstart) {
+		c->pid = pid;
+		c->pstart = pstart;
+		c->alive = lockcore_proc_alive(pid, pstart);
+		c->valid = true;
+	}
+	return c->alive;
+}
+
+/*
+ * Walks the waiters of a lock with id < below in FIFO order, deleting dead
+ * ones.  With `all` unset it stops at the first live waiter, which is all
+ * a grant decision needs: it saves a /proc read per queued waiter in every
+ * transaction, and dead waiters further back are removed when they reach
+ * the head or by lockcore_sweep().  The SELECT is restarted after each
+ * delete rather than stepped across a change to the table it scans.
+ */
+static int
+walk_waiters(struct lockcore *lc, int64_t lock_id, int64_t below,
+    int64_t now, bool all, struct walk *w)
+{
+	sqlite3_stmt *s = lc->st[S_W_WALK];
+	struct alive_cache cache = { 0, 0, false, false };
+	int64_t cursor = 0, id, dead;
+	int rc;
+
+	memset(w, 0, sizeof(*w));
+	for (;;) {
+		dead = 0;
+		rc = SQLITE_OK;
+		bind_i64(s, 1, lock_id, &rc);
+		bind_i64(s, 2, cursor, &rc);
+		bind_i64(s, 3, below, &rc);
+		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			rc = SQLITE_OK;
+			cursor = id = sqlite3_column_int64(s, 0);
+			if (!waiter_live(&cache, (pid_t)sqlite3_column_int64(s, 1),
+			    (uint64_t)sqlite3_column_int64(s, 2),
+			    sqlite3_column_int64(s, 3), now)) {
+				dead = id;
+				break;
+			}
+			if (w->live++ == 0)
+				w->head = id;
+			if (!all)
+				break;
+		}
+		rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(lc, rc);
+		done(s);
+		if (rc < 0 || dead == 0 || (!all && w->live > 0))
+			return rc;
+		if ((rc = waiter_delete(lc, dead)) < 0)
+			return rc;
+		w->removed++;
+	}
+}
+
+/*
+ * Fills *info for waiter `id` (0: a request not queued) of a lock whose
+ * queue walk_waiters() left in *w: the first live waiter is known to be
+ * live; waiters behind it count if their deadline is ahead.
+ */
+static int
+wait_info(struct lockcore *lc, int64_t lock_id, int64_t id,
+    const struct walk *w, const struct hstate *hs, int64_t now,
+    struct lock_wait_info *info)
+{
+	int rest = 0, rc = 0;
+
+	info->waiter_id = id;
+	info->holder_expires = hs->min_expires;
+	info->ahead = w->live;
+	if (w->head != 0 && w->live == 1)
+		rc = waiter_count(lc, lock_id, w->head, id != 0 ? id : INT64_MAX,
+		    now, &rest);
+	info->ahead += rest;
+	return rc;
+}
+
+/* lock_acquire. */
+
+/*
+ * The request_id half of lock_acquire: a live grant for request_id is
+ * returned again, a waiter row is taken over by req->who.  *handled is
+ * false if neither exists.
+ */
+static int
+acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
+    const char *rid, const struct lockrow *lr, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info, bool *handled)
+{
+	sqlite3_stmt *s = lc->st[S_W_TAKE];
+	struct hrow h;
+	struct hstate hs;
+	struct walk w;
+	int64_t id;
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	*handled = true;
+	if ((rc = holder_by_rid(lc, lr->id, rid, now, &h, &found)) < 0)
+		return rc;
+	if (found)
+		return (rc = fill_grant(grant, req->name, &h)) < 0 ?
+		    rc : LC_GRANTED;
+	if ((rc = waiter_by_rid(lc, lr->id, rid, &id)) < 0 || id == 0) {
+		*handled = false;
+		return rc;
+	}
+	bind_i64(s, 1, id, &brc);
+	bind_i64(s, 2, req->who.pid, &brc);
+	bind_i64(s, 3, (int64_t)req->who.pstart, &brc);
+	bind_i64(s, 4, (int64_t)req->who.key, &brc);
+	bind_i64(s, 5, req->deadline, &brc);
+	if ((rc = run(lc, s, brc)) < 0 ||
+	    (rc = walk_waiters(lc, lr->id, id, now, false, &w)) < 0 ||
+	    (rc = holder_state(lc, lr->id, now, &hs)) < 0 ||
+	    (rc = wait_info(lc, lr->id, id, &w, &hs, now, info)) < 0)
+		return rc;
+	return LC_QUEUED;
+}
+
+/* Appends a waiter row for req and returns its id in *id. */
+static int
+enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
+    const char *rid, int64_t lock_id, int64_t *id)
+{
+	sqlite3_stmt *s = lc->st[S_W_ADD];
+	int rc, brc = SQLITE_OK;
+
+	bind_i64(s, 1, lock_id, &brc);
+	bind_txt(s, 2, rid, &brc);
+	bind_txt(s, 3, req->owner != NULL ? req->owner : "", &brc);
+	bind_i64(s, 4, req->ttl_ms, &brc);
+	bind_i64(s, 5, req->deadline, &brc);
+	bind_i64(s, 6, req->who.pid, &brc);
+	bind_i64(s, 7, (int64_t)req->who.pstart, &brc);
+	bind_i64(s, 8, (int64_t)req->who.key, &brc);
+	if ((rc = run(lc, s, brc)) == 0)
+		*id = sqlite3_last_insert_rowid(lc->db);
+	return rc;
+}
+
+/*
+ * The queue half of lock_acquire, for a request seen for the first time:
+ * grant, report busy, or enqueue.
+ */
+static int
+acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
+    const char *rid, const struct lockrow *lr, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info)
+{
+	struct hstate hs;
+	struct walk w;
+	int64_t id = 0;
+	int rc;
+
+	if ((rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0 ||
+	    (rc = holder_state(lc, lr->id, now, &hs)) < 0)
+		return rc;
+	if (hs.count < lr->max_holders && w.live == 0) {
+		rc = grant_new(lc, lr->id, req->name,
+		    req->owner != NULL ? req->owner : "", rid, req->ttl_ms,
+		    now, grant);
+		return rc < 0 ? rc : LC_GRANTED;
+	}
+	if ((rc = wait_info(lc, lr->id, 0, &w, &hs, now, info)) < 0)
+		return rc;
+	/* A waiter whose deadline has passed could never be granted. */
+	if (!req->wait || req->deadline <= now)
+		return LC_BUSY;
+	if (info->ahead >= req->max_waiters) {
+		/* Only a full walk tells whether dead waiters hold the room. */
+		if ((rc = walk_waiters(lc, lr->id, INT64_MAX, now, true,
+		    &w)) < 0)
+			return rc;
+		if (w.live >= req->max_waiters)
+			return LC_E_TOO_MANY;
+		info->ahead = w.live;
+	}
+	if ((rc = enqueue(lc, req, rid, lr->id, &id)) < 0)
+		return rc;
+	info->waiter_id = id;
+	return LC_QUEUED;
+}
+
+static bool
+acquire_valid(const struct lock_acquire_req *req, int64_t now)
+{
+	int64_t end;
+
+	return req != NULL && valid_str(req->name, LC_NAME_MAX) &&
+	    valid_opt(req->owner, LC_OWNER_MAX) &&
+	    valid_opt(req->request_id, LC_REQUEST_ID_MAX) &&
+	    req->ttl_ms > 0 && req->max_waiters > 0 &&
+	    !__builtin_add_overflow(now, req->ttl_ms, &end);
+}
+
+int
+lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
+    int64_t now, struct lock_grant *grant, struct lock_wait_info *info)
+{
+	const char *rid;
+	struct lockrow lr;
+	int rc;
+	bool found, handled = false;
+
+	if (lc == NULL || grant == NULL || info == NULL ||
+	    !acquire_valid(req, now))
+		return LC_E_INVAL;
+	rid = opt_rid(req->request_id);
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	if ((rc = lock_get(lc, req->name, true, &lr, &found)) < 0 ||
+	    (rc = purge_holders(lc, lr.id, now, NULL)) < 0)
+		goto out;
+	if (rid != NULL)
+		rc = acquire_retry(lc, req, rid, &lr, now, grant, info,
+		    &handled);
+	if (rc >= 0 && !handled)
+		rc = acquire_new(lc, req, rid, &lr, now, grant, info);
+out:
+	return tx_end(lc, rc);
+}
+
+/* lock_wait_poll and lock_wait_abandon. */
+
+static int
+poll_tx(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info, bool *wake_next)
+{
+	struct wrow wr;
+	struct hstate hs;
+	struct walk w;
+	int rest, rc;
+	bool found;
+
+	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_GONE;
+	if (wr.wkey != who->key)
+		return LC_E_SUPERSEDED;
+	if ((rc = purge_holders(lc, wr.lock_id, now, NULL)) < 0 ||
+	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false, &w)) < 0 ||
+	    (rc = holder_state(lc, wr.lock_id, now, &hs)) < 0)
+		return rc;
+	if (hs.count >= wr.max_holders || w.live > 0) {
+		/* Room, but someone live is ahead: that one must be told. */
+		*wake_next = hs.count < wr.max_holders;
+		rc = wait_info(lc, wr.lock_id, waiter_id, &w, &hs, now, info);
+		return rc < 0 ? rc : LC_QUEUED;
+	}
+	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
+	    (rc = grant_new(lc, wr.lock_id, wr.name, wr.owner,
+	    wr.has_request_id ? wr.request_id : NULL, wr.ttl_ms, now,
+	    grant)) < 0)
+		return rc;
+	if (hs.count + 1 < wr.max_holders) {
+		if ((rc = waiter_count(lc, wr.lock_id, waiter_id, INT64_MAX,
+		    now, &rest)) < 0)
+			return rc;
+		*wake_next = rest > 0;
+	}
+	return LC_GRANTED;
+}
+
+int
+lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info, bool *wake_next)
+{
+	int rc;
+
+	if (lc == NULL || who == NULL || grant == NULL || info == NULL ||
+	    wake_next == NULL || waiter_id <= 0)
+		return LC_E_INVAL;
+	*wake_next = false;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = poll_tx(lc, waiter_id, who, now, grant, info, wake_next);
+	return tx_end(lc, rc);
+}
+
+static int
+abandon_tx(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next)
+{
+	struct wrow wr;
+	int rest, rc;
+	bool found;
+
+	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_GONE;
+	if (wr.wkey != who->key)
+		return LC_E_SUPERSEDED;
+	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
+	    (rc = waiter_count(lc, wr.lock_id, 0, INT64_MAX, now, &rest)) < 0)
+		return rc;
+	*wake_next = rest > 0;
+	return LC_OK;
+}
+
+int
+lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next)
+{
+	int rc;
+
+	if (lc == NULL || who == NULL || wake_next == NULL || waiter_id <= 0)
+		return LC_E_INVAL;
+	*wake_next = false;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = abandon_tx(lc, waiter_id, who, now, wake_next);
+	return tx_end(lc, rc);
+}
+
+/* lock_release, lock_renew, lock_cancel. */
+
+/*
+ * Finds the live holder of `name` with `token` for release and renew:
+ * LC_E_NOT_HELD if there is none.  Expired holders are purged on the way.
+ */
+static int
+find_holder(struct lockcore *lc, const char *name, const char *token,
+    int64_t now, struct lockrow *lr, struct hrow *h)
+{
+	int rc;
+	bool found;
+
+	if ((rc = lock_get(lc, name, false, lr, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_NOT_HELD;
+	if ((rc = purge_holders(lc, lr->id, now, NULL)) < 0 ||
+	    (rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
+		return rc;
+	return found ? 0 : LC_E_NOT_HELD;
+}
+
+static int
+release_tx(struct lockcore *lc, const char *name, const char *token,
+    int64_t now, bool *wake_next)
+{
+	struct lockrow lr;
+	struct hrow h;
+	int n, rc;
+
+	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0 ||
+	    (rc = holder_delete(lc, h.rowid)) < 0 ||
+	    (rc = waiter_count(lc, lr.id, 0, INT64_MAX, now, &n)) < 0)
+		return rc;
+	*wake_next = n > 0;
+	return LC_OK;
+}
+
+/* True if token can be a token at all; others cannot be held. */
+static bool
+token_shape(const char *token)
+{
+	return strnlen(token, LC_TOKEN_LEN + 1) == LC_TOKEN_LEN;
+}
+
+int
+lock_release(struct lockcore *lc, const char *name, const char *token,
+    int64_t now, bool *wake_next)
+{
+	int rc;
+
+	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || token == NULL ||
+	    wake_next == NULL)
+		return LC_E_INVAL;
+	*wake_next = false;
+	if (!token_shape(token))
+		return LC_E_NOT_HELD;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = release_tx(lc, name, token, now, wake_next);
+	return tx_end(lc, rc);
+}
+
+static int
+renew_tx(struct lockcore *lc, const char *name, const char *token,
+    int64_t expires, int64_t now, struct lock_grant *grant)
+{
+	sqlite3_stmt *s = lc->st[S_H_RENEW];
+	struct lockrow lr;
+	struct hrow h;
+	int rc, brc = SQLITE_OK;
+
+	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+		return rc;
+	bind_i64(s, 1, h.rowid, &brc);
+	bind_i64(s, 2, expires, &brc);
+	if ((rc = run(lc, s, brc)) < 0)
+		return rc;
+	h.expires_at = expires;
+	return fill_grant(grant, name, &h);
+}
+
+int
+lock_renew(struct lockcore *lc, const char *name, const char *token,
+    int64_t ttl_ms, int64_t now, struct lock_grant *grant)
+{
+	int64_t expires;
+	int rc;
+
+	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || token == NULL ||
+	    grant == NULL || ttl_ms <= 0 ||
+	    __builtin_add_overflow(now, ttl_ms, &expires))
+		return LC_E_INVAL;
+	if (!token_shape(token))
+		return LC_E_NOT_HELD;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = renew_tx(lc, name, token, expires, now, grant);
+	return tx_end(lc, rc);
+}
+
+static int
+cancel_tx(struct lockcore *lc, const char *name, const char *rid,
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next)
+{
+	struct lockrow lr;
+	struct hrow h;
+	int64_t id;
+	int n, rc;
+	bool found;
+
+	if ((rc = lock_get(lc, name, false, &lr, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_NOT_HELD;
+	if ((rc = waiter_by_rid(lc, lr.id, rid, &id)) < 0)
+		return rc;
+	if (id != 0) {
+		if ((rc = waiter_delete(lc, id)) < 0)
+			return rc;
+		*kick_waiter = id;
+		*wake_next = true;
+		return LC_OK;
+	}
+	if ((rc = purge_holders(lc, lr.id, now, NULL)) < 0 ||
+	    (rc = holder_by_rid(lc, lr.id, rid, now, &h, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_NOT_HELD;
+	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
+	    (rc = waiter_count(lc, lr.id, 0, INT64_MAX, now, &n)) < 0)
+		return rc;
+	*was_held = true;
+	*wake_next = n > 0;
+	return LC_OK;
+}
+
+int
+lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next)
+{
+	int rc;
+
+	if (lc == NULL || !valid_str(name, LC_NAME_MAX) ||
+	    !valid_str(request_id, LC_REQUEST_ID_MAX) || was_held == NULL ||
+	    kick_waiter == NULL || wake_next == NULL)
+		return LC_E_INVAL;
+	*was_held = false;
+	*kick_waiter = 0;
+	*wake_next = false;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = cancel_tx(lc, name, request_id, now, was_held, kick_waiter,
+	    wake_next);
+	return tx_end(lc, rc);
+}
+
+/* lock_status and lock_list: reads only. */
+
+static int
+status_tx(struct lockcore *lc, const char *name, int64_t now,
+    struct lock_status *st)
+{
+	sqlite3_stmt *s = lc->st[S_H_LIST];
+	struct lock_holder *lh;
+	struct lockrow lr;
+	struct hrow h;
+	int rc = SQLITE_OK;
+	bool found;
+
+	if ((rc = lock_get(lc, name, false, &lr, &found)) < 0 || !found)
+		return rc;
+	bind_i64(s, 1, lr.id, &rc);
+	bind_i64(s, 2, now, &rc);
+	while (rc == SQLITE_OK && st->nholders < LC_STATUS_HOLDERS_MAX &&
+	    (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((rc = read_holder(s, &h)) < 0)
+			goto out;
+		lh = &st->holders[st->nholders++];
+		memcpy(lh->owner, h.owner, sizeof(lh->owner));
+		lh->fence = h.fence;
+		lh->acquired_at = h.acquired_at;
+		lh->expires_at = h.expires_at;
+		rc = SQLITE_OK;
+	}
+	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(lc, rc);
+out:
+	done(s);
+	if (rc == 0)
+		rc = waiter_count(lc, lr.id, 0, INT64_MAX, now, &st->waiters);
+	return rc;
+}
+
+int
+lock_status(struct lockcore *lc, const char *name, int64_t now,
+    struct lock_status *st)
+{
+	int rc;
+
+	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || st == NULL)
+		return LC_E_INVAL;
+	memset(st, 0, sizeof(*st));
+	if ((rc = tx_begin(lc, false)) < 0)
+		return rc;
+	rc = status_tx(lc, name, now, st);
+	return tx_end(lc, rc);
+}
+
+/*
+ * The smallest string greater than every string starting with prefix:
+ * drop trailing 0xff bytes, then add one to the last byte.  *len is -1 if
+ * there is none (prefix empty or all 0xff), i.e. no upper bound.
+ */
+static void
+prefix_end(const char *prefix, char hi[LC_NAME_MAX + 1], int *len)
+{
+	size_t n = strlen(prefix);
+
+	while (n > 0 && (unsigned char)prefix[n - 1] == 0xff)
+		n--;
+	*len = -1;
+	if (n == 0)
+		return;
+	memcpy(hi, prefix, n);
+	hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+	hi[n] = '\0';
+	*len = (int)n;
+}
+
+static int
+list_run(struct lockcore *lc, const char *prefix, const char *after,
+    int limit, int64_t now,
+    int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
+    bool *more)
+{
+	sqlite3_stmt *s = lc->st[S_LIST];
+	struct lock_list_entry e;
+	char hi[LC_NAME_MAX + 1];
+	int n = 0, hilen, rc = SQLITE_OK;
+	bool stop = false;
+
+	prefix_end(prefix, hi, &hilen);
+	bind_i64(s, 1, now, &rc);
+	bind_txt(s, 2, after, &rc);
+	bind_txt(s, 3, prefix, &rc);
+	if (rc == SQLITE_OK)
+		rc = hilen < 0 ? sqlite3_bind_null(s, 4) :
+		    sqlite3_bind_text(s, 4, hi, hilen, SQLITE_STATIC);
+	bind_i64(s, 5, (int64_t)limit + 1, &rc);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		rc = SQLITE_OK;
+		if (n == limit || stop) {
+			*more = true;
+			break;
+		}
+		e.name = (const char *)sqlite3_column_text(s, 0);
+		if (e.name == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		e.holders = sqlite3_column_int(s, 1);
+		e.waiters = sqlite3_column_int(s, 2);
+		n++;
+		stop = fn(&e, arg) != 0;
+	}
+	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(lc, rc);
+	done(s);
+	return rc;
+}
+
+int
+lock_list(struct lockcore *lc, const char *prefix, const char *after,
+    int limit, int64_t now,
+    int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
+    bool *more)
+{
+	int rc;
+
+	if (lc == NULL || fn == NULL || more == NULL || limit <= 0 ||
+	    !valid_opt(prefix, LC_NAME_MAX) || !valid_opt(after, LC_NAME_MAX))
+		return LC_E_INVAL;
+	*more = false;
+	if ((rc = tx_begin(lc, false)) < 0)
+		return rc;
+	rc = list_run(lc, prefix != NULL ? prefix : "",
+	    after != NULL ? after : "", limit, now, fn, arg, more);
+	return tx_end(lc, rc);
+}
+
+/* Housekeeping. */
+
+/* The next lock id after `after` with expired holders or any waiter. */
+static int
+sweep_next(struct lockcore *lc, int64_t after, int64_t now, int64_t *id)
+{
+	sqlite3_stmt *s = lc->st[S_SWEEP_NEXT];
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	*id = 0;
+	bind_i64(s, 1, now, &brc);
+	bind_i64(s, 2, after, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found)
+		*id = sqlite3_column_int64(s, 0);  /* NULL: 0 */
+	done(s);
+	return rc;
+}
+
+static int
+sweep_tx(struct lockcore *lc, int64_t now, int *changed)
+{
+	struct walk w;
+	int64_t id = 0;
+	int n, rc;
+
+	for (;;) {
+		if ((rc = sweep_next(lc, id, now, &id)) < 0 || id == 0)
+			return rc;
+		if ((rc = purge_holders(lc, id, now, &n)) < 0 ||
+		    (rc = walk_waiters(lc, id, INT64_MAX, now, true, &w)) < 0)
+			return rc;
+		if (n > 0 || w.removed > 0)
+			(*changed)++;
+	}
+}
+
+int
+lockcore_sweep(struct lockcore *lc, int64_t now, int *changed)
+{
+	int rc;
+
+	if (lc == NULL || changed == NULL)
+		return LC_E_INVAL;
+	*changed = 0;
+	if ((rc = tx_begin(lc, true)) < 0)
+		return rc;
+	rc = sweep_tx(lc, now, changed);
+	rc = tx_end(lc, rc);
+	if (rc < 0)
+		*changed = 0;
+	return rc;
+}
+
+int
+lockcore_ping(struct lockcore *lc)
+{
+	sqlite3_stmt *s;
+	int rc;
+	bool found;
+
+	if (lc == NULL)
+		return LC_E_INVAL;
+	s = lc->st[S_PING];
+	rc = step_row(lc, s, SQLITE_OK, &found);
+	done(s);
+	return rc;
+}
+
+/* Processes. */
+
+/*
+ * Reads state (field 3) and starttime (field 22) of /proc/<pid>/stat.
+ * The fields are counted from the last ')', since the command name
+ * (field 2) may itself contain spaces and parentheses.  0 or -1.
+ */
+static int
+proc_stat(pid_t pid, char *state, uint64_t *start)
+{
+	char path[64], buf[1024], *p, *end;
+	ssize_t n;
+	int fd, field;
+
+	if (pid <= 0 || snprintf(path, sizeof(path), "/proc/%ld/stat",
+	    (long)pid) >= (int)sizeof(path))
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	do
+		n = read(fd, buf, sizeof(buf) - 1);
+	while (n < 0 && errno == EINTR);
+	(void)close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0')
+		return -1;
+	*state = p[2];
+	p += 2;
+	for (field = 3; field < 22; field++) {
+		if ((p = strchr(p, ' ')) == NULL)
+			return -1;
+		p++;
+	}
+	errno = 0;
+	*start = strtoull(p, &end, 10);
+	if (errno != 0 || end == p || (*end != ' ' && *end != '\n' &&
+	    *end != '\0'))
+		return -1;
+	return 0;
+}
+
+uint64_t
+lockcore_proc_start(pid_t pid)
+{
+	uint64_t start;
+	char state;
+
+	return proc_stat(pid, &state, &start) == 0 ? start : 0;
+}
+
+/* True if kill(2) can see pid (EPERM: it exists, owned by another uid). */
+static bool
+pid_exists(pid_t pid)
+{
+	return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+bool
+lockcore_proc_alive(pid_t pid, uint64_t pstart)
+{
+	uint64_t start;
+	char state;
+
+	/* kill(0) and kill(-1) address groups, not a process. */
+	if (pid <= 0 || !pid_exists(pid))
+		return false;
+	if (proc_stat(pid, &state, &start) < 0)
+		/* /proc unreadable: the pid may have just exited, ask again. */
+		return pid_exists(pid);
+	if (state == 'Z' || state == 'X')
+		return false;
+	return pstart == 0 || start == pstart;
+}
+
+int64_t
+lockcore_now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,226 @@
+/*
+ * lockcore: the lock semantics of httplock, kept in one SQLite database.
+ *
+ * Every decision that matters for mutual exclusion (who holds a lock, who is
+ * next, which fence a grant carries) is taken inside one SQLite write
+ * transaction (BEGIN IMMEDIATE), so any number of threads and processes may
+ * share one database file.  Nothing here blocks for a lock, speaks HTTP,
+ * opens sockets or exits the process: waiting is the caller's business.  A
+ * caller that must wait enqueues a waiter row, sleeps however it likes (the
+ * worker sleeps on the coordinator's socket), and calls lock_wait_poll()
+ * when woken; the waiter at the head of a lock's queue grants itself.
+ *
+ * Times are milliseconds since the Unix epoch (wall clock), passed in by the
+ * caller as `now`, so the semantics can be tested without sleeping.
+ *
+ * A struct lockcore is one SQLite connection.  It is not thread-safe: a
+ * process that shares one among threads serialises calls with its own
+ * mutex (which is also how writers are serialised inside a process).
+ */
+#ifndef HTTPLOCK_LOCKCORE_H
+#define HTTPLOCK_LOCKCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define LC_WUR __attribute__((warn_unused_result))
+
+/* Limits on what callers may store; longer input is LC_E_INVAL. */
+#define LC_NAME_MAX       255   /* bytes of a lock name */
+#define LC_OWNER_MAX      128   /* bytes of an owner label */
+#define LC_REQUEST_ID_MAX 128   /* bytes of a request_id */
+#define LC_TOKEN_LEN      32    /* hex characters of a token */
+
+/* Return codes.  0 and positive values are outcomes, negatives are errors. */
+enum {
+	LC_OK = 0,
+	LC_GRANTED = 1,          /* the grant is in *grant */
+	LC_QUEUED = 2,           /* a waiter row exists; sleep and poll again */
+	LC_BUSY = 3,             /* held, and the caller did not ask to wait */
+
+	LC_E_INVAL = -1,         /* an argument is out of range */
+	LC_E_NOT_HELD = -2,      /* no live grant matches that token/request_id */
+	LC_E_TOO_MANY = -3,      /* the lock's waiter cap is reached */
+	LC_E_GONE = -4,          /* the waiter row is gone (cancelled, expired) */
+	LC_E_SUPERSEDED = -5,    /* another request took over this waiter row */
+	LC_E_DB = -6,            /* SQLite failed (busy past the timeout, I/O,
+	                            full disk, read-only, corrupt) */
+	LC_E_NOMEM = -7
+};
+
+struct lockcore;
+
+struct lockcore_opts {
+	int busy_timeout_ms;     /* give up on a locked database after this */
+	int synchronous_full;    /* 1: PRAGMA synchronous=FULL, 0: NORMAL */
+};
+
+/* Identity of one waiting request.  `pid` and `pstart` (the process start
+ * time from /proc/<pid>/stat, field 22) let any process on the machine tell
+ * whether the waiter's process is still alive; `key` is random per HTTP
+ * request and tells which request currently owns a waiter row. */
+struct lock_waiter_ident {
+	pid_t    pid;
+	uint64_t pstart;
+	uint64_t key;
+};
+
+struct lock_acquire_req {
+	const char *name;        /* 1..LC_NAME_MAX bytes, validated by caller */
+	const char *owner;       /* may be NULL */
+	const char *request_id;  /* may be NULL */
+	int64_t ttl_ms;          /* > 0 */
+	int64_t deadline;        /* ms; the waiter gives up at this time */
+	bool wait;               /* false: try once, never enqueue */
+	int max_waiters;         /* per-lock cap on queued waiters, > 0 */
+	struct lock_waiter_ident who;
+};
+
+struct lock_grant {
+	char    name[LC_NAME_MAX + 1];
+	char    token[LC_TOKEN_LEN + 1];
+	int64_t fence;
+	int64_t acquired_at;
+	int64_t expires_at;
+	char    owner[LC_OWNER_MAX + 1];
+};
+
+/* What a waiter needs to know to sleep well. */
+struct lock_wait_info {
+	int64_t waiter_id;       /* this waiter's row; ids grow in arrival order */
+	int64_t holder_expires;  /* earliest expiry among the holders, 0 if none */
+	int     ahead;           /* live waiters ahead of this one */
+};
+
+struct lock_holder {
+	char    owner[LC_OWNER_MAX + 1];
+	int64_t fence;
+	int64_t acquired_at;
+	int64_t expires_at;
+};
+
+#define LC_STATUS_HOLDERS_MAX 16
+struct lock_status {
+	int     nholders;
+	struct lock_holder holders[LC_STATUS_HOLDERS_MAX];
+	int     waiters;
+};
+
+struct lock_list_entry {
+	const char *name;
+	int         holders;
+	int         waiters;
+};
+
+/*
+ * Opens (creating if needed) the database at `path`, sets WAL mode, the
+ * busy handler and the schema.  On success *out owns the connection; on
+ * failure *out is NULL and `err` (errlen bytes) says why.  opts may be NULL
+ * for the defaults (busy timeout 5000 ms, synchronous=NORMAL).
+ */
+int lockcore_open(struct lockcore **out, const char *path,
+    const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
+
+/* Closes the connection.  lockcore_close(NULL) is a no-op. */
+void lockcore_close(struct lockcore *lc);
+
+/* The last SQLite error message of this connection, for logs. */
+const char *lockcore_errmsg(struct lockcore *lc);
+
+/*
+ * Acquires req->name.  A request_id seen before on this lock returns what it
+ * got then: the same live grant (LC_GRANTED, same token) or the same waiter
+ * row (LC_QUEUED; the row now belongs to req->who, and the request that
+ * owned it before gets LC_E_SUPERSEDED from its next poll).  Otherwise the
+ * lock is granted if it has room and nobody live is queued, or else, with
+ * req->wait, a waiter row is added at the tail (LC_QUEUED), or without it
+ * LC_BUSY is returned.  LC_E_TOO_MANY when the queue is full.  A request
+ * whose deadline is not after `now` cannot wait and gets LC_BUSY.
+ * On LC_QUEUED and LC_BUSY *info is filled.
+ */
+int lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
+    int64_t now, struct lock_grant *grant, struct lock_wait_info *info) LC_WUR;
+
+/*
+ * Called by a waiter when woken.  Expired holders and dead waiters ahead
+ * (process gone, or past their deadline) are removed; if the lock has room
+ * and this waiter is now first, its row becomes a grant (LC_GRANTED).
+ * Otherwise LC_QUEUED with *info refreshed.  LC_E_GONE if the row was
+ * cancelled or removed, LC_E_SUPERSEDED if `key` no longer owns it.
+ * *wake_next is set when the caller should tell the coordinator that the
+ * lock's state changed (it removed someone, or there is room for more).
+ */
+int lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info,
+    bool *wake_next) LC_WUR;
+
+/*
+ * Withdraws a waiter row owned by `who` (timeout, client gone, shutdown).
+ * A row owned by someone else is left alone (LC_E_SUPERSEDED); LC_E_GONE
+ * if the row no longer exists.  *wake_next as above.
+ */
+int lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next) LC_WUR;
+
+/*
+ * Releases the grant of `name` whose token is `token` (compared in constant
+ * time).  LC_E_NOT_HELD when no live grant has that token.  *wake_next is
+ * set when somebody waits on the lock.
+ */
+int lock_release(struct lockcore *lc, const char *name, const char *token,
+    int64_t now, bool *wake_next) LC_WUR;
+
+/*
+ * Extends the lease of the live grant with `token` to now + ttl_ms and fills
+ * *grant.  LC_E_NOT_HELD once the lease is gone.
+ */
+int lock_renew(struct lockcore *lc, const char *name, const char *token,
+    int64_t ttl_ms, int64_t now, struct lock_grant *grant) LC_WUR;
+
+/*
+ * Withdraws the waiter row with `request_id`, or releases the live grant it
+ * received.  *was_held tells which; *kick_waiter is the waiter row id that
+ * was removed (so its sleeping request can be woken) or 0.
+ * LC_E_NOT_HELD when neither exists.
+ */
+int lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next) LC_WUR;
+
+/* Live holders and waiters of `name`; a never-used lock is not held. */
+int lock_status(struct lockcore *lc, const char *name, int64_t now,
+    struct lock_status *st) LC_WUR;
+
+/*
+ * Calls fn for each lock that has a live holder or waiter, whose name starts
+ * with `prefix` (NULL or "" for all) and sorts after `after` (NULL: from the
+ * start), in byte order, at most `limit` of them.  *more is set when more
+ * locks follow.  fn returning non-zero stops the walk.  e->name is valid
+ * only during the call, and fn must not use `lc`.
+ */
+int lock_list(struct lockcore *lc, const char *prefix, const char *after,
+    int limit, int64_t now,
+    int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
+    bool *more) LC_WUR;
+
+/*
+ * Housekeeping: removes expired holders and waiters that are dead or past
+ * their deadline.  *changed gets a count of locks whose state changed.
+ */
+int lockcore_sweep(struct lockcore *lc, int64_t now, int *changed) LC_WUR;
+
+/* A cheap read that proves the database is usable (for /healthz). */
+int lockcore_ping(struct lockcore *lc) LC_WUR;
+
+/* Process start time of `pid` in clock ticks since boot, 0 if unknown. */
+uint64_t lockcore_proc_start(pid_t pid);
+
+/* True if process `pid` started at `pstart` still runs on this machine. */
+bool lockcore_proc_alive(pid_t pid, uint64_t pstart);
+
+/* Wall clock in milliseconds since the epoch. */
+int64_t lockcore_now_ms(void);
+
+#endif /* HTTPLOCK_LOCKCORE_H */

@@ -1,0 +1,915 @@
+"""Harness for httplock's integration tests: starts and stops the real stack
+(httplock-coord, lighttpd, the httplock-worker processes lighttpd spawns) in
+a private temporary directory, and offers request helpers and checks that
+the tests share.
+
+Python 3 standard library only.  Every process started here is registered so
+that it can be killed whatever happens (see kill_everything()).
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SRCDIR = os.environ.get("HTTPLOCK_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
+BUILDDIR = os.environ.get("HTTPLOCK_BUILDDIR") or SRCDIR
+LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
+
+WORKER_BIN = os.path.join(BUILDDIR, "fcgi", "httplock-worker")
+COORD_BIN = os.path.join(BUILDDIR, "coord", "httplock-coord")
+LIGHTTPD_CONF = os.path.join(SRCDIR, "conf", "lighttpd.conf")
+
+DEFAULT_CONF = [
+    ("database", "{dir}/data/httplock.db"),
+    ("coord_socket", "{dir}/run/coord.sock"),
+    ("default_ttl", "30"),
+    ("max_ttl", "3600"),
+    ("max_wait", "10"),
+    ("poll_interval", "0.1"),
+    ("max_waiters", "1000"),
+    ("threads", "8"),
+    ("max_threads", "256"),
+]
+
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+LOG_FILES = ("lighttpd-error.log", "coord.log", "lighttpd.out")
+
+
+# ---------------------------------------------------------------------------
+# Test markers, read by run.py.
+
+def shared(fn):
+    """The test may run on the suite's shared default stack (it uses lock
+    names of its own and does not stop, kill or reconfigure the stack)."""
+    fn.hl_shared = True
+    return fn
+
+
+def conf(**overrides):
+    """Runs the test on a fresh stack whose httplock.conf has these keys
+    changed or added (values are written as given)."""
+    def mark(fn):
+        fn.hl_conf = {k: str(v) for k, v in overrides.items()}
+        return fn
+    return mark
+
+
+def timeout(seconds):
+    """Per-test time limit (default 60 s), enforced by run.py's watchdog."""
+    def mark(fn):
+        fn.hl_timeout = seconds
+        return fn
+    return mark
+
+
+# ---------------------------------------------------------------------------
+# Process bookkeeping: everything we started, so nothing is left behind.
+
+_registry_lock = threading.Lock()
+_live_stacks = set()
+
+
+def kill_everything():
+    """Last-resort cleanup: SIGKILL every process of every live stack."""
+    with _registry_lock:
+        stacks = list(_live_stacks)
+    for s in stacks:
+        try:
+            s.force_kill()
+        except Exception:
+            pass
+
+
+def log(msg):
+    """Prints a measurement or note from a test (indented under its line)."""
+    sys.stdout.write("    %s\n" % msg)
+    sys.stdout.flush()
+
+
+def _proc_stat(pid):
+    """(state, ppid, pgrp) of pid, or None when it does not exist."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[2])
+
+
+def _proc_comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+
+
+def _all_pids():
+    out = []
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            out.append(int(e))
+    return out
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    st = _proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def wait_gone(pids, timeout_s):
+    """Waits until none of pids is alive; returns the ones still alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in pids if pid_alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.01)
+
+
+def wait_for(pred, timeout_s, what, interval=0.02):
+    """Polls pred() until it returns a true value (which is returned) or
+    timeout_s elapses (AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout_s
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except AssertionError:
+            raise
+        except Exception as e:  # keep polling through transient errors
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s%s" % (
+                timeout_s, what, "" if last_exc is None else " (last error: %r)" % (last_exc,)))
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# Responses and checks.
+
+class Resp:
+    def __init__(self, desc, status, reason, headers, body, ms):
+        self.desc = desc          # "POST /lock/x/acquire/ {...}" for messages
+        self.status = status
+        self.reason = reason
+        self.headers = headers    # http.client.HTTPMessage
+        self.body = body          # bytes
+        self.ms = ms              # round trip in milliseconds
+        self.json = None
+        self.t_done = time.monotonic()
+
+    def header(self, name):
+        return self.headers.get(name) if self.headers is not None else None
+
+    def __getitem__(self, k):
+        if not isinstance(self.json, dict):
+            raise AssertionError("%s: body is not a JSON object: %r" % (self.desc, self.body[:300]))
+        if k not in self.json:
+            raise AssertionError("%s: key %r missing in %s" % (self.desc, k, self.short()))
+        return self.json[k]
+
+    def get(self, k, default=None):
+        return self.json.get(k, default) if isinstance(self.json, dict) else default
+
+    def short(self):
+        b = self.body[:400].decode("utf-8", "replace")
+        return "%d %s" % (self.status, b)
+
+    def __repr__(self):
+        return "<%s -> %s>" % (self.desc, self.short())
+
+
+def expect(r, status, error=None):
+    """Asserts the status (and for errors the {"error","message"} body)."""
+    if r.status != status:
+        raise AssertionError("%s: expected %d%s, got %s" % (
+            r.desc, status, "" if error is None else " " + error, r.short()))
+    if error is not None:
+        if not isinstance(r.json, dict) or r.json.get("error") != error:
+            raise AssertionError("%s: expected error %r, got %s" % (r.desc, error, r.short()))
+        if not isinstance(r.json.get("message"), str):
+            raise AssertionError("%s: error body without a string \"message\": %s" % (r.desc, r.short()))
+    return r
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_grant(r, name, owner=None, ttl=None, lease=None):
+    """Asserts a 200 acquire/renew body: lock, token, fence, ttl, expires_at,
+    owner.  ttl: the "ttl" field must be that and expires_at about now + ttl;
+    lease: only expires_at must be about now + lease."""
+    expect(r, 200)
+    for k in ("lock", "token", "fence", "ttl", "expires_at", "owner"):
+        r[k]
+    if r["lock"] != name:
+        raise AssertionError("%s: lock %r != %r" % (r.desc, r["lock"], name))
+    if not isinstance(r["token"], str) or not TOKEN_RE.match(r["token"]):
+        raise AssertionError("%s: token is not 32 lowercase hex: %r" % (r.desc, r["token"]))
+    if not is_int(r["fence"]):
+        raise AssertionError("%s: fence is not an integer: %r" % (r.desc, r["fence"]))
+    if not is_num(r["ttl"]) or r["ttl"] <= 0:
+        raise AssertionError("%s: bad ttl %r" % (r.desc, r["ttl"]))
+    if not is_num(r["expires_at"]):
+        raise AssertionError("%s: expires_at is not a number: %r" % (r.desc, r["expires_at"]))
+    now = time.time()
+    if ttl is not None:
+        if abs(r["ttl"] - ttl) > 0.0015:
+            raise AssertionError("%s: ttl %r != %r" % (r.desc, r["ttl"], ttl))
+        if not (now + ttl - 5 <= r["expires_at"] <= now + ttl + 1):
+            raise AssertionError("%s: expires_at %.3f not about now (%.3f) + ttl %s" % (
+                r.desc, r["expires_at"], now, ttl))
+    if lease is not None and not (now + lease - 5 <= r["expires_at"] <= now + lease + 1):
+        raise AssertionError("%s: expires_at %.3f not about now (%.3f) + %s" % (
+            r.desc, r["expires_at"], now, lease))
+    if owner is not None and r["owner"] != owner:
+        raise AssertionError("%s: owner %r != %r" % (r.desc, r["owner"], owner))
+    return r
+
+
+def lpath(name, action=None):
+    """URL path of a lock (name is str or bytes, percent-encoded here)."""
+    q = urllib.parse.quote(name, safe="")
+    return "/lock/%s/%s" % (q, action + "/" if action else "")
+
+
+class BG(threading.Thread):
+    """Runs fn(*args) in a daemon thread; keeps its result or exception and
+    the monotonic time it finished."""
+
+    def __init__(self, fn, *args, **kw):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.kw = fn, args, kw
+        self.result = None
+        self.exc = None
+        self.t_start = None
+        self.t_done = None
+        self.start()
+
+    def run(self):
+        self.t_start = time.monotonic()
+        try:
+            self.result = self.fn(*self.args, **self.kw)
+        except BaseException as e:  # noqa
+            self.exc = e
+        self.t_done = time.monotonic()
+
+    def done(self):
+        return self.t_done is not None
+
+    def get(self, timeout_s):
+        """The result, re-raising the thread's exception; AssertionError if it
+        did not finish within timeout_s."""
+        self.join(timeout_s)
+        if self.is_alive():
+            raise AssertionError("background request still running after %.1f s" % timeout_s)
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+
+# ---------------------------------------------------------------------------
+# Raw sockets.
+
+def rst_close(sock):
+    """Closes sock with SO_LINGER (1, 0): the peer sees a TCP RST."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+
+
+def parse_raw_response(data):
+    """(status or None, headers dict lower-case, body bytes) of raw bytes."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = None
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", lines[0] if lines else b"")
+    if m:
+        status = int(m.group(1))
+    hdrs = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(b":")
+        hdrs[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+    return status, hdrs, body
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------
+# The stack.
+
+class StackError(Exception):
+    pass
+
+
+class Stack:
+    def __init__(self, conf_overrides=None, label="stack"):
+        for path, what in ((WORKER_BIN, "worker"), (COORD_BIN, "coordinator")):
+            if not os.access(path, os.X_OK):
+                raise StackError("%s binary not built: %s" % (what, path))
+        if not os.access(LIGHTTPD, os.X_OK):
+            raise StackError("lighttpd not found: %s" % LIGHTTPD)
+        self.label = label
+        self.dir = tempfile.mkdtemp(prefix="hl", dir="/tmp")
+        self.datadir = os.path.join(self.dir, "data")
+        self.rundir = os.path.join(self.dir, "run")
+        os.mkdir(self.datadir)
+        os.mkdir(self.rundir)
+        self.conf_path = os.path.join(self.dir, "httplock.conf")
+        self.coord_sock = os.path.join(self.rundir, "coord.sock")
+        if len(self.coord_sock.encode()) >= 100:
+            raise StackError("socket path too long: %s" % self.coord_sock)
+        self.db_path = os.path.join(self.datadir, "httplock.db")
+        self.conf = dict((k, v.format(dir=self.dir)) for k, v in DEFAULT_CONF)
+        for k, v in (conf_overrides or {}).items():
+            self.conf[k] = v
+        self.port = None
+        self.coord = None            # Popen
+        self.lighttpd = None         # Popen
+        self.known_workers = set()   # every worker pid we have seen
+        self.tokens = set()          # every token the service handed out
+        self.stopped = True
+        self._lock = threading.Lock()
+        with _registry_lock:
+            _live_stacks.add(self)
+
+    # -- configuration and start ------------------------------------------
+
+    def write_conf(self):
+        with open(self.conf_path, "w") as f:
+            for k, v in self.conf.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def start(self):
+        self.write_conf()
+        self.stopped = False
+        self.start_coord()
+        self.start_lighttpd()
+
+    def _popen(self, argv, logname, env=None):
+        import subprocess
+        out = open(os.path.join(self.rundir, logname), "ab")
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=out, env=env, start_new_session=True,
+                                    close_fds=True)
+        finally:
+            out.close()
+
+    def start_coord(self, timeout_s=10.0):
+        """Starts the coordinator and waits until its socket accepts."""
+        if self.coord is not None and self.coord.poll() is None:
+            raise StackError("coordinator already running (pid %d)" % self.coord.pid)
+        self.coord = self._popen([COORD_BIN, "-c", self.conf_path], "coord.log")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rc = self.coord.poll()
+            if rc is not None:
+                raise StackError("httplock-coord exited with status %s at start\n%s" % (
+                    rc, self.log_tail("coord.log")))
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(1.0)
+                s.connect(self.coord_sock)
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+            if time.monotonic() >= deadline:
+                raise StackError("coordinator socket %s did not accept within %.0f s\n%s" % (
+                    self.coord_sock, timeout_s, self.log_tail("coord.log")))
+            time.sleep(0.01)
+
+    @property
+    def coord_pid(self):
+        return self.coord.pid if self.coord is not None else None
+
+    def _lighttpd_env(self):
+        env = dict(os.environ)
+        env.update({
+            "HTTPLOCK_BIND": "127.0.0.1",
+            "HTTPLOCK_PORT": str(self.port),
+            "HTTPLOCK_RUNDIR": self.rundir,
+            "HTTPLOCK_WORKER": WORKER_BIN,
+            "HTTPLOCK_CONF": self.conf_path,
+            "HTTPLOCK_PROCS": "2",
+        })
+        return env
+
+    def _bind_failed(self):
+        text = self.log_tail("lighttpd.out", 20) + self.log_tail("lighttpd-error.log", 20)
+        return "Address already in use" in text or "EADDRINUSE" in text
+
+    def start_lighttpd(self, same_port=False, timeout_s=15.0):
+        """Starts lighttpd (which spawns the workers) and waits for /healthz
+        to answer 200.  A new free port is picked unless same_port."""
+        attempts = 0
+        while True:
+            attempts += 1
+            if not same_port or self.port is None:
+                self.port = free_port()
+            self.lighttpd = self._popen([LIGHTTPD, "-D", "-f", LIGHTTPD_CONF],
+                                        "lighttpd.out", env=self._lighttpd_env())
+            try:
+                self.wait_healthy(timeout_s)
+                break
+            except StackError:
+                rc = self.lighttpd.poll()
+                if rc is not None and self._bind_failed() and attempts < 20:
+                    time.sleep(0.05 if not same_port else 0.25)
+                    continue
+                raise
+        self.worker_pids()   # remember the first generation of workers
+
+    def wait_healthy(self, timeout_s=15.0):
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            rc = self.lighttpd.poll()
+            if rc is not None:
+                raise StackError("lighttpd exited with status %s at start\n%s%s" % (
+                    rc, self.log_tail("lighttpd.out"), self.log_tail("lighttpd-error.log")))
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
+                try:
+                    c.request("GET", "/healthz")
+                    r = c.getresponse()
+                    r.read()
+                    if r.status == 200:
+                        return
+                    last = "status %d" % r.status
+                finally:
+                    c.close()
+            except OSError as e:
+                last = repr(e)
+            except http.client.HTTPException as e:
+                last = repr(e)
+            if time.monotonic() >= deadline:
+                raise StackError("GET /healthz did not answer 200 within %.0f s (last: %s)\n%s" % (
+                    timeout_s, last, self.log_tail("lighttpd-error.log")))
+            time.sleep(0.02)
+
+    # -- processes ---------------------------------------------------------
+
+    def worker_pids(self):
+        """Live httplock-worker processes below the lighttpd process."""
+        if self.lighttpd is None:
+            return []
+        root = self.lighttpd.pid
+        children = {}
+        for pid in _all_pids():
+            st = _proc_stat(pid)
+            if st is not None and st[0] not in ("Z", "X"):
+                children.setdefault(st[1], []).append(pid)
+        out, todo = [], [root]
+        while todo:
+            p = todo.pop()
+            for c in children.get(p, []):
+                todo.append(c)
+                if _proc_comm(c) == "httplock-worker":
+                    out.append(c)
+        out.sort()
+        self.known_workers.update(out)
+        return out
+
+    def stray_workers(self):
+        """Every live httplock-worker of this stack, wherever its parent is
+        (found by HTTPLOCK_CONF in its environment)."""
+        needle = ("HTTPLOCK_CONF=%s\0" % self.conf_path).encode()
+        out = set(p for p in self.known_workers if pid_alive(p))
+        for pid in _all_pids():
+            if _proc_comm(pid) != "httplock-worker" or not pid_alive(pid):
+                continue
+            try:
+                with open("/proc/%d/environ" % pid, "rb") as f:
+                    if needle in f.read() + b"\0":
+                        out.add(pid)
+            except OSError:
+                pass
+        return sorted(out)
+
+    def kill_coord(self, sig=signal.SIGKILL, timeout_s=5.0):
+        """Signals the coordinator and waits for it to exit."""
+        self.coord.send_signal(sig)
+        try:
+            self.coord.wait(timeout_s)
+        except Exception:
+            raise AssertionError("coordinator did not exit within %.0f s of signal %d" % (timeout_s, sig))
+
+    def kill_all_9(self, timeout_s=5.0):
+        """SIGKILLs lighttpd, every worker and the coordinator and waits
+        until all are gone."""
+        workers = set(self.worker_pids()) | set(self.stray_workers())
+        procs = [p for p in (self.lighttpd, self.coord) if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            p.wait(timeout_s)
+        left = wait_gone(list(workers | set(self.stray_workers())), timeout_s)
+        if left:
+            raise AssertionError("workers still alive after SIGKILL: %s" % left)
+
+    def restart(self):
+        """Starts the coordinator and lighttpd again: same dir, database and
+        port."""
+        self.start_coord()
+        self.start_lighttpd(same_port=True)
+
+    def stop(self, timeout_s=5.0):
+        """SIGTERMs lighttpd and the coordinator, waits for them and for the
+        workers to exit; returns the seconds it took.  AssertionError (after
+        killing what is left) if anything outlived timeout_s or if any worker
+        of this stack is left behind."""
+        if self.stopped:
+            return 0.0
+        self.stopped = True
+        workers = set(self.worker_pids())
+        t0 = time.monotonic()
+        problems = []
+        for p in (self.lighttpd, self.coord):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p, name in ((self.lighttpd, "lighttpd"), (self.coord, "httplock-coord")):
+            if p is None:
+                continue
+            left = max(0.0, timeout_s - (time.monotonic() - t0))
+            try:
+                p.wait(left)
+            except Exception:
+                problems.append("%s (pid %d) did not exit within %.1f s of SIGTERM" % (
+                    name, p.pid, timeout_s))
+        left = max(0.05, timeout_s - (time.monotonic() - t0))
+        alive = wait_gone(sorted(workers | set(self.stray_workers())), left)
+        elapsed = time.monotonic() - t0
+        if alive:
+            problems.append("httplock-worker processes left behind (orphans): %s" % alive)
+        if problems:
+            self.force_kill()
+            raise AssertionError("; ".join(problems))
+        return elapsed
+
+    def force_kill(self):
+        """SIGKILL everything of this stack, whatever state it is in."""
+        self.stopped = True
+        pids = set(self.stray_workers())
+        for p in (self.lighttpd, self.coord):
+            if p is None:
+                continue
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                try:
+                    p.kill()
+                except OSError:
+                    pass
+        for w in pids:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
+        for p in (self.lighttpd, self.coord):
+            if p is not None:
+                try:
+                    p.wait(5)
+                except Exception:
+                    pass
+        wait_gone(list(pids), 5)
+
+    def cleanup(self, keep=False):
+        """Kills what is left; removes the directory unless keep."""
+        self.force_kill()
+        with _registry_lock:
+            _live_stacks.discard(self)
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- logs --------------------------------------------------------------
+
+    def log_text(self, name):
+        try:
+            with open(os.path.join(self.rundir, name), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, name, n=30):
+        lines = self.log_text(name).splitlines()[-n:]
+        if not lines:
+            return ""
+        return "--- %s (last %d lines) ---\n%s\n" % (name, len(lines), "\n".join(lines))
+
+    def log_tails(self, n=30):
+        return "".join(self.log_tail(name, n) for name in LOG_FILES)
+
+    def check_no_token_leak(self):
+        """No token the service issued may appear in any log."""
+        with self._lock:
+            tokens = list(self.tokens)
+        for name in LOG_FILES:
+            text = self.log_text(name)
+            for t in tokens:
+                i = text.find(t)
+                if i >= 0:
+                    line = text[text.rfind("\n", 0, i) + 1:text.find("\n", i)]
+                    raise AssertionError("token %s appears in %s: %r" % (t, name, line[:300]))
+
+    # -- HTTP --------------------------------------------------------------
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def request(self, method, path, query=None, form=None, body=None, ctype=None,
+                headers=None, timeout=20.0, expect_json=True):
+        """One request on a fresh connection.  `query` goes to the URL, `form`
+        is url-encoded into the body; without either a POST still sends an
+        empty body with Content-Length: 0.  Asserts Content-Type
+        application/json and a parseable JSON body unless not expect_json."""
+        url = path
+        if query is not None:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
+        hdrs = dict(headers or {})
+        if form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            ctype = ctype or "application/x-www-form-urlencoded"
+        if body is None and method in ("POST", "PUT", "PATCH", "DELETE"):
+            body = b""
+        if body is not None:
+            hdrs["Content-Length"] = str(len(body))
+        if ctype is not None:
+            hdrs["Content-Type"] = ctype
+        desc = "%s %s" % (method, url if len(url) < 200 else url[:200] + "...")
+        if form is not None:
+            d = urllib.parse.urlencode(form)
+            desc += " body=%s" % (d if len(d) < 200 else d[:200] + "...")
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, url, body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise AssertionError("%s: request failed after %.0f ms: %r" % (
+                desc, (time.monotonic() - t0) * 1000, e))
+        finally:
+            c.close()
+        res = Resp(desc, r.status, r.reason, r.headers, data, (time.monotonic() - t0) * 1000)
+        if expect_json:
+            ct = r.headers.get("Content-Type", "")
+            if ct.split(";")[0].strip().lower() != "application/json":
+                raise AssertionError("%s: Content-Type %r, expected application/json (%s)" % (
+                    desc, ct, res.short()))
+            if method != "HEAD":
+                try:
+                    res.json = json.loads(data.decode("utf-8"))
+                except ValueError as e:
+                    raise AssertionError("%s: body is not JSON (%s): %r" % (desc, e, data[:300]))
+        elif data:
+            try:
+                res.json = json.loads(data.decode("utf-8"))
+            except ValueError:
+                pass
+        if isinstance(res.json, dict) and isinstance(res.json.get("token"), str):
+            with self._lock:
+                self.tokens.add(res.json["token"])
+        lt = r.headers.get("Lock-Token")
+        if lt:
+            with self._lock:
+                self.tokens.add(lt)
+        return res
+
+    def get(self, path, query=None, **kw):
+        return self.request("GET", path, query=query, **kw)
+
+    def post(self, path, form=None, **kw):
+        return self.request("POST", path, form=form, **kw)
+
+    # Lock operations.  Extra keyword arguments become form parameters.
+
+    def acquire(self, name, timeout_s=20.0, **params):
+        return self.post(lpath(name, "acquire"), form=params, timeout=timeout_s)
+
+    def acquire_ok(self, name, **params):
+        """Acquire that must succeed; returns the checked Resp."""
+        r = self.acquire(name, **params)
+        check_grant(r, name if isinstance(name, str) else name.decode(), owner=params.get("owner"))
+        if r.header("Lock-Token") != r["token"]:
+            raise AssertionError("%s: Lock-Token header %r != token %r" % (
+                r.desc, r.header("Lock-Token"), r["token"]))
+        return r
+
+    def release(self, name, token, **kw):
+        return self.post(lpath(name, "release"), form={"token": token}, **kw)
+
+    def release_ok(self, name, token):
+        r = expect(self.release(name, token), 200)
+        if r["released"] is not True or r["lock"] != name:
+            raise AssertionError("%s: bad release body %s" % (r.desc, r.short()))
+        return r
+
+    def renew(self, name, token, ttl=None):
+        form = {"token": token}
+        if ttl is not None:
+            form["ttl"] = ttl
+        return self.post(lpath(name, "renew"), form=form)
+
+    def cancel(self, name, request_id):
+        return self.post(lpath(name, "cancel"), form={"request_id": request_id})
+
+    def status(self, name):
+        """GET /lock/<name>/, checked for shape and for leaked tokens."""
+        r = expect(self.get(lpath(name)), 200)
+        for k in ("lock", "held", "holders", "waiters"):
+            r[k]
+        if not isinstance(r["held"], bool) or not isinstance(r["holders"], list) \
+                or not is_int(r["waiters"]):
+            raise AssertionError("%s: bad status body %s" % (r.desc, r.short()))
+        for h in r["holders"]:
+            for k in ("owner", "fence", "acquired_at", "expires_at"):
+                if k not in h:
+                    raise AssertionError("%s: holder without %r: %s" % (r.desc, k, r.short()))
+            if "token" in h:
+                raise AssertionError("%s: holder shows a token: %s" % (r.desc, r.short()))
+        text = r.body.decode("utf-8", "replace")
+        with self._lock:
+            tokens = list(self.tokens)
+        for t in tokens:
+            if t in text:
+                raise AssertionError("%s: status body contains token %s: %s" % (r.desc, t, r.short()))
+        return r
+
+    def waiters(self, name):
+        return self.status(name)["waiters"]
+
+    def wait_waiters(self, name, n, timeout_s=5.0, bg=None):
+        """Polls the status until waiters == n.  If bg (a BG or list of them)
+        finishes first, fails with its outcome."""
+        bgs = [] if bg is None else (bg if isinstance(bg, list) else [bg])
+        seen = [None]
+
+        def pred():
+            for b in bgs:
+                if b.done():
+                    raise AssertionError("background request finished before %r had %d waiters: %r" % (
+                        name, n, b.exc if b.exc is not None else b.result))
+            seen[0] = self.waiters(name)
+            return seen[0] == n
+        try:
+            wait_for(pred, timeout_s, "%r to show %d waiters" % (name, n))
+        except AssertionError as e:
+            raise AssertionError("%s (last seen: %s)" % (e, seen[0]))
+
+    def health(self):
+        return expect(self.get("/healthz"), 200)
+
+    def assert_healthy_and_working(self, name="health-probe"):
+        """GET /healthz is 200 and an acquire/release round trip works."""
+        h = self.health()
+        if h["ok"] is not True or h["database"] != "ok":
+            raise AssertionError("unhealthy: %s" % h.short())
+        g = self.acquire_ok(name, timeout=0)
+        self.release_ok(name, g["token"])
+
+    # Raw sockets.
+
+    def raw_connect(self, timeout=10.0):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return s
+
+    def raw(self, data, timeout=10.0, shut_wr=False):
+        """Sends raw bytes, reads until the server closes (or `timeout` passes
+        without data); returns what was read."""
+        s = self.raw_connect(timeout)
+        chunks = []
+        try:
+            try:
+                s.sendall(data)
+                if shut_wr:
+                    s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            while True:
+                try:
+                    b = s.recv(65536)
+                except socket.timeout:
+                    raise AssertionError("raw request %r: no close within %.0f s (got %r)" % (
+                        data[:60], timeout, b"".join(chunks)[:200]))
+                except OSError:
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            s.close()
+        return b"".join(chunks)
+
+
+def raw_post(path, params, host="127.0.0.1", close=True):
+    """Bytes of an HTTP/1.1 POST with a form body."""
+    body = urllib.parse.urlencode(params).encode()
+    head = ("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: %d\r\n%s\r\n" % (path, host, len(body),
+                                               "Connection: close\r\n" if close else ""))
+    return head.encode() + body
+
+
+# ---------------------------------------------------------------------------
+# Mutual-exclusion traffic, shared by the concurrency tests.
+
+class CycleLog:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.records = []    # (lock, fence, t_enter, t_leave, client)
+        self.done = 0
+        self.errors = []
+
+    def add(self, rec):
+        with self.lock:
+            self.records.append(rec)
+            self.done += 1
+
+
+def cycle_client(stack, names, cycles, hold_s, clog, client_id, stop_evt=None):
+    """Runs `cycles` acquire (no timeout) / hold / release cycles over names
+    (round robin), recording enter/leave times (monotonic) and fences."""
+    for i in range(cycles):
+        if stop_evt is not None and stop_evt.is_set():
+            return
+        name = names[i % len(names)]
+        try:
+            r = stack.acquire(name, owner="c%d" % client_id)
+            if r.status != 200:
+                raise AssertionError("client %d cycle %d: %s" % (client_id, i, r.short()))
+            t_enter = time.monotonic()
+            if hold_s:
+                time.sleep(hold_s)
+            t_leave = time.monotonic()
+            rr = stack.release(name, r["token"])
+            if rr.status != 200:
+                raise AssertionError("client %d cycle %d: release: %s" % (client_id, i, rr.short()))
+            clog.add((name, r["fence"], t_enter, t_leave, client_id))
+        except BaseException as e:
+            with clog.lock:
+                clog.errors.append(e)
+            return
+
+
+def check_no_overlap(records):
+    """Per lock, sorted by enter time: each holder left before the next one
+    entered, and fences strictly increase in grant order."""
+    by_lock = {}
+    for rec in records:
+        by_lock.setdefault(rec[0], []).append(rec)
+    for name, recs in by_lock.items():
+        recs.sort(key=lambda r: r[2])
+        for a, b in zip(recs, recs[1:]):
+            if b[2] < a[3]:
+                raise AssertionError(
+                    "lock %r: overlapping holders: client %d (fence %d) held [%.6f, %.6f], "
+                    "client %d (fence %d) entered at %.6f" % (
+                        name, a[4], a[1], a[2], a[3], b[4], b[1], b[2]))
+            if b[1] <= a[1]:
+                raise AssertionError(
+                    "lock %r: fences not increasing in grant order: %d then %d" % (name, a[1], b[1]))
+    return {k: len(v) for k, v in by_lock.items()}

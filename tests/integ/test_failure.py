@@ -1,0 +1,393 @@
+"""Failures: clients that vanish, crashes and restarts, a dead coordinator,
+malformed input, shutdown."""
+
+import os
+import signal
+import threading
+import time
+
+from stack import (BG, CycleLog, check_grant, check_no_overlap, cycle_client, expect,
+                   log, lpath, parse_raw_response, raw_post, rst_close, shared, timeout,
+                   wait_for, wait_gone, pid_alive)
+
+
+def test_reset_waiter_leaves_queue(s):
+    name = "f-rst"
+    h = s.acquire_ok(name)
+    sock = s.raw_connect()
+    try:
+        sock.sendall(raw_post(lpath(name, "acquire"), {"owner": "rst"}, close=False))
+        s.wait_waiters(name, 1)
+    finally:
+        t0 = time.monotonic()
+        rst_close(sock)
+    wait_for(lambda: s.waiters(name) == 0, 5, "the reset waiter to leave the queue")
+    log("reset waiter left the queue %.0f ms after the RST" % ((time.monotonic() - t0) * 1000))
+    s.release_ok(name, h["token"])
+    g = s.acquire_ok(name, timeout=2)
+    assert g["fence"] == h["fence"] + 1, \
+        "the reset waiter was granted in between: fence %d after %d" % (g["fence"], h["fence"])
+    s.release_ok(name, g["token"])
+
+
+def test_reset_waiter_among_others(s):
+    """A reset waiter in the middle of the queue does not stall the ones
+    behind it."""
+    name = "f-rst2"
+    h = s.acquire_ok(name)
+    w1 = BG(s.acquire, name, owner="w1")
+    s.wait_waiters(name, 1, bg=w1)
+    sock = s.raw_connect()
+    try:
+        sock.sendall(raw_post(lpath(name, "acquire"), {"owner": "rst"}, close=False))
+        s.wait_waiters(name, 2, bg=w1)
+        w3 = BG(s.acquire, name, owner="w3")
+        s.wait_waiters(name, 3, bg=[w1, w3])
+    finally:
+        rst_close(sock)
+    wait_for(lambda: s.waiters(name) == 2, 5, "the reset waiter to leave the queue")
+    t0 = time.monotonic()
+    s.release_ok(name, h["token"])
+    g1 = w1.get(10)
+    check_grant(g1, name, owner="w1")
+    s.release_ok(name, g1["token"])
+    g3 = w3.get(10)
+    log("both live waiters served in %.0f ms" % ((w3.t_done - t0) * 1000))
+    check_grant(g3, name, owner="w3")
+    assert (g1["fence"], g3["fence"]) == (h["fence"] + 1, h["fence"] + 2), (g1["fence"], g3["fence"])
+    s.release_ok(name, g3["token"])
+
+
+@timeout(60)
+def test_durability_kill9_restart(s):
+    a = s.acquire_ok("d-a", owner="oa", ttl=600)
+    b = s.acquire_ok("d-b", owner="ob", ttl=600)
+    c = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-c")
+    grants = {"d-a": a, "d-b": b, "d-c": c}
+    old_workers = s.worker_pids()
+    s.kill_all_9()
+    assert not any(pid_alive(p) for p in old_workers)
+    t0 = time.monotonic()
+    s.restart()
+    log("restart after kill -9 took %.0f ms" % ((time.monotonic() - t0) * 1000))
+    for n, g in grants.items():
+        st = s.status(n)
+        assert st["held"] is True and len(st["holders"]) == 1, "%s lost: %s" % (n, st.short())
+        hd = st["holders"][0]
+        assert hd["fence"] == g["fence"], (n, hd, g.short())
+        assert abs(hd["expires_at"] - g["expires_at"]) < 0.002, (n, hd, g.short())
+        assert hd["owner"] == g["owner"], (n, hd, g.short())
+    r = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-c")
+    assert (r["token"], r["fence"]) == (c["token"], c["fence"]), \
+        "request_id retry after restart: %s vs %s" % (r.short(), c.short())
+    expect(s.acquire("d-a", timeout=0), 423, "timeout")
+    for n, g in grants.items():
+        s.release_ok(n, g["token"])
+    top = max(g["fence"] for g in grants.values())
+    for n in grants:
+        g = s.acquire_ok(n, timeout=0)
+        assert g["fence"] > top, "%s: fence %d after restart, earlier fences up to %d" % (
+            n, g["fence"], top)
+        s.release_ok(n, g["token"])
+
+
+@timeout(60)
+def test_durability_waiter_across_worker_kill(s):
+    """A lock whose waiter's worker was killed is still handed on: the dead
+    waiter is skipped."""
+    name = "d-w"
+    h = s.acquire_ok(name)
+    w = BG(s.acquire, name, timeout_s=15)
+    s.wait_waiters(name, 1, bg=w)
+    s.kill_all_9()
+    s.restart()
+    w.join(5)      # its connection died with lighttpd; any outcome but a hang
+    assert not w.is_alive(), "the waiting client hangs after kill -9 of the stack"
+    t0 = time.monotonic()
+    s.release_ok(name, h["token"])
+    g = s.acquire_ok(name, timeout=3)
+    log("after restart, next acquire granted in %.0f ms" % ((time.monotonic() - t0) * 1000))
+    assert g["fence"] == h["fence"] + 1, "a dead waiter was granted: fence %d after %d" % (
+        g["fence"], h["fence"])
+    s.release_ok(name, g["token"])
+    assert s.waiters(name) == 0
+
+
+def _down_phase(s, clog, total_target, clients):
+    """Waits until the clients have done total_target cycles (or died)."""
+    def pred():
+        if clog.errors:
+            raise AssertionError("client error: %r" % (clog.errors[0],))
+        if not any(c.is_alive() for c in clients):
+            return True
+        return clog.done >= total_target
+    wait_for(pred, 60, "%d completed cycles (have %d)" % (total_target, clog.done), interval=0.01)
+
+
+@timeout(120)
+def test_coordinator_killed_mid_traffic(s):
+    names = ["k-1", "k-2"]
+    clog = CycleLog()
+    per_client = 40
+    clients = []
+    for i in range(8):
+        t = threading.Thread(target=cycle_client, daemon=True,
+                             args=(s, [names[i % 2]], per_client, 0.002, clog, i))
+        t.start()
+        clients.append(t)
+    total = 8 * per_client
+    t0 = time.monotonic()
+    _down_phase(s, clog, 80, clients)
+    n_before = clog.done
+    t_kill = time.monotonic()
+    s.kill_coord(signal.SIGKILL)
+    log("coordinator killed after %d cycles (%.0f ms)" % (n_before, (t_kill - t0) * 1000))
+    h = wait_for(lambda: (lambda r: r if r["coordinator"] == "down" else None)(s.health()),
+                 5, "healthz to report coordinator down")
+    assert h["ok"] is True and h["database"] == "ok", h.short()
+    _down_phase(s, clog, n_before + 80, clients)
+    n_down = clog.done - n_before
+    t_restart = time.monotonic()
+    log("%d cycles while the coordinator was down (%.1f cycles/s)" % (
+        n_down, n_down / max(0.001, t_restart - t_kill)))
+    s.start_coord()
+    wait_for(lambda: s.health()["coordinator"] == "ok", 10, "healthz to report coordinator ok")
+    for t in clients:
+        t.join(max(1.0, 90 - (time.monotonic() - t0)))
+    assert not any(t.is_alive() for t in clients), "clients still running (%d/%d cycles)" % (
+        clog.done, total)
+    if clog.errors:
+        raise clog.errors[0]
+    n_after = clog.done - n_before - n_down
+    log("%d cycles after the restart (%.1f cycles/s)" % (
+        n_after, n_after / max(0.001, time.monotonic() - t_restart)))
+    assert clog.done == total, "%d of %d cycles completed" % (clog.done, total)
+    per_lock = check_no_overlap(clog.records)
+    log("no overlapping holders; cycles per lock: %s" % per_lock)
+    for n in names:
+        st = s.status(n)
+        assert st["held"] is False and st["waiters"] == 0, st.short()
+
+
+@timeout(60)
+def test_coordinator_down_waiter_still_served(s):
+    """With no coordinator at all, a blocked acquire is still granted after
+    the release (by polling), and healthz says the coordinator is down."""
+    s.kill_coord(signal.SIGKILL)
+    h = wait_for(lambda: (lambda r: r if r["coordinator"] == "down" else None)(s.health()),
+                 5, "healthz to report coordinator down")
+    assert h.status == 200 and h["ok"] is True, h.short()
+    name = "k-poll"
+    a = s.acquire_ok(name)
+    b = BG(s.acquire, name)
+    s.wait_waiters(name, 1, bg=b)
+    t0 = time.monotonic()
+    s.release_ok(name, a["token"])
+    r = b.get(12)
+    ms = (b.t_done - t0) * 1000
+    log("without coordinator: waiter granted %.0f ms after the release" % ms)
+    check_grant(r, name)
+    assert r["fence"] == a["fence"] + 1
+    assert ms < 3000, "granted only after %.0f ms with poll_interval 0.1" % ms
+    s.release_ok(name, r["token"])
+    # expiry handover works without the coordinator too
+    a = s.acquire_ok(name, ttl="0.5")
+    t_a = time.monotonic()
+    b = BG(s.acquire, name)
+    r = b.get(12)
+    log("without coordinator: expiry handover after %.0f ms" % ((b.t_done - t_a) * 1000))
+    check_grant(r, name)
+    s.release_ok(name, r["token"])
+    s.start_coord()
+    wait_for(lambda: s.health()["coordinator"] == "ok", 10, "healthz to report coordinator ok")
+    s.assert_healthy_and_working()
+
+
+@shared
+@timeout(90)
+def test_malformed_input(s):
+    def healthy(what):
+        try:
+            s.assert_healthy_and_working("m-probe")
+        except AssertionError as e:
+            raise AssertionError("after %s: %s" % (what, e))
+
+    # bad names and numbers through the normal client
+    # (lighttpd itself refuses some of these; test_bad_names_answered_in_json
+    # is about the content type)
+    for path in ("/lock/a%2Fb/acquire/", "/lock/%00/acquire/", "/lock/%C0%AF/acquire/",
+                 "/lock/%FF/acquire/", "/lock/" + "n" * 256 + "/acquire/"):
+        r = s.post(path, expect_json=False)
+        assert r.status == 400, r.short()
+    healthy("bad names")
+    for k, v in (("ttl", "abc"), ("ttl", "-1"), ("ttl", "0"), ("timeout", "1e3"), ("timeout", "nan")):
+        expect(s.acquire("m-num", **{k: v}), 400, "bad_request")
+    healthy("bad numbers")
+
+    # a 1 MiB body with Content-Length: the worker's 413 or lighttpd's own
+    body = b"owner=" + b"x" * (1024 * 1024)
+    r = s.request("POST", lpath("m-huge", "acquire"), body=body,
+                  ctype="application/x-www-form-urlencoded", expect_json=False, timeout=15)
+    log("1 MiB body -> %d %s" % (r.status, r.header("Content-Type")))
+    assert r.status == 413, r.short()
+    if (r.header("Content-Type") or "").startswith("application/json"):
+        expect(r, 413, "too_large")
+    healthy("1 MiB body")
+
+    # a URI over 8 KiB: the worker's 413/414 or lighttpd's own 414/431
+    r = s.request("GET", lpath("m-long") + "?prefix=" + "a" * 9000, expect_json=False)
+    log("9 KiB URI -> %d %s" % (r.status, r.header("Content-Type")))
+    assert r.status in (400, 413, 414, 431), r.short()
+    healthy("long URI")
+    r = s.request("POST", "/lock/" + "n" * 9000 + "/acquire/", expect_json=False)
+    assert r.status in (400, 413, 414, 431), r.short()
+    healthy("long name URI")
+
+    # unknown paths and wrong methods
+    expect(s.get("/definitely/not/here"), 404, "not_found")
+    expect(s.post("/lock/m-x/explode/"), 404, "not_found")
+    r = expect(s.get(lpath("m-x", "acquire")), 405, "method_not_allowed")
+    assert "POST" in (r.header("Allow") or ""), r.header("Allow")
+    healthy("bad paths")
+
+    # garbage on raw connections; each must get an answer or a close, not hang
+    # (bytes, may a success status come back)
+    garbage = [
+        (b"\x00\xff\xfe garbage \r\n\r\n", False),
+        (b"GARBAGE\r\n\r\n", False),
+        (b"POST /lock/m-g/acquire/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab", False),
+        (b"POST /lock/m-g/acquire/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", False),
+        (b"POST /lock/m-g/acquire/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", False),
+        (b"GET /lock/m-g/ HTTP/1.1\r\nHost: x\r\nLock-Token: \x01\x02\r\n\r\n", True),
+        (b"GET /lock/m-g/ HTTP/1.1\r\nX-Junk: " + b"j" * 10000 + b"\r\n\r\n", False),
+        (b"GET /lock/m%ZZ/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+        (b"GET /lock/m-g/?%ZZ=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+        (b"POST /lock/m-g/acquire/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\nttl=%Z", False),
+        (b"POST /lock/m-g/acquire/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\n\xff\xfe=\x00&&=",
+         False),
+        (b"GET /healthz HTTP/1.1\r\n", True),     # never finished
+    ]
+    for g, may_succeed in garbage:
+        try:
+            data = s.raw(g, timeout=3, shut_wr=True)
+        except AssertionError:
+            data = None    # the server kept the half-open connection; fine
+        st = parse_raw_response(data)[0] if data else None
+        if st is not None and st < 400 and not may_succeed:
+            raise AssertionError("garbage %r was answered %d: %r" % (g[:60], st, data[:300]))
+        healthy("garbage %r" % g[:40])
+    # a connection opened and reset at once
+    sock = s.raw_connect()
+    rst_close(sock)
+    # bytes in the percent-decoded form body that are not UTF-8
+    expect(s.request("POST", lpath("m-b", "acquire"), body=b"owner=%FF%FE",
+                     ctype="application/x-www-form-urlencoded"), 400, "bad_request")
+    expect(s.request("POST", lpath("m-b", "acquire"), body=b"owner=a%00b",
+                     ctype="application/x-www-form-urlencoded"), 400, "bad_request")
+    expect(s.request("POST", lpath("m-b", "acquire"), body=b"request_id=%ZZ",
+                     ctype="application/x-www-form-urlencoded"), 400, "bad_request")
+    healthy("the end")
+    assert s.status("m-b")["held"] is False
+
+
+@timeout(40)
+def test_sigterm_stop(s):
+    name = "t-stop"
+    s.acquire_ok(name)
+    w = BG(s.acquire, name, timeout_s=15)
+    s.wait_waiters(name, 1, bg=w)
+    pids = s.worker_pids()
+    assert len(pids) >= 2, "expected 2 worker processes, found %s" % pids
+    el = s.stop(timeout_s=5)
+    log("stop (SIGTERM) with a waiting request took %.0f ms" % (el * 1000))
+    assert el < 3.0, "stack took %.2f s to stop" % el
+    # the waiting client got an answer or a closed connection
+    w.join(5)
+    assert not w.is_alive(), "the waiting client hangs after the stack stopped"
+    if w.exc is None:
+        log("the waiting client got %s" % w.result.short())
+        assert w.result.status != 200, "the waiter was granted a held lock"
+    else:
+        log("the waiting client's connection closed: %s" % (w.exc,))
+
+
+def _worker_with_connection(s):
+    """The worker pid that holds a connected FastCGI socket (the one serving
+    a request right now), or None when it cannot be told."""
+    inodes = {}
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[5] == "03" and "worker.sock" in parts[7]:
+                    inodes[parts[6]] = parts[7]
+    except OSError:
+        return None
+    busy = []
+    for pid in s.worker_pids():
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                l = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if l.startswith("socket:[") and l[8:-1] in inodes:
+                busy.append(pid)
+                break
+    return busy[0] if len(busy) == 1 else None
+
+
+def _find_busy_worker(s, timeout_s=2.0):
+    """Polls _worker_with_connection until one worker alone is busy (other
+    requests, like the status polls, may still be finishing)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        p = _worker_with_connection(s)
+        if p is not None or time.monotonic() >= deadline:
+            return p
+        time.sleep(0.02)
+
+
+@timeout(60)
+def test_sigterm_worker_with_waiter(s):
+    name = "t-worker"
+    g = s.acquire_ok(name)
+    w = BG(s.acquire, name, timeout_s=8)
+    s.wait_waiters(name, 1, bg=w)
+    target = _find_busy_worker(s)
+    pids = s.worker_pids()
+    victims = [target] if target else pids
+    log("worker pids %s; SIGTERM to %s (%s)" % (
+        pids, victims, "the one serving the waiter" if target else "could not tell which"))
+    t0 = time.monotonic()
+    for p in victims:
+        os.kill(p, signal.SIGTERM)
+    w.join(8)
+    assert not w.is_alive(), "the waiting client hangs after SIGTERM to its worker"
+    if w.exc is None:
+        log("waiting client got %d after %.0f ms" % (w.result.status, (w.t_done - t0) * 1000))
+        assert w.result.status != 200, "the waiter was granted a held lock: %s" % w.result.short()
+    else:
+        log("waiting client's connection closed after %.0f ms: %s" % (
+            (w.t_done - t0) * 1000, w.exc))
+    left = wait_gone(victims, 5)
+    assert not left, "worker(s) %s did not exit within 5 s of SIGTERM" % left
+    log("worker(s) exited %.0f ms after SIGTERM" % ((time.monotonic() - t0) * 1000))
+    # the service keeps working: lighttpd respawns workers
+    wait_for(lambda: s.get("/healthz", timeout=3).status == 200, 10, "healthz 200 again")
+    wait_for(lambda: len(s.worker_pids()) >= 2, 10, "lighttpd to run 2 workers again")
+    wait_for(lambda: s.waiters(name) == 0, 10, "the dead request's waiter row to go")
+    s.release_ok(name, g["token"])
+    g2 = s.acquire_ok(name, timeout=2)
+    assert g2["fence"] == g["fence"] + 1, "a dead waiter was granted: fence %d after %d" % (
+        g2["fence"], g["fence"])
+    s.release_ok(name, g2["token"])
+    for i in range(10):
+        s.assert_healthy_and_working("t-after-%d" % i)
+    log("workers now %s" % s.worker_pids())

@@ -1,0 +1,1169 @@
+/*
+ * Unit tests of lockcore: lock semantics on a real SQLite file in a fresh
+ * directory per test, under one mkdtemp(3) directory that main() removes
+ * at the end, also after failed tests (which skip their teardown).  Time is passed explicitly, so expiry and
+ * deadlines are tested without sleeping; processes are real (fork) where
+ * liveness or concurrency is the point.
+ */
+#include <sys/mman.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "lockcore.h"
+
+#define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
+#define TTL    INT64_C(10000)
+#define WAITMS INT64_C(60000)
+
+/* The directory of all tests, made by main(). */
+static char topdir[64];
+
+/* Per-test state, set up in the forked test process by setup(). */
+static char dir[128];
+static char dbpath[128];
+static struct lockcore *lc;
+static char long_name[LC_NAME_MAX + 2];
+static char long_owner[LC_OWNER_MAX + 2];
+static char long_rid[LC_REQUEST_ID_MAX + 2];
+
+static const struct lockcore_opts opts = { 5000, 0 };
+
+static struct lockcore *
+open_db(const char *path, const struct lockcore_opts *o)
+{
+	struct lockcore *c = NULL;
+	char err[256] = "";
+	int rc;
+
+	rc = lockcore_open(&c, path, o, err, sizeof(err));
+	ck_assert_msg(rc == 0, "lockcore_open(%s): %d %s", path, rc, err);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+static void
+setup(void)
+{
+	int n;
+
+	if (snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir) >=
+	    (int)sizeof(dir))
+		ck_abort_msg("dir too long");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	n = snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir);
+	ck_assert(n > 0 && n < (int)sizeof(dbpath));
+	memset(long_name, 'n', sizeof(long_name) - 1);
+	memset(long_owner, 'o', sizeof(long_owner) - 1);
+	memset(long_rid, 'r', sizeof(long_rid) - 1);
+	lc = open_db(dbpath, &opts);
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* Removes directory `path` and everything in it. */
+static int
+rm_tree(const char *path)
+{
+	return nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+teardown(void)
+{
+	lockcore_close(lc);
+	lc = NULL;
+	ck_assert_int_eq(rm_tree(dir), 0);
+}
+
+/* A request for `name` by this process with waiter key `key`. */
+static struct lock_acquire_req
+mkreq(const char *name, bool wait, uint64_t key)
+{
+	struct lock_acquire_req r;
+
+	memset(&r, 0, sizeof(r));
+	r.name = name;
+	r.owner = "tester";
+	r.ttl_ms = TTL;
+	r.deadline = T0 + WAITMS;
+	r.wait = wait;
+	r.max_waiters = 100;
+	r.who.pid = getpid();
+	r.who.pstart = lockcore_proc_start(getpid());
+	r.who.key = key;
+	return r;
+}
+
+static struct lock_waiter_ident
+ident(uint64_t key)
+{
+	struct lock_waiter_ident w;
+
+	w.pid = getpid();
+	w.pstart = lockcore_proc_start(getpid());
+	w.key = key;
+	return w;
+}
+
+/* Acquires `name` at `now` and insists on a grant. */
+static struct lock_grant
+must_grant(struct lockcore *c, const char *name, int64_t now)
+{
+	struct lock_acquire_req r = mkreq(name, false, 1);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	int rc;
+
+	rc = lock_acquire(c, &r, now, &g, &wi);
+	ck_assert_msg(rc == LC_GRANTED, "acquire %s: %d", name, rc);
+	return g;
+}
+
+/* Queues a waiter with key `key` on `name` at `now`; returns its id. */
+static int64_t
+must_queue(const char *name, uint64_t key, int64_t now, int ahead)
+{
+	struct lock_acquire_req r = mkreq(name, true, key);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	int rc;
+
+	rc = lock_acquire(lc, &r, now, &g, &wi);
+	ck_assert_msg(rc == LC_QUEUED, "queue %s: %d", name, rc);
+	ck_assert_int_gt(wi.waiter_id, 0);
+	ck_assert_int_eq(wi.ahead, ahead);
+	return wi.waiter_id;
+}
+
+static void
+must_release(struct lockcore *c, const struct lock_grant *g, int64_t now,
+    bool wake)
+{
+	bool wake_next = !wake;
+
+	ck_assert_int_eq(lock_release(c, g->name, g->token, now, &wake_next),
+	    LC_OK);
+	ck_assert(wake_next == wake);
+}
+
+/* A pid that certainly has no process: a child that exited and was reaped. */
+static pid_t
+dead_pid(void)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	return pid;
+}
+
+START_TEST(test_acquire_free)
+{
+	struct lock_acquire_req r = mkreq("db/main", false, 1);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	size_t i;
+
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	ck_assert_str_eq(g.name, "db/main");
+	ck_assert_str_eq(g.owner, "tester");
+	ck_assert_uint_eq(strlen(g.token), LC_TOKEN_LEN);
+	for (i = 0; i < LC_TOKEN_LEN; i++)
+		ck_assert_ptr_nonnull(strchr("0123456789abcdef", g.token[i]));
+	ck_assert_int_eq(g.fence, 1);
+	ck_assert_int_eq(g.acquired_at, T0);
+	ck_assert_int_eq(g.expires_at, T0 + TTL);
+}
+END_TEST
+
+START_TEST(test_busy_and_queue)
+{
+	struct lock_acquire_req r = mkreq("q", false, 2);
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+
+	g = must_grant(lc, "q", T0);
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_BUSY);
+	ck_assert_int_eq(wi.waiter_id, 0);
+	ck_assert_int_eq(wi.ahead, 0);
+	ck_assert_int_eq(wi.holder_expires, g.expires_at);
+	(void)must_queue("q", 2, T0 + 2, 0);
+	(void)must_queue("q", 3, T0 + 3, 1);
+	/* A busy request after them sees both ahead. */
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 4, &g2, &wi), LC_BUSY);
+	ck_assert_int_eq(wi.ahead, 2);
+	/* A waiter whose deadline has passed cannot wait: busy. */
+	r.wait = true;
+	r.deadline = T0 + 5;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 5, &g2, &wi), LC_BUSY);
+}
+END_TEST
+
+START_TEST(test_release_wrong_token)
+{
+	struct lock_grant g = must_grant(lc, "r", T0);
+	char bad[LC_TOKEN_LEN + 1];
+	bool wake;
+
+	memcpy(bad, g.token, sizeof(bad));
+	bad[LC_TOKEN_LEN - 1] = bad[LC_TOKEN_LEN - 1] == '0' ? '1' : '0';
+	ck_assert_int_eq(lock_release(lc, "r", bad, T0, &wake), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "r", "abc", T0, &wake),
+	    LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "other", g.token, T0, &wake),
+	    LC_E_NOT_HELD);
+	must_release(lc, &g, T0, false);
+	ck_assert_int_eq(lock_release(lc, "r", g.token, T0, &wake),
+	    LC_E_NOT_HELD);
+}
+END_TEST
+
+START_TEST(test_release_wakes_poll_grants)
+{
+	struct lock_waiter_ident who = ident(7);
+	struct lock_acquire_req r;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id;
+	bool wake;
+
+	g = must_grant(lc, "p", T0);
+	id = must_queue("p", 7, T0 + 1, 0);
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 2, &g2, &wi, &wake),
+	    LC_QUEUED);
+	ck_assert_int_eq(wi.waiter_id, id);
+	ck_assert_int_eq(wi.holder_expires, g.expires_at);
+	ck_assert(!wake);
+	must_release(lc, &g, T0 + 3, true);
+	/* Free, but a newcomer does not jump the queue. */
+	r = mkreq("p", false, 8);
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi), LC_BUSY);
+	ck_assert_int_eq(wi.ahead, 1);
+	ck_assert_int_eq(wi.holder_expires, 0);
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 4, &g2, &wi, &wake),
+	    LC_GRANTED);
+	ck_assert_int_eq(g2.fence, 2);
+	ck_assert_str_eq(g2.name, "p");
+	ck_assert_str_eq(g2.owner, "tester");
+	ck_assert_int_eq(g2.acquired_at, T0 + 4);
+	ck_assert_int_eq(g2.expires_at, T0 + 4 + TTL);
+	ck_assert_str_ne(g2.token, g.token);
+	ck_assert(!wake);
+	/* The row became the grant. */
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 5, &g2, &wi, &wake),
+	    LC_E_GONE);
+	must_release(lc, &g2, T0 + 6, false);
+}
+END_TEST
+
+#define NFIFO 8
+
+START_TEST(test_fifo)
+{
+	struct lock_waiter_ident who;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id[NFIFO];
+	int64_t now = T0;
+	int i, j;
+	bool wake;
+
+	g = must_grant(lc, "fifo", now++);
+	for (i = 0; i < NFIFO; i++)
+		id[i] = must_queue("fifo", (uint64_t)i + 100, now++, i);
+	for (i = 0; i < NFIFO; i++) {
+		must_release(lc, &g, now++, true);
+		/* Everybody polls, the last first; only the head is granted. */
+		for (j = NFIFO - 1; j > i; j--) {
+			who = ident((uint64_t)j + 100);
+			ck_assert_int_eq(lock_wait_poll(lc, id[j], &who, now++,
+			    &g2, &wi, &wake), LC_QUEUED);
+			ck_assert_int_eq(wi.ahead, j - i);
+			ck_assert(wake);  /* room, and the head must be told */
+		}
+		who = ident((uint64_t)i + 100);
+		ck_assert_int_eq(lock_wait_poll(lc, id[i], &who, now++, &g, &wi,
+		    &wake), LC_GRANTED);
+		ck_assert_int_eq(g.fence, i + 2);
+	}
+	must_release(lc, &g, now, false);
+}
+END_TEST
+
+START_TEST(test_fence_persists)
+{
+	struct lock_status st;
+	struct lock_grant g;
+	int64_t now = T0;
+
+	g = must_grant(lc, "f", now);
+	ck_assert_int_eq(g.fence, 1);
+	must_release(lc, &g, now + 1, false);
+	g = must_grant(lc, "f", now + 2);
+	ck_assert_int_eq(g.fence, 2);
+	/* Let it expire; the next grant still gets a new fence. */
+	now += 2 + TTL;
+	g = must_grant(lc, "f", now);
+	ck_assert_int_eq(g.fence, 3);
+	lockcore_close(lc);
+	lc = open_db(dbpath, &opts);
+	ck_assert_int_eq(lock_status(lc, "f", now + 1, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(st.holders[0].fence, 3);
+	ck_assert_int_eq(st.holders[0].expires_at, g.expires_at);
+	ck_assert_int_eq(lock_renew(lc, "f", g.token, TTL, now + 1, &g), LC_OK);
+	must_release(lc, &g, now + 2, false);
+	g = must_grant(lc, "f", now + 3);
+	ck_assert_int_eq(g.fence, 4);
+	/* Reopen once more and let the grant expire while closed. */
+	lockcore_close(lc);
+	lc = open_db(dbpath, &opts);
+	g = must_grant(lc, "f", now + 3 + TTL);
+	ck_assert_int_eq(g.fence, 5);
+}
+END_TEST
+
+START_TEST(test_expiry)
+{
+	struct lock_waiter_ident who = ident(9);
+	struct lock_acquire_req r = mkreq("e", false, 1);
+	struct lock_status st;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id;
+	bool wake;
+
+	r.ttl_ms = 1000;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	id = must_queue("e", 9, T0 + 10, 0);
+	ck_assert_int_eq(lock_status(lc, "e", T0 + 999, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 999, &g2, &wi,
+	    &wake), LC_QUEUED);
+	ck_assert_int_eq(lock_status(lc, "e", T0 + 1000, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	ck_assert_int_eq(st.waiters, 1);
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 1000, &g2, &wi,
+	    &wake), LC_GRANTED);
+	ck_assert_int_eq(g2.fence, 2);
+	ck_assert_int_eq(lock_release(lc, "e", g.token, T0 + 1000, &wake),
+	    LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_renew(lc, "e", g.token, TTL, T0 + 1000, &g),
+	    LC_E_NOT_HELD);
+}
+END_TEST
+
+START_TEST(test_renew)
+{
+	struct lock_grant g, g2;
+	bool wake;
+
+	g = must_grant(lc, "n", T0);
+	ck_assert_int_eq(lock_renew(lc, "n", g.token, 50000, T0 + 5000, &g2),
+	    LC_OK);
+	ck_assert_str_eq(g2.token, g.token);
+	ck_assert_int_eq(g2.fence, g.fence);
+	ck_assert_int_eq(g2.acquired_at, T0);
+	ck_assert_int_eq(g2.expires_at, T0 + 55000);
+	/* Alive past the original ttl. */
+	ck_assert_int_eq(lock_renew(lc, "n", g.token, 1000, T0 + TTL + 1, &g2),
+	    LC_OK);
+	ck_assert_int_eq(g2.expires_at, T0 + TTL + 1001);
+	ck_assert_int_eq(lock_renew(lc, "n", "0123", 1000, T0 + TTL + 2, &g2),
+	    LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_renew(lc, "n", g.token, 1000, T0 + TTL + 1001,
+	    &g2), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "n", g.token, T0 + TTL + 1001,
+	    &wake), LC_E_NOT_HELD);
+}
+END_TEST
+
+START_TEST(test_cancel)
+{
+	struct lock_waiter_ident who = ident(5);
+	struct lock_acquire_req r = mkreq("c", true, 5);
+	struct lock_status st;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t kick;
+	bool held, wake;
+
+	g = must_grant(lc, "c", T0);
+	r.request_id = "req-w";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(lock_cancel(lc, "c", "req-w", T0 + 2, &held, &kick,
+	    &wake), LC_OK);
+	ck_assert(!held);
+	ck_assert_int_eq(kick, wi.waiter_id);
+	ck_assert(wake);
+	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &who, T0 + 3, &g2,
+	    &wi, &wake), LC_E_GONE);
+	must_release(lc, &g, T0 + 4, false);
+
+	r.request_id = "req-g";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 5, &g2, &wi), LC_GRANTED);
+	(void)must_queue("c", 6, T0 + 6, 0);
+	ck_assert_int_eq(lock_cancel(lc, "c", "req-g", T0 + 7, &held, &kick,
+	    &wake), LC_OK);
+	ck_assert(held);
+	ck_assert_int_eq(kick, 0);
+	ck_assert(wake);
+	ck_assert_int_eq(lock_status(lc, "c", T0 + 8, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	ck_assert_int_eq(lock_cancel(lc, "c", "req-g", T0 + 9, &held, &kick,
+	    &wake), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_cancel(lc, "none", "req-g", T0 + 9, &held, &kick,
+	    &wake), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "c", g2.token, T0 + 10, &wake),
+	    LC_E_NOT_HELD);
+}
+END_TEST
+
+START_TEST(test_request_id_retry)
+{
+	struct lock_acquire_req r = mkreq("rid", false, 1);
+	struct lock_waiter_ident w1 = ident(11), w2 = ident(12);
+	struct lock_grant g, g2, g3;
+	struct lock_wait_info wi, wi2;
+	bool wake;
+
+	/* Granted: the retry gets the same grant. */
+	r.request_id = "A";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	r.who.key = 99;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_GRANTED);
+	ck_assert_str_eq(g2.token, g.token);
+	ck_assert_int_eq(g2.fence, g.fence);
+	ck_assert_int_eq(g2.expires_at, g.expires_at);
+
+	/* Queued: the retry takes the waiter row over. */
+	r = mkreq("rid", true, 11);
+	r.request_id = "B";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	r.who.key = 12;
+	r.deadline = T0 + 2 * WAITMS;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi2), LC_QUEUED);
+	ck_assert_int_eq(wi2.waiter_id, wi.waiter_id);
+	ck_assert_int_eq(wi2.ahead, 0);
+	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &w1, T0 + 4, &g2,
+	    &wi2, &wake), LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_wait_abandon(lc, wi.waiter_id, &w1, T0 + 4,
+	    &wake), LC_E_SUPERSEDED);
+	must_release(lc, &g, T0 + 5, true);
+	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &w2, T0 + 6, &g2,
+	    &wi2, &wake), LC_GRANTED);
+	/* The grant the waiter received answers the next retry. */
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 7, &g3, &wi2), LC_GRANTED);
+	ck_assert_str_eq(g3.token, g2.token);
+	ck_assert_int_eq(g3.fence, 2);
+	/* Once that grant expires, the request_id may be granted anew. */
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 6 + TTL, &g3, &wi2),
+	    LC_GRANTED);
+	ck_assert_str_ne(g3.token, g2.token);
+	ck_assert_int_eq(g3.fence, 3);
+	/* Empty request_id means none: no retry semantics. */
+	r.request_id = "";
+	r.wait = false;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 8 + TTL, &g3, &wi2),
+	    LC_BUSY);
+}
+END_TEST
+
+START_TEST(test_abandon)
+{
+	struct lock_waiter_ident wa = ident(21), wb = ident(22), bad = ident(23);
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t a, b;
+	bool wake;
+
+	g = must_grant(lc, "ab", T0);
+	a = must_queue("ab", 21, T0 + 1, 0);
+	b = must_queue("ab", 22, T0 + 2, 1);
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &bad, T0 + 3, &wake),
+	    LC_E_SUPERSEDED);
+	ck_assert(!wake);
+	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 4, &g2, &wi, &wake),
+	    LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 1);
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 5, &wake), LC_OK);
+	ck_assert(wake);
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 6, &wake),
+	    LC_E_GONE);
+	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 7, &g2, &wi, &wake),
+	    LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 0);
+	must_release(lc, &g, T0 + 8, true);
+	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 9, &g2, &wi, &wake),
+	    LC_GRANTED);
+	ck_assert_int_eq(g2.fence, 2);
+	ck_assert_int_eq(lock_wait_abandon(lc, b, &wb, T0 + 10, &wake),
+	    LC_E_GONE);
+}
+END_TEST
+
+START_TEST(test_dead_waiters_skipped)
+{
+	struct lock_acquire_req r = mkreq("dead", true, 31);
+	struct lock_waiter_ident w1 = ident(31), w2 = ident(32), w3 = ident(33);
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id1, id2, id3;
+	bool wake;
+
+	g = must_grant(lc, "dead", T0);
+	r.who.pid = dead_pid();
+	r.who.pstart = 12345;
+	w1.pid = r.who.pid;
+	w1.pstart = r.who.pstart;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	id1 = wi.waiter_id;
+	/* This process, but a start time it never had: a reused pid. */
+	r = mkreq("dead", true, 32);
+	r.who.pstart += 1;
+	w2.pstart = r.who.pstart;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	id2 = wi.waiter_id;
+	/* Only the head is checked for life; the rest count by deadline. */
+	id3 = must_queue("dead", 33, T0 + 3, 0);
+	ck_assert_int_eq(lock_wait_poll(lc, id3, &w3, T0 + 4, &g2, &wi, &wake),
+	    LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 0);
+	must_release(lc, &g, T0 + 5, true);
+	ck_assert_int_eq(lock_wait_poll(lc, id3, &w3, T0 + 6, &g2, &wi, &wake),
+	    LC_GRANTED);
+	ck_assert_int_eq(lock_wait_poll(lc, id1, &w1, T0 + 7, &g2, &wi, &wake),
+	    LC_E_GONE);
+	ck_assert_int_eq(lock_wait_poll(lc, id2, &w2, T0 + 7, &g2, &wi, &wake),
+	    LC_E_GONE);
+}
+END_TEST
+
+START_TEST(test_dead_waiters_free_lock)
+{
+	struct lock_acquire_req r = mkreq("df", true, 41);
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+
+	/* A waiter past its deadline is dead too. */
+	r.deadline = T0 + 100;
+	g = must_grant(lc, "df", T0);
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	must_release(lc, &g, T0 + 2, true);
+	/* Nobody live queues any more: a new request is granted. */
+	g = must_grant(lc, "df", T0 + 100);
+	ck_assert_int_eq(g.fence, 2);
+}
+END_TEST
+
+START_TEST(test_waiter_cap)
+{
+	struct lock_acquire_req r = mkreq("cap", true, 51);
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	pid_t gone = dead_pid();
+
+	g = must_grant(lc, "cap", T0);
+	r.max_waiters = 2;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	r.who.key = 52;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	r.who.key = 53;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi),
+	    LC_E_TOO_MANY);
+	/* Without wait the cap does not matter. */
+	r.wait = false;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi), LC_BUSY);
+	ck_assert_int_eq(wi.ahead, 2);
+
+	g = must_grant(lc, "cap2", T0);
+	ck_assert_int_eq(lock_renew(lc, "cap2", g.token, 2 * WAITMS, T0, &g),
+	    LC_OK);
+	r = mkreq("cap2", true, 54);
+	r.max_waiters = 2;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	/* A waiter from a dead process behind the head fills the count... */
+	r.who.key = 55;
+	r.who.pid = gone;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	/* ...until the cap makes lockcore look closer and remove it. */
+	r = mkreq("cap2", true, 56);
+	r.max_waiters = 2;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 1);
+	r.who.key = 57;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 4, &g2, &wi),
+	    LC_E_TOO_MANY);
+	/* Waiters past their deadline do not count. */
+	r.deadline = T0 + 2 * WAITMS;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + WAITMS, &g2, &wi),
+	    LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 0);
+}
+END_TEST
+
+START_TEST(test_status)
+{
+	struct lock_acquire_req r = mkreq("st", true, 61);
+	struct lock_status st;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+
+	ck_assert_int_eq(lock_status(lc, "never", T0, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	ck_assert_int_eq(st.waiters, 0);
+	r.owner = "alice";
+	r.wait = false;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	r.wait = true;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	r.deadline = T0 + 500;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(lock_status(lc, "st", T0 + 3, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_str_eq(st.holders[0].owner, "alice");
+	ck_assert_int_eq(st.holders[0].fence, 1);
+	ck_assert_int_eq(st.holders[0].acquired_at, T0);
+	ck_assert_int_eq(st.holders[0].expires_at, T0 + TTL);
+	ck_assert_int_eq(st.waiters, 2);
+	ck_assert_int_eq(lock_status(lc, "st", T0 + 500, &st), 0);
+	ck_assert_int_eq(st.waiters, 1);
+	ck_assert_int_eq(lock_status(lc, "st", T0 + TTL, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+}
+END_TEST
+
+/* lock_list: collects names into a comma-separated string. */
+struct collect {
+	char names[512];
+	int  stop_after;  /* 0: never stop */
+	int  n;
+	int  holders, waiters;  /* summed */
+};
+
+static int
+collect(const struct lock_list_entry *e, void *arg)
+{
+	struct collect *c = arg;
+	size_t len = strlen(c->names);
+	int n;
+
+	n = snprintf(c->names + len, sizeof(c->names) - len, "%s%s",
+	    len > 0 ? "," : "", e->name);
+	ck_assert(n > 0 && (size_t)n < sizeof(c->names) - len);
+	c->holders += e->holders;
+	c->waiters += e->waiters;
+	c->n++;
+	return c->stop_after != 0 && c->n >= c->stop_after;
+}
+
+static const struct list_case {
+	int         line;
+	const char *prefix;
+	const char *after;
+	int         limit;
+	int         stop_after;
+	const char *want;
+	bool        more;
+} list_cases[] = {
+	{ __LINE__, NULL, NULL, 100, 0,
+	  "a,app/1,app/2,app/3,app\xff,app\xffx,b,w,\xff\xff", false },
+	{ __LINE__, "", "", 3, 0, "a,app/1,app/2", true },
+	{ __LINE__, NULL, "app/2", 3, 0, "app/3,app\xff,app\xffx", true },
+	{ __LINE__, NULL, "w", 3, 0, "\xff\xff", false },
+	{ __LINE__, "app/", NULL, 100, 0, "app/1,app/2,app/3", false },
+	{ __LINE__, "app/", NULL, 3, 0, "app/1,app/2,app/3", false },
+	{ __LINE__, "app/", NULL, 2, 0, "app/1,app/2", true },
+	{ __LINE__, "app/", "app/1", 1, 0, "app/2", true },
+	{ __LINE__, "app/", "app/2", 1, 0, "app/3", false },
+	{ __LINE__, "app\xff", NULL, 100, 0, "app\xff,app\xffx", false },
+	{ __LINE__, "\xff", NULL, 100, 0, "\xff\xff", false },
+	{ __LINE__, "app", NULL, 100, 0,
+	  "app/1,app/2,app/3,app\xff,app\xffx", false },
+	{ __LINE__, "idle", NULL, 100, 0, "", false },
+	{ __LINE__, "zzz", NULL, 100, 0, "", false },
+	{ __LINE__, NULL, NULL, 100, 2, "a,app/1", true },
+};
+
+START_TEST(test_list)
+{
+	static const char *const held[] = { "a", "app/1", "app/2", "app/3",
+	    "app\xff", "app\xffx", "b", "\xff\xff", "idle" };
+	const struct list_case *tc = &list_cases[_i];
+	struct lock_acquire_req r;
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	struct collect c;
+	int64_t now = T0 + 200;
+	size_t i;
+	bool more;
+
+	for (i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+		g = must_grant(lc, held[i], T0);
+	must_release(lc, &g, T0, false);  /* "idle" is used but not held */
+	/* "w" has only a waiter: its holder expired. */
+	r = mkreq("w", false, 1);
+	r.ttl_ms = 100;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	(void)must_queue("w", 2, T0 + 1, 0);
+
+	memset(&c, 0, sizeof(c));
+	c.stop_after = tc->stop_after;
+	more = !tc->more;
+	ck_assert_int_eq(lock_list(lc, tc->prefix, tc->after, tc->limit, now,
+	    collect, &c, &more), 0);
+	ck_assert_msg(strcmp(c.names, tc->want) == 0,
+	    "line %d: got \"%s\", want \"%s\"", tc->line, c.names, tc->want);
+	ck_assert_msg(more == tc->more, "line %d: more %d", tc->line, more);
+	if (tc->prefix == NULL && tc->after == NULL && tc->stop_after == 0) {
+		ck_assert_int_eq(c.holders, 8);
+		ck_assert_int_eq(c.waiters, 1);
+	}
+}
+END_TEST
+
+START_TEST(test_sweep)
+{
+	struct lock_acquire_req r;
+	struct lock_waiter_ident wd = ident(71);
+	struct lock_status st;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t dead_id;
+	int changed = -1;
+
+	/* s1: expired holder.  s2: waiter of a dead process. */
+	r = mkreq("s1", false, 1);
+	r.ttl_ms = 100;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	g = must_grant(lc, "s2", T0);
+	r = mkreq("s2", true, 71);
+	r.who.pid = wd.pid = dead_pid();
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g2, &wi), LC_QUEUED);
+	dead_id = wi.waiter_id;
+	/* s3: live holder, live waiter.  s4: waiter past its deadline. */
+	g = must_grant(lc, "s3", T0);
+	(void)must_queue("s3", 72, T0, 0);
+	g = must_grant(lc, "s4", T0);
+	r = mkreq("s4", true, 73);
+	r.deadline = T0 + 100;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g2, &wi), LC_QUEUED);
+
+	ck_assert_int_eq(lockcore_sweep(lc, T0 + 100, &changed), 0);
+	ck_assert_int_eq(changed, 3);
+	ck_assert_int_eq(lockcore_sweep(lc, T0 + 100, &changed), 0);
+	ck_assert_int_eq(changed, 0);
+	ck_assert_int_eq(lock_wait_poll(lc, dead_id, &wd, T0 + 101, &g2, &wi,
+	    &(bool){false}), LC_E_GONE);
+	ck_assert_int_eq(lock_status(lc, "s3", T0 + 101, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(st.waiters, 1);
+	ck_assert_int_eq(lock_status(lc, "s1", T0 + 101, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+}
+END_TEST
+
+/* lock_acquire argument checks, one row per bad field. */
+static const struct inval_case {
+	int         line;
+	const char *name;
+	const char *owner;
+	const char *rid;
+	int64_t     ttl_ms;
+	int         max_waiters;
+} inval_cases[] = {
+	{ __LINE__, NULL, NULL, NULL, TTL, 1 },
+	{ __LINE__, "", NULL, NULL, TTL, 1 },
+	{ __LINE__, long_name, NULL, NULL, TTL, 1 },
+	{ __LINE__, "x", long_owner, NULL, TTL, 1 },
+	{ __LINE__, "x", NULL, long_rid, TTL, 1 },
+	{ __LINE__, "x", NULL, NULL, 0, 1 },
+	{ __LINE__, "x", NULL, NULL, -5, 1 },
+	{ __LINE__, "x", NULL, NULL, INT64_MAX, 1 },
+	{ __LINE__, "x", NULL, NULL, TTL, 0 },
+	{ __LINE__, "x", NULL, NULL, TTL, -1 },
+};
+
+START_TEST(test_acquire_inval)
+{
+	const struct inval_case *tc = &inval_cases[_i];
+	struct lock_acquire_req r = mkreq("x", true, 1);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	int rc;
+
+	r.name = tc->name;
+	r.owner = tc->owner;
+	r.request_id = tc->rid;
+	r.ttl_ms = tc->ttl_ms;
+	r.max_waiters = tc->max_waiters;
+	rc = lock_acquire(lc, &r, T0, &g, &wi);
+	ck_assert_msg(rc == LC_E_INVAL, "line %d: rc %d", tc->line, rc);
+	/* The longest valid values are accepted. */
+	long_name[LC_NAME_MAX] = '\0';
+	long_owner[LC_OWNER_MAX] = '\0';
+	long_rid[LC_REQUEST_ID_MAX] = '\0';
+	r = mkreq(long_name, false, 1);
+	r.owner = long_owner;
+	r.request_id = long_rid;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	ck_assert_str_eq(g.name, long_name);
+	ck_assert_str_eq(g.owner, long_owner);
+}
+END_TEST
+
+START_TEST(test_other_inval)
+{
+	struct lock_waiter_ident who = ident(1);
+	struct lock_grant g = must_grant(lc, "x", T0);
+	struct lock_wait_info wi;
+	struct lock_status st;
+	struct collect c;
+	int64_t kick;
+	int changed;
+	bool b;
+
+	ck_assert_int_eq(lock_release(lc, "", g.token, T0, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_release(lc, long_name, g.token, T0, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_release(lc, "x", NULL, T0, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_renew(lc, "x", g.token, 0, T0, &g), LC_E_INVAL);
+	ck_assert_int_eq(lock_renew(lc, "x", g.token, INT64_MAX, T0, &g),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_cancel(lc, "x", NULL, T0, &b, &kick, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_cancel(lc, "x", "", T0, &b, &kick, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_cancel(lc, "x", long_rid, T0, &b, &kick, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_wait_poll(lc, 0, &who, T0, &g, &wi, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_wait_abandon(lc, -1, &who, T0, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_status(lc, NULL, T0, &st), LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, NULL, NULL, 0, T0, collect, &c, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, long_name, NULL, 1, T0, collect, &c,
+	    &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, NULL, NULL, 1, T0, NULL, &c, &b),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lockcore_sweep(lc, T0, NULL), LC_E_INVAL);
+	ck_assert_int_eq(lockcore_sweep(NULL, T0, &changed), LC_E_INVAL);
+	/* Nothing above changed the grant. */
+	ck_assert_int_eq(lock_renew(lc, "x", g.token, TTL, T0, &g), LC_OK);
+}
+END_TEST
+
+START_TEST(test_two_connections)
+{
+	struct lockcore *lc2 = open_db(dbpath, &opts);
+	struct lock_acquire_req r = mkreq("two", false, 1);
+	struct lock_status st;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+
+	g = must_grant(lc, "two", T0);
+	ck_assert_int_eq(lock_acquire(lc2, &r, T0 + 1, &g2, &wi), LC_BUSY);
+	ck_assert_int_eq(lock_status(lc2, "two", T0 + 1, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(st.holders[0].fence, g.fence);
+	must_release(lc2, &g, T0 + 2, false);
+	g = must_grant(lc, "two", T0 + 3);
+	ck_assert_int_eq(g.fence, 2);
+	lockcore_close(lc2);
+}
+END_TEST
+
+START_TEST(test_proc)
+{
+	uint64_t start = lockcore_proc_start(getpid());
+	siginfo_t si;
+	pid_t zombie;
+
+	ck_assert_uint_ne(start, 0);
+	ck_assert(lockcore_proc_alive(getpid(), start));
+	ck_assert(lockcore_proc_alive(getpid(), 0));
+	ck_assert(!lockcore_proc_alive(getpid(), start + 1));
+	ck_assert(!lockcore_proc_alive(dead_pid(), 0));
+	ck_assert(!lockcore_proc_alive(0, 0));
+	ck_assert(!lockcore_proc_alive(-1, 0));
+	ck_assert_uint_eq(lockcore_proc_start(-1), 0);
+	/* An exited child not yet reaped still has a pid, but is dead. */
+	zombie = fork();
+	ck_assert_int_ge(zombie, 0);
+	if (zombie == 0)
+		_exit(0);
+	ck_assert_int_eq(waitid(P_PID, (id_t)zombie, &si, WEXITED | WNOWAIT),
+	    0);
+	ck_assert_int_eq(kill(zombie, 0), 0);
+	ck_assert(!lockcore_proc_alive(zombie, 0));
+	ck_assert_int_eq(waitpid(zombie, NULL, 0), zombie);
+	ck_assert_int_gt(lockcore_now_ms(), INT64_C(1600000000000));
+}
+END_TEST
+
+START_TEST(test_ping_open_errors)
+{
+	struct lockcore *c = lc;  /* must come back NULL */
+	char err[128] = "";
+
+	ck_assert_int_eq(lockcore_ping(lc), 0);
+	ck_assert_ptr_nonnull(lockcore_errmsg(lc));
+	ck_assert_int_lt(lockcore_open(&c, "/nonexistent/dir/x.db", &opts,
+	    err, sizeof(err)), 0);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/dir/x.db"));
+	lockcore_close(NULL);
+}
+END_TEST
+
+/* Elapsed milliseconds on the monotonic clock since *t0. */
+static int64_t
+elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 +
+	    (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * A child holds the write lock of the database for hold_ms (raw SQLite,
+ * BEGIN IMMEDIATE); returns once it has it.
+ */
+static pid_t
+hold_db(int hold_ms)
+{
+	sqlite3 *db;
+	char c = 'x';
+	int p[2];
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (sqlite3_open(dbpath, &db) != SQLITE_OK ||
+		    sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+		    SQLITE_OK || write(p[1], &c, 1) != 1)
+			_exit(1);
+		(void)usleep((useconds_t)hold_ms * 1000);
+		_exit(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) !=
+		    SQLITE_OK);
+	}
+	(void)close(p[1]);
+	ck_assert_int_eq(read(p[0], &c, 1), 1);
+	(void)close(p[0]);
+	return pid;
+}
+
+START_TEST(test_busy_handler)
+{
+	static const struct lockcore_opts quick = { 50, 1 };
+	struct lock_grant g;
+	struct timespec t0;
+	int64_t ms;
+	pid_t pid;
+	int status;
+
+	/*
+	 * SQLite must not have the file open across fork(), so the holder is
+	 * forked while this process has no connection to it.
+	 */
+	lockcore_close(lc);
+	lc = NULL;
+	pid = hold_db(1000);
+	lc = open_db(dbpath, &quick);
+	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(lockcore_sweep(lc, T0, &status), LC_E_DB);
+	ms = elapsed_ms(&t0);
+	ck_assert_msg(ms >= 45 && ms < 900, "gave up after %lld ms",
+	    (long long)ms);
+	ck_assert_ptr_nonnull(strstr(lockcore_errmsg(lc), "locked"));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	/* A holder that lets go within busy_timeout_ms is waited for. */
+	lockcore_close(lc);
+	lc = NULL;
+	pid = hold_db(50);
+	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
+	lc = open_db(dbpath, &opts);
+	g = must_grant(lc, "busy", T0);
+	ck_assert_int_ge(elapsed_ms(&t0), 30);
+	ck_assert_int_eq(g.fence, 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+}
+END_TEST
+
+#define NPROC 4
+#define NITER 150
+
+/* One contender: grab, check exclusivity, release, NITER times. */
+static int
+contend(const char *path, int *inside, int *grants)
+{
+	struct lock_acquire_req r = mkreq("hot", false, 1);
+	struct lock_status st;
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	struct lockcore *c = NULL;
+	int i, rc, bad = 0;
+	bool wake;
+
+	if (lockcore_open(&c, path, &opts, NULL, 0) != 0)
+		return 1;
+	for (i = 0; i < NITER && !bad; i++) {
+		rc = lock_acquire(c, &r, lockcore_now_ms(), &g, &wi);
+		if (rc == LC_BUSY)
+			continue;
+		if (rc != LC_GRANTED ||
+		    __atomic_exchange_n(inside, 1, __ATOMIC_SEQ_CST) != 0)
+			bad = 1;
+		(void)__atomic_add_fetch(grants, 1, __ATOMIC_SEQ_CST);
+		if (lock_status(c, "hot", lockcore_now_ms(), &st) != 0 ||
+		    st.nholders != 1 || st.holders[0].fence != g.fence)
+			bad = 1;
+		__atomic_store_n(inside, 0, __ATOMIC_SEQ_CST);
+		if (lock_release(c, "hot", g.token, lockcore_now_ms(),
+		    &wake) != LC_OK)
+			bad = 1;
+	}
+	lockcore_close(c);
+	return bad;
+}
+
+START_TEST(test_processes)
+{
+	char path[192];
+	struct lockcore *c;
+	struct lock_grant g;
+	int *shared, status, i;
+	pid_t pid[NPROC];
+
+	/* All contenders open (and create) a fresh database at once. */
+	ck_assert(snprintf(path, sizeof(path), "%s/conc.db", dir) <
+	    (int)sizeof(path));
+	shared = mmap(NULL, 2 * sizeof(int), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(shared != MAP_FAILED);
+	shared[0] = shared[1] = 0;
+	for (i = 0; i < NPROC; i++) {
+		pid[i] = fork();
+		ck_assert_int_ge(pid[i], 0);
+		if (pid[i] == 0)
+			_exit(contend(path, &shared[0], &shared[1]));
+	}
+	for (i = 0; i < NPROC; i++) {
+		ck_assert_int_eq(waitpid(pid[i], &status, 0), pid[i]);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		    "contender %d failed (status %d)", i, status);
+	}
+	ck_assert_int_gt(shared[1], 0);
+	/* Every grant took exactly one fence. */
+	c = open_db(path, &opts);
+	g = must_grant(c, "hot", lockcore_now_ms());
+	ck_assert_int_eq(g.fence, shared[1] + 1);
+	lockcore_close(c);
+	(void)munmap(shared, 2 * sizeof(int));
+}
+END_TEST
+
+static Suite *
+lockcore_suite(void)
+{
+	Suite *s = suite_create("lockcore");
+	TCase *tc;
+
+	tc = tcase_create("grant");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_acquire_free);
+	tcase_add_test(tc, test_busy_and_queue);
+	tcase_add_test(tc, test_release_wrong_token);
+	tcase_add_test(tc, test_release_wakes_poll_grants);
+	tcase_add_test(tc, test_fifo);
+	tcase_add_test(tc, test_fence_persists);
+	tcase_add_test(tc, test_expiry);
+	tcase_add_test(tc, test_renew);
+	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_request_id_retry);
+	tcase_add_test(tc, test_abandon);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("queue");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_dead_waiters_skipped);
+	tcase_add_test(tc, test_dead_waiters_free_lock);
+	tcase_add_test(tc, test_waiter_cap);
+	tcase_add_test(tc, test_proc);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("read");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_status);
+	tcase_add_loop_test(tc, test_list, 0,
+	    (int)(sizeof(list_cases) / sizeof(list_cases[0])));
+	tcase_add_test(tc, test_sweep);
+	tcase_add_test(tc, test_ping_open_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("args");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_loop_test(tc, test_acquire_inval, 0,
+	    (int)(sizeof(inval_cases) / sizeof(inval_cases[0])));
+	tcase_add_test(tc, test_other_inval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sharing");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_two_connections);
+	tcase_add_test(tc, test_busy_handler);
+	tcase_add_test(tc, test_processes);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	if (snprintf(topdir, sizeof(topdir), "/tmp/check_lockcore.XXXXXX") >=
+	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
+		perror("mkdtemp");
+		return EXIT_FAILURE;
+	}
+	sr = srunner_create(lockcore_suite());
+	srunner_set_fork_status(sr, CK_FORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	if (rm_tree(topdir) != 0) {
+		perror(topdir);
+		failed++;
+	}
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
