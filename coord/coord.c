@@ -53,6 +53,7 @@
 #define ACCEPT_PAUSE_MS   100          /* after EMFILE and the like */
 #define WAIT_MAX_MS       60000        /* look at the clock this often */
 #define BUCKETS_MIN       256
+#define SUN_PATH_LEN      sizeof(((struct sockaddr_un *)0)->sun_path)
 
 struct lock;
 struct peer;
@@ -909,6 +910,8 @@ fill_sun(struct sockaddr_un *sun, const char *path)
  * Makes sure we are the only coordinator on `path`: hold an flock on
  * "<path>.lock" for our lifetime, then remove a socket file left by a
  * coordinator that died, but only once connecting to it is refused.
+ * The lock file itself is never removed: unlinking it while another
+ * instance opens it would let two instances lock two different files.
  */
 static void
 claim_path(const char *path)
@@ -1077,6 +1080,9 @@ main(int argc, char *argv[])
 	if (conf_load(&conf, confpath, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 	co.path = (sockpath != NULL ? sockpath : conf.coord_socket);
+	if (co.path[0] == '\0' || strlen(co.path) >= SUN_PATH_LEN)
+		fatalx("%s: socket path \"%s\" is empty or too long",
+		    __func__, co.path);
 
 	raise_nofile();
 	claim_path(co.path);

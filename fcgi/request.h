@@ -76,7 +76,7 @@ struct request {
 };
 
 struct request_error {
-	int         status;       /* 400, 404, 405, 413 */
+	int         status;       /* 400, 404, 405, 413; 500 on out of memory */
 	const char *code;         /* "bad_request", "not_found", ... */
 	const char *allow;        /* for 405: the Allow header value */
 	char        message[256]; /* for humans; never echoes a token */

@@ -13,6 +13,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -525,7 +526,8 @@ END_TEST
 
 /* =========================================================== fixtures */
 
-static char tmpdir[64];
+static char basedir[64];         /* made by main, removed by main */
+static char tmpdir[96];          /* one per test, inside basedir */
 static char sockpath[128];
 static char confpath[128];
 static pid_t coord_pid;          /* the fixture's daemon, 0 if none */
@@ -553,8 +555,9 @@ coord_bin(char *buf, size_t len)
 
 /*
  * Starts httplock-coord with our config, and "-s sock" if sock is not
- * NULL.  The daemon gets SIGTERM if the test process dies first, so a
- * failed test leaves nothing running.
+ * NULL.  A failed ck_assert ends the test process at once, teardown
+ * unrun; the daemon then gets SIGTERM from the kernel (PDEATHSIG), so
+ * nothing is left running, and main removes what is left on disk.
  */
 static pid_t
 spawn_coord(const char *sock)
@@ -658,10 +661,11 @@ cleanup(void)
 static void
 make_tmpdir(void)
 {
-	static bool registered;
 	FILE *f;
+	int n;
 
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_proto.XXXXXX");
+	n = snprintf(tmpdir, sizeof(tmpdir), "%s/t.XXXXXX", basedir);
+	ck_assert(n > 0 && (size_t)n < sizeof(tmpdir));
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 	path_in_tmp(sockpath, sizeof(sockpath), "coord.sock");
 	path_in_tmp(confpath, sizeof(confpath), "httplock.conf");
@@ -669,11 +673,6 @@ make_tmpdir(void)
 	ck_assert_ptr_nonnull(f);
 	fprintf(f, "# written by check_proto\ncoord_socket = %s\n", sockpath);
 	ck_assert_int_eq(fclose(f), 0);
-	/* A failed ck_assert exits the test process: clean up then too. */
-	if (!registered) {
-		atexit(cleanup);
-		registered = true;
-	}
 }
 
 static void
@@ -1714,16 +1713,34 @@ proto_suite(void)
 	return s;
 }
 
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	(void)remove(path);
+	return 0;
+}
+
 int
 main(void)
 {
-	SRunner *sr = srunner_create(proto_suite());
+	SRunner *sr;
 	int failed;
 
 	/* A write to a closed test socket must fail, not kill the test. */
 	signal(SIGPIPE, SIG_IGN);
+	snprintf(basedir, sizeof(basedir), "/tmp/check_proto.XXXXXX");
+	if (mkdtemp(basedir) == NULL) {
+		perror("check_proto: mkdtemp");
+		return EXIT_FAILURE;
+	}
+	sr = srunner_create(proto_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	/* Whatever failed tests left behind goes too. */
+	(void)nftw(basedir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
