@@ -11,12 +11,71 @@ from stack import (BG, CycleLog, check_grant, check_no_overlap, cycle_client, ex
                    wait_for, wait_gone, pid_alive)
 
 
+def _queue_raw_waiter(s, name, split=False, busy=False):
+    """Opens a raw connection and sends an acquire on it; returns the socket
+    (the caller waits until it is queued).  split: the headers, then the body
+    50 ms later.  busy: lighttpd is stopped (SIGSTOP) while the client
+    connects and sends, as when the server is busy, so that the whole request
+    is already there when lighttpd accepts the connection."""
+    req = raw_post(lpath(name, "acquire"), {"owner": "rst"}, close=False)
+    stopped = False
+    sock = None
+    try:
+        if busy:
+            os.kill(s.lighttpd.pid, signal.SIGSTOP)
+            stopped = True
+        sock = s.raw_connect()
+        if split:
+            head, _, body = req.partition(b"\r\n\r\n")
+            sock.sendall(head + b"\r\n\r\n")
+            time.sleep(0.05)     # lighttpd reads the headers, then waits for the body
+            sock.sendall(body)
+        else:
+            sock.sendall(req)
+            if busy:
+                time.sleep(0.05)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    finally:
+        if stopped:
+            os.kill(s.lighttpd.pid, signal.SIGCONT)
+    return sock
+
+
 def test_reset_waiter_leaves_queue(s):
+    """A waiter whose connection is reset leaves the queue and is never
+    granted.  The request is complete when lighttpd accepts the connection
+    (lighttpd held with SIGSTOP for 50 ms while the client connects and
+    sends, as on a busy server; on loopback this also happens by chance)."""
     name = "f-rst"
     h = s.acquire_ok(name)
-    sock = s.raw_connect()
+    sock = _queue_raw_waiter(s, name, busy=True)
     try:
-        sock.sendall(raw_post(lpath(name, "acquire"), {"owner": "rst"}, close=False))
+        s.wait_waiters(name, 1)
+    finally:
+        t0 = time.monotonic()
+        rst_close(sock)
+    try:
+        wait_for(lambda: s.waiters(name) == 0, 5, "the reset waiter to leave the queue")
+    except AssertionError as e:
+        raise AssertionError("%s; status %s" % (e, s.status(name).short()))
+    log("reset waiter left the queue %.0f ms after the RST" % ((time.monotonic() - t0) * 1000))
+    s.release_ok(name, h["token"])
+    g = s.acquire_ok(name, timeout=2)
+    assert g["fence"] == h["fence"] + 1, \
+        "the reset waiter was granted in between: fence %d after %d" % (g["fence"], h["fence"])
+    s.release_ok(name, g["token"])
+
+
+def test_reset_waiter_leaves_queue_slow_request(s):
+    """As above, with the body sent after the headers (lighttpd is then
+    watching the client connection when the RST comes)."""
+    name = "f-rst-slow"
+    h = s.acquire_ok(name)
+    sock = _queue_raw_waiter(s, name, split=True)
+    try:
         s.wait_waiters(name, 1)
     finally:
         t0 = time.monotonic()
@@ -32,14 +91,13 @@ def test_reset_waiter_leaves_queue(s):
 
 def test_reset_waiter_among_others(s):
     """A reset waiter in the middle of the queue does not stall the ones
-    behind it."""
+    behind it (slow request, see above)."""
     name = "f-rst2"
     h = s.acquire_ok(name)
     w1 = BG(s.acquire, name, owner="w1")
     s.wait_waiters(name, 1, bg=w1)
-    sock = s.raw_connect()
+    sock = _queue_raw_waiter(s, name, split=True)
     try:
-        sock.sendall(raw_post(lpath(name, "acquire"), {"owner": "rst"}, close=False))
         s.wait_waiters(name, 2, bg=w1)
         w3 = BG(s.acquire, name, owner="w3")
         s.wait_waiters(name, 3, bg=[w1, w3])
