@@ -22,6 +22,7 @@
 #define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
 #define COORD_ACK_MS     250
 #define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
+#define THREAD_RESERVE   8      /* threads per worker kept from waiting */
 
 struct status_text {
 	int         status;
@@ -203,15 +204,16 @@ log_db_error(int rc, const char *op, const char *name)
 		    lockcore_errmsg(W.db));
 }
 
+/* A grant as JSON; ttl_ms is the lease it was given or renewed with. */
 static json_object *
-grant_json(const struct lock_grant *g)
+grant_json(const struct lock_grant *g, int64_t ttl_ms)
 {
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "lock", jstr(g->name));
 	json_object_object_add(o, "token", jstr(g->token));
 	json_object_object_add(o, "fence", json_object_new_int64(g->fence));
-	json_object_object_add(o, "ttl", jsecs(g->expires_at - g->acquired_at));
+	json_object_object_add(o, "ttl", jsecs(ttl_ms));
 	json_object_object_add(o, "acquired_at", jsecs(g->acquired_at));
 	json_object_object_add(o, "expires_at", jsecs(g->expires_at));
 	json_object_object_add(o, "owner", jstr(g->owner));
@@ -229,7 +231,7 @@ notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
  * connection), the grant is released at once rather than left to expire.
  */
 static void
-send_grant(FCGX_Request *fr, const struct lock_grant *g)
+send_grant(FCGX_Request *fr, const struct lock_grant *g, int64_t started)
 {
 	char extra[64];
 	struct lockcore *db;
@@ -237,8 +239,16 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g)
 	int rc;
 
 	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
-	if (send_json(fr, 200, extra, grant_json(g), false) == 0)
+	if (send_json(fr, 200, extra,
+	    grant_json(g, g->expires_at - g->acquired_at), false) == 0)
 		return;
+	/* A grant replayed for a request_id may be in use by the request
+	 * that received it first: only a grant made for us is ours to undo. */
+	if (g->acquired_at < started) {
+		log_info("lock '%s': replayed grant with fence %" PRId64
+		    " undeliverable", g->name, g->fence);
+		return;
+	}
 	if ((db = db_enter()) == NULL)
 		return;
 	rc = lock_release(db, g->name, g->token, now_ms(), &wake);
@@ -316,7 +326,7 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 	int64_t p;
 
 	if (registered)
-		p = SAFETY_POLL_MS;
+		p = info->ahead == 0 ? W.conf.poll_ms * 10 : SAFETY_POLL_MS;
 	else {
 		int back = info->ahead < POLL_BACKOFF_MAX ?
 		    info->ahead + 1 : POLL_BACKOFF_MAX;
@@ -335,8 +345,13 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 
 /*
  * Sleeps until waiter info->waiter_id is granted, times out at `deadline`,
- * loses its client, or the worker stops.  Withdraws the waiter row on every
- * outcome but a grant.  On WAIT_ERROR *rc is the lockcore error.
+ * loses its client, or the worker stops.  The waiter row is left as it is;
+ * the caller withdraws it (wait_withdraw) on every outcome but a grant.
+ * A database error while looking is taken as passing: the waiter looks
+ * again every poll_interval, and only if the database is still failing at
+ * the deadline does it end with WAIT_ERROR and *rc the lockcore error.
+ * LC_E_GONE and LC_E_SUPERSEDED end it at once (WAIT_ERROR), since the row
+ * is no longer this request's.
  */
 static enum wait_end
 acquire_wait(FCGX_Request *fr, const char *name,
@@ -345,30 +360,37 @@ acquire_wait(FCGX_Request *fr, const char *name,
 {
 	struct coord_waiter *cw = NULL;
 	enum wait_end end;
-	bool registered = false, look = false, wake = false;
-	int64_t now, retry_coord = 0;
-	struct lockcore *db;
+	bool registered = false, look = false;
+	int64_t now, retry_coord = 0, look_at = 0;
+	int db_err = LC_OK;
 
 	for (;;) {
 		struct pollfd p[3];
 		nfds_t np = 2;
+		int n, t;
 
 		now = now_ms();
-		if (look) {
+		if (look || (look_at != 0 && now >= look_at)) {
 			look = false;
+			look_at = 0;
 			*rc = wait_poll(name, who, info, g);
 			if (*rc == LC_GRANTED) {
 				end = WAIT_GRANTED;
-				goto out;
+				break;
 			}
-			if (*rc != LC_QUEUED) {
+			if (*rc == LC_E_DB || *rc == LC_E_NOMEM) {
+				db_err = *rc;
+				look_at = now_ms() + W.conf.poll_ms;
+			} else if (*rc != LC_QUEUED) {
 				end = WAIT_ERROR;
-				goto out;
-			}
+				break;
+			} else
+				db_err = LC_OK;
 			now = now_ms();
 		}
 		if (now >= deadline) {
-			end = WAIT_TIMEOUT;
+			end = db_err != LC_OK ? WAIT_ERROR : WAIT_TIMEOUT;
+			*rc = db_err;
 			break;
 		}
 		if (atomic_load(&W.stopping)) {
@@ -388,9 +410,15 @@ acquire_wait(FCGX_Request *fr, const char *name,
 				look = true;
 				continue;
 			}
+			/* No coordinator: poll.  Its last wake may have gone
+			 * to nobody, so look now as well. */
+			if (retry_coord == 0 || cw != NULL)
+				look = true;
 			coord_waiter_free(cw);
 			cw = NULL;
 			retry_coord = now + W.conf.poll_ms;
+			if (look)
+				continue;
 		}
 
 		p[0].fd = fr->ipcFd;
@@ -402,7 +430,10 @@ acquire_wait(FCGX_Request *fr, const char *name,
 			p[2].events = POLLIN;
 			np = 3;
 		}
-		int n = poll(p, np, sleep_ms(info, registered, now, deadline));
+		t = sleep_ms(info, registered, now, deadline);
+		if (look_at != 0 && look_at - now < t)
+			t = look_at - now > 0 ? (int)(look_at - now) : 0;
+		n = poll(p, np, t);
 		if (n < 0 && errno != EINTR) {
 			log_warn("%s: poll", __func__);
 			n = 0;
@@ -413,6 +444,10 @@ acquire_wait(FCGX_Request *fr, const char *name,
 		}
 		if (p[0].revents != 0 && client_gone(p[0].fd, p[0].revents)) {
 			end = WAIT_CLIENT_GONE;
+			break;
+		}
+		if (p[1].revents != 0) {
+			end = WAIT_STOPPING;
 			break;
 		}
 		if (np == 3 && p[2].revents != 0) {
@@ -428,24 +463,32 @@ acquire_wait(FCGX_Request *fr, const char *name,
 				coord_waiter_free(cw);
 				cw = NULL;
 				registered = false;
+				retry_coord = now + W.conf.poll_ms;
 				look = true;
 			}
 		}
 	}
-
-	/* Timed out, client gone or stopping: leave the queue. */
-	*rc = LC_OK;
-	if ((db = db_enter()) != NULL) {
-		int arc = lock_wait_abandon(db, info->waiter_id, who, now_ms(),
-		    &wake);
-		log_db_error(arc, "abandon", name);
-		db_leave();
-	}
-	if (wake)
-		notify(name, true, 0, 0);
-out:
 	coord_waiter_free(cw);
 	return end;
+}
+
+/* Withdraws a waiter row (best effort: a row left behind by a failing
+ * database dies with its deadline). */
+static void
+wait_withdraw(const char *name, const struct lock_waiter_ident *who,
+    int64_t waiter_id)
+{
+	struct lockcore *db;
+	bool wake = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL)
+		return;
+	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake);
+	log_db_error(rc, "abandon", name);
+	db_leave();
+	if (wake)
+		notify(name, true, 0, 0);
 }
 
 static void
@@ -478,32 +521,56 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 	log_db_error(rc, "acquire", rq->name);
 	db_leave();
 
+	if (rc == LC_QUEUED && atomic_load(&W.waiting) >=
+	    W.conf.max_threads - THREAD_RESERVE) {
+		/* Keep threads for the releases and renewals that free
+		 * waiters, or they would all wait for their timeouts. */
+		wait_withdraw(rq->name, &ar.who, info.waiter_id);
+		send_error(fr, 503, "too_many_waiters", "this worker's threads "
+		    "are all waiting (max_threads); retry", NULL, false);
+		return;
+	}
 	if (rc == LC_QUEUED) {
+		enum wait_end end;
+
 		/* A retry with a request_id may have taken over a queue place
 		 * whose old request still sleeps: wake it to find out. */
 		if (ar.request_id != NULL)
 			notify(rq->name, false, info.waiter_id, 0);
-		switch (acquire_wait(fr, rq->name, &ar.who, ar.deadline, &info,
-		    &g, &rc)) {
+		atomic_fetch_add(&W.waiting, 1);
+		end = acquire_wait(fr, rq->name, &ar.who, ar.deadline, &info,
+		    &g, &rc);
+		atomic_fetch_sub(&W.waiting, 1);
+		switch (end) {
 		case WAIT_GRANTED:
 			rc = LC_GRANTED;
 			break;
 		case WAIT_TIMEOUT:
+			wait_withdraw(rq->name, &ar.who, info.waiter_id);
 			rc = LC_BUSY;
 			break;
 		case WAIT_CLIENT_GONE:
+			wait_withdraw(rq->name, &ar.who, info.waiter_id);
+			log_debug("lock '%s': waiter %" PRId64 " left (client "
+			    "gone)", rq->name, info.waiter_id);
 			return;
 		case WAIT_STOPPING:
+			/* Answer first: the database may be slow to let us
+			 * withdraw, and a stop must be quick. */
 			send_error(fr, 503, "unavailable",
 			    "the server is shutting down; retry", NULL, false);
+			wait_withdraw(rq->name, &ar.who, info.waiter_id);
 			return;
 		case WAIT_ERROR:
+			if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
+				wait_withdraw(rq->name, &ar.who,
+				    info.waiter_id);
 			break;
 		}
 	}
 	switch (rc) {
 	case LC_GRANTED:
-		send_grant(fr, &g);
+		send_grant(fr, &g, now);
 		break;
 	case LC_BUSY:
 		send_error(fr, 423, "timeout",
@@ -563,7 +630,7 @@ handle_renew(FCGX_Request *fr, const struct request *rq)
 	}
 	/* The coordinator's timer for this lock's waiters moves too. */
 	notify(rq->name, false, 0, g.expires_at);
-	(void)send_json(fr, 200, NULL, grant_json(&g), false);
+	(void)send_json(fr, 200, NULL, grant_json(&g, rq->ttl_ms), false);
 }
 
 static void
@@ -737,6 +804,20 @@ read_body(FCGX_Request *fr, char *buf, size_t cap)
 	return over ? -1 : (ssize_t)len;
 }
 
+/* True if CONTENT_LENGTH is a number above REQ_BODY_MAX. */
+static bool
+content_too_large(const char *cl)
+{
+	uint64_t v = 0;
+
+	for (; *cl >= '0' && *cl <= '9'; cl++) {
+		v = v * 10 + (uint64_t)(*cl - '0');
+		if (v > REQ_BODY_MAX)
+			return true;
+	}
+	return false;
+}
+
 typedef void (*handler_fn)(FCGX_Request *, const struct request *);
 
 static const handler_fn handlers[] = {
@@ -768,7 +849,7 @@ handle_request(FCGX_Request *fr)
 	in.lock_token = FCGX_GetParam("HTTP_LOCK_TOKEN", fr->envp);
 	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
 
-	if (cl != NULL && strlen(cl) > 9) {
+	if (cl != NULL && content_too_large(cl)) {
 		(void)read_body(fr, body_none, 0);
 		send_error(fr, 413, "too_large", "the request body is larger "
 		    "than 16384 bytes", NULL, false);

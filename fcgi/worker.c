@@ -252,11 +252,21 @@ main(int argc, char **argv)
 	for (i = 0; i < STOP_GRACE_MS / 10 && atomic_load(&W.busy) > 0; i++)
 		poll(NULL, 0, 10);
 
-	/* Holding db_mu keeps every thread out of SQLite while we close it;
-	 * threads still blocked in accept() are ended by exit.  The notifier
-	 * may be in use by such a thread, so it is left to exit too. */
-	pthread_mutex_lock(&W.db_mu);
-	lockcore_close(W.db);
-	W.db = NULL;
-	exit(0);
+	/* Close the database only if no thread is inside SQLite (one may be
+	 * in the busy handler for busy_timeout); WAL needs no clean close,
+	 * so otherwise just go.  Threads still blocked in accept() and the
+	 * notifier (which such a thread may be using) end with the process. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 100 * 1000 * 1000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	if (pthread_mutex_timedlock(&W.db_mu, &ts) == 0) {
+		lockcore_close(W.db);
+		W.db = NULL;
+		exit(0);
+	}
+	_exit(0);
 }

@@ -32,6 +32,7 @@ struct worker {
 	atomic_int             nthreads;
 	atomic_int             idle;       /* threads waiting in accept */
 	atomic_int             busy;       /* requests in progress */
+	atomic_int             waiting;    /* acquires sleeping in a queue */
 };
 
 /* worker.c */

@@ -24,7 +24,13 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SRCDIR = os.environ.get("HTTPLOCK_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
-BUILDDIR = os.environ.get("HTTPLOCK_BUILDDIR") or SRCDIR
+BUILDDIR = os.environ.get("HTTPLOCK_BUILDDIR")
+if not BUILDDIR:
+    # The source tree itself, or else its build/ (an out-of-tree build).
+    BUILDDIR = SRCDIR
+    if not os.path.exists(os.path.join(SRCDIR, "fcgi", "httplock-worker")) and \
+            os.path.exists(os.path.join(SRCDIR, "build", "fcgi", "httplock-worker")):
+        BUILDDIR = os.path.join(SRCDIR, "build")
 LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
 
 WORKER_BIN = os.path.join(BUILDDIR, "fcgi", "httplock-worker")
@@ -642,6 +648,21 @@ class Stack:
 
     def log_tails(self, n=30):
         return "".join(self.log_tail(name, n) for name in LOG_FILES)
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "runtime error:", "WARNING: ThreadSanitizer")
+
+    def check_logs(self):
+        """No token the service issued appears in any log, and no sanitizer
+        (in an --enable-asan build) reported anything."""
+        self.check_no_token_leak()
+        for name in LOG_FILES:
+            text = self.log_text(name)
+            for mark in self.SANITIZER_MARKS:
+                i = text.find(mark)
+                if i >= 0:
+                    raise AssertionError("sanitizer report in %s:\n%s" % (
+                        name, text[max(0, text.rfind("\n", 0, i)):i + 1500]))
 
     def check_no_token_leak(self):
         """No token the service issued may appear in any log."""
