@@ -934,3 +934,45 @@ def check_no_overlap(records):
                 raise AssertionError(
                     "lock %r: fences not increasing in grant order: %d then %d" % (name, a[1], b[1]))
     return {k: len(v) for k, v in by_lock.items()}
+
+
+# ---------------------------------------------------------------------------
+# Command line: run one command against a fresh stack.
+#
+#   stack.py [-o key=value]... -- COMMAND [ARGS...]
+#
+# starts the stack, runs COMMAND with HTTPLOCK_URL (http://127.0.0.1:PORT/)
+# and HTTPLOCK_TEST_RUNDIR in its environment, stops the stack (asserting a
+# clean stop and clean logs), and exits with COMMAND's status (or 1 if the
+# stack itself misbehaved).  Used by the C client tests.
+
+def main(argv):
+    import subprocess
+    overrides = {}
+    while argv and argv[0] == "-o":
+        k, _, v = argv[1].partition("=")
+        overrides[k] = v
+        argv = argv[2:]
+    if not argv or argv[0] != "--" or len(argv) < 2:
+        sys.stderr.write("usage: stack.py [-o key=value]... -- COMMAND [ARGS...]\n")
+        return 2
+    s = Stack(overrides, label="cli")
+    rc = None
+    try:
+        s.start()
+        env = dict(os.environ)
+        env["HTTPLOCK_URL"] = s.url("/")
+        env["HTTPLOCK_TEST_RUNDIR"] = s.rundir
+        rc = subprocess.call(argv[1:], env=env)
+        s.stop()
+        s.check_logs()
+    except Exception as e:
+        sys.stderr.write("stack.py: %s\n%s" % (e, s.log_tails()))
+        rc = 1 if not rc else rc    # the stack failed: never report success
+    finally:
+        s.cleanup()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
