@@ -565,6 +565,11 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 			if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
 				wait_withdraw(rq->name, &ar.who,
 				    info.waiter_id);
+			/* Another waiter removes rows past their deadline:
+			 * a row gone after our deadline timed out, it was
+			 * not cancelled. */
+			if (rc == LC_E_GONE && now_ms() >= ar.deadline)
+				rc = LC_BUSY;
 			break;
 		}
 	}

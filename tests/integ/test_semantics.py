@@ -26,6 +26,22 @@ def test_blocking_handoff(s):
 
 
 @shared
+def test_many_waiters_time_out_together(s):
+    """20 waiters whose timeouts run out at the same moment all get 423
+    timeout: a waiter whose row another waiter removed as past its
+    deadline has timed out, not been cancelled."""
+    name = "s-timeout-many"
+    a = s.acquire_ok(name)
+    for attempt in range(3):
+        ws = [BG(s.acquire, name, timeout="1") for _ in range(20)]
+        results = [w.get(10) for w in ws]
+        got = sorted(set((r.status, r.get("error")) for r in results))
+        log("attempt %d: %s" % (attempt, got))
+        assert got == [(423, "timeout")], "expected only 423 timeout, got %s" % got
+    wait_for(lambda: s.waiters(name) == 0, 2, "waiters to be 0 after the timeouts")
+    s.release_ok(name, a["token"])
+
+
 def test_acquire_timeout(s):
     a = s.acquire_ok("s-timeout")
     t0 = time.monotonic()
