@@ -1,0 +1,608 @@
+"""The httplock command-line client (client/cli.c, httplock(1)) against the
+real stack: every subcommand and exit status, and `run`: the command's
+status, its environment, renewals, losing the lease (released by someone
+else, or a server that stops answering), signals."""
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for)
+
+CLI = os.path.join(BUILDDIR, "client", "httplock")
+
+# Exit statuses, as httplock(1) EXIT STATUS documents them.
+HELD, USAGE, REFUSED, NOT_HELD, UNAVAILABLE, LOST, NOEXEC = 1, 2, 3, 4, 5, 6, 7
+
+DOWN_URL = "http://127.0.0.1:1/"
+
+# A command for `run`: prints "START name token fence url", then waits for a
+# line on stdin (or EOF) and exits with the status it names.  With TRAP in
+# argv it answers SIGTERM by printing "TERM" and exiting 0; otherwise
+# SIGTERM kills it.
+CHILD = r'''
+import os, signal, sys
+if "TRAP" in sys.argv:
+    def term(sig, frame):
+        sys.stdout.write("TERM\n")
+        sys.stdout.flush()
+        os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+e = os.environ
+print("START %s %s %s %s" % (e["HTTPLOCK_NAME"], e["HTTPLOCK_TOKEN"],
+      e["HTTPLOCK_FENCE"], e["HTTPLOCK_URL"]), flush=True)
+line = sys.stdin.readline()
+print("DONE", flush=True)
+sys.exit(int(line) if line.strip() else 0)
+'''
+
+
+def child(*flags):
+    return [sys.executable, "-c", CHILD] + list(flags)
+
+
+def _env(s, url=True, extra=None):
+    env = dict(os.environ)
+    for k in ("HTTPLOCK_URL", "HTTPLOCK_USER"):
+        env.pop(k, None)
+    if url:
+        env["HTTPLOCK_URL"] = s.url("/")
+    # No ~/.netrc of the machine's user in the tests.
+    env["HOME"] = s.dir
+    env.update(extra or {})
+    return env
+
+
+def remember(s, token):
+    """Adds a token to those the stack checks its logs for."""
+    with s._lock:
+        s.tokens.add(token)
+
+
+def check_stderr(s, args, err, rc, quiet=False):
+    """A failure says so in exactly one line; success (or, with quiet, a
+    status that is the command's own) says nothing; no token ever appears."""
+    lines = err.splitlines()
+    if rc == 0 or quiet:
+        assert lines == [], "%s: exit 0 but stderr %r" % (args, err)
+    else:
+        assert len(lines) == 1, "%s: exit %d, stderr is not one line: %r" % (args, rc, err)
+        assert lines[0].startswith("httplock: "), "%s: stderr %r" % (args, err)
+    with s._lock:
+        tokens = list(s.tokens)
+    for t in tokens:
+        assert t not in err, "%s: a token appears on stderr: %r" % (args, err)
+
+
+class Res:
+    def __init__(self, args, rc, out, err, secs):
+        self.args, self.rc, self.out, self.err, self.secs = args, rc, out, err, secs
+
+    def __repr__(self):
+        return "<httplock %s -> %d, out %r, err %r, %.3f s>" % (
+            " ".join(self.args), self.rc, self.out[:300], self.err[:300], self.secs)
+
+
+def cli(s, *args, url=True, env=None, timeout_s=20, expect_rc=None, quiet=False,
+        pass_fds=()):
+    """Runs httplock to the end; returns a Res, checked by check_stderr and,
+    if given, for its exit status.  quiet: the status is the command's, so
+    stderr must be empty."""
+    args = [str(a) for a in args]
+    t0 = time.monotonic()
+    p = subprocess.run([CLI] + args, stdin=subprocess.DEVNULL, capture_output=True,
+                       env=_env(s, url, env), timeout=timeout_s, pass_fds=pass_fds)
+    r = Res(args, p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"), time.monotonic() - t0)
+    for word in r.out.split():
+        if TOKEN_RE.match(word):
+            remember(s, word)
+    check_stderr(s, args, r.err, r.rc, quiet)
+    if expect_rc is not None:
+        assert r.rc == expect_rc, "expected exit %d: %r" % (expect_rc, r)
+    return r
+
+
+def acquire_token(s, name, *args):
+    r = cli(s, "acquire", name, *args, expect_rc=0)
+    tok = r.out.strip()
+    assert TOKEN_RE.match(tok), "acquire printed %r, not a token" % r.out
+    return tok
+
+
+class Proc:
+    """httplock in the background, in a session of its own (so that the
+    cleanup can kill it with its command); its stdout lines arrive in a
+    queue."""
+
+    def __init__(self, s, args, env=None):
+        self.s = s
+        self.args = [str(a) for a in args]
+        self.t0 = time.monotonic()
+        self.p = subprocess.Popen([CLI] + self.args, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=_env(s, True, env), start_new_session=True)
+        self.lines = queue.Queue()
+        self.err = b""
+        self.rc = None
+        self.t_exit = None
+        self._out = threading.Thread(target=self._read_out, daemon=True)
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _read_out(self):
+        for ln in self.p.stdout:
+            self.lines.put(ln.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def _read_err(self):
+        self.err = self.p.stderr.read()
+
+    def line(self, timeout_s=10.0):
+        """The next stdout line (AssertionError on EOF or timeout)."""
+        try:
+            ln = self.lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError("httplock %s: no output line within %.0f s" % (
+                " ".join(self.args), timeout_s))
+        if ln is None:
+            self.wait(5)
+            raise AssertionError("httplock %s: exited %s without the expected line; stderr %r" % (
+                " ".join(self.args), self.rc, self.err))
+        return ln
+
+    def start_line(self):
+        """Waits for the command's START line: (name, token, fence, url)."""
+        ln = self.line()
+        parts = ln.split(" ")
+        assert parts[0] == "START" and len(parts) == 5, "unexpected line %r" % ln
+        remember(self.s, parts[2])
+        return parts[1], parts[2], int(parts[3]), parts[4]
+
+    def send(self, text):
+        self.p.stdin.write(text.encode())
+        self.p.stdin.flush()
+
+    def wait(self, timeout_s=15.0):
+        try:
+            self.rc = self.p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("httplock %s still running after %.0f s" % (
+                " ".join(self.args), timeout_s))
+        if self.t_exit is None:
+            self.t_exit = time.monotonic()
+        self._err.join(5)
+        self._out.join(5)
+        return self.rc
+
+    def stderr(self):
+        return self.err.decode("utf-8", "replace")
+
+    def rest(self):
+        """Every line left on stdout (after the process exited)."""
+        out = []
+        while True:
+            ln = self.lines.get(timeout=5)
+            if ln is None:
+                return out
+            out.append(ln)
+
+    def cleanup(self):
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.p.wait(5)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def held(s, name):
+    return s.status(name)["held"]
+
+
+# ---------------------------------------------------------------------------
+# Arguments and the simple commands.
+
+@shared
+def test_cli_usage(s):
+    r = cli(s, "--help", expect_rc=0)
+    for word in ("acquire", "release", "renew", "status", "ls", "run", "exit status"):
+        assert word in r.out, "--help does not mention %r" % word
+    for code in range(8):
+        assert "\n  %d " % code in r.out, "--help does not list exit status %d" % code
+    r = cli(s, "--version", expect_rc=0)
+    assert r.out.startswith("httplock "), r
+    bad = [
+        [],                                     # no command
+        ["frobnicate"],                         # unknown command
+        ["acquire"],                            # missing NAME
+        ["release", "x"],                       # missing TOKEN
+        ["release", "x", "0" * 32, "extra"],    # too many
+        ["acquire", "x", "-w", "abc"],
+        ["acquire", "x", "-w", "-1"],
+        ["acquire", "x", "-w", "1", "-n"],
+        ["acquire", "x", "--ttl", "0"],
+        ["acquire", "x", "--bogus"],
+        ["acquire", "x", "-w"],                 # missing argument
+        ["status", "x", "--ttl", "5"],          # not an option of status
+        ["run", "x"],                           # missing COMMAND
+        ["run", "x", "-E", "300", "--", "true"],
+        ["run", "x", "--grace", "soon", "--", "true"],
+        ["release", "x", "not-a-token"],        # caught before sending
+    ]
+    for args in bad:
+        r = cli(s, *args)
+        assert r.rc == USAGE, "expected exit %d: %r" % (USAGE, r)
+        assert r.out == "", r
+    # The server is never asked: a usage error against a dead URL is still 2.
+    r = cli(s, "--url", DOWN_URL, "acquire", expect_rc=USAGE)
+    log("usage errors: %d cases exit %d with one stderr line, e.g. %r" % (
+        len(bad), USAGE, r.err.strip()))
+
+
+@shared
+def test_cli_acquire_release(s):
+    name = "cli-acq"
+    tok = acquire_token(s, name, "--owner", "cli-test")
+    st = s.status(name)
+    assert st["held"] and st["holders"][0]["owner"] == "cli-test", st.short()
+    # Wrong token: not held, one line naming the server's code.
+    wrong = "0123456789abcdef0123456789abcdef"
+    remember(s, wrong)
+    r = cli(s, "release", name, wrong, expect_rc=NOT_HELD)
+    assert r.err.startswith("httplock: release %s: not_held: " % name), r
+    log("wrong token: %r" % r.err.strip())
+    r = cli(s, "release", name, tok, expect_rc=0)
+    assert r.out == "", r
+    assert not held(s, name)
+    r = cli(s, "release", name, tok, expect_rc=NOT_HELD)
+    # Options before the command, and the URL from --url instead of the
+    # environment.
+    r = cli(s, "--url", s.url("/"), "acquire", "-n", name, url=False, expect_rc=0)
+    tok = r.out.strip()
+    cli(s, "release", name, tok, url=False, env={"HTTPLOCK_URL": s.url("/")}, expect_rc=0)
+
+
+@shared
+def test_cli_acquire_conflict(s):
+    name = "cli-conflict"
+    a = s.acquire_ok(name)
+    r = cli(s, "acquire", "-n", name, expect_rc=HELD)
+    log("acquire -n on a held lock: exit %d after %.0f ms: %r" % (
+        r.rc, r.secs * 1000, r.err.strip()))
+    assert r.secs < 2.0, r
+    assert r.err.startswith("httplock: acquire %s: timeout: " % name), r
+    r = cli(s, "acquire", "-w", "0.5", name, expect_rc=HELD)
+    log("acquire -w 0.5 on a held lock: exit %d after %.0f ms" % (r.rc, r.secs * 1000))
+    assert 0.45 <= r.secs <= 3.0, r
+    assert s.waiters(name) == 0
+    s.release_ok(name, a["token"])
+    # Waiting works: -w gets the lock when its lease runs out.
+    a = s.acquire_ok(name, ttl="0.5")
+    r = cli(s, "acquire", "-w", "5", name, expect_rc=0)
+    log("acquire -w 5 on a ttl=0.5 lease: granted after %.0f ms" % (r.secs * 1000))
+    assert r.secs < 4.0, r
+    s.release_ok(name, r.out.strip())
+
+
+@shared
+def test_cli_acquire_json(s):
+    name = "cli-json"
+    t0 = time.time()
+    r = cli(s, "acquire", name, "--json", "--ttl", "7.5", "--owner", "web \"3\"",
+            "--request-id", "req-cli-1", expect_rc=0)
+    lines = r.out.splitlines()
+    assert len(lines) == 1, r
+    g = json.loads(lines[0])
+    assert set(g) == {"lock", "token", "fence", "ttl", "acquired_at", "expires_at",
+                      "owner", "request_id"}, g
+    remember(s, g["token"])
+    assert g["lock"] == name and TOKEN_RE.match(g["token"]), g
+    assert isinstance(g["fence"], int) and g["fence"] >= 1, g
+    assert abs(g["ttl"] - 7.5) < 0.002, g
+    assert abs(g["expires_at"] - g["acquired_at"] - 7.5) < 0.01, g
+    assert t0 - 5 <= g["acquired_at"] <= time.time() + 5, g
+    assert g["owner"] == "web \"3\"" and g["request_id"] == "req-cli-1", g
+    st = s.status(name)
+    assert st["holders"][0]["fence"] == g["fence"], st.short()
+    # Without --request-id one is made up, and reported.
+    r = cli(s, "acquire", "cli-json2", "--json", expect_rc=0)
+    g2 = json.loads(r.out)
+    remember(s, g2["token"])
+    assert len(g2["request_id"]) >= 16, g2
+    cli(s, "release", name, g["token"], expect_rc=0)
+    cli(s, "release", "cli-json2", g2["token"], expect_rc=0)
+
+
+@shared
+def test_cli_renew(s):
+    name = "cli-renew"
+    tok = acquire_token(s, name, "--ttl", "5")
+    t0 = time.time()
+    r = cli(s, "renew", name, tok, "--ttl", "60", expect_rc=0)
+    exp = float(r.out.strip())
+    assert t0 + 55 <= exp <= time.time() + 61, r
+    st = s.status(name)
+    assert abs(st["holders"][0]["expires_at"] - exp) < 0.01, (st.short(), exp)
+    r = cli(s, "renew", name, tok, "--json", expect_rc=0)
+    g = json.loads(r.out)
+    assert g["lock"] == name and g["expires_at"] > t0, g
+    cli(s, "release", name, tok, expect_rc=0)
+    r = cli(s, "renew", name, tok, expect_rc=NOT_HELD)
+    assert r.err.startswith("httplock: renew %s: not_held: " % name), r
+
+
+@shared
+def test_cli_status_and_ls(s):
+    pre = "cli-ls-%d-" % os.getpid()
+    a = s.acquire_ok(pre + "a", owner="alice")
+    b = s.acquire_ok(pre + "b")
+    w = BG(s.acquire, pre + "b", timeout=8)
+    s.wait_waiters(pre + "b", 1, bg=w)
+    try:
+        r = cli(s, "status", pre + "a", expect_rc=0)
+        lines = r.out.splitlines()
+        assert lines[0] == "lock:    " + pre + "a" and lines[1] == "held:    yes", r
+        assert lines[2].startswith("holder:  alice (fence %d, " % a["fence"]), r
+        assert lines[3] == "waiters: 0", r
+        r = cli(s, "status", pre + "b", "--json", expect_rc=0)
+        st = json.loads(r.out)
+        assert st["lock"] == pre + "b" and st["held"] is True and st["waiters"] == 1, st
+        h = st["holders"][0]
+        assert h["fence"] == b["fence"] and abs(h["expires_at"] - b["expires_at"]) < 0.01, st
+        assert set(h) == {"owner", "fence", "acquired_at", "expires_at"}, h
+        r = cli(s, "status", pre + "never", expect_rc=0)
+        assert "held:    no" in r.out.splitlines() and "waiters: 0" in r.out, r
+        # Credentials are passed along (this lighttpd asks for none).
+        cli(s, "--user", "u:p", "status", pre + "never", expect_rc=0)
+
+        r = cli(s, "ls", "--prefix", pre, expect_rc=0)
+        assert r.out.splitlines() == [pre + "a\t1\t0", pre + "b\t1\t1"], r
+        r = cli(s, "ls", "--prefix", pre + "b", "--json", expect_rc=0)
+        assert [json.loads(x) for x in r.out.splitlines()] == [
+            {"lock": pre + "b", "holders": 1, "waiters": 1}], r
+        r = cli(s, "ls", "--prefix", pre + "zzz", expect_rc=0)
+        assert r.out == "", r
+    finally:
+        s.release_ok(pre + "b", b["token"])
+        g = w.get(10)
+        s.release_ok(pre + "b", g["token"])
+        s.release_ok(pre + "a", a["token"])
+
+
+@shared
+def test_cli_server_down(s):
+    for args in (["acquire", "-n", "x"], ["status", "x"], ["ls"],
+                 ["release", "x", "0" * 32], ["run", "-n", "x", "--", "true"]):
+        r = cli(s, "--url", DOWN_URL, *args, url=False, expect_rc=UNAVAILABLE)
+        assert "cannot connect" in r.err, r
+    log("server down: exit %d, %r" % (r.rc, r.err.strip()))
+    # $HTTPLOCK_URL is used when --url is not given.
+    r = cli(s, "status", "x", url=False, env={"HTTPLOCK_URL": DOWN_URL},
+            expect_rc=UNAVAILABLE)
+
+
+@shared
+def test_cli_acquire_interrupted(s):
+    """SIGINT during a wait cancels the queued acquire: it leaves the queue
+    and is never granted."""
+    name = "cli-intr"
+    a = s.acquire_ok(name)
+    p = Proc(s, ["acquire", name, "-w", "8"])
+    try:
+        wait_for(lambda: s.waiters(name) == 1 or p.p.poll() is not None, 5,
+                 "the CLI's acquire to queue")
+        assert p.p.poll() is None, "httplock exited: %s" % p.stderr()
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGINT)
+        rc = p.wait(5)
+        log("SIGINT while waiting: exit %d after %.0f ms: %r" % (
+            rc, (p.t_exit - t0) * 1000, p.stderr().strip()))
+        assert rc == 128 + signal.SIGINT, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc)
+        assert p.rest() == [], "printed a token after SIGINT"
+        assert s.waiters(name) == 0
+        s.release_ok(name, a["token"])
+        g = s.acquire_ok(name, timeout=0)
+        assert g["fence"] == a["fence"] + 1, "the interrupted acquire was granted"
+        s.release_ok(name, g["token"])
+    finally:
+        p.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# run
+
+@shared
+def test_cli_run_status(s):
+    name = "cli-run-rc"
+    for code in (0, 3, 42):
+        r = cli(s, "run", name, "--", "sh", "-c", "exit %d" % code, quiet=True)
+        assert r.rc == code, "command exit %d: %r" % (code, r)
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1):
+        r = cli(s, "run", name, "sh", "-c", "kill -%d $$" % sig, quiet=True)
+        assert r.rc == 128 + sig, "command killed by %d: %r" % (sig, r)
+    assert not held(s, name)
+    r = cli(s, "run", name, "--", "/nonexistent/command", expect_rc=NOEXEC)
+    assert "/nonexistent/command" in r.err, r
+    assert not held(s, name), "the lock stayed held after a failed exec"
+    log("run: statuses 0 3 42 and 128+{15,9,10} passed on; exec failure: %r" % r.err.strip())
+
+
+@shared
+def test_cli_run_environment(s):
+    name = "cli-run-env"
+    r = cli(s, "run", name, "--owner", "env-test", "--", "sh", "-c",
+            'echo "$HTTPLOCK_NAME|$HTTPLOCK_TOKEN|$HTTPLOCK_FENCE|$HTTPLOCK_URL"', expect_rc=0)
+    n, tok, fence, url = r.out.strip().split("|")
+    remember(s, tok)
+    assert n == name and TOKEN_RE.match(tok) and int(fence) >= 1 and url == s.url("/"), r
+    # The token was the lock's: it is released now.
+    expect(s.release(name, tok), 409, "not_held")
+    r2 = cli(s, "run", name, "--", "sh", "-c", 'echo "$HTTPLOCK_FENCE"', expect_rc=0)
+    assert int(r2.out) == int(fence) + 1, (r.out, r2.out)
+    # The command inherits our descriptors (here a pipe as fd 9 and up),
+    # and none of httplock's own (its connections to the server).
+    rd, wr = os.pipe()
+    try:
+        r = cli(s, "run", name, "--", "sh", "-c", 'ls -l /proc/$$/fd/', pass_fds=(wr,),
+                expect_rc=0)
+    finally:
+        os.close(rd)
+        os.close(wr)
+    fds = {}
+    for ln in r.out.splitlines():
+        if " -> " in ln:
+            fd, target = ln.split(" -> ")
+            fds[int(fd.split()[-1])] = target
+    assert fds.get(wr, "").startswith("pipe:"), "the passed descriptor is missing: %r" % r.out
+    extra = {fd: t for fd, t in fds.items() if fd > 2 and fd != wr}
+    assert not extra, "the command inherited httplock's descriptors: %r" % extra
+
+
+@shared
+def test_cli_run_holds_and_renews(s):
+    """The lock is held for as long as the command runs, past its ttl (the
+    lease is renewed), and released when it ends."""
+    name = "cli-run-hold"
+    p = Proc(s, ["run", name, "--ttl", "1", "--", *child()])
+    try:
+        n, tok, fence, url = p.start_line()
+        assert n == name
+        st = s.status(name)
+        h = st["holders"][0]
+        assert h["fence"] == fence, st.short()
+        first_expiry = h["expires_at"]
+        cli(s, "acquire", "-n", name, expect_rc=HELD)
+        # Renewals every ttl/3: wait until one happened after the first
+        # lease would have run out.
+        seen = {}
+
+        def renewed_past():
+            st = s.status(name)
+            assert st["held"], "lock lost during run: " + st.short()
+            seen["exp"] = st["holders"][0]["expires_at"]
+            return seen["exp"] >= first_expiry + 1.0
+        wait_for(renewed_past, 6, "a renewal past the first lease")
+        assert time.time() > first_expiry
+        assert s.status(name)["holders"][0]["fence"] == fence
+        cli(s, "acquire", "-n", name, expect_rc=HELD)
+        log("run --ttl 1: still held %.1f s after the first lease ended" % (
+            time.time() - first_expiry))
+        p.send("0\n")
+        assert p.line() == "DONE"
+        rc = p.wait()
+        assert rc == 0, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc)
+        assert not held(s, name), "still held after run ended"
+    finally:
+        p.cleanup()
+
+
+@shared
+def test_cli_run_conflict(s):
+    name = "cli-run-conflict"
+    marker = os.path.join(s.dir, "ran")
+    a = s.acquire_ok(name)
+    t0 = time.monotonic()
+    r = cli(s, "run", "-E", "7", "-n", name, "--", "touch", marker)
+    assert r.rc == 7, r
+    assert not os.path.exists(marker), "the command ran without the lock"
+    r = cli(s, "run", "-n", name, "--", "touch", marker, expect_rc=HELD)
+    r = cli(s, "run", "-w", "0.3", "-E", "99", name, "touch", marker, expect_rc=99)
+    assert r.err.startswith("httplock: acquire %s: timeout: " % name), r
+    assert not os.path.exists(marker)
+    log("run -E 7 -n / -n / -w 0.3 -E 99 on a held lock: %.0f ms in all" % (
+        (time.monotonic() - t0) * 1000))
+    s.release_ok(name, a["token"])
+    cli(s, "run", "-n", name, "--", "touch", marker, expect_rc=0)
+    assert os.path.exists(marker)
+
+
+@shared
+def test_cli_run_lease_released_elsewhere(s):
+    """Another process releases the lease with the command's token: the
+    command gets SIGTERM and httplock exits LOST."""
+    name = "cli-run-stolen"
+    p = Proc(s, ["run", name, "--ttl", "1.5", "--grace", "2", "--", *child("TRAP")])
+    try:
+        n, tok, fence, url = p.start_line()
+        t0 = time.monotonic()
+        s.release_ok(name, tok)
+        assert p.line() == "TERM"
+        rc = p.wait()
+        el = p.t_exit - t0
+        log("lease released elsewhere: exit %d %.0f ms later: %r" % (
+            rc, el * 1000, p.stderr().strip()))
+        assert rc == LOST, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc)
+        assert "lease lost: not_held" in p.stderr(), p.stderr()
+        assert el < 3.0, "took %.1f s (renewals every 0.5 s)" % el
+        assert not held(s, name)
+    finally:
+        p.cleanup()
+
+
+@shared
+def test_cli_run_sigterm(s):
+    """SIGTERM to httplock reaches the command; the lock is released."""
+    name = "cli-run-sigterm"
+    p = Proc(s, ["run", name, "--", *child()])
+    try:
+        p.start_line()
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+        rc = p.wait()
+        log("SIGTERM to httplock run: exit %d after %.0f ms" % (rc, (p.t_exit - t0) * 1000))
+        assert rc == 128 + signal.SIGTERM, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc, quiet=True)
+        assert p.rest() == [], "the command did not die of the signal"
+        assert not held(s, name), "still held after run ended"
+    finally:
+        p.cleanup()
+
+
+@timeout(40)
+def test_cli_run_server_paused(s):
+    """The server stops answering (lighttpd and its workers SIGSTOPped)
+    longer than the lease: the command gets SIGTERM once the lease must
+    have expired, and httplock exits LOST."""
+    name = "cli-run-paused"
+    p = Proc(s, ["run", name, "--ttl", "1.5", "--grace", "2", "--", *child("TRAP")])
+    pids = []
+    try:
+        p.start_line()
+        pids = [s.lighttpd.pid] + s.worker_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        assert p.line(10) == "TERM"
+        rc = p.wait()
+        el = p.t_exit - t0
+        log("server paused: command stopped and exit %d %.0f ms after the pause: %r" % (
+            rc, el * 1000, p.stderr().strip()))
+        assert rc == LOST, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc)
+        assert "lease lost" in p.stderr(), p.stderr()
+        # The last renewal was at most 0.5 s before the pause.
+        assert 0.7 <= el <= 4.0, "lease of 1.5 s declared lost %.2f s after the pause" % el
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        p.cleanup()
+    wait_for(lambda: not held(s, name), 5, "the lease to be gone after the pause")
+    s.assert_healthy_and_working()
