@@ -7,7 +7,13 @@
  * free them.
  *
  * The web server either spawns us with the listening socket on fd 0
- * (lighttpd's bin-path), or we open it ourselves with -s PATH.
+ * (lighttpd's bin-path), or we open it ourselves with -s PATH.  With -s
+ * PATH -n N we are a pool (for Apache's mod_proxy_fcgi, which spawns
+ * nothing): a supervisor opens the socket, forks N worker processes that
+ * share it, restarts one that dies, passes SIGTERM/SIGINT on and exits
+ * once they have; the workers die with it (PR_SET_PDEATHSIG).  The pool
+ * lives here, not in a file of its own, because it is main()'s other half:
+ * each child returns from it to the same serve().
  *
  * SIGTERM and SIGINT stop the process within a second: waiting requests
  * are withdrawn from their queues and answered 503, then we exit.  libfcgi
@@ -18,7 +24,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdnoreturn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +37,8 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +47,19 @@
 
 #define THREAD_STACK (256 * 1024)
 #define STOP_GRACE_MS 800
+#define LISTEN_BACKLOG 4096
+
+/*
+ * The pool: at most POOL_MAX processes.  A dead one is restarted after
+ * RESTART_MIN_MS, doubled up to RESTART_MAX_MS while it keeps dying within
+ * RESTART_QUICK_MS of its start.  On a stop, workers get POOL_STOP_MS to
+ * exit before they are killed.
+ */
+#define POOL_MAX 256
+#define RESTART_MIN_MS 100
+#define RESTART_MAX_MS 5000
+#define RESTART_QUICK_MS 1000
+#define POOL_STOP_MS 950
 
 struct worker W;
 static int stop_wr = -1;
@@ -160,48 +184,253 @@ thread_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Opens the listening Unix socket at path with the given permissions (and
+ * group, unless gid is (gid_t)-1), replacing a stale socket left there.
+ * Returns the descriptor; exits on error.
+ */
+static int
+listen_unix(const char *path, mode_t mode, gid_t gid)
+{
+	struct sockaddr_un sun;
+	struct stat st;
+	mode_t old;
+	size_t len = strlen(path);
+	int fd, rc;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (len >= sizeof(sun.sun_path))
+		fatalx("%s: socket path too long: %s", __func__, path);
+	memcpy(sun.sun_path, path, len + 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			fatalx("%s: %s exists and is not a socket", __func__, path);
+		if (unlink(path) == -1)
+			fatal("%s: unlink %s", __func__, path);
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1)
+		fatal("%s: socket", __func__);
+	/* Nobody may connect before the permissions are final. */
+	old = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc == -1)
+		fatal("%s: bind %s", __func__, path);
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) == -1)
+		fatal("%s: chown %s", __func__, path);
+	if (chmod(path, mode) == -1)
+		fatal("%s: chmod %s", __func__, path);
+	if (listen(fd, LISTEN_BACKLOG) == -1)
+		fatal("%s: listen %s", __func__, path);
+	return fd;
+}
+
+/* One process of the pool. */
+struct pool_proc {
+	pid_t    pid;         /* 0 while it is not running */
+	int64_t  started;     /* now_ms() at its last start */
+	int64_t  due;         /* when dead: restart it at this time */
+	int64_t  delay;       /* its next restart delay, ms */
+};
+
+/*
+ * Forks one pool worker.  Returns 0 in the child (which then serves), the
+ * child's pid in the supervisor, or -1 when fork failed (retried after the
+ * process's restart delay).
+ */
+static pid_t
+pool_fork(struct pool_proc *p, const sigset_t *oldmask)
+{
+	pid_t sup = getpid(), pid;
+
+	pid = fork();
+	if (pid == -1) {
+		log_warn("%s: fork", __func__);
+		p->due = now_ms() + p->delay;
+		return -1;
+	}
+	if (pid == 0) {
+		/* Die with the supervisor, also when it is killed. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+			fatal("%s: prctl", __func__);
+		if (getppid() != sup)
+			_exit(1);
+		if (sigprocmask(SIG_SETMASK, oldmask, NULL) == -1)
+			fatal("%s: sigprocmask", __func__);
+		return 0;
+	}
+	p->pid = pid;
+	p->started = now_ms();
+	p->due = 0;
+	return pid;
+}
+
+/* Reaps dead workers and, unless stopping, schedules their restarts. */
+static void
+pool_reap(struct pool_proc *procs, int n, bool stopping)
+{
+	int status, i;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (i = 0; i < n && procs[i].pid != pid; i++)
+			;
+		if (i == n)
+			continue;
+		procs[i].pid = 0;
+		if (stopping)
+			continue;
+		if (WIFSIGNALED(status))
+			log_warnx("%s: worker %d killed by signal %d", __func__,
+			    (int)pid, WTERMSIG(status));
+		else
+			log_warnx("%s: worker %d exited with status %d",
+			    __func__, (int)pid, WEXITSTATUS(status));
+		/* One that keeps dying at start waits longer each time. */
+		if (now_ms() - procs[i].started >= RESTART_QUICK_MS)
+			procs[i].delay = RESTART_MIN_MS;
+		procs[i].due = now_ms() + procs[i].delay;
+		procs[i].delay = procs[i].delay * 2 > RESTART_MAX_MS ?
+		    RESTART_MAX_MS : procs[i].delay * 2;
+	}
+}
+
+/*
+ * Sends SIGTERM to every worker, waits up to POOL_STOP_MS for them (they
+ * answer their waiting requests and exit within STOP_GRACE_MS), kills what
+ * is left, removes the socket and exits.
+ */
+static noreturn void
+pool_stop(struct pool_proc *procs, int n, const sigset_t *set,
+    const char *path)
+{
+	int64_t deadline = now_ms() + POOL_STOP_MS;
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
+	int i, live;
+
+	log_debug("%s: stopping", __func__);
+	for (i = 0; i < n; i++)
+		if (procs[i].pid > 0)
+			(void)kill(procs[i].pid, SIGTERM);
+	for (;;) {
+		pool_reap(procs, n, true);
+		for (i = 0, live = 0; i < n; i++)
+			live += procs[i].pid > 0;
+		if (live == 0 || now_ms() >= deadline)
+			break;
+		(void)sigtimedwait(set, NULL, &ts);
+	}
+	for (i = 0; i < n; i++) {
+		if (procs[i].pid > 0) {
+			log_warnx("%s: worker %d did not stop; killing it",
+			    __func__, (int)procs[i].pid);
+			(void)kill(procs[i].pid, SIGKILL);
+			(void)waitpid(procs[i].pid, NULL, 0);
+		}
+	}
+	(void)unlink(path);
+	exit(0);
+}
+
+/*
+ * The pool supervisor: forks n workers (which inherit the listening
+ * socket) and keeps them running.  Returns only in a child, which then
+ * serves; the supervisor exits from pool_stop() on SIGTERM or SIGINT.
+ * It is single-threaded and waits for signals with sigtimedwait(), so no
+ * handler runs in it.
+ */
+static void
+pool_run(int n, const char *path)
+{
+	static struct pool_proc procs[POOL_MAX];
+	sigset_t set, oldmask;
+	struct timespec ts;
+	int64_t now, next;
+	int i, sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, &oldmask) == -1)
+		fatal("%s: sigprocmask", __func__);
+	for (i = 0; i < n; i++) {
+		procs[i].delay = RESTART_MIN_MS;
+		if (pool_fork(&procs[i], &oldmask) == 0)
+			return;
+	}
+	log_debug("%s: %d workers on %s", __func__, n, path);
+	for (;;) {
+		now = now_ms();
+		next = -1;
+		for (i = 0; i < n; i++) {
+			if (procs[i].pid != 0)
+				continue;
+			if (procs[i].due <= now) {
+				if (pool_fork(&procs[i], &oldmask) == 0)
+					return;
+			} else if (next == -1 || procs[i].due < next)
+				next = procs[i].due;
+		}
+		if (next == -1)
+			sig = sigwaitinfo(&set, NULL);
+		else {
+			ts.tv_sec = (time_t)((next - now) / 1000);
+			ts.tv_nsec = (long)((next - now) % 1000) * 1000000;
+			sig = sigtimedwait(&set, NULL, &ts);
+		}
+		if (sig == SIGTERM || sig == SIGINT)
+			pool_stop(procs, n, &set, path);
+		if (sig == SIGCHLD)
+			pool_reap(procs, n, false);
+	}
+}
+
+/* Parses a number in [0, max] in base; -1 when it is not one. */
+static long
+parse_num(const char *s, int base, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, base);
+	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > max)
+		return -1;
+	return v;
+}
+
+/* The gid of a group name or number; exits when there is none. */
+static gid_t
+parse_group(const char *name)
+{
+	struct group *gr;
+	long v;
+
+	if ((gr = getgrnam(name)) != NULL)
+		return gr->gr_gid;
+	if ((v = parse_num(name, 10, INT_MAX)) < 0)
+		fatalx("%s: no such group: %s", __func__, name);
+	return (gid_t)v;
+}
+
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: httplock-worker [-dD] [-c config] [-s socket]\n");
+	fprintf(stderr, "usage: httplock-worker [-dD] [-c config] "
+	    "[-s socket [-n procs] [-m mode] [-g group]]\n");
 	exit(2);
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server)
+ * until SIGTERM or SIGINT, then exits.
+ */
+static noreturn void
+serve(int listen_fd)
 {
-	const char *confpath = NULL, *sockpath = NULL;
-	char err[512];
-	int ch, debug = 0, detached = 0, pfd[2], i;
-	pid_t parent = getppid();
-
-	while ((ch = getopt(argc, argv, "c:dDs:")) != -1) {
-		switch (ch) {
-		case 'c': confpath = optarg; break;
-		case 'd': debug = 1; break;
-		case 'D': detached = 1; break;
-		case 's': sockpath = optarg; break;
-		default: usage();
-		}
-	}
-	if (optind != argc)
-		usage();
-	log_init("httplock-worker", debug);
-
-	if (confpath == NULL)
-		confpath = conf_default_path();
-	if (conf_load(&W.conf, confpath, err, sizeof(err)) != 0)
-		fatalx("%s", err);
-	W.limits.default_ttl_ms = W.conf.default_ttl_ms;
-	W.limits.max_ttl_ms = W.conf.max_ttl_ms;
-	W.limits.max_wait_ms = W.conf.max_wait_ms;
-
-	if (!detached) {
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
-			fatal("%s: prctl", __func__);
-		if (getppid() != parent)
-			fatalx("%s: parent exited during start-up", __func__);
-	}
+	int pfd[2], i;
 
 	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("%s: pipe2", __func__);
@@ -212,13 +441,9 @@ main(int argc, char **argv)
 		fatalx("%s: FCGX_Init failed", __func__);
 	install_signals();
 
-	if (sockpath != NULL) {
-		mode_t old = umask(007);
-		W.listen_fd = FCGX_OpenSocket(sockpath, 4096);
-		umask(old);
-		if (W.listen_fd < 0)
-			fatal("%s: cannot listen on %s", __func__, sockpath);
-	} else if (FCGX_IsCGI()) {
+	if (listen_fd >= 0)
+		W.listen_fd = listen_fd;
+	else if (FCGX_IsCGI()) {
 		fatalx("%s: fd 0 is not a FastCGI socket: run me from a web "
 		    "server, or give -s PATH", __func__);
 	} else
@@ -269,4 +494,59 @@ main(int argc, char **argv)
 		exit(0);
 	}
 	_exit(0);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *confpath = NULL, *sockpath = NULL;
+	char err[512];
+	int ch, debug = 0, detached = 0, listen_fd = -1;
+	long nprocs = 0, mode = 0660;
+	gid_t gid = (gid_t)-1;
+	pid_t parent = getppid();
+
+	while ((ch = getopt(argc, argv, "c:dDg:m:n:s:")) != -1) {
+		switch (ch) {
+		case 'c': confpath = optarg; break;
+		case 'd': debug = 1; break;
+		case 'D': detached = 1; break;
+		case 'g': gid = parse_group(optarg); break;
+		case 'm':
+			if ((mode = parse_num(optarg, 8, 0777)) < 0)
+				usage();
+			break;
+		case 'n':
+			if ((nprocs = parse_num(optarg, 10, POOL_MAX)) < 1)
+				usage();
+			break;
+		case 's': sockpath = optarg; break;
+		default: usage();
+		}
+	}
+	if (optind != argc || (nprocs > 0 && sockpath == NULL))
+		usage();
+	log_init("httplock-worker", debug);
+
+	if (confpath == NULL)
+		confpath = conf_default_path();
+	if (conf_load(&W.conf, confpath, err, sizeof(err)) != 0)
+		fatalx("%s", err);
+	W.limits.default_ttl_ms = W.conf.default_ttl_ms;
+	W.limits.max_ttl_ms = W.conf.max_ttl_ms;
+	W.limits.max_wait_ms = W.conf.max_wait_ms;
+
+	if (!detached) {
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+			fatal("%s: prctl", __func__);
+		if (getppid() != parent)
+			fatalx("%s: parent exited during start-up", __func__);
+	}
+
+	if (sockpath != NULL) {
+		listen_fd = listen_unix(sockpath, (mode_t)mode, gid);
+		if (nprocs > 0)
+			pool_run((int)nprocs, sockpath);
+	}
+	serve(listen_fd);
 }

@@ -11,8 +11,10 @@ traceback and the server log tails, and ends with "N passed, N failed".
 Exit status 0 iff nothing failed.
 
 Environment (set by `make check`; defaults fit the source tree):
-HTTPLOCK_SRCDIR, HTTPLOCK_BUILDDIR, LIGHTTPD.  HTTPLOCK_KEEP=1 keeps the
-temporary directories of failed tests.
+HTTPLOCK_SRCDIR, HTTPLOCK_BUILDDIR, LIGHTTPD, APACHE2.  HTTPLOCK_FRONT=
+lighttpd (default) or apache chooses the web server in front; tests marked
+@fronts(...) run only behind those.  HTTPLOCK_KEEP=1 keeps the temporary
+directories of failed tests.
 """
 
 import importlib
@@ -57,6 +59,8 @@ def discover(filters):
         for fn in fns:
             full = "%s.%s" % (modname, fn.__name__)
             if filters and not any(s in full for s in filters):
+                continue
+            if stackmod.FRONT not in getattr(fn, "hl_fronts", stackmod.FRONTS):
                 continue
             tests.append((full, fn, None))
     return tests
@@ -106,7 +110,7 @@ def report_fail(name, reason, tb, stack):
     first = reason.strip().splitlines()[0] if reason.strip() else "failed"
     if len(first) > 500:
         first = first[:500] + "..."
-    lines = ["FAIL %s: %s" % (name, first)]
+    lines = ["FAIL %s [%s]: %s" % (name, stackmod.FRONT, first)]
     if tb:
         lines.append(tb.rstrip())
     if stack is not None:
@@ -120,7 +124,8 @@ def report_fail(name, reason, tb, stack):
 
 def run_one(name, fn, shared_stack_box):
     """Runs one test; returns True on success."""
-    shared = getattr(fn, "hl_shared", False) and not getattr(fn, "hl_conf", None)
+    shared = getattr(fn, "hl_shared", False) and not getattr(fn, "hl_conf", None) \
+        and not getattr(fn, "hl_mount", None)
     limit = getattr(fn, "hl_timeout", DEFAULT_TEST_TIMEOUT)
     s = None
     own = not shared
@@ -143,7 +148,8 @@ def run_one(name, fn, shared_stack_box):
                     shared_stack_box["stack"] = s
                     s.start()
             else:
-                s = stackmod.Stack(getattr(fn, "hl_conf", None), label=name)
+                s = stackmod.Stack(getattr(fn, "hl_conf", None), label=name,
+                                   mount=getattr(fn, "hl_mount", None) or "/")
                 s.start()
             dog = Watchdog(limit, s)
             fn(s)
@@ -175,7 +181,7 @@ def run_one(name, fn, shared_stack_box):
         if own and s is not None:
             s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
     RESULTS["passed"] += 1
-    out("PASS %s (%d ms)" % (name, (time.monotonic() - t0) * 1000))
+    out("PASS %s [%s] (%d ms)" % (name, stackmod.FRONT, (time.monotonic() - t0) * 1000))
     return True
 
 
@@ -201,7 +207,7 @@ def main(argv):
     tests = discover(filters)
     # Shared-stack tests first, then the ones with a stack of their own.
     shared = [t for t in tests if t[1] is not None and getattr(t[1], "hl_shared", False)
-              and not getattr(t[1], "hl_conf", None)]
+              and not getattr(t[1], "hl_conf", None) and not getattr(t[1], "hl_mount", None)]
     rest = [t for t in tests if t not in shared]
     box = {}
     t_suite = time.monotonic()
@@ -221,7 +227,7 @@ def main(argv):
         stackmod.kill_everything()
     if not tests:
         out("no tests matched %s" % (filters,))
-    out("(suite took %.1f s)" % (time.monotonic() - t_suite))
+    out("(suite took %.1f s behind %s)" % (time.monotonic() - t_suite, stackmod.FRONT))
     out("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
     return 0 if RESULTS["failed"] == 0 else 1
 

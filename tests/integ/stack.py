@@ -1,7 +1,9 @@
 """Harness for httplock's integration tests: starts and stops the real stack
-(httplock-coord, lighttpd, the httplock-worker processes lighttpd spawns) in
-a private temporary directory, and offers request helpers and checks that
-the tests share.
+in a private temporary directory, and offers request helpers and checks that
+the tests share.  The stack is httplock-coord plus a front end, chosen by
+HTTPLOCK_FRONT: "lighttpd" (the default; it spawns the httplock-worker
+processes itself) or "apache" (Apache 2.4 with mod_proxy_fcgi, in front of
+an httplock-worker pool: `httplock-worker -s SOCKET -n 2`).
 
 Python 3 standard library only.  Every process started here is registered so
 that it can be killed whatever happens (see kill_everything()).
@@ -32,10 +34,14 @@ if not BUILDDIR:
             os.path.exists(os.path.join(SRCDIR, "build", "fcgi", "httplock-worker")):
         BUILDDIR = os.path.join(SRCDIR, "build")
 LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
+APACHE2 = os.environ.get("APACHE2") or "/usr/sbin/apache2"
+FRONT = os.environ.get("HTTPLOCK_FRONT") or "lighttpd"
+FRONTS = ("lighttpd", "apache")
 
 WORKER_BIN = os.path.join(BUILDDIR, "fcgi", "httplock-worker")
 COORD_BIN = os.path.join(BUILDDIR, "coord", "httplock-coord")
 LIGHTTPD_CONF = os.path.join(SRCDIR, "conf", "lighttpd.conf")
+APACHE_CONF = os.path.join(SRCDIR, "conf", "apache.conf")
 
 DEFAULT_CONF = [
     ("database", "{dir}/data/httplock.db"),
@@ -50,7 +56,8 @@ DEFAULT_CONF = [
 ]
 
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
-LOG_FILES = ("lighttpd-error.log", "coord.log", "lighttpd.out")
+LOG_FILES = ("lighttpd-error.log", "coord.log", "lighttpd.out",
+             "apache-error.log", "apache.out", "pool.log")
 
 
 # ---------------------------------------------------------------------------
@@ -68,6 +75,23 @@ def conf(**overrides):
     changed or added (values are written as given)."""
     def mark(fn):
         fn.hl_conf = {k: str(v) for k, v in overrides.items()}
+        return fn
+    return mark
+
+
+def fronts(*names):
+    """Runs the test only behind these front ends ("lighttpd", "apache")."""
+    def mark(fn):
+        fn.hl_fronts = names
+        return fn
+    return mark
+
+
+def mount(prefix):
+    """Runs the test on a fresh stack mounted at this URL prefix (e.g.
+    "/httplock"); Stack.request() and url() add it to every path."""
+    def mark(fn):
+        fn.hl_mount = prefix
         return fn
     return mark
 
@@ -339,18 +363,40 @@ class StackError(Exception):
 
 
 class Stack:
-    def __init__(self, conf_overrides=None, label="stack"):
+    """front: "lighttpd" or "apache" (default HTTPLOCK_FRONT); mount: the
+    URL prefix httplock is mounted at ("/" or e.g. "/httplock"), which
+    request() and url() put before every path.  lighttpd_conf: another
+    lighttpd configuration (e.g. conf/lighttpd-auth.conf); extra_env: more
+    environment for the front end (may be filled in before start())."""
+
+    def __init__(self, conf_overrides=None, label="stack", front=None, mount="/",
+                 lighttpd_conf=None, extra_env=None):
+        self.lighttpd_conf = lighttpd_conf or LIGHTTPD_CONF
+        self.extra_env = dict(extra_env or {})
         for path, what in ((WORKER_BIN, "worker"), (COORD_BIN, "coordinator")):
             if not os.access(path, os.X_OK):
                 raise StackError("%s binary not built: %s" % (what, path))
-        if not os.access(LIGHTTPD, os.X_OK):
-            raise StackError("lighttpd not found: %s" % LIGHTTPD)
+        self.front_name = front or FRONT
+        if self.front_name not in FRONTS:
+            raise StackError("unknown front end %r (HTTPLOCK_FRONT: one of %s)" % (
+                self.front_name, ", ".join(FRONTS)))
+        binary = LIGHTTPD if self.front_name == "lighttpd" else APACHE2
+        if not os.access(binary, os.X_OK):
+            raise StackError("%s not found: %s" % (self.front_name, binary))
+        self.mount = mount
+        self.prefix = mount.rstrip("/")
         self.label = label
         self.dir = tempfile.mkdtemp(prefix="hl", dir="/tmp")
         self.datadir = os.path.join(self.dir, "data")
         self.rundir = os.path.join(self.dir, "run")
         os.mkdir(self.datadir)
         os.mkdir(self.rundir)
+        if self.front_name == "apache":
+            # Apache's children (www-data when we are root) must reach the
+            # pool's socket: traverse the directories, write the socket
+            # (group www-data, see start_pool).
+            os.chmod(self.dir, 0o711)
+            os.chmod(self.rundir, 0o711)
         self.conf_path = os.path.join(self.dir, "httplock.conf")
         self.coord_sock = os.path.join(self.rundir, "coord.sock")
         if len(self.coord_sock.encode()) >= 100:
@@ -361,7 +407,8 @@ class Stack:
             self.conf[k] = v
         self.port = None
         self.coord = None            # Popen
-        self.lighttpd = None         # Popen
+        self.front = None            # Popen: lighttpd, or Apache's parent
+        self.pool = None             # Popen: the worker pool (Apache only)
         self.known_workers = set()   # every worker pid we have seen
         self.tokens = set()          # every token the service handed out
         self.stopped = True
@@ -380,7 +427,7 @@ class Stack:
         self.write_conf()
         self.stopped = False
         self.start_coord()
-        self.start_lighttpd()
+        self.start_front()
 
     def _popen(self, argv, logname, env=None):
         import subprocess
@@ -421,8 +468,29 @@ class Stack:
     def coord_pid(self):
         return self.coord.pid if self.coord is not None else None
 
-    def _lighttpd_env(self):
+    @property
+    def lighttpd(self):
+        """The lighttpd process (None behind Apache)."""
+        return self.front if self.front_name == "lighttpd" else None
+
+    @property
+    def apache(self):
+        """Apache's parent process (None behind lighttpd)."""
+        return self.front if self.front_name == "apache" else None
+
+    def _front_logs(self):
+        if self.front_name == "lighttpd":
+            return ("lighttpd.out", "lighttpd-error.log")
+        return ("apache.out", "apache-error.log", "pool.log")
+
+    def _front_env(self):
+        import pwd
+        import grp
         env = dict(os.environ)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        group = grp.getgrgid(os.getegid()).gr_name
+        if os.geteuid() == 0:
+            user = group = "www-data"    # Apache will not run as root
         env.update({
             "HTTPLOCK_BIND": "127.0.0.1",
             "HTTPLOCK_PORT": str(self.port),
@@ -430,46 +498,87 @@ class Stack:
             "HTTPLOCK_WORKER": WORKER_BIN,
             "HTTPLOCK_CONF": self.conf_path,
             "HTTPLOCK_PROCS": "2",
+            "HTTPLOCK_MOUNT": self.mount,
+            "HTTPLOCK_USER": user,
+            "HTTPLOCK_GROUP": group,
         })
+        env.update(self.extra_env)
         return env
 
     def _bind_failed(self):
-        text = self.log_tail("lighttpd.out", 20) + self.log_tail("lighttpd-error.log", 20)
+        text = "".join(self.log_tail(n, 20) for n in self._front_logs())
         return "Address already in use" in text or "EADDRINUSE" in text
 
-    def start_lighttpd(self, same_port=False, timeout_s=15.0):
-        """Starts lighttpd (which spawns the workers) and waits for /healthz
-        to answer 200.  A new free port is picked unless same_port."""
+    def start_pool(self, timeout_s=10.0):
+        """Starts the worker pool (for Apache) and waits until its socket
+        accepts."""
+        if self.pool is not None and self.pool.poll() is None:
+            raise StackError("worker pool already running (pid %d)" % self.pool.pid)
+        sock = os.path.join(self.rundir, "worker.sock")
+        env = self._front_env()
+        self.pool = self._popen([WORKER_BIN, "-c", self.conf_path, "-s", sock, "-n", "2",
+                                 "-m", "0660", "-g", env["HTTPLOCK_GROUP"]],
+                                "pool.log", env=env)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rc = self.pool.poll()
+            if rc is not None:
+                raise StackError("httplock-worker pool exited with status %s at start\n%s" % (
+                    rc, self.log_tail("pool.log")))
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(sock)
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+            if time.monotonic() >= deadline:
+                raise StackError("worker pool socket %s did not accept within %.0f s\n%s" % (
+                    sock, timeout_s, self.log_tail("pool.log")))
+            time.sleep(0.01)
+
+    def start_front(self, same_port=False, timeout_s=15.0):
+        """Starts the front end (lighttpd, which spawns the workers; or the
+        worker pool and Apache) and waits for /healthz to answer 200.  A
+        new free port is picked unless same_port."""
+        if self.front_name == "lighttpd":
+            argv, out = [LIGHTTPD, "-D", "-f", self.lighttpd_conf], "lighttpd.out"
+        else:
+            argv, out = [APACHE2, "-DFOREGROUND", "-f", APACHE_CONF], "apache.out"
+            if self.pool is None or self.pool.poll() is not None:
+                self.start_pool()
         attempts = 0
         while True:
             attempts += 1
             if not same_port or self.port is None:
                 self.port = free_port()
-            self.lighttpd = self._popen([LIGHTTPD, "-D", "-f", LIGHTTPD_CONF],
-                                        "lighttpd.out", env=self._lighttpd_env())
+            self.front = self._popen(argv, out, env=self._front_env())
             try:
                 self.wait_healthy(timeout_s)
                 break
             except StackError:
-                rc = self.lighttpd.poll()
+                rc = self.front.poll()
                 if rc is not None and self._bind_failed() and attempts < 20:
                     time.sleep(0.05 if not same_port else 0.25)
                     continue
                 raise
         self.worker_pids()   # remember the first generation of workers
 
+    start_lighttpd = start_front
+
     def wait_healthy(self, timeout_s=15.0):
         deadline = time.monotonic() + timeout_s
         last = None
         while True:
-            rc = self.lighttpd.poll()
+            rc = self.front.poll()
             if rc is not None:
-                raise StackError("lighttpd exited with status %s at start\n%s%s" % (
-                    rc, self.log_tail("lighttpd.out"), self.log_tail("lighttpd-error.log")))
+                raise StackError("%s exited with status %s at start\n%s" % (
+                    self.front_name, rc, "".join(self.log_tail(n) for n in self._front_logs())))
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
                 try:
-                    c.request("GET", "/healthz")
+                    c.request("GET", self.prefix + "/healthz")
                     r = c.getresponse()
                     r.read()
                     if r.status == 200:
@@ -483,21 +592,34 @@ class Stack:
                 last = repr(e)
             if time.monotonic() >= deadline:
                 raise StackError("GET /healthz did not answer 200 within %.0f s (last: %s)\n%s" % (
-                    timeout_s, last, self.log_tail("lighttpd-error.log")))
+                    timeout_s, last, "".join(self.log_tail(n) for n in self._front_logs())))
             time.sleep(0.02)
 
     # -- processes ---------------------------------------------------------
 
-    def worker_pids(self):
-        """Live httplock-worker processes below the lighttpd process."""
-        if self.lighttpd is None:
-            return []
-        root = self.lighttpd.pid
+    def _children(self):
         children = {}
         for pid in _all_pids():
             st = _proc_stat(pid)
             if st is not None and st[0] not in ("Z", "X"):
                 children.setdefault(st[1], []).append(pid)
+        return children
+
+    def front_pids(self):
+        """The front end's live processes: lighttpd, or Apache's parent and
+        its children (what a SIGSTOP must reach to pause the web server)."""
+        if self.front is None or not pid_alive(self.front.pid):
+            return []
+        return [self.front.pid] + sorted(self._children().get(self.front.pid, []))
+
+    def worker_pids(self):
+        """Live httplock-worker processes below lighttpd, or below the pool
+        supervisor (which is not one of them)."""
+        root = self.front if self.front_name == "lighttpd" else self.pool
+        if root is None:
+            return []
+        root = root.pid
+        children = self._children()
         out, todo = [], [root]
         while todo:
             p = todo.pop()
@@ -534,10 +656,12 @@ class Stack:
             raise AssertionError("coordinator did not exit within %.0f s of signal %d" % (timeout_s, sig))
 
     def kill_all_9(self, timeout_s=5.0):
-        """SIGKILLs lighttpd, every worker and the coordinator and waits
-        until all are gone."""
+        """SIGKILLs the front end, every worker and the coordinator and
+        waits until all are gone."""
         workers = set(self.worker_pids()) | set(self.stray_workers())
-        procs = [p for p in (self.lighttpd, self.coord) if p is not None]
+        procs = [p for p in (self.front, self.pool, self.coord) if p is not None]
+        if self.apache is not None:
+            workers |= set(self.front_pids()[1:])    # Apache's children
         for p in procs:
             if p.poll() is None:
                 try:
@@ -556,14 +680,14 @@ class Stack:
             raise AssertionError("workers still alive after SIGKILL: %s" % left)
 
     def restart(self):
-        """Starts the coordinator and lighttpd again: same dir, database and
-        port."""
+        """Starts the coordinator and the front end again: same dir,
+        database and port."""
         self.start_coord()
-        self.start_lighttpd(same_port=True)
+        self.start_front(same_port=True)
 
     def stop(self, timeout_s=5.0):
-        """SIGTERMs lighttpd and the coordinator, waits for them and for the
-        workers to exit; returns the seconds it took.  AssertionError (after
+        """SIGTERMs the front end (and pool) and the coordinator, waits for
+        them and for the workers to exit; returns the seconds it took.  AssertionError (after
         killing what is left) if anything outlived timeout_s or if any worker
         of this stack is left behind."""
         if self.stopped:
@@ -572,10 +696,11 @@ class Stack:
         workers = set(self.worker_pids())
         t0 = time.monotonic()
         problems = []
-        for p in (self.lighttpd, self.coord):
+        for p in (self.front, self.pool, self.coord):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p, name in ((self.lighttpd, "lighttpd"), (self.coord, "httplock-coord")):
+        for p, name in ((self.front, self.front_name), (self.pool, "httplock-worker pool"),
+                        (self.coord, "httplock-coord")):
             if p is None:
                 continue
             left = max(0.0, timeout_s - (time.monotonic() - t0))
@@ -598,7 +723,7 @@ class Stack:
         """SIGKILL everything of this stack, whatever state it is in."""
         self.stopped = True
         pids = set(self.stray_workers())
-        for p in (self.lighttpd, self.coord):
+        for p in (self.front, self.pool, self.coord):
             if p is None:
                 continue
             if p.poll() is None:
@@ -615,7 +740,7 @@ class Stack:
                 os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
-        for p in (self.lighttpd, self.coord):
+        for p in (self.front, self.pool, self.coord):
             if p is not None:
                 try:
                     p.wait(5)
@@ -679,15 +804,16 @@ class Stack:
     # -- HTTP --------------------------------------------------------------
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "http://127.0.0.1:%d%s%s" % (self.port, self.prefix, path)
 
     def request(self, method, path, query=None, form=None, body=None, ctype=None,
-                headers=None, timeout=20.0, expect_json=True):
+                headers=None, timeout=20.0, expect_json=True, mount=True):
         """One request on a fresh connection.  `query` goes to the URL, `form`
         is url-encoded into the body; without either a POST still sends an
-        empty body with Content-Length: 0.  Asserts Content-Type
+        empty body with Content-Length: 0.  The mount prefix goes before path
+        unless not mount.  Asserts Content-Type
         application/json and a parseable JSON body unless not expect_json."""
-        url = path
+        url = self.prefix + path if mount else path
         if query is not None:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
         hdrs = dict(headers or {})

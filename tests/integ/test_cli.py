@@ -575,7 +575,7 @@ def test_cli_run_sigterm(s):
 
 @timeout(40)
 def test_cli_run_server_paused(s):
-    """The server stops answering (lighttpd and its workers SIGSTOPped)
+    """The server stops answering (the web server and the workers SIGSTOPped)
     longer than the lease: the command gets SIGTERM once the lease must
     have expired, and httplock exits LOST."""
     name = "cli-run-paused"
@@ -583,7 +583,7 @@ def test_cli_run_server_paused(s):
     pids = []
     try:
         p.start_line()
-        pids = [s.lighttpd.pid] + s.worker_pids()
+        pids = s.front_pids() + s.worker_pids()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         t0 = time.monotonic()
