@@ -33,7 +33,7 @@ enum key_kind {
 	K_PATH,                  /* absolute path; char[] of `size` bytes */
 	K_SECONDS,               /* int64_t milliseconds, min..max */
 	K_INT,                   /* int, min..max */
-	K_SYNC                   /* "normal" | "full" -> int */
+	K_CHOICE                 /* one of `words` -> int, its index */
 };
 
 struct conf_key {
@@ -45,36 +45,45 @@ struct conf_key {
 	int64_t        max;
 	const char    *range;    /* the message when a value is out of range;
 	                            K_PATH: when it is too long */
+	const char *const *words;   /* K_CHOICE: the values, NULL-terminated,
+	                               in any case */
 };
 
 #define F(field) offsetof(struct hl_conf, field)
 #define S(field) sizeof(((struct hl_conf *)0)->field)
 
+static const char *const sync_words[] = { "normal", "full", NULL };
+static const char *const anonymous_words[] = { "allow", "deny", NULL };
+
 static const struct conf_key keys[] = {
 	{ "database", K_PATH, F(database), S(database), 0, 0,
-	  "must be shorter than 4096 bytes" },
+	  "must be shorter than 4096 bytes", NULL },
 	{ "coord_socket", K_PATH, F(coord_socket), S(coord_socket), 0, 0,
 	  "must be shorter than 108 bytes (sun_path, the limit on the "
-	  "path of a Unix socket)" },
+	  "path of a Unix socket)", NULL },
 	{ "default_ttl", K_SECONDS, F(default_ttl_ms), 0, 1, 604800000,
-	  "must be a number of seconds greater than 0 and at most 604800" },
+	  "must be a number of seconds greater than 0 and at most 604800",
+	  NULL },
 	{ "max_ttl", K_SECONDS, F(max_ttl_ms), 0, 1, 604800000,
 	  "must be a number of seconds greater than 0 and at most 604800 "
-	  "(7 days)" },
+	  "(7 days)", NULL },
 	{ "max_wait", K_SECONDS, F(max_wait_ms), 0, 1, 3600000,
-	  "must be a number of seconds greater than 0 and at most 3600" },
+	  "must be a number of seconds greater than 0 and at most 3600",
+	  NULL },
 	{ "poll_interval", K_SECONDS, F(poll_ms), 0, 10, 10000,
-	  "must be a number of seconds from 0.01 to 10" },
+	  "must be a number of seconds from 0.01 to 10", NULL },
 	{ "busy_timeout", K_SECONDS, F(busy_timeout_ms), 0, 100, 60000,
-	  "must be a number of seconds from 0.1 to 60" },
+	  "must be a number of seconds from 0.1 to 60", NULL },
 	{ "max_waiters", K_INT, F(max_waiters), 0, 1, 1000000,
-	  "must be an integer from 1 to 1000000" },
+	  "must be an integer from 1 to 1000000", NULL },
 	{ "threads", K_INT, F(threads), 0, 1, 4096,
-	  "must be an integer from 1 to 4096" },
+	  "must be an integer from 1 to 4096", NULL },
 	{ "max_threads", K_INT, F(max_threads), 0, 1, 65536,
-	  "must be an integer from 1 to 65536" },
-	{ "synchronous", K_SYNC, F(synchronous_full), 0, 0, 1,
-	  "must be 'normal' or 'full'" },
+	  "must be an integer from 1 to 65536", NULL },
+	{ "synchronous", K_CHOICE, F(synchronous_full), 0, 0, 0,
+	  "must be 'normal' or 'full'", sync_words },
+	{ "anonymous", K_CHOICE, F(anonymous_deny), 0, 0, 0,
+	  "must be 'allow' or 'deny'", anonymous_words },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -100,6 +109,7 @@ conf_defaults(struct hl_conf *c)
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;
+	c->anonymous_deny = 0;
 }
 
 const char *
@@ -230,16 +240,15 @@ set_value(struct hl_conf *c, const struct conf_key *k, const char *v,
 		memcpy(base, &iv, sizeof(iv));
 		return NULL;
 	}
-	case K_SYNC: {
-		int full;
+	case K_CHOICE: {
+		int i;
 
-		if (word_eq(v, vlen, "normal"))
-			full = 0;
-		else if (word_eq(v, vlen, "full"))
-			full = 1;
-		else
+		for (i = 0; k->words[i] != NULL; i++)
+			if (word_eq(v, vlen, k->words[i]))
+				break;
+		if (k->words[i] == NULL)
 			return k->range;
-		memcpy(base, &full, sizeof(full));
+		memcpy(base, &i, sizeof(i));
 		return NULL;
 	}
 	}

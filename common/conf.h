@@ -29,6 +29,9 @@ struct hl_conf {
 	int     threads;                     /* threads = 8 (per worker, at start) */
 	int     max_threads;                 /* max_threads = 512 (per worker) */
 	int     synchronous_full;            /* synchronous = normal | full */
+	int     anonymous_deny;              /* anonymous = allow | deny: may a
+	                                        request without REMOTE_USER
+	                                        use the default namespace */
 };
 
 /* Fills *c with the defaults above. */

@@ -35,10 +35,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION     1
+/*
+ * Version 2: names grew from 255 to 1024 bytes (lock keys with a tenant's
+ * namespace, docs/tenants.md), and frames from 512 to 1088 payload bytes.
+ */
+#define PROTO_VERSION     2
 #define PROTO_HDR_LEN     8
-#define PROTO_NAME_MAX    255
-#define PROTO_PAYLOAD_MAX 512   /* larger frames are malformed */
+#define PROTO_NAME_MAX    1024
+#define PROTO_PAYLOAD_MAX 1088  /* larger frames are malformed */
 #define PROTO_FRAME_MAX   (PROTO_HDR_LEN + PROTO_PAYLOAD_MAX)
 
 enum proto_type {

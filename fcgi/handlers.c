@@ -17,7 +17,11 @@
 #include <json.h>
 
 #include "log.h"
+#include "proto.h"
 #include "worker.h"
+
+_Static_assert(LC_KEY_MAX <= PROTO_NAME_MAX,
+    "the coordinator must carry every lock key");
 
 #define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
 #define COORD_ACK_MS     250
@@ -30,7 +34,8 @@ struct status_text {
 };
 
 static const struct status_text status_texts[] = {
-	{ 200, "OK" }, { 400, "Bad Request" }, { 404, "Not Found" },
+	{ 200, "OK" }, { 400, "Bad Request" }, { 401, "Unauthorized" },
+	{ 404, "Not Found" },
 	{ 405, "Method Not Allowed" }, { 409, "Conflict" },
 	{ 413, "Payload Too Large" }, { 423, "Locked" },
 	{ 500, "Internal Server Error" }, { 503, "Service Unavailable" },
@@ -204,13 +209,16 @@ log_db_error(int rc, const char *op, const char *name)
 		    lockcore_errmsg(W.db));
 }
 
-/* A grant as JSON; ttl_ms is the lease it was given or renewed with. */
+/*
+ * A grant of lock `name` (as the client calls it; g->name is the key) as
+ * JSON; ttl_ms is the lease it was given or renewed with.
+ */
 static json_object *
-grant_json(const struct lock_grant *g, int64_t ttl_ms)
+grant_json(const struct lock_grant *g, const char *name, int64_t ttl_ms)
 {
 	json_object *o = json_object_new_object();
 
-	json_object_object_add(o, "lock", jstr(g->name));
+	json_object_object_add(o, "lock", jstr(name));
 	json_object_object_add(o, "token", jstr(g->token));
 	json_object_object_add(o, "fence", json_object_new_int64(g->fence));
 	json_object_object_add(o, "ttl", jsecs(ttl_ms));
@@ -227,11 +235,13 @@ notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
 }
 
 /*
- * Sends a grant.  If it cannot be delivered (the web server dropped the
- * connection), the grant is released at once rather than left to expire.
+ * Sends a grant of `name`.  If it cannot be delivered (the web server
+ * dropped the connection), the grant is released at once rather than left
+ * to expire.
  */
 static void
-send_grant(FCGX_Request *fr, const struct lock_grant *g, int64_t started)
+send_grant(FCGX_Request *fr, const struct lock_grant *g, const char *name,
+    int64_t started)
 {
 	char extra[64];
 	struct lockcore *db;
@@ -240,7 +250,7 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g, int64_t started)
 
 	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
 	if (send_json(fr, 200, extra,
-	    grant_json(g, g->expires_at - g->acquired_at), false) == 0)
+	    grant_json(g, name, g->expires_at - g->acquired_at), false) == 0)
 		return;
 	/* A grant replayed for a request_id may be in use by the request
 	 * that received it first: only a grant made for us is ours to undo. */
@@ -502,7 +512,7 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 	int rc;
 
 	memset(&ar, 0, sizeof(ar));
-	ar.name = rq->name;
+	ar.name = rq->key;
 	ar.owner = rq->owner;
 	ar.request_id = rq->request_id[0] != '\0' ? rq->request_id : NULL;
 	ar.ttl_ms = rq->ttl_ms;
@@ -518,14 +528,14 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 		return;
 	}
 	rc = lock_acquire(db, &ar, now, &g, &info);
-	log_db_error(rc, "acquire", rq->name);
+	log_db_error(rc, "acquire", rq->key);
 	db_leave();
 
 	if (rc == LC_QUEUED && atomic_load(&W.waiting) >=
 	    W.conf.max_threads - THREAD_RESERVE) {
 		/* Keep threads for the releases and renewals that free
 		 * waiters, or they would all wait for their timeouts. */
-		wait_withdraw(rq->name, &ar.who, info.waiter_id);
+		wait_withdraw(rq->key, &ar.who, info.waiter_id);
 		send_error(fr, 503, "too_many_waiters", "this worker's threads "
 		    "are all waiting (max_threads); retry", NULL, false);
 		return;
@@ -536,9 +546,9 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 		/* A retry with a request_id may have taken over a queue place
 		 * whose old request still sleeps: wake it to find out. */
 		if (ar.request_id != NULL)
-			notify(rq->name, false, info.waiter_id, 0);
+			notify(rq->key, false, info.waiter_id, 0);
 		atomic_fetch_add(&W.waiting, 1);
-		end = acquire_wait(fr, rq->name, &ar.who, ar.deadline, &info,
+		end = acquire_wait(fr, rq->key, &ar.who, ar.deadline, &info,
 		    &g, &rc);
 		atomic_fetch_sub(&W.waiting, 1);
 		switch (end) {
@@ -546,24 +556,24 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 			rc = LC_GRANTED;
 			break;
 		case WAIT_TIMEOUT:
-			wait_withdraw(rq->name, &ar.who, info.waiter_id);
+			wait_withdraw(rq->key, &ar.who, info.waiter_id);
 			rc = LC_BUSY;
 			break;
 		case WAIT_CLIENT_GONE:
-			wait_withdraw(rq->name, &ar.who, info.waiter_id);
+			wait_withdraw(rq->key, &ar.who, info.waiter_id);
 			log_debug("lock '%s': waiter %" PRId64 " left (client "
-			    "gone)", rq->name, info.waiter_id);
+			    "gone)", rq->key, info.waiter_id);
 			return;
 		case WAIT_STOPPING:
 			/* Answer first: the database may be slow to let us
 			 * withdraw, and a stop must be quick. */
 			send_error(fr, 503, "unavailable",
 			    "the server is shutting down; retry", NULL, false);
-			wait_withdraw(rq->name, &ar.who, info.waiter_id);
+			wait_withdraw(rq->key, &ar.who, info.waiter_id);
 			return;
 		case WAIT_ERROR:
 			if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
-				wait_withdraw(rq->name, &ar.who,
+				wait_withdraw(rq->key, &ar.who,
 				    info.waiter_id);
 			/* Another waiter removes rows past their deadline:
 			 * a row gone after our deadline timed out, it was
@@ -575,7 +585,7 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 	}
 	switch (rc) {
 	case LC_GRANTED:
-		send_grant(fr, &g, now);
+		send_grant(fr, &g, rq->name, now);
 		break;
 	case LC_BUSY:
 		send_error(fr, 423, "timeout",
@@ -600,11 +610,11 @@ handle_release(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_release(db, rq->name, rq->token, now_ms(), &wake);
-	log_db_error(rc, "release", rq->name);
+	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake);
+	log_db_error(rc, "release", rq->key);
 	db_leave();
 	if (wake)
-		notify(rq->name, true, 0, 0);
+		notify(rq->key, true, 0, 0);
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
@@ -626,16 +636,17 @@ handle_renew(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_renew(db, rq->name, rq->token, rq->ttl_ms, now_ms(), &g);
-	log_db_error(rc, "renew", rq->name);
+	rc = lock_renew(db, rq->key, rq->token, rq->ttl_ms, now_ms(), &g);
+	log_db_error(rc, "renew", rq->key);
 	db_leave();
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
 	}
 	/* The coordinator's timer for this lock's waiters moves too. */
-	notify(rq->name, false, 0, g.expires_at);
-	(void)send_json(fr, 200, NULL, grant_json(&g, rq->ttl_ms), false);
+	notify(rq->key, false, 0, g.expires_at);
+	(void)send_json(fr, 200, NULL, grant_json(&g, rq->name, rq->ttl_ms),
+	    false);
 }
 
 static void
@@ -651,12 +662,12 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_cancel(db, rq->name, rq->request_id, now_ms(), &held, &kick,
+	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
 	    &wake);
-	log_db_error(rc, "cancel", rq->name);
+	log_db_error(rc, "cancel", rq->key);
 	db_leave();
 	if (wake || kick != 0)
-		notify(rq->name, wake, kick, 0);
+		notify(rq->key, wake, kick, 0);
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
@@ -680,8 +691,8 @@ handle_status(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_status(db, rq->name, now_ms(), &st);
-	log_db_error(rc, "status", rq->name);
+	rc = lock_status(db, rq->key, now_ms(), &st);
+	log_db_error(rc, "status", rq->key);
 	db_leave();
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
@@ -707,15 +718,26 @@ handle_status(FCGX_Request *fr, const struct request *rq)
 	(void)send_json(fr, 200, NULL, o, rq->head);
 }
 
+/* What list_one() adds to: keys lose their namespace's nslen bytes. */
+struct list_out {
+	json_object *arr;
+	size_t       nslen;
+};
+
 static int
 list_one(const struct lock_list_entry *e, void *arg)
 {
-	json_object *arr = arg, *o = json_object_new_object();
+	struct list_out *lo = arg;
+	json_object *o;
 
-	json_object_object_add(o, "lock", jstr(e->name));
+	/* lockcore returns only keys that start with the namespace. */
+	if (strlen(e->name) <= lo->nslen)
+		return 0;
+	o = json_object_new_object();
+	json_object_object_add(o, "lock", jstr(e->name + lo->nslen));
 	json_object_object_add(o, "holders", json_object_new_int(e->holders));
 	json_object_object_add(o, "waiters", json_object_new_int(e->waiters));
-	json_object_array_add(arr, o);
+	json_object_array_add(lo->arr, o);
 	return 0;
 }
 
@@ -724,6 +746,7 @@ handle_list(FCGX_Request *fr, const struct request *rq)
 {
 	struct lockcore *db;
 	json_object *o, *arr = json_object_new_array();
+	struct list_out lo = { arr, rq->nslen };
 	bool more = false;
 	int rc;
 
@@ -732,9 +755,10 @@ handle_list(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_list(db, rq->prefix, rq->after[0] != '\0' ? rq->after : NULL,
-	    rq->limit, now_ms(), list_one, arr, &more);
-	log_db_error(rc, "list", rq->prefix);
+	rc = lock_list(db, rq->key_prefix, rq->key_skip,
+	    rq->key_after[0] != '\0' ? rq->key_after : NULL, rq->limit,
+	    now_ms(), list_one, &lo, &more);
+	log_db_error(rc, "list", rq->key_prefix);
 	db_leave();
 	if (rc != LC_OK) {
 		json_object_put(arr);
@@ -844,7 +868,7 @@ handle_request(FCGX_Request *fr)
 	struct request_error re;
 	char *body = NULL;
 	ssize_t blen;
-	const char *cl;
+	const char *cl, *user;
 
 	memset(&in, 0, sizeof(in));
 	in.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
@@ -852,6 +876,9 @@ handle_request(FCGX_Request *fr)
 	in.script_name = FCGX_GetParam("SCRIPT_NAME", fr->envp);
 	in.content_type = FCGX_GetParam("CONTENT_TYPE", fr->envp);
 	in.lock_token = FCGX_GetParam("HTTP_LOCK_TOKEN", fr->envp);
+	/* REMOTE_USER is the web server's; a client's Remote-User header
+	 * arrives as HTTP_REMOTE_USER and is never read. */
+	user = FCGX_GetParam("REMOTE_USER", fr->envp);
 	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
 
 	if (cl != NULL && content_too_large(cl)) {
@@ -873,7 +900,8 @@ handle_request(FCGX_Request *fr)
 	in.body = body;
 	in.bodylen = (size_t)blen;
 
-	if (request_parse(&in, &W.limits, &rq, &re) != 0) {
+	if (request_parse(&in, &W.limits, &rq, &re) != 0 ||
+	    request_scope(&rq, user, W.conf.anonymous_deny != 0, &re) != 0) {
 		send_error(fr, re.status, re.code, re.message, re.allow,
 		    in.method != NULL && strcmp(in.method, "HEAD") == 0);
 		goto out;

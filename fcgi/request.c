@@ -22,8 +22,8 @@
 /* parse_seconds' largest value; caps and maxima are applied here. */
 #define SECONDS_ANY INT64_C(999999999999)
 
-/* Longest raw name segment that could still decode to LC_NAME_MAX bytes. */
-#define NAME_RAW_MAX (3 * LC_NAME_MAX)
+/* Longest raw name segment that could still decode to REQ_NAME_MAX bytes. */
+#define NAME_RAW_MAX (3 * REQ_NAME_MAX)
 
 /* Longest unknown parameter name echoed back in a message. */
 #define ECHO_MAX 40
@@ -113,6 +113,7 @@ fail(struct request_error *err, int status, const char *fmt, ...)
 	err->status = status;
 	switch (status) {
 	case 400: err->code = "bad_request"; break;
+	case 401: err->code = "unauthorized"; break;
 	case 404: err->code = "not_found"; break;
 	case 405: err->code = "method_not_allowed"; break;
 	case 413: err->code = "too_large"; break;
@@ -127,11 +128,11 @@ fail(struct request_error *err, int status, const char *fmt, ...)
 
 /*
  * Checks s[0..len) as UTF-8 (RFC 3629: no overlong forms, no surrogates,
- * nothing above U+10FFFF, no truncated sequence) and for control
- * characters: C0, DEL and C1 (U+0080..U+009F).
+ * nothing above U+10FFFF, no truncated sequence) and, unless controls_ok,
+ * for control characters: C0, DEL and C1 (U+0080..U+009F).
  */
 static enum text_result
-text_check(const char *str, size_t len)
+utf8_check(const char *str, size_t len, bool controls_ok)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0;
@@ -142,7 +143,7 @@ text_check(const char *str, size_t len)
 		size_t n, k;
 
 		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
+			if (!controls_ok && (c < 0x20 || c == 0x7f))
 				return TEXT_CONTROL;
 			i++;
 			continue;
@@ -173,11 +174,17 @@ text_check(const char *str, size_t len)
 			if ((s[i + k] & 0xc0) != 0x80)
 				return TEXT_BAD_UTF8;
 		/* C1 controls are C2 80..C2 9F. */
-		if (c == 0xc2 && s[i + 1] <= 0x9f)
+		if (!controls_ok && c == 0xc2 && s[i + 1] <= 0x9f)
 			return TEXT_CONTROL;
 		i += n + 1;
 	}
 	return TEXT_OK;
+}
+
+static enum text_result
+text_check(const char *str, size_t len)
+{
+	return utf8_check(str, len, false);
 }
 
 bool
@@ -416,7 +423,7 @@ take_name(struct span raw, struct request *out, struct request_error *err)
 		return fail(err, 400, "lock name is empty");
 	if (raw.len > NAME_RAW_MAX)
 		return fail(err, 400, "lock name is longer than %d bytes",
-		    LC_NAME_MAX);
+		    REQ_NAME_MAX);
 	if (escapes_check(raw.p, raw.len) == ESC_MALFORMED)
 		return fail(err, 400, "lock name has a malformed "
 		    "percent-escape (expected %%XX with two hex digits)");
@@ -428,12 +435,13 @@ take_name(struct span raw, struct request *out, struct request_error *err)
 	 */
 	end = uriUnescapeInPlaceExA(buf, URI_FALSE, URI_BR_DONT_TOUCH);
 	len = (size_t)(end - buf);
-	if (len > LC_NAME_MAX)
+	if (len > REQ_NAME_MAX)
 		return fail(err, 400, "lock name is longer than %d bytes",
-		    LC_NAME_MAX);
+		    REQ_NAME_MAX);
 	if (memchr(buf, '/', len) != NULL)
 		return fail(err, 400, "'/' is not allowed in a lock name");
-	return take_text("lock name", buf, len, 1, LC_NAME_MAX, out->name, err);
+	return take_text("lock name", buf, len, 1, REQ_NAME_MAX, out->name,
+	    err);
 }
 
 /* Dissects a query string or form body into *list (caller frees). */
@@ -697,11 +705,11 @@ take_params(const struct params *pv, const struct request_in *in,
 		    out->request_id, err);
 	case ROUTE_LIST:
 		if (pv->val[P_PREFIX] != NULL && take_text("prefix",
-		    pv->val[P_PREFIX], pv->len[P_PREFIX], 0, LC_NAME_MAX,
+		    pv->val[P_PREFIX], pv->len[P_PREFIX], 0, REQ_NAME_MAX,
 		    out->prefix, err) != 0)
 			return -1;
 		if (pv->val[P_AFTER] != NULL && take_text("after",
-		    pv->val[P_AFTER], pv->len[P_AFTER], 0, LC_NAME_MAX,
+		    pv->val[P_AFTER], pv->len[P_AFTER], 0, REQ_NAME_MAX,
 		    out->after, err) != 0)
 			return -1;
 		return take_limit(pv, out, err);
@@ -785,4 +793,116 @@ out:
 		out->route = r;
 	}
 	return rc;
+}
+
+/* Tenants. */
+
+/* True for the bytes enc() writes as %XX. */
+static bool
+enc_needed(unsigned char c)
+{
+	return c == '%' || c == '/' || c < 0x20 || c == 0x7f;
+}
+
+int
+request_tenant_key(const char *tenant, const char *name, char *key,
+    size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t len = 0, i, nlen;
+
+	if (cap == 0)
+		return -1;
+	key[0] = '\0';
+	if (tenant != NULL && tenant[0] != '\0') {
+		if (cap - len < 2)
+			return -1;
+		key[len++] = '/';
+		for (i = 0; tenant[i] != '\0'; i++) {
+			unsigned char c = (unsigned char)tenant[i];
+
+			/* Room for "%XX", then "/" and the NUL. */
+			if (cap - len < (enc_needed(c) ? 3u : 1u) + 2) {
+				key[0] = '\0';
+				return -1;
+			}
+			if (enc_needed(c)) {
+				key[len++] = '%';
+				key[len++] = hex[c >> 4];
+				key[len++] = hex[c & 0x0f];
+			} else
+				key[len++] = (char)c;
+		}
+		key[len++] = '/';
+	}
+	nlen = strlen(name);
+	if (cap - len <= nlen || len + nlen > INT32_MAX) {
+		key[0] = '\0';
+		return -1;
+	}
+	memcpy(key + len, name, nlen + 1);
+	return (int)(len + nlen);
+}
+
+/* The tenant's name, checked: 1..REQ_TENANT_MAX bytes of UTF-8. */
+static int
+check_tenant(const char *user, struct request_error *err)
+{
+	size_t len = strnlen(user, REQ_TENANT_MAX + 1);
+
+	if (len > REQ_TENANT_MAX)
+		return fail(err, 400, "the authenticated user name "
+		    "(REMOTE_USER) is longer than %d bytes", REQ_TENANT_MAX);
+	if (utf8_check(user, len, true) != TEXT_OK)
+		return fail(err, 400, "the authenticated user name "
+		    "(REMOTE_USER) is not valid UTF-8");
+	return 0;
+}
+
+int
+request_scope(struct request *rq, const char *remote_user,
+    bool anonymous_deny, struct request_error *err)
+{
+	const char *user = remote_user != NULL && remote_user[0] != '\0' ?
+	    remote_user : NULL;
+	char key[LC_KEY_MAX + 1], kp[LC_KEY_MAX + 1], ka[LC_KEY_MAX + 1];
+	int ns;
+
+	memset(err, 0, sizeof(*err));
+	if (user == NULL && anonymous_deny && rq->route != ROUTE_HEALTH)
+		return fail(err, 401, "this server serves only authenticated "
+		    "users (anonymous = deny), and the web server did not "
+		    "authenticate this request");
+	if (user != NULL && check_tenant(user, err) != 0)
+		return -1;
+	/* The limits make every key fit (request.h): -1 would be a bug. */
+	if ((ns = request_tenant_key(user, "", key, sizeof(key))) < 0)
+		return fail(err, 500, "tenant namespace too long");
+	key[0] = kp[0] = ka[0] = '\0';
+	switch (rq->route) {
+	case ROUTE_LIST:
+		if (request_tenant_key(user, rq->prefix, kp, sizeof(kp)) < 0 ||
+		    (rq->after[0] != '\0' && request_tenant_key(user,
+		    rq->after, ka, sizeof(ka)) < 0))
+			return fail(err, 500, "list key too long");
+		break;
+	case ROUTE_HEALTH:
+	case ROUTE_NONE:
+		break;
+	default:
+		if (request_tenant_key(user, rq->name, key, sizeof(key)) < 0)
+			return fail(err, 500, "lock key too long");
+		break;
+	}
+	rq->tenant = user != NULL;
+	rq->nslen = (size_t)ns;
+	memcpy(rq->key, key, sizeof(key));
+	memcpy(rq->key_prefix, kp, sizeof(kp));
+	memcpy(rq->key_after, ka, sizeof(ka));
+	/*
+	 * Tenants' keys start with '/', which no name does: the default
+	 * namespace lists around them.
+	 */
+	rq->key_skip = rq->route == ROUTE_LIST && user == NULL ? "/" : NULL;
+	return 0;
 }

@@ -16,6 +16,13 @@
  * HEAD is accepted wherever GET is.  Parameters come from the query string
  * and from an application/x-www-form-urlencoded body; a parameter the route
  * does not take, or one given twice, is an error.
+ *
+ * Tenants (docs/tenants.md): request_scope() then puts the request into the
+ * namespace of the user the web server authenticated (REMOTE_USER).  Lock
+ * names are what clients see; keys are what lockcore and the coordinator
+ * see: "/" + enc(user) + "/" + name for a tenant, the name itself in the
+ * default namespace.  Names never contain '/', so no key of one namespace
+ * can be a key of another.
  */
 #ifndef HTTPLOCK_REQUEST_H
 #define HTTPLOCK_REQUEST_H
@@ -30,6 +37,13 @@
 #define REQ_URI_MAX     (8 * 1024)    /* longer URIs are 414 -> 413 too_large */
 #define REQ_LIST_MAX    1000
 #define REQ_LIST_DEFAULT 100
+#define REQ_NAME_MAX    255           /* bytes of a lock name */
+#define REQ_TENANT_MAX  128           /* bytes of a REMOTE_USER */
+/* "/" + enc(user) + "/": every byte of the user may be percent-encoded. */
+#define REQ_NS_MAX      (2 + 3 * REQ_TENANT_MAX)
+
+_Static_assert(REQ_NS_MAX + REQ_NAME_MAX <= LC_KEY_MAX,
+    "every tenant's key must fit lockcore's");
 
 enum route {
 	ROUTE_NONE = 0,
@@ -63,20 +77,31 @@ struct request_limits {
 struct request {
 	enum route route;
 	bool    head;                          /* HEAD: send no body */
-	char    name[LC_NAME_MAX + 1];         /* decoded, validated */
+	char    name[REQ_NAME_MAX + 1];        /* decoded, validated */
 	int64_t timeout_ms;                    /* acquire: capped at max_wait */
 	bool    has_timeout;                   /* false: wait up to max_wait */
 	int64_t ttl_ms;                        /* acquire, renew: default filled */
 	char    owner[LC_OWNER_MAX + 1];
 	char    request_id[LC_REQUEST_ID_MAX + 1];   /* "" when absent */
 	char    token[LC_TOKEN_LEN + 1];       /* release, renew */
-	char    prefix[LC_NAME_MAX + 1];       /* list */
-	char    after[LC_NAME_MAX + 1];        /* list; "" from the start */
+	char    prefix[REQ_NAME_MAX + 1];      /* list */
+	char    after[REQ_NAME_MAX + 1];       /* list; "" from the start */
 	int     limit;                         /* list */
+
+	/* Filled by request_scope(): */
+	bool    tenant;                        /* false: default namespace */
+	size_t  nslen;                         /* bytes of the key before the
+	                                          name: 0 by default */
+	char    key[LC_KEY_MAX + 1];           /* lockcore's key for name */
+	char    key_prefix[LC_KEY_MAX + 1];    /* list: keys start with this */
+	char    key_after[LC_KEY_MAX + 1];     /* list; "" from the start */
+	const char *key_skip;                  /* list: but not with this
+	                                          (static; NULL: none) */
 };
 
 struct request_error {
-	int         status;       /* 400, 404, 405, 413; 500 on out of memory */
+	int         status;       /* 400, 401, 404, 405, 413; 500 on out of
+	                             memory */
 	const char *code;         /* "bad_request", "not_found", ... */
 	const char *allow;        /* for 405: the Allow header value */
 	char        message[256]; /* for humans; never echoes a token */
@@ -89,6 +114,31 @@ struct request_error {
 int request_parse(const struct request_in *in, const struct request_limits *lim,
     struct request *out, struct request_error *err)
     __attribute__((warn_unused_result));
+
+/*
+ * Puts *rq, as request_parse() filled it, into the namespace of
+ * `remote_user` (REMOTE_USER from the web server; NULL or "" when it did not
+ * authenticate the request): fills rq->tenant, nslen, key and, for a list,
+ * key_prefix, key_after and key_skip.  An unauthenticated request uses the
+ * default namespace, or with `anonymous_deny` is refused with 401 (but
+ * GET /healthz, which shows no lock).  A remote_user longer than
+ * REQ_TENANT_MAX bytes or not UTF-8 is refused with 400.  Returns 0, or -1
+ * with *err filled and *rq unchanged.
+ */
+int request_scope(struct request *rq, const char *remote_user,
+    bool anonymous_deny, struct request_error *err)
+    __attribute__((warn_unused_result));
+
+/*
+ * Writes the key of `name` in the namespace of `tenant` (NULL or "" for the
+ * default namespace) into key[0..cap): "/" + enc(tenant) + "/" + name, or
+ * name itself, where enc percent-encodes '%', '/', C0 controls and DEL
+ * ("%2F", upper-case hex) and keeps every other byte.  name may be "" (the
+ * namespace's prefix).  Returns the key's length, or -1 if it does not fit
+ * (key is then "").  Nothing is validated: request_scope() does that.
+ */
+int request_tenant_key(const char *tenant, const char *name, char *key,
+    size_t cap) __attribute__((warn_unused_result));
 
 /* True if s[0..len) is valid UTF-8 without control characters. */
 bool request_text_ok(const char *s, size_t len);

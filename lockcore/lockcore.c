@@ -163,6 +163,8 @@ static const char *const sqltab[S_COUNT] = {
 	    "  WHERE w.lock_id = l.id AND w.deadline > ?1)"
 	    " FROM act JOIN locks l ON l.id = act.id"
 	    " WHERE l.name > ?2 AND l.name >= ?3 AND (?4 IS NULL OR l.name < ?4)"
+	    " AND (?6 IS NULL OR l.name < ?6"
+	    "  OR (?7 IS NOT NULL AND l.name >= ?7))"
 	    " ORDER BY l.name LIMIT ?5",
 	[S_SWEEP_NEXT] = "SELECT min(x) FROM ("
 	    " SELECT min(lock_id) AS x FROM holders"
@@ -215,7 +217,7 @@ struct wrow {
 	bool    has_request_id;
 	int64_t ttl_ms;
 	uint64_t wkey;
-	char    name[LC_NAME_MAX + 1];
+	char    name[LC_KEY_MAX + 1];
 	int     max_holders;
 };
 
@@ -1148,7 +1150,7 @@ acquire_valid(const struct lock_acquire_req *req, int64_t now)
 {
 	int64_t end;
 
-	return req != NULL && valid_str(req->name, LC_NAME_MAX) &&
+	return req != NULL && valid_str(req->name, LC_KEY_MAX) &&
 	    valid_opt(req->owner, LC_OWNER_MAX) &&
 	    valid_opt(req->request_id, LC_REQUEST_ID_MAX) &&
 	    req->ttl_ms > 0 && req->max_waiters > 0 &&
@@ -1330,7 +1332,7 @@ lock_release(struct lockcore *lc, const char *name, const char *token,
 {
 	int rc;
 
-	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || token == NULL ||
+	if (lc == NULL || !valid_str(name, LC_KEY_MAX) || token == NULL ||
 	    wake_next == NULL)
 		return LC_E_INVAL;
 	*wake_next = false;
@@ -1368,7 +1370,7 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 	int64_t expires;
 	int rc;
 
-	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || token == NULL ||
+	if (lc == NULL || !valid_str(name, LC_KEY_MAX) || token == NULL ||
 	    grant == NULL || ttl_ms <= 0 ||
 	    __builtin_add_overflow(now, ttl_ms, &expires))
 		return LC_E_INVAL;
@@ -1422,7 +1424,7 @@ lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
 {
 	int rc;
 
-	if (lc == NULL || !valid_str(name, LC_NAME_MAX) ||
+	if (lc == NULL || !valid_str(name, LC_KEY_MAX) ||
 	    !valid_str(request_id, LC_REQUEST_ID_MAX) || was_held == NULL ||
 	    kick_waiter == NULL || wake_next == NULL)
 		return LC_E_INVAL;
@@ -1478,7 +1480,7 @@ lock_status(struct lockcore *lc, const char *name, int64_t now,
 {
 	int rc;
 
-	if (lc == NULL || !valid_str(name, LC_NAME_MAX) || st == NULL)
+	if (lc == NULL || !valid_str(name, LC_KEY_MAX) || st == NULL)
 		return LC_E_INVAL;
 	memset(st, 0, sizeof(*st));
 	if ((rc = tx_begin(lc, false)) < 0)
@@ -1493,7 +1495,7 @@ lock_status(struct lockcore *lc, const char *name, int64_t now,
  * there is none (prefix empty or all 0xff), i.e. no upper bound.
  */
 static void
-prefix_end(const char *prefix, char hi[LC_NAME_MAX + 1], int *len)
+prefix_end(const char *prefix, char hi[LC_KEY_MAX + 1], int *len)
 {
 	size_t n = strlen(prefix);
 
@@ -1508,15 +1510,37 @@ prefix_end(const char *prefix, char hi[LC_NAME_MAX + 1], int *len)
 	*len = (int)n;
 }
 
+/*
+ * Binds the range [lo, hi) of strings starting with `pfx` to parameters
+ * lo_i and lo_i + 1: NULLs for an empty pfx, hi NULL when it has no end.
+ * The strings bound are lo (the caller's) and hi[], which must outlive the
+ * statement's use.
+ */
+static void
+bind_prefix(sqlite3_stmt *s, int lo_i, const char *pfx,
+    char hi[LC_KEY_MAX + 1], int *rc)
+{
+	int hilen;
+
+	prefix_end(pfx, hi, &hilen);
+	if (*rc != SQLITE_OK)
+		return;
+	*rc = pfx[0] == '\0' ? sqlite3_bind_null(s, lo_i) :
+	    sqlite3_bind_text(s, lo_i, pfx, -1, SQLITE_STATIC);
+	if (*rc == SQLITE_OK)
+		*rc = hilen < 0 ? sqlite3_bind_null(s, lo_i + 1) :
+		    sqlite3_bind_text(s, lo_i + 1, hi, hilen, SQLITE_STATIC);
+}
+
 static int
-list_run(struct lockcore *lc, const char *prefix, const char *after,
-    int limit, int64_t now,
+list_run(struct lockcore *lc, const char *prefix, const char *skip,
+    const char *after, int limit, int64_t now,
     int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
     bool *more)
 {
 	sqlite3_stmt *s = lc->st[S_LIST];
 	struct lock_list_entry e;
-	char hi[LC_NAME_MAX + 1];
+	char hi[LC_KEY_MAX + 1], skip_hi[LC_KEY_MAX + 1];
 	int n = 0, hilen, rc = SQLITE_OK;
 	bool stop = false;
 
@@ -1528,6 +1552,7 @@ list_run(struct lockcore *lc, const char *prefix, const char *after,
 		rc = hilen < 0 ? sqlite3_bind_null(s, 4) :
 		    sqlite3_bind_text(s, 4, hi, hilen, SQLITE_STATIC);
 	bind_i64(s, 5, (int64_t)limit + 1, &rc);
+	bind_prefix(s, 6, skip, skip_hi, &rc);
 	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		rc = SQLITE_OK;
 		if (n == limit || stop) {
@@ -1550,21 +1575,23 @@ list_run(struct lockcore *lc, const char *prefix, const char *after,
 }
 
 int
-lock_list(struct lockcore *lc, const char *prefix, const char *after,
-    int limit, int64_t now,
+lock_list(struct lockcore *lc, const char *prefix, const char *skip,
+    const char *after, int limit, int64_t now,
     int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
     bool *more)
 {
 	int rc;
 
 	if (lc == NULL || fn == NULL || more == NULL || limit <= 0 ||
-	    !valid_opt(prefix, LC_NAME_MAX) || !valid_opt(after, LC_NAME_MAX))
+	    !valid_opt(prefix, LC_KEY_MAX) || !valid_opt(skip, LC_KEY_MAX) ||
+	    !valid_opt(after, LC_KEY_MAX))
 		return LC_E_INVAL;
 	*more = false;
 	if ((rc = tx_begin(lc, false)) < 0)
 		return rc;
 	rc = list_run(lc, prefix != NULL ? prefix : "",
-	    after != NULL ? after : "", limit, now, fn, arg, more);
+	    skip != NULL ? skip : "", after != NULL ? after : "", limit, now,
+	    fn, arg, more);
 	return tx_end(lc, rc);
 }
 

@@ -27,8 +27,14 @@
 
 #define LC_WUR __attribute__((warn_unused_result))
 
-/* Limits on what callers may store; longer input is LC_E_INVAL. */
-#define LC_NAME_MAX       255   /* bytes of a lock name */
+/*
+ * Limits on what callers may store; longer input is LC_E_INVAL.  A lock's
+ * key is whatever string the caller names it by: the worker keeps the
+ * names its clients see (255 bytes, request.h REQ_NAME_MAX) and, for
+ * tenants, prefixes them with a namespace (docs/tenants.md), so keys are
+ * longer than names.
+ */
+#define LC_KEY_MAX        1024  /* bytes of a lock key */
 #define LC_OWNER_MAX      128   /* bytes of an owner label */
 #define LC_REQUEST_ID_MAX 128   /* bytes of a request_id */
 #define LC_TOKEN_LEN      32    /* hex characters of a token */
@@ -68,7 +74,7 @@ struct lock_waiter_ident {
 };
 
 struct lock_acquire_req {
-	const char *name;        /* 1..LC_NAME_MAX bytes, validated by caller */
+	const char *name;        /* key: 1..LC_KEY_MAX bytes */
 	const char *owner;       /* may be NULL */
 	const char *request_id;  /* may be NULL */
 	int64_t ttl_ms;          /* > 0 */
@@ -79,7 +85,7 @@ struct lock_acquire_req {
 };
 
 struct lock_grant {
-	char    name[LC_NAME_MAX + 1];
+	char    name[LC_KEY_MAX + 1];    /* the key */
 	char    token[LC_TOKEN_LEN + 1];
 	int64_t fence;
 	int64_t acquired_at;
@@ -194,14 +200,15 @@ int lock_status(struct lockcore *lc, const char *name, int64_t now,
     struct lock_status *st) LC_WUR;
 
 /*
- * Calls fn for each lock that has a live holder or waiter, whose name starts
- * with `prefix` (NULL or "" for all) and sorts after `after` (NULL: from the
- * start), in byte order, at most `limit` of them.  *more is set when more
- * locks follow.  fn returning non-zero stops the walk.  e->name is valid
- * only during the call, and fn must not use `lc`.
+ * Calls fn for each lock that has a live holder or waiter, whose key starts
+ * with `prefix` (NULL or "" for all) but not with `skip` (NULL or "" for
+ * none) and sorts after `after` (NULL: from the start), in byte order, at
+ * most `limit` of them.  *more is set when more locks follow.  fn returning
+ * non-zero stops the walk.  e->name is valid only during the call, and fn
+ * must not use `lc`.
  */
-int lock_list(struct lockcore *lc, const char *prefix, const char *after,
-    int limit, int64_t now,
+int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
+    const char *after, int limit, int64_t now,
     int (*fn)(const struct lock_list_entry *e, void *arg), void *arg,
     bool *more) LC_WUR;
 

@@ -3,7 +3,10 @@
  * split on NUL bytes into method, URI, script name, content type,
  * Lock-Token header and body, so the fuzzer reaches every field.
  * Invariant: request_parse() either succeeds with a known route and a
- * valid name, or fails with a 4xx and an error code.
+ * valid name, or fails with a 4xx and an error code.  A parsed request is
+ * then scoped (request_scope) twice: to the default namespace, and to the
+ * Lock-Token field taken as REMOTE_USER; its key is the namespace followed
+ * by the name, and only a tenant's starts with '/'.
  */
 #include <assert.h>
 #include <stddef.h>
@@ -14,6 +17,30 @@
 #include "request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void
+check_scope(struct request rq, const char *user)
+{
+	struct request_error err;
+	const char *k;
+
+	if (request_scope(&rq, user, false, &err) != 0) {
+		assert(err.status == 400 && user != NULL && user[0] != '\0');
+		return;
+	}
+	assert(rq.tenant == (user != NULL && user[0] != '\0'));
+	assert(rq.nslen <= REQ_NS_MAX && rq.nslen != 1);
+	k = rq.route == ROUTE_LIST ? rq.key_prefix : rq.key;
+	assert(strlen(k) <= LC_KEY_MAX);
+	if (rq.route == ROUTE_HEALTH)
+		return;
+	assert((k[0] == '/') == rq.tenant);
+	if (rq.route == ROUTE_LIST) {
+		assert(strcmp(k + rq.nslen, rq.prefix) == 0);
+		assert((rq.key_skip != NULL) == !rq.tenant);
+	} else
+		assert(strcmp(k + rq.nslen, rq.name) == 0);
+}
 
 #define FIELDS 6
 
@@ -54,7 +81,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(rq.route > ROUTE_NONE && rq.route <= ROUTE_HEALTH);
 		if (rq.route != ROUTE_LIST && rq.route != ROUTE_HEALTH) {
 			size_t len = strlen(rq.name);
-			assert(len >= 1 && len <= LC_NAME_MAX);
+			assert(len >= 1 && len <= REQ_NAME_MAX);
 			assert(memchr(rq.name, '/', len) == NULL);
 			assert(request_text_ok(rq.name, len));
 		}
@@ -65,6 +92,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			assert(rq.timeout_ms >= 0 &&
 			    rq.timeout_ms <= lim.max_wait_ms);
 		}
+		check_scope(rq, NULL);
+		check_scope(rq, f[4]);
 	} else {
 		assert(err.status >= 400 && err.status < 500);
 		assert(err.code != NULL && err.code[0] != '\0');

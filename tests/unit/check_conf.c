@@ -39,6 +39,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.threads, 8);
 	ck_assert_int_eq(c.max_threads, 512);
 	ck_assert_int_eq(c.synchronous_full, 0);
+	ck_assert_int_eq(c.anonymous_deny, 0);
 }
 END_TEST
 
@@ -57,6 +58,7 @@ static const char FULL[] =
     "max_waiters = 1000000\n"
     "threads = 4\n"
     "max_threads = 4\n"
+    "anonymous = deny\n"
     "synchronous = full";      /* no final newline */
 
 START_TEST(test_full)
@@ -79,6 +81,7 @@ START_TEST(test_full)
 	ck_assert_int_eq(c.threads, 4);
 	ck_assert_int_eq(c.max_threads, 4);
 	ck_assert_int_eq(c.synchronous_full, 1);
+	ck_assert_int_eq(c.anonymous_deny, 1);
 }
 END_TEST
 
@@ -216,6 +219,18 @@ static const struct ccase ccases[] = {
 	    "or 'full'"),
 	ERR("synchronous = fullx", "synchronous: must be 'normal' or 'full'"),
 
+	/* anonymous */
+	OK("anonymous = allow", "anonymous", 0),
+	OK("anonymous = deny", "anonymous", 1),
+	OK("anonymous = Deny", "anonymous", 1),
+	ERR("anonymous = no", FILE_NAME ":1: anonymous: must be 'allow' or "
+	    "'deny'"),
+	ERR("anonymous = denyx", "anonymous: must be 'allow' or 'deny'"),
+	ERR("anonymous = full", "anonymous: must be 'allow' or 'deny'"),
+	ERR("synchronous = deny", "synchronous: must be 'normal' or 'full'"),
+	ERR("anonymous = allow\nanonymous = deny", FILE_NAME ":2: anonymous: "
+	    "duplicate key (first set on line 1)"),
+
 	/* Syntax */
 	ERR("foo = 1", FILE_NAME ":1: foo: unknown key"),
 	ERR("MAX_WAIT = 1", FILE_NAME ":1: MAX_WAIT: unknown key"),
@@ -264,6 +279,8 @@ field_val(const struct hl_conf *c, const char *f)
 		return c->max_threads;
 	if (strcmp(f, "synchronous") == 0)
 		return c->synchronous_full;
+	if (strcmp(f, "anonymous") == 0)
+		return c->anonymous_deny;
 	ck_abort_msg("test table names an unknown field '%s'", f);
 	return -1;
 }
@@ -511,7 +528,7 @@ START_TEST(test_sample)
 		if (line[0] != '#' && strchr(line, '=') != NULL)
 			nkeys++;
 	}
-	ck_assert_int_eq(nkeys, 11);
+	ck_assert_int_eq(nkeys, 12);
 }
 END_TEST
 

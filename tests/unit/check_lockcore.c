@@ -35,7 +35,7 @@ static char topdir[64];
 static char dir[128];
 static char dbpath[128];
 static struct lockcore *lc;
-static char long_name[LC_NAME_MAX + 2];
+static char long_name[LC_KEY_MAX + 2];
 static char long_owner[LC_OWNER_MAX + 2];
 static char long_rid[LC_REQUEST_ID_MAX + 2];
 
@@ -681,29 +681,42 @@ collect(const struct lock_list_entry *e, void *arg)
 static const struct list_case {
 	int         line;
 	const char *prefix;
+	const char *skip;
 	const char *after;
 	int         limit;
 	int         stop_after;
 	const char *want;
 	bool        more;
 } list_cases[] = {
-	{ __LINE__, NULL, NULL, 100, 0,
+	{ __LINE__, NULL, NULL, NULL, 100, 0,
 	  "a,app/1,app/2,app/3,app\xff,app\xffx,b,w,\xff\xff", false },
-	{ __LINE__, "", "", 3, 0, "a,app/1,app/2", true },
-	{ __LINE__, NULL, "app/2", 3, 0, "app/3,app\xff,app\xffx", true },
-	{ __LINE__, NULL, "w", 3, 0, "\xff\xff", false },
-	{ __LINE__, "app/", NULL, 100, 0, "app/1,app/2,app/3", false },
-	{ __LINE__, "app/", NULL, 3, 0, "app/1,app/2,app/3", false },
-	{ __LINE__, "app/", NULL, 2, 0, "app/1,app/2", true },
-	{ __LINE__, "app/", "app/1", 1, 0, "app/2", true },
-	{ __LINE__, "app/", "app/2", 1, 0, "app/3", false },
-	{ __LINE__, "app\xff", NULL, 100, 0, "app\xff,app\xffx", false },
-	{ __LINE__, "\xff", NULL, 100, 0, "\xff\xff", false },
-	{ __LINE__, "app", NULL, 100, 0,
+	{ __LINE__, "", NULL, "", 3, 0, "a,app/1,app/2", true },
+	{ __LINE__, NULL, NULL, "app/2", 3, 0, "app/3,app\xff,app\xffx", true },
+	{ __LINE__, NULL, NULL, "w", 3, 0, "\xff\xff", false },
+	{ __LINE__, "app/", NULL, NULL, 100, 0, "app/1,app/2,app/3", false },
+	{ __LINE__, "app/", NULL, NULL, 3, 0, "app/1,app/2,app/3", false },
+	{ __LINE__, "app/", NULL, NULL, 2, 0, "app/1,app/2", true },
+	{ __LINE__, "app/", NULL, "app/1", 1, 0, "app/2", true },
+	{ __LINE__, "app/", NULL, "app/2", 1, 0, "app/3", false },
+	{ __LINE__, "app\xff", NULL, NULL, 100, 0, "app\xff,app\xffx", false },
+	{ __LINE__, "\xff", NULL, NULL, 100, 0, "\xff\xff", false },
+	{ __LINE__, "app", NULL, NULL, 100, 0,
 	  "app/1,app/2,app/3,app\xff,app\xffx", false },
-	{ __LINE__, "idle", NULL, 100, 0, "", false },
-	{ __LINE__, "zzz", NULL, 100, 0, "", false },
-	{ __LINE__, NULL, NULL, 100, 2, "a,app/1", true },
+	{ __LINE__, "idle", NULL, NULL, 100, 0, "", false },
+	{ __LINE__, "zzz", NULL, NULL, 100, 0, "", false },
+	{ __LINE__, NULL, NULL, NULL, 100, 2, "a,app/1", true },
+	/* skip: the default namespace leaves out tenants' keys ("/t/x"). */
+	{ __LINE__, NULL, "app/", NULL, 100, 0,
+	  "a,app\xff,app\xffx,b,w,\xff\xff", false },
+	{ __LINE__, NULL, "app/", "a", 2, 0, "app\xff,app\xffx", true },
+	{ __LINE__, "app", "app/", NULL, 100, 0, "app\xff,app\xffx", false },
+	{ __LINE__, "app/", "app/", NULL, 100, 0, "", false },
+	{ __LINE__, NULL, "", NULL, 3, 0, "a,app/1,app/2", true },
+	{ __LINE__, NULL, "app", NULL, 100, 0, "a,b,w,\xff\xff", false },
+	{ __LINE__, NULL, "\xff", NULL, 100, 0,
+	  "a,app/1,app/2,app/3,app\xff,app\xffx,b,w", false },
+	{ __LINE__, NULL, "zzz", NULL, 100, 0,
+	  "a,app/1,app/2,app/3,app\xff,app\xffx,b,w,\xff\xff", false },
 };
 
 START_TEST(test_list)
@@ -731,12 +744,13 @@ START_TEST(test_list)
 	memset(&c, 0, sizeof(c));
 	c.stop_after = tc->stop_after;
 	more = !tc->more;
-	ck_assert_int_eq(lock_list(lc, tc->prefix, tc->after, tc->limit, now,
-	    collect, &c, &more), 0);
+	ck_assert_int_eq(lock_list(lc, tc->prefix, tc->skip, tc->after,
+	    tc->limit, now, collect, &c, &more), 0);
 	ck_assert_msg(strcmp(c.names, tc->want) == 0,
 	    "line %d: got \"%s\", want \"%s\"", tc->line, c.names, tc->want);
 	ck_assert_msg(more == tc->more, "line %d: more %d", tc->line, more);
-	if (tc->prefix == NULL && tc->after == NULL && tc->stop_after == 0) {
+	if (tc->prefix == NULL && tc->skip == NULL && tc->after == NULL &&
+	    tc->stop_after == 0) {
 		ck_assert_int_eq(c.holders, 8);
 		ck_assert_int_eq(c.waiters, 1);
 	}
@@ -821,7 +835,7 @@ START_TEST(test_acquire_inval)
 	rc = lock_acquire(lc, &r, T0, &g, &wi);
 	ck_assert_msg(rc == LC_E_INVAL, "line %d: rc %d", tc->line, rc);
 	/* The longest valid values are accepted. */
-	long_name[LC_NAME_MAX] = '\0';
+	long_name[LC_KEY_MAX] = '\0';
 	long_owner[LC_OWNER_MAX] = '\0';
 	long_rid[LC_REQUEST_ID_MAX] = '\0';
 	r = mkreq(long_name, false, 1);
@@ -861,11 +875,15 @@ START_TEST(test_other_inval)
 	    LC_E_INVAL);
 	ck_assert_int_eq(lock_wait_abandon(lc, -1, &who, T0, &b), LC_E_INVAL);
 	ck_assert_int_eq(lock_status(lc, NULL, T0, &st), LC_E_INVAL);
-	ck_assert_int_eq(lock_list(lc, NULL, NULL, 0, T0, collect, &c, &b),
-	    LC_E_INVAL);
-	ck_assert_int_eq(lock_list(lc, long_name, NULL, 1, T0, collect, &c,
+	ck_assert_int_eq(lock_list(lc, NULL, NULL, NULL, 0, T0, collect, &c,
 	    &b), LC_E_INVAL);
-	ck_assert_int_eq(lock_list(lc, NULL, NULL, 1, T0, NULL, &c, &b),
+	ck_assert_int_eq(lock_list(lc, long_name, NULL, NULL, 1, T0, collect,
+	    &c, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, NULL, long_name, NULL, 1, T0, collect,
+	    &c, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, NULL, NULL, long_name, 1, T0, collect,
+	    &c, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_list(lc, NULL, NULL, NULL, 1, T0, NULL, &c, &b),
 	    LC_E_INVAL);
 	ck_assert_int_eq(lockcore_sweep(lc, T0, NULL), LC_E_INVAL);
 	ck_assert_int_eq(lockcore_sweep(NULL, T0, &changed), LC_E_INVAL);

@@ -37,6 +37,11 @@
 
 #define ANY UINT32_MAX           /* wait_stats: do not compare this count */
 
+/* Frames are written out byte by byte: ours, and an older peer's. */
+#define V      PROTO_VERSION
+#define OLD_V  (PROTO_VERSION - 1)
+#define BE16(n) (uint8_t)((n) >> 8), (uint8_t)((n) & 0xff)
+
 static int64_t
 mono_ms(void)
 {
@@ -96,7 +101,7 @@ struct rt_case {
 static const struct rt_case rt_cases[] = {
 	{ __LINE__, PROTO_WAIT, 0, 1, 0, "a", false, 0, 0, 0, 8 + 18 + 1 },
 	{ __LINE__, PROTO_WAIT, 0, UINT64_MAX, INT64_MIN, NULL, true,
-	  0, 0, 0, 8 + 18 + 255 },
+	  0, 0, 0, 8 + 18 + PROTO_NAME_MAX },
 	{ __LINE__, PROTO_WAIT, 0, 0x0102030405060708ull, -1, "jobs/nightly x",
 	  false, 0, 0, 0, 8 + 18 + 14 },
 	{ __LINE__, PROTO_WAIT, 0, 300, 1700000000123, "\x01\xff\x80", false,
@@ -107,7 +112,8 @@ static const struct rt_case rt_cases[] = {
 	{ __LINE__, PROTO_WAKE, 0, 0, 0, NULL, false, 0, 0, 0, 16 },
 	{ __LINE__, PROTO_NOTIFY, PROTO_NOTIFY_WAKE, 0, 1700000000000, "lock",
 	  false, 0, 0, 0, 8 + 19 + 4 },
-	{ __LINE__, PROTO_NOTIFY, 0, 42, 0, NULL, true, 0, 0, 0, 8 + 19 + 255 },
+	{ __LINE__, PROTO_NOTIFY, 0, 42, 0, NULL, true, 0, 0, 0,
+	  8 + 19 + PROTO_NAME_MAX },
 	{ __LINE__, PROTO_NOTIFY, PROTO_NOTIFY_WAKE, UINT64_MAX, INT64_MAX, "z",
 	  false, 0, 0, 0, 8 + 19 + 1 },
 	{ __LINE__, PROTO_PING, 0, 0, 0, NULL, false, 0, 0, 0, 8 },
@@ -231,20 +237,20 @@ END_TEST
 START_TEST(test_golden)
 {
 	static const uint8_t wait_frame[] = {
-		1, 1, 0, 0, 0, 0, 0, 20,
+		V, 1, 0, 0, 0, 0, 0, 20,
 		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
 		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
 		0, 2, 'h', 'i'
 	};
 	static const uint8_t notify_frame[] = {
-		1, 4, 0, 0, 0, 0, 0, 20,
+		V, 4, 0, 0, 0, 0, 0, 20,
 		1,
 		0, 0, 0, 0, 0, 0, 0x01, 0x2c,
 		0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
 		0, 1, 'x'
 	};
 	static const uint8_t pong_frame[] = {
-		1, 6, 0, 0, 0, 0, 0, 12,
+		V, 6, 0, 0, 0, 0, 0, 12,
 		0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0
 	};
 	uint8_t out[64];
@@ -317,8 +323,8 @@ struct bad_case {
 	int     want;
 };
 
-#define WAIT_HDR(n)   1, PROTO_WAIT, 0, 0, 0, 0, 0, (n)
-#define NOTIFY_HDR(n) 1, PROTO_NOTIFY, 0, 0, 0, 0, 0, (n)
+#define WAIT_HDR(n)   V, PROTO_WAIT, 0, 0, 0, 0, 0, (n)
+#define NOTIFY_HDR(n) V, PROTO_NOTIFY, 0, 0, 0, 0, 0, (n)
 #define E_MAL         PROTO_E_MALFORMED
 #define E_VER         PROTO_E_VERSION
 #define Z16           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
@@ -326,32 +332,35 @@ struct bad_case {
 static const struct bad_case bad_cases[] = {
 	/* version, judged from the first byte alone */
 	{ __LINE__, 1, { 0 }, E_VER },
-	{ __LINE__, 1, { 2 }, E_VER },
+	{ __LINE__, 1, { OLD_V }, E_VER },
+	{ __LINE__, 1, { V + 1 }, E_VER },
 	{ __LINE__, 8, { 0xff, PROTO_PING, 0, 0, 0, 0, 0, 0 }, E_VER },
-	{ __LINE__, 8, { 2, PROTO_PING, 0, 0, 0, 0, 0, 0 }, E_VER },
+	{ __LINE__, 8, { OLD_V, PROTO_PING, 0, 0, 0, 0, 0, 0 }, E_VER },
 	/* lengths, refused from the header alone */
-	{ __LINE__, 8, { 1, PROTO_WAIT, 0, 0, 0xff, 0xff, 0xff, 0xff }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_WAIT, 0, 0, 0x80, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_PING, 0, 0, 0, 0, 2, 1 }, E_MAL },  /* 513 */
+	{ __LINE__, 8, { V, PROTO_WAIT, 0, 0, 0xff, 0xff, 0xff, 0xff }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_WAIT, 0, 0, 0x80, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8,
+	  { V, PROTO_PING, 0, 0, 0, 0, BE16(PROTO_PAYLOAD_MAX + 1) }, E_MAL },
 	{ __LINE__, 8, { WAIT_HDR(10) }, E_MAL },
 	{ __LINE__, 8, { WAIT_HDR(18) }, E_MAL },                  /* no name */
-	/* 274: room for a name of 256 */
-	{ __LINE__, 8, { 1, PROTO_WAIT, 0, 0, 0, 0, 1, 0x12 }, E_MAL },
+	/* room for a name of PROTO_NAME_MAX + 1 */
+	{ __LINE__, 8, { V, PROTO_WAIT, 0, 0, 0, 0,
+	  BE16(16 + 2 + PROTO_NAME_MAX + 1) }, E_MAL },
 	{ __LINE__, 8, { NOTIFY_HDR(19) }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_ACK, 0, 0, 0, 0, 0, 1 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_PING, 0, 0, 0, 0, 0, 4 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_WAKE, 0, 0, 0, 0, 0, 7 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_WAKE, 0, 0, 0, 0, 0, 9 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_PONG, 0, 0, 0, 0, 0, 11 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_ERROR, 0, 0, 0, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_ERROR, 0, 0, 0, 0, 0, 2 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_ACK, 0, 0, 0, 0, 0, 1 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_PING, 0, 0, 0, 0, 0, 4 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_WAKE, 0, 0, 0, 0, 0, 7 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_WAKE, 0, 0, 0, 0, 0, 9 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_PONG, 0, 0, 0, 0, 0, 11 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_ERROR, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_ERROR, 0, 0, 0, 0, 0, 2 }, E_MAL },
 	/* reserved bits */
-	{ __LINE__, 8, { 1, PROTO_PING, 0, 1, 0, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { 1, PROTO_PING, 0x80, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_PING, 0, 1, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_PING, 0x80, 0, 0, 0, 0, 0 }, E_MAL },
 	/* types */
-	{ __LINE__, 8, { 1, 0, 0, 0, 0, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { 1, 8, 0, 0, 0, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { 1, 0xff, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, 0, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, 8, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, 0xff, 0, 0, 0, 0, 0, 0 }, E_MAL },
 	/* names whose length disagrees with the payload, or is 0 */
 	{ __LINE__, 27, { WAIT_HDR(19), Z16, 0, 2, 'a' }, E_MAL },
 	{ __LINE__, 28, { WAIT_HDR(20), Z16, 0, 1, 'a', 'b' }, E_MAL },
@@ -390,19 +399,19 @@ START_TEST(test_bad)
 }
 END_TEST
 
-/* A name of 256 bytes in a frame whose lengths all agree. */
+/* A name of PROTO_NAME_MAX + 1 bytes in a frame whose lengths all agree. */
 START_TEST(test_name_too_long)
 {
-	uint8_t buf[8 + 16 + 2 + 256];
+	uint8_t buf[8 + 16 + 2 + PROTO_NAME_MAX + 1];
 	struct proto_msg m;
 	size_t used;
 
 	memset(buf, 'n', sizeof(buf));
-	memcpy(buf, (const uint8_t[]){ 1, PROTO_WAIT, 0, 0, 0, 0, 1, 0x12 },
-	    8);
+	memcpy(buf, (const uint8_t[]){ V, PROTO_WAIT, 0, 0, 0, 0,
+	    BE16(16 + 2 + PROTO_NAME_MAX + 1) }, 8);
 	memset(buf + 8, 0, 16);
-	buf[24] = 1;                 /* namelen 256 */
-	buf[25] = 0;
+	buf[24] = (PROTO_NAME_MAX + 1) >> 8;     /* namelen */
+	buf[25] = (PROTO_NAME_MAX + 1) & 0xff;
 	ck_assert_int_eq(proto_decode(buf, sizeof(buf), &m, &used),
 	    PROTO_E_MALFORMED);
 }
@@ -1028,12 +1037,13 @@ END_TEST
 /* Garbage of every kind gets the talker dropped, and nobody else. */
 START_TEST(test_garbage)
 {
-	static const uint8_t wrongver[] = { 2, PROTO_PING, 0, 0, 0, 0, 0, 0 };
-	static const uint8_t huge[] = { 1, PROTO_WAIT, 0, 0, 0x7f, 0xff, 0xff,
+	static const uint8_t wrongver[] = { OLD_V, PROTO_PING, 0, 0, 0, 0, 0,
+	    0 };
+	static const uint8_t huge[] = { V, PROTO_WAIT, 0, 0, 0x7f, 0xff, 0xff,
 	    0xff };
-	static const uint8_t reserved[] = { 1, PROTO_PING, 0, 1, 0, 0, 0, 0 };
-	static const uint8_t ack[] = { 1, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
-	static const uint8_t partial[] = { 1, PROTO_WAIT, 0, 0, 0, 0, 0, 19,
+	static const uint8_t reserved[] = { V, PROTO_PING, 0, 1, 0, 0, 0, 0 };
+	static const uint8_t ack[] = { V, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t partial[] = { V, PROTO_WAIT, 0, 0, 0, 0, 0, 19,
 	    0, 0, 0 };
 	struct coord_waiter *w = waiter("g", 1, 0);
 	struct coord_notifier *n = coord_notifier_new(sockpath);
@@ -1433,13 +1443,15 @@ END_TEST
  */
 START_TEST(test_client_frames)
 {
-	static const uint8_t ack[] = { 1, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
-	static const uint8_t wake[] = { 1, PROTO_WAKE, 0, 0, 0, 0, 0, 8,
+	static const uint8_t ack[] = { V, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t wake[] = { V, PROTO_WAKE, 0, 0, 0, 0, 0, 8,
 	    0, 0, 0, 0, 0, 0, 0, 9 };
-	static const uint8_t pong[] = { 1, PROTO_PONG, 0, 0, 0, 0, 0, 12,
+	static const uint8_t pong[] = { V, PROTO_PONG, 0, 0, 0, 0, 0, 12,
 	    0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3 };
-	static const uint8_t err2[] = { 2, PROTO_ERROR, 0, 0, 0, 0, 0, 1, 2 };
-	static const uint8_t err1[] = { 1, PROTO_ERROR, 0, 0, 0, 0, 0, 1, 1 };
+	static const uint8_t err_old[] = { OLD_V, PROTO_ERROR, 0, 0, 0, 0, 0, 1,
+	    OLD_V };
+	static const uint8_t err_ours[] = { V, PROTO_ERROR, 0, 0, 0, 0, 0, 1,
+	    V };
 	uint8_t buf[PROTO_FRAME_MAX];
 	struct coord_waiter *w;
 	struct proto_msg m;
@@ -1473,7 +1485,7 @@ START_TEST(test_client_frames)
 		big[sizeof(big) - 1] = '\0';
 		ck_assert_int_eq(coord_waiter_register(w, big, 1, 0, 1000),
 		    COORDC_E_PROTO);
-		big[PROTO_NAME_MAX] = '\0';      /* 255 bytes: fine */
+		big[PROTO_NAME_MAX] = '\0';      /* the longest: fine */
 		raw_send(s, ack, sizeof(ack));
 		ck_assert_int_eq(coord_waiter_register(w, big, 1, 0, 1000),
 		    COORDC_OK);
@@ -1499,7 +1511,7 @@ START_TEST(test_client_frames)
 	/* ERROR, from another version or from ours. */
 	w = coord_waiter_open(sockpath);
 	s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	raw_send(s, err2, sizeof(err2));
+	raw_send(s, err_old, sizeof(err_old));
 	ck_assert_int_eq(coord_waiter_register(w, "x", 1, 0, 1000),
 	    COORDC_E_PROTO);
 	coord_waiter_free(w);
@@ -1508,7 +1520,7 @@ START_TEST(test_client_frames)
 	s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	raw_send(s, ack, sizeof(ack));
 	ck_assert_int_eq(coord_waiter_register(w, "x", 1, 0, 1000), COORDC_OK);
-	raw_send(s, err1, sizeof(err1));
+	raw_send(s, err_ours, sizeof(err_ours));
 	ck_assert_int_eq(coord_waiter_read(w), COORDC_E_PROTO);
 	coord_waiter_free(w);
 	close(s);
@@ -1642,15 +1654,17 @@ fake_ping(const uint8_t *reply, size_t len, struct coord_stats *st)
 
 START_TEST(test_client_ping)
 {
-	static const uint8_t pong[] = { 1, PROTO_PONG, 0, 0, 0, 0, 0, 12,
+	static const uint8_t pong[] = { V, PROTO_PONG, 0, 0, 0, 0, 0, 12,
 	    0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3 };
-	static const uint8_t err2[] = { 2, PROTO_ERROR, 0, 0, 0, 0, 0, 1, 2 };
-	static const uint8_t ack[] = { 1, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t err_old[] = { OLD_V, PROTO_ERROR, 0, 0, 0, 0, 0, 1,
+	    OLD_V };
+	static const uint8_t ack[] = { V, PROTO_ACK, 0, 0, 0, 0, 0, 0 };
 	struct coord_stats st = { 0, 0, 0 };
 
 	ck_assert_int_eq(fake_ping(pong, sizeof(pong), &st), COORDC_OK);
 	ck_assert(st.peers == 1 && st.waiters == 2 && st.locks == 3);
-	ck_assert_int_eq(fake_ping(err2, sizeof(err2), &st), COORDC_E_PROTO);
+	ck_assert_int_eq(fake_ping(err_old, sizeof(err_old), &st),
+	    COORDC_E_PROTO);
 	ck_assert_int_eq(fake_ping(ack, sizeof(ack), &st), COORDC_E_PROTO);
 	ck_assert_int_eq(fake_ping(pong, 10, &st), COORDC_E_DOWN);
 }

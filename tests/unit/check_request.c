@@ -939,7 +939,7 @@ START_TEST(test_random)
 		rc = request_parse(&in, &LIM, &r, &e);
 		if (rc == 0) {
 			ck_assert(r.route != ROUTE_NONE);
-			ck_assert(strlen(r.name) <= LC_NAME_MAX);
+			ck_assert(strlen(r.name) <= REQ_NAME_MAX);
 			ck_assert(request_text_ok(r.name, strlen(r.name)));
 			ck_assert(request_text_ok(r.owner, strlen(r.owner)));
 			ck_assert(r.ttl_ms >= 0 && r.ttl_ms <= LIM.max_ttl_ms);
@@ -959,6 +959,221 @@ START_TEST(test_random)
 		}
 #undef RND
 	}
+}
+END_TEST
+
+/* ============================================================== tenants */
+
+/* request_tenant_key: the mapping, byte by byte. */
+static const struct key_case {
+	int         line;
+	const char *tenant;
+	const char *name;
+	size_t      cap;         /* 0: LC_KEY_MAX + 1 */
+	int         len;         /* -1: does not fit */
+	const char *key;
+} key_cases[] = {
+	{ __LINE__, NULL, "a", 0, 1, "a" },
+	{ __LINE__, "", "session:42", 0, 10, "session:42" },
+	{ __LINE__, NULL, "", 0, 0, "" },
+	{ __LINE__, "alice", "a", 0, 8, "/alice/a" },
+	{ __LINE__, "alice", "", 0, 7, "/alice/" },
+	{ __LINE__, "a/b", "c", 0, 8, "/a%2Fb/c" },
+	{ __LINE__, "a%2Fb", "c", 0, 10, "/a%252Fb/c" },
+	{ __LINE__, "%", "x", 0, 6, "/%25/x" },
+	{ __LINE__, "/", "x", 0, 6, "/%2F/x" },
+	{ __LINE__, "t\x01\x1f\x7fu", "x", 0, 14, "/t%01%1F%7Fu/x" },
+	{ __LINE__, "b\xc3\xa9", "x", 0, 6, "/b\xc3\xa9/x" },
+	{ __LINE__, "x y@example.org", "n", 0, 18, "/x y@example.org/n" },
+	/* The buffer must hold the key and its NUL. */
+	{ __LINE__, "ab", "c", 6, 5, "/ab/c" },
+	{ __LINE__, "ab", "c", 5, -1, "" },
+	{ __LINE__, "ab", "", 5, 4, "/ab/" },
+	{ __LINE__, "ab", "", 4, -1, "" },
+	{ __LINE__, "/", "", 6, 5, "/%2F/" },
+	{ __LINE__, "/", "", 5, -1, "" },
+	{ __LINE__, NULL, "abc", 4, 3, "abc" },
+	{ __LINE__, NULL, "abc", 3, -1, "" },
+	{ __LINE__, "a", "b", 1, -1, "" },
+};
+
+START_TEST(test_tenant_key)
+{
+	const struct key_case *c = &key_cases[_i];
+	char key[LC_KEY_MAX + 1];
+	size_t cap = c->cap != 0 ? c->cap : sizeof(key);
+	int len;
+
+	memset(key, 'z', sizeof(key));
+	len = request_tenant_key(c->tenant, c->name, key, cap);
+	ck_assert_msg(len == c->len, "line %d: length %d, want %d", c->line,
+	    len, c->len);
+	ck_assert_msg(strcmp(key, c->key) == 0, "line %d: key '%s', want '%s'",
+	    c->line, key, c->key);
+}
+END_TEST
+
+/* No two (tenant, name) pairs share a key; none is a default name. */
+START_TEST(test_tenant_key_distinct)
+{
+	static const char *const tenants[] = { NULL, "a", "a/b", "a%2Fb",
+	    "a%252Fb", "a/", "/a", "%", "%25", "a\x01", "a%01", "A" };
+	static const char *const names[] = { "b", "b/c", "2Fb", "%2Fb",
+	    "a", "x" };
+	char keys[12 * 6][LC_KEY_MAX + 1];
+	size_t nt = sizeof(tenants) / sizeof(tenants[0]);
+	size_t nn = sizeof(names) / sizeof(names[0]);
+	size_t i, j, k = 0;
+
+	ck_assert_uint_eq(nt * nn, sizeof(keys) / sizeof(keys[0]));
+	for (i = 0; i < nt; i++) {
+		for (j = 0; j < nn; j++) {
+			ck_assert_int_ge(request_tenant_key(tenants[i],
+			    names[j], keys[k], sizeof(keys[k])), 1);
+			/* A name with '/' is never valid, so it is only
+			 * here to prove that even it cannot collide. */
+			ck_assert((tenants[i] != NULL) == (keys[k][0] == '/'));
+			k++;
+		}
+	}
+	for (i = 0; i < k; i++)
+		for (j = i + 1; j < k; j++)
+			ck_assert_msg(strcmp(keys[i], keys[j]) != 0,
+			    "keys %zu and %zu are both '%s'", i, j, keys[i]);
+}
+END_TEST
+
+/* request_scope: one parsed request, one REMOTE_USER, what comes out. */
+static const struct scope_case {
+	int         line;
+	const char *method;
+	const char *uri;
+	const char *user;        /* REMOTE_USER */
+	bool        deny;        /* anonymous = deny */
+	int         status;      /* 0: success */
+	const char *msg;         /* substring of the message on error */
+	const char *key;         /* key, or key_prefix for a list */
+	const char *after;       /* key_after */
+	const char *skip;        /* key_skip, NULL for none */
+	size_t      nslen;
+} scope_cases[] = {
+	/* The default namespace: keys are the names. */
+	{ __LINE__, "POST", "/lock/a/acquire", NULL, false, 0, NULL,
+	  "a", "", NULL, 0 },
+	{ __LINE__, "POST", "/lock/a/release?token=" TOK, "", false, 0, NULL,
+	  "a", "", NULL, 0 },
+	{ __LINE__, "GET", "/lock/a%25b", NULL, false, 0, NULL,
+	  "a%b", "", NULL, 0 },
+	{ __LINE__, "GET", "/locks", NULL, false, 0, NULL, "", "", "/", 0 },
+	{ __LINE__, "GET", "/locks?prefix=ab&after=abc", NULL, false, 0, NULL,
+	  "ab", "abc", "/", 0 },
+	{ __LINE__, "GET", "/locks?prefix=%2F", NULL, false, 0, NULL,
+	  "/", "", "/", 0 },
+	/* A tenant. */
+	{ __LINE__, "POST", "/lock/a/acquire", "alice", false, 0, NULL,
+	  "/alice/a", "", NULL, 7 },
+	{ __LINE__, "POST", "/lock/a/renew?token=" TOK, "alice", true, 0,
+	  NULL, "/alice/a", "", NULL, 7 },
+	{ __LINE__, "POST", "/lock/a/cancel?request_id=r", "bob", false, 0,
+	  NULL, "/bob/a", "", NULL, 5 },
+	{ __LINE__, "HEAD", "/lock/%C3%A9", "a/b", false, 0, NULL,
+	  "/a%2Fb/\xc3\xa9", "", NULL, 7 },
+	{ __LINE__, "GET", "/locks", "alice", false, 0, NULL,
+	  "/alice/", "", NULL, 7 },
+	{ __LINE__, "GET", "/locks?prefix=s&after=s1", "alice", true, 0,
+	  NULL, "/alice/s", "/alice/s1", NULL, 7 },
+	{ __LINE__, "GET", "/locks?after=s1", "%", false, 0, NULL,
+	  "/%25/", "/%25/s1", NULL, 5 },
+	{ __LINE__, "GET", "/lock/x", "\x01", false, 0, NULL,
+	  "/%01/x", "", NULL, 5 },
+	{ __LINE__, "GET", "/lock/x", X128, false, 0, NULL,
+	  "/" X128 "/x", "", NULL, 130 },
+	/* Health is for everyone, and has no key. */
+	{ __LINE__, "GET", "/healthz", NULL, true, 0, NULL, "", "", NULL, 0 },
+	{ __LINE__, "GET", "/healthz", "alice", true, 0, NULL,
+	  "", "", NULL, 7 },
+	/* anonymous = deny */
+	{ __LINE__, "POST", "/lock/a/acquire", NULL, true, 401,
+	  "anonymous = deny", NULL, NULL, NULL, 0 },
+	{ __LINE__, "POST", "/lock/a/acquire", "", true, 401,
+	  "did not authenticate", NULL, NULL, NULL, 0 },
+	{ __LINE__, "GET", "/locks", NULL, true, 401, NULL,
+	  NULL, NULL, NULL, 0 },
+	{ __LINE__, "GET", "/lock/a", NULL, true, 401, NULL,
+	  NULL, NULL, NULL, 0 },
+	/* Bad user names. */
+	{ __LINE__, "GET", "/lock/x", X129, false, 400,
+	  "REMOTE_USER) is longer than 128 bytes", NULL, NULL, NULL, 0 },
+	{ __LINE__, "GET", "/lock/x", "a\xff", false, 400,
+	  "not valid UTF-8", NULL, NULL, NULL, 0 },
+	{ __LINE__, "GET", "/lock/x", "\xc3", true, 400,
+	  "not valid UTF-8", NULL, NULL, NULL, 0 },
+	{ __LINE__, "GET", "/healthz", X129, false, 400, NULL,
+	  NULL, NULL, NULL, 0 },
+};
+
+START_TEST(test_scope)
+{
+	const struct scope_case *c = &scope_cases[_i];
+	struct request_in in = { .method = c->method, .uri = c->uri };
+	struct request r, before;
+	struct request_error e;
+	int rc;
+
+	ck_assert_int_eq(request_parse(&in, &LIM, &r, &e), 0);
+	before = r;
+	rc = request_scope(&r, c->user, c->deny, &e);
+	if (c->status != 0) {
+		ck_assert_msg(rc == -1 && e.status == c->status, "line %d: rc "
+		    "%d status %d, want %d", c->line, rc, e.status, c->status);
+		ck_assert_str_eq(e.code, c->status == 401 ? "unauthorized" :
+		    "bad_request");
+		ck_assert_msg(c->msg == NULL || strstr(e.message, c->msg),
+		    "line %d: message '%s' lacks '%s'", c->line, e.message,
+		    c->msg);
+		ck_assert_msg(memcmp(&r, &before, sizeof(r)) == 0,
+		    "line %d: request changed on error", c->line);
+		return;
+	}
+	ck_assert_msg(rc == 0, "line %d: %d %s", c->line, e.status,
+	    e.message);
+	ck_assert_msg(r.tenant == (c->user != NULL && c->user[0] != '\0'),
+	    "line %d: tenant %d", c->line, r.tenant);
+	ck_assert_msg(r.nslen == c->nslen, "line %d: nslen %zu, want %zu",
+	    c->line, r.nslen, c->nslen);
+	ck_assert_msg(strcmp(r.route == ROUTE_LIST ? r.key_prefix : r.key,
+	    c->key) == 0, "line %d: key '%s' / '%s', want '%s'", c->line,
+	    r.key, r.key_prefix, c->key);
+	ck_assert_msg(strcmp(r.key_after, c->after) == 0, "line %d: after "
+	    "'%s', want '%s'", c->line, r.key_after, c->after);
+	ck_assert_msg((r.key_skip == NULL && c->skip == NULL) ||
+	    (r.key_skip != NULL && c->skip != NULL &&
+	    strcmp(r.key_skip, c->skip) == 0), "line %d: skip", c->line);
+	/* What clients see is left as it was. */
+	ck_assert_str_eq(r.name, before.name);
+	ck_assert_str_eq(r.prefix, before.prefix);
+	ck_assert_str_eq(r.after, before.after);
+	if (r.route != ROUTE_LIST && r.route != ROUTE_HEALTH)
+		ck_assert_str_eq(r.key + r.nslen, r.name);
+}
+END_TEST
+
+/* The longest name of the longest, all-encoded tenant still fits. */
+START_TEST(test_scope_longest)
+{
+	char uri[16 + REQ_NAME_MAX], user[REQ_TENANT_MAX + 1];
+	struct request_in in = { .method = "GET", .uri = uri };
+	struct request r;
+	struct request_error e;
+
+	snprintf(uri, sizeof(uri), "/lock/%s", X255);
+	memset(user, '/', REQ_TENANT_MAX);
+	user[REQ_TENANT_MAX] = '\0';
+	ck_assert_int_eq(request_parse(&in, &LIM, &r, &e), 0);
+	ck_assert_int_eq(request_scope(&r, user, false, &e), 0);
+	ck_assert_uint_eq(r.nslen, REQ_NS_MAX);
+	ck_assert_uint_eq(strlen(r.key), REQ_NS_MAX + REQ_NAME_MAX);
+	ck_assert_str_eq(r.key + r.nslen, X255);
 }
 END_TEST
 
@@ -984,6 +1199,15 @@ request_suite(void)
 	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_out_cleared);
 	tcase_add_test(tc, test_limits);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("tenants");
+	tcase_add_loop_test(tc, test_tenant_key, 0,
+	    (int)(sizeof(key_cases) / sizeof(key_cases[0])));
+	tcase_add_test(tc, test_tenant_key_distinct);
+	tcase_add_loop_test(tc, test_scope, 0,
+	    (int)(sizeof(scope_cases) / sizeof(scope_cases[0])));
+	tcase_add_test(tc, test_scope_longest);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("random");

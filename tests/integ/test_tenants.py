@@ -1,0 +1,382 @@
+"""Tenants from web-server authentication (docs/tenants.md): lighttpd with
+basic auth (conf/lighttpd-auth.conf) and two users, each with a lock
+namespace of their own; a client's Remote-User header changes nothing;
+anonymous = deny refuses unauthenticated requests.
+
+The auth tests run on a stack of their own, started here from
+conf/lighttpd-auth.conf with a generated htpasswd file; they are marked
+@shared only so that run.py does not start a second, unused stack for them.
+Some requests go straight to a worker's FastCGI socket, as the web server
+would, to show what the default namespace lists and that the socket is
+trusted with REMOTE_USER.
+"""
+
+import base64
+import functools
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import struct
+import time
+
+import stack as stackmod
+from stack import BG, conf, expect, log, lpath, shared, wait_for
+
+AUTH_CONF = os.path.join(stackmod.SRCDIR, "conf", "lighttpd-auth.conf")
+
+USERS = {
+    "alice": "alice-pw",
+    "bob": "bob pw:2",
+    # A long name with '/' and '%': its namespace is percent-encoded, and
+    # its keys are longer than the 255 bytes the coordinator's protocol
+    # carried before tenants.
+    "ops/" * 20 + "%x": "long-pw",
+}
+LONG_USER = "ops/" * 20 + "%x"
+
+
+def htpasswd_line(user, password):
+    """A "{SHA}" line (base64 of SHA-1), which lighttpd's htpasswd backend
+    takes and the standard library can make."""
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return "%s:{SHA}%s\n" % (user, digest)
+
+
+def start_auth_stack(label, conf_overrides=None):
+    """A started lighttpd + basic auth stack knowing USERS."""
+    kw = {}
+    if "front" in stackmod.Stack.__init__.__code__.co_varnames:
+        kw["front"] = "lighttpd"
+    s = stackmod.Stack(conf_overrides, label=label, lighttpd_conf=AUTH_CONF,
+                       extra_env={}, **kw)
+    try:
+        path = os.path.join(s.dir, "htpasswd")
+        with open(path, "w") as f:
+            for u, p in USERS.items():
+                f.write(htpasswd_line(u, p))
+        s.extra_env["HTTPLOCK_HTPASSWD"] = path
+        s.start()
+    except BaseException:
+        s.cleanup()
+        raise
+    return s
+
+
+def on_auth_stack(conf_overrides=None):
+    """Runs the test as fn(auth_stack): started before, stopped and its logs
+    checked after, removed in any case."""
+    def mark(fn):
+        @functools.wraps(fn)
+        def run(_shared_stack):
+            s = start_auth_stack(fn.__name__, conf_overrides)
+            ok = False
+            try:
+                fn(s)
+                s.stop()
+                s.check_logs()
+                ok = True
+            except BaseException:
+                log(s.log_tails(20).replace("\n", "\n    "))
+                raise
+            finally:
+                s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
+        return shared(run)
+    return mark
+
+
+class User:
+    """Requests with one user's basic-auth credentials (or none)."""
+
+    def __init__(self, s, name=None, password=None, extra=None):
+        self.s = s
+        self.h = dict(extra or {})
+        if name is not None:
+            cred = base64.b64encode(("%s:%s" % (name, password)).encode()).decode()
+            self.h["Authorization"] = "Basic " + cred
+
+    def acquire(self, name, **form):
+        timeout_s = form.pop("timeout_s", 20.0)
+        return self.s.post(lpath(name, "acquire"), form=form, headers=self.h,
+                           timeout=timeout_s)
+
+    def acquire_ok(self, name, **form):
+        r = expect(self.acquire(name, **form), 200)
+        assert r["lock"] == name, r.short()
+        assert r.header("Lock-Token") == r["token"], r.short()
+        return r
+
+    def release(self, name, token):
+        return self.s.post(lpath(name, "release"), form={"token": token}, headers=self.h)
+
+    def renew(self, name, token, ttl=None):
+        form = {"token": token}
+        if ttl is not None:
+            form["ttl"] = ttl
+        return self.s.post(lpath(name, "renew"), form=form, headers=self.h)
+
+    def cancel(self, name, request_id):
+        return self.s.post(lpath(name, "cancel"), form={"request_id": request_id},
+                           headers=self.h)
+
+    def status(self, name):
+        r = expect(self.s.get(lpath(name), headers=self.h), 200)
+        assert r["lock"] == name, r.short()
+        return r
+
+    def list(self, **query):
+        r = expect(self.s.get("/locks", query=query or None, headers=self.h), 200)
+        return [e["lock"] for e in r["locks"]], r["more"]
+
+
+def users(s):
+    return (User(s, "alice", USERS["alice"]), User(s, "bob", USERS["bob"]))
+
+
+# ---------------------------------------------------------------------------
+# FastCGI straight to a worker, as lighttpd does (Python stdlib only).
+
+def _fcgi_record(rtype, content, req_id=1):
+    return struct.pack(">BBHHBB", 1, rtype, req_id, len(content), 0, 0) + content
+
+
+def _fcgi_pair(k, v):
+    out = b""
+    for n in (len(k), len(v)):
+        out += struct.pack(">B", n) if n < 128 else struct.pack(">I", n | 0x80000000)
+    return out + k + v
+
+
+def fcgi_request(sock_path, method, uri, params=None, body=b""):
+    """One request on the worker's socket; returns (status, JSON body)."""
+    env = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "SCRIPT_NAME": "",
+           "CONTENT_LENGTH": str(len(body)), "SERVER_PROTOCOL": "HTTP/1.1"}
+    if body:
+        env["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+    env.update(params or {})
+    pairs = b"".join(_fcgi_pair(k.encode(), v.encode()) for k, v in env.items())
+    msg = _fcgi_record(1, struct.pack(">HB5x", 1, 0))          # BEGIN_REQUEST, responder
+    msg += _fcgi_record(4, pairs) + _fcgi_record(4, b"")      # PARAMS
+    if body:
+        msg += _fcgi_record(5, body)
+    msg += _fcgi_record(5, b"")                               # STDIN
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(10)
+    try:
+        c.connect(sock_path)
+        c.sendall(msg)
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            data += b
+    finally:
+        c.close()
+    out, off = b"", 0
+    while off + 8 <= len(data):
+        _, rtype, _, clen, plen, _ = struct.unpack(">BBHHBB", data[off:off + 8])
+        if rtype == 6:                                        # STDOUT
+            out += data[off + 8:off + 8 + clen]
+        off += 8 + clen + plen
+    head, _, payload = out.partition(b"\r\n\r\n")
+    status = 200
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"status:"):
+            status = int(line.split()[1])
+    return status, json.loads(payload.decode()) if payload.strip() else None
+
+
+def worker_socket(s):
+    socks = sorted(f for f in os.listdir(s.rundir) if f.startswith("worker.sock"))
+    assert socks, "no worker socket in %s: %s" % (s.rundir, os.listdir(s.rundir))
+    return os.path.join(s.rundir, socks[0])
+
+
+def db_keys(s):
+    """Every lock key in the database (read-only)."""
+    db = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=5)
+    try:
+        return sorted(r[0] for r in db.execute("SELECT name FROM locks"))
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------------------
+# Tests.
+
+@on_auth_stack()
+def test_same_name_in_two_tenants(s):
+    alice, bob = users(s)
+    a = alice.acquire_ok("t-x", owner="A", ttl=30)
+    assert expect(bob.status("t-x"), 200)["held"] is False
+    b = bob.acquire_ok("t-x", owner="B", timeout=0)
+    assert alice.status("t-x")["holders"][0]["owner"] == "A"
+    assert bob.status("t-x")["holders"][0]["owner"] == "B"
+    # Each release frees only its own.
+    r = expect(bob.release("t-x", b["token"]), 200)
+    assert r["lock"] == "t-x" and r["released"] is True, r.short()
+    assert alice.status("t-x")["held"] is True
+    assert bob.status("t-x")["held"] is False
+    r = expect(alice.renew("t-x", a["token"], ttl=60), 200)
+    assert r["lock"] == "t-x" and r["token"] == a["token"], r.short()
+    expect(alice.release("t-x", a["token"]), 200)
+    assert sorted(k for k in db_keys(s)) == ["/alice/t-x", "/bob/t-x"], db_keys(s)
+
+
+@on_auth_stack()
+def test_list_shows_only_own_locks(s):
+    alice, bob = users(s)
+    grants = [alice.acquire_ok(n) for n in ("t-a1", "t-a2", "u-a3")]
+    bg = bob.acquire_ok("t-b1")
+    assert alice.list() == (["t-a1", "t-a2", "u-a3"], False), alice.list()
+    assert alice.list(prefix="t-") == (["t-a1", "t-a2"], False)
+    assert alice.list(limit=1) == (["t-a1"], True)
+    assert alice.list(after="t-a1", limit=1) == (["t-a2"], True)
+    assert alice.list(after="t-a2") == (["u-a3"], False)
+    assert alice.list(prefix="t-b") == ([], False)
+    assert alice.list(prefix="/") == ([], False)
+    assert bob.list() == (["t-b1"], False), bob.list()
+    assert bob.list(after="t-a") == (["t-b1"], False)
+    assert bob.list(prefix="%2F") == ([], False)
+    for n, g in zip(("t-a1", "t-a2", "u-a3"), grants):
+        expect(alice.release(n, g["token"]), 200)
+    expect(bob.release("t-b1", bg["token"]), 200)
+    assert alice.list() == ([], False)
+
+
+@on_auth_stack()
+def test_other_tenants_token_is_not_held(s):
+    """A token stolen or guessed from alice acts on nothing of bob's: his
+    key for the same name differs.  409 not_held, alice's lock untouched."""
+    alice, bob = users(s)
+    a = alice.acquire_ok("t-tok", owner="A", request_id="rid-a")
+    expect(bob.release("t-tok", a["token"]), 409, "not_held")
+    expect(bob.renew("t-tok", a["token"], ttl=1), 409, "not_held")
+    expect(bob.cancel("t-tok", "rid-a"), 409, "not_held")
+    # Even with bob holding the same name.
+    b = bob.acquire_ok("t-tok", owner="B")
+    expect(bob.release("t-tok", a["token"]), 409, "not_held")
+    expect(alice.release("t-tok", b["token"]), 409, "not_held")
+    st = alice.status("t-tok")
+    assert st["held"] is True and st["holders"][0]["owner"] == "A", st.short()
+    assert st["holders"][0]["expires_at"] > time.time() + 10, st.short()
+    st = bob.status("t-tok")
+    assert st["held"] is True and st["holders"][0]["owner"] == "B", st.short()
+    r = expect(alice.cancel("t-tok", "rid-a"), 200)
+    assert r["lock"] == "t-tok" and r["was"] == "held", r.short()
+    expect(bob.release("t-tok", b["token"]), 200)
+
+
+@on_auth_stack({"poll_interval": "10"})
+def test_waiters_in_a_tenant(s):
+    """A waiter is woken by the coordinator (poll_interval is 10 s, so a
+    prompt handoff proves it) also for keys longer than 255 bytes; another
+    tenant's release of the same name wakes nobody."""
+    alice, bob = users(s)
+    long_user = User(s, LONG_USER, USERS[LONG_USER])
+    name = "w" * 255
+    for u in (alice, long_user):
+        a = u.acquire_ok(name, owner="first")
+        w = BG(u.acquire, name, owner="second")
+        wait_for(lambda: u.status(name)["waiters"] == 1, 5, "a waiter")
+        b = bob.acquire_ok(name, timeout=0)
+        expect(bob.release(name, b["token"]), 200)
+        time.sleep(0.3)
+        assert not w.done(), "another tenant's release woke the waiter: %r" % (w.result,)
+        t0 = time.monotonic()
+        expect(u.release(name, a["token"]), 200)
+        r = expect(w.get(8), 200)
+        ms = (w.t_done - t0) * 1000
+        log("%s: handoff %.0f ms" % ("long user" if u is long_user else "alice", ms))
+        assert r["lock"] == name and r["owner"] == "second", r.short()
+        assert ms < 2000, "handoff took %.0f ms" % ms
+        expect(u.release(name, r["token"]), 200)
+    keys = db_keys(s)
+    long_key = "/" + LONG_USER.replace("%", "%25").replace("/", "%2F") + "/" + name
+    assert long_key in keys and len(long_key.encode()) > 255, keys
+
+
+@on_auth_stack()
+def test_authentication_by_lighttpd(s):
+    """Wrong or missing credentials are lighttpd's 401 (not JSON); a
+    Remote-User header authenticates nobody; /healthz stays open."""
+    cases = [
+        ("wrong password", User(s, "alice", "nope")),
+        ("unknown user", User(s, "mallory", "x")),
+        ("no credentials", User(s)),
+        ("Remote-User header", User(s, extra={"Remote-User": "alice"})),
+    ]
+    for what, u in cases:
+        for method, path in (("POST", lpath("t-auth", "acquire")), ("GET", "/locks"),
+                             ("GET", lpath("t-auth"))):
+            r = s.request(method, path, headers=u.h, expect_json=False)
+            assert r.status == 401, "%s: %s" % (what, r.short())
+            ct = r.header("Content-Type") or ""
+            assert not ct.startswith("application/json"), "%s: %s %s" % (what, ct, r.short())
+            assert (r.header("WWW-Authenticate") or "").startswith("Basic"), r.headers
+    expect(s.get("/healthz"), 200)
+    assert db_keys(s) == [], db_keys(s)
+
+
+@on_auth_stack()
+def test_default_namespace_lists_no_tenant(s):
+    """Straight on the FastCGI socket (where the web server is trusted):
+    without REMOTE_USER a request is in the default namespace, which lists
+    none of the tenants' locks; with it, it is that tenant."""
+    alice, bob = users(s)
+    ga = alice.acquire_ok("t-1")
+    gb = bob.acquire_ok("!early")       # sorts before '/'
+    sock = worker_socket(s)
+    st, body = fcgi_request(sock, "POST", "/lock/t-0/acquire", body=b"ttl=30")
+    assert st == 200 and body["lock"] == "t-0", (st, body)
+    st, body = fcgi_request(sock, "POST", "/lock/!0/acquire", body=b"ttl=30")
+    assert st == 200, (st, body)
+    st, body = fcgi_request(sock, "GET", "/locks")
+    assert st == 200 and [e["lock"] for e in body["locks"]] == ["!0", "t-0"], body
+    st, body = fcgi_request(sock, "GET", "/locks?prefix=%2F")
+    assert st == 200 and body["locks"] == [], body
+    st, body = fcgi_request(sock, "GET", "/locks?after=!0&limit=1")
+    assert st == 200 and [e["lock"] for e in body["locks"]] == ["t-0"], body
+    # A client's header is HTTP_REMOTE_USER: still the default namespace.
+    st, body = fcgi_request(sock, "GET", "/locks", {"HTTP_REMOTE_USER": "alice"})
+    assert [e["lock"] for e in body["locks"]] == ["!0", "t-0"], body
+    # REMOTE_USER itself is believed: whoever reaches this socket is trusted.
+    st, body = fcgi_request(sock, "GET", "/locks", {"REMOTE_USER": "alice"})
+    assert [e["lock"] for e in body["locks"]] == ["t-1"], body
+    st, body = fcgi_request(sock, "GET", "/lock/x", {"REMOTE_USER": "a" * 129})
+    assert st == 400 and "REMOTE_USER" in body["message"], (st, body)
+    expect(alice.release("t-1", ga["token"]), 200)
+    expect(bob.release("!early", gb["token"]), 200)
+
+
+@shared
+def test_remote_user_header_changes_nothing(s):
+    """Without authentication, a Remote-User header is just a header: the
+    lock is in the default namespace, under its own name."""
+    h = {"Remote-User": "alice"}
+    r = expect(s.post(lpath("t-spoof", "acquire"), form={"owner": "spoof"}, headers=h), 200)
+    assert r["lock"] == "t-spoof", r.short()
+    st = expect(s.get(lpath("t-spoof")), 200)
+    assert st["held"] is True and st["holders"][0]["owner"] == "spoof", st.short()
+    keys = db_keys(s)
+    assert "t-spoof" in keys and not any(k.startswith("/") for k in keys), keys
+    expect(s.post(lpath("t-spoof", "release"), form={"token": r["token"]}, headers=h), 200)
+
+
+@conf(anonymous="deny")
+def test_anonymous_deny(s):
+    """anonymous = deny and no authentication configured: every lock
+    operation is httplock's JSON 401, a Remote-User header or not;
+    /healthz still answers."""
+    for h in ({}, {"Remote-User": "alice"}):
+        for method, path, form in (("POST", lpath("t-deny", "acquire"), {}),
+                                   ("POST", lpath("t-deny", "release"), {"token": "0" * 32}),
+                                   ("GET", lpath("t-deny"), None),
+                                   ("GET", "/locks", None)):
+            r = s.request(method, path, form=form, headers=h)
+            expect(r, 401, "unauthorized")
+            assert "anonymous = deny" in r["message"], r.short()
+    expect(s.get("/healthz"), 200)
+    assert db_keys(s) == [], db_keys(s)
