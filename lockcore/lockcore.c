@@ -36,6 +36,11 @@
 #define BUSY_SLEEP_MAX   1000   /* longest sleep in the busy handler, µs */
 #define TOKEN_BYTES      (LC_TOKEN_LEN / 2)
 #define ERRBUF_LEN       256
+#define CKPT_FRAMES      1000   /* checkpoint when the WAL has this many
+                                   frames (SQLite's own default) */
+#define CKPT_WAIT_MS     20     /* longest wait of one checkpoint */
+#define WAL_LIMIT        (8 * 1024 * 1024)  /* journal_size_limit, bytes:
+                                   twice what CKPT_FRAMES frames take */
 
 /*
  * Rows of `locks` are never deleted: fence_seq must keep growing for a name
@@ -178,6 +183,8 @@ struct lockcore {
 	int              busy_ms;          /* give up waiting after this */
 	struct timespec  busy_t0;          /* when the current wait began */
 	char             err[ERRBUF_LEN];  /* last error, for lockcore_errmsg */
+	int              wal_frames;       /* WAL frames after our last commit */
+	int              ckpt_at;          /* checkpoint when wal_frames gets here */
 };
 
 /* The lock row a transaction works on. */
@@ -445,6 +452,53 @@ tx_begin(struct lockcore *lc, bool write)
 	return run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
 }
 
+/*
+ * Checkpoints.  SQLite's automatic checkpoint is PASSIVE: it copies back
+ * only the frames no reader still needs and never waits.  With two worker
+ * processes committing back to back there is always a newer frame than
+ * the one it copied, so the WAL was never fully copied back, never started
+ * over from its beginning, and grew by ~100 MB a second while every
+ * commit past 1,000 frames retried the checkpoint (and its fsyncs).
+ * Instead the wal hook notes the WAL's size after each of our commits and,
+ * past CKPT_FRAMES, the connection that committed runs one RESTART
+ * checkpoint: it takes the write lock (so no frame is appended meanwhile),
+ * copies everything back, and waits for readers to leave the WAL, so the
+ * next writer starts the WAL over.  Its waits are capped at CKPT_WAIT_MS
+ * because it holds the write lock while it waits; if it cannot finish, the
+ * next attempt comes CKPT_FRAMES later.  journal_size_limit then keeps the
+ * file itself from staying at the size a long reader once let it reach.
+ * Durability is unchanged: the checkpoint syncs the WAL before copying and
+ * the database after, as the automatic one does.
+ */
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct lockcore *lc = arg;
+
+	(void)db;
+	(void)name;
+	lc->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+/*
+ * Runs after a commit of ours when the WAL is long.  A failure is not the
+ * caller's (its commit is done) and is only retried later.
+ */
+static void
+checkpoint(struct lockcore *lc)
+{
+	int rc, busy_ms = lc->busy_ms;
+
+	if (lc->busy_ms > CKPT_WAIT_MS)
+		lc->busy_ms = CKPT_WAIT_MS;
+	rc = sqlite3_wal_checkpoint_v2(lc->db, NULL, SQLITE_CHECKPOINT_RESTART,
+	    NULL, NULL);
+	lc->busy_ms = busy_ms;
+	lc->ckpt_at = rc == SQLITE_OK ? CKPT_FRAMES :
+	    lc->wal_frames + CKPT_FRAMES;
+}
+
 static int
 tx_end(struct lockcore *lc, int rc)
 {
@@ -453,6 +507,8 @@ tx_end(struct lockcore *lc, int rc)
 
 		if (crc < 0)
 			rc = crc;
+		else if (lc->wal_frames >= lc->ckpt_at)
+			checkpoint(lc);
 	}
 	/* Some errors (I/O, full disk, no memory) roll back on their own. */
 	if (rc < 0 && !sqlite3_get_autocommit(lc->db))
@@ -613,6 +669,15 @@ lockcore_open(struct lockcore **out, const char *path,
 	what = "synchronous";
 	(void)snprintf(pragma, sizeof(pragma), "PRAGMA synchronous=%s",
 	    opts != NULL && opts->synchronous_full ? "FULL" : "NORMAL");
+	if (sqlite3_exec(lc->db, pragma, NULL, NULL, NULL) != SQLITE_OK) {
+		why = sqlite3_errmsg(lc->db);
+		goto out;
+	}
+	what = "journal_size_limit";
+	lc->ckpt_at = CKPT_FRAMES;
+	(void)sqlite3_wal_hook(lc->db, wal_hook, lc);
+	(void)snprintf(pragma, sizeof(pragma),
+	    "PRAGMA journal_size_limit=%d", WAL_LIMIT);
 	if (sqlite3_exec(lc->db, pragma, NULL, NULL, NULL) != SQLITE_OK) {
 		why = sqlite3_errmsg(lc->db);
 		goto out;

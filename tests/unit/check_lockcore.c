@@ -6,6 +6,7 @@
  * liveness or concurrency is the point.
  */
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -892,6 +893,70 @@ START_TEST(test_other_inval)
 }
 END_TEST
 
+/* Size of the WAL of dbpath in bytes, 0 if there is none. */
+static off_t
+wal_size(void)
+{
+	char path[160];
+	struct stat sb;
+
+	ck_assert(snprintf(path, sizeof(path), "%s-wal", dbpath) <
+	    (int)sizeof(path));
+	if (stat(path, &sb) < 0) {
+		ck_assert_int_eq(errno, ENOENT);
+		return 0;
+	}
+	return sb.st_size;
+}
+
+/* n grant/release cycles on "wal", taking turns between a and b. */
+static void
+wal_cycles(struct lockcore *a, struct lockcore *b, int n, int64_t *now)
+{
+	struct lock_grant g;
+	int i;
+
+	for (i = 0; i < n; i++, *now += 2) {
+		g = must_grant(i % 2 ? a : b, "wal", *now);
+		must_release(i % 2 ? b : a, &g, *now + 1, false);
+	}
+}
+
+/*
+ * The WAL stays bounded while two connections write in turn (two worker
+ * processes), and a WAL that a long reader made grow is cut back once the
+ * reader is gone.  WAL_MAX is lockcore.c's journal_size_limit.
+ */
+#define WAL_MAX (8 * 1024 * 1024)
+START_TEST(test_wal_bounded)
+{
+	struct lockcore *lc2 = open_db(dbpath, &opts);
+	sqlite3 *rd = NULL;
+	int64_t now = T0;
+	int i;
+
+	for (i = 0; i < 40; i++) {
+		wal_cycles(lc, lc2, 100, &now);
+		ck_assert_msg(wal_size() <= WAL_MAX, "WAL %lld bytes after %d"
+		    " cycles", (long long)wal_size(), (i + 1) * 100);
+	}
+	/* A reader keeps its snapshot: no checkpoint can finish. */
+	ck_assert_int_eq(sqlite3_open(dbpath, &rd), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM locks",
+	    NULL, NULL, NULL), SQLITE_OK);
+	wal_cycles(lc, lc2, 1200, &now);
+	ck_assert_msg(wal_size() > WAL_MAX, "WAL only %lld bytes",
+	    (long long)wal_size());
+	ck_assert_int_eq(sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(rd), SQLITE_OK);
+	wal_cycles(lc, lc2, 500, &now);
+	ck_assert_msg(wal_size() <= WAL_MAX, "WAL %lld bytes after the"
+	    " reader left", (long long)wal_size());
+	lockcore_close(lc2);
+}
+END_TEST
+
 START_TEST(test_two_connections)
 {
 	struct lockcore *lc2 = open_db(dbpath, &opts);
@@ -1157,6 +1222,7 @@ lockcore_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_two_connections);
+	tcase_add_test(tc, test_wal_bounded);
 	tcase_add_test(tc, test_busy_handler);
 	tcase_add_test(tc, test_processes);
 	suite_add_tcase(s, tc);
