@@ -54,6 +54,7 @@ struct conf_key {
 
 static const char *const sync_words[] = { "normal", "full", NULL };
 static const char *const anonymous_words[] = { "allow", "deny", NULL };
+static const char *const no_yes_words[] = { "no", "yes", NULL };
 
 static const struct conf_key keys[] = {
 	{ "database", K_PATH, F(database), S(database), 0, 0,
@@ -84,6 +85,14 @@ static const struct conf_key keys[] = {
 	  "must be 'normal' or 'full'", sync_words },
 	{ "anonymous", K_CHOICE, F(anonymous_deny), 0, 0, 0,
 	  "must be 'allow' or 'deny'", anonymous_words },
+	{ "coord_autostart", K_CHOICE, F(coord_autostart), 0, 0, 0,
+	  "must be 'no' or 'yes'", no_yes_words },
+	{ "coord_idle_exit", K_SECONDS, F(coord_idle_exit_ms), 0, 0, 86400000,
+	  "must be a number of seconds from 0 to 86400", NULL },
+	{ "coord_binary", K_PATH, F(coord_binary), S(coord_binary), 0, 0,
+	  "must be shorter than 4096 bytes", NULL },
+	{ "coord_log", K_PATH, F(coord_log), S(coord_log), 0, 0,
+	  "must be shorter than 4096 bytes", NULL },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -110,6 +119,9 @@ conf_defaults(struct hl_conf *c)
 	c->max_threads = 512;
 	c->synchronous_full = 0;
 	c->anonymous_deny = 0;
+	c->coord_autostart = 0;
+	c->coord_idle_exit_ms = 300 * 1000;
+	/* coord_binary and coord_log stay empty: next to us, /dev/null. */
 }
 
 const char *

@@ -32,6 +32,13 @@ struct hl_conf {
 	int     anonymous_deny;              /* anonymous = allow | deny: may a
 	                                        request without REMOTE_USER
 	                                        use the default namespace */
+	int     coord_autostart;             /* coord_autostart = no | yes: a
+	                                        worker that finds no coordinator
+	                                        starts one (shared hosting) */
+	int64_t coord_idle_exit_ms;          /* coord_idle_exit = 300; 0: never */
+	char    coord_binary[CONF_PATH_MAX]; /* coord_binary = (empty: the
+	                                        httplock-coord next to the worker) */
+	char    coord_log[CONF_PATH_MAX];    /* coord_log = (empty: /dev/null) */
 };
 
 /* Fills *c with the defaults above. */

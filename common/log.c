@@ -29,9 +29,21 @@ void
 log_init(const char *ident, int debug)
 {
 	/* A cut ident is still a usable prefix, so truncation is fine here. */
+	const char *env = getenv("HTTPLOCK_DEBUG");
+
 	if (ident != NULL)
 		(void)snprintf(log_ident, sizeof(log_ident), "%s", ident);
+	/* HTTPLOCK_DEBUG=1 for processes whose flags are not ours to set
+	 * (lighttpd's bin-path runs the worker without arguments). */
+	if (env != NULL && strcmp(env, "1") == 0)
+		debug = 1;
 	log_debug_on = debug;
+}
+
+int
+log_debug_enabled(void)
+{
+	return log_debug_on;
 }
 
 void

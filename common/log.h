@@ -10,8 +10,13 @@
 
 #define LOG_FMT(a, b) __attribute__((format(printf, a, b)))
 
-/* `ident` prefixes each line ("httplock-worker[1234]: ..."). */
+/*
+ * `ident` prefixes each line ("httplock-worker[1234]: ...").  Debug lines
+ * are on if `debug` or if the environment has HTTPLOCK_DEBUG=1.
+ */
 void log_init(const char *ident, int debug);
+/* Nonzero when log_debug() writes: to skip work done only for its lines. */
+int log_debug_enabled(void);
 void log_to_syslog(void);
 
 void log_warn(const char *fmt, ...) LOG_FMT(1, 2);    /* appends strerror(errno) */

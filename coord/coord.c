@@ -16,6 +16,13 @@
  * registration withdrawn, in reap() at the end of the loop iteration, so
  * no code ever holds a pointer to a freed peer.
  *
+ * With -i SECONDS (given by a worker that started us, see
+ * fcgi/autostart.c) we exit once we have had nothing to do for that long:
+ * no registration.  Timers do not count: one that fires wakes only a
+ * registration, and a waiter that registers with our successor brings the
+ * holder's expiry along.  Connected notifiers do not count either: every
+ * worker keeps one open.
+ *
  * Housekeeping of the database (lockcore_sweep) may be added here later;
  * for now the coordinator does not open SQLite.
  */
@@ -96,6 +103,8 @@ static struct {
 	bool          quit;
 	bool          accept_paused;
 	int64_t       accept_resume; /* monotonic ms */
+	int64_t       idle_ms;       /* -i: exit after this long idle; 0: never */
+	int64_t       busy_at;       /* monotonic ms we last had work */
 
 	struct lock **buckets;
 	size_t        nbuckets;      /* a power of two */
@@ -808,7 +817,28 @@ do_signal(void)
 	}
 }
 
-/* epoll_wait's timeout: until the first timer or the accept pause ends. */
+/*
+ * With -i: notes whether we have work (a registration), and quits once we
+ * have had none for idle_ms.
+ */
+static void
+check_idle(void)
+{
+	int64_t now = clock_ms(CLOCK_MONOTONIC);
+
+	if (co.idle_ms == 0)
+		return;
+	if (co.nregs > 0)
+		co.busy_at = now;
+	else if (now - co.busy_at >= co.idle_ms) {
+		log_info("%s: idle for %lld ms, exiting", __func__,
+		    (long long)(now - co.busy_at));
+		co.quit = true;
+	}
+}
+
+/* epoll_wait's timeout: until the first timer, the accept pause or the
+ * idle exit ends. */
 static int
 next_timeout(void)
 {
@@ -826,6 +856,12 @@ next_timeout(void)
 	}
 	if (co.accept_paused) {
 		int64_t d = co.accept_resume - clock_ms(CLOCK_MONOTONIC);
+
+		if (d < t)
+			t = d;
+	}
+	if (co.idle_ms > 0 && co.nregs == 0) {
+		int64_t d = co.busy_at + co.idle_ms - clock_ms(CLOCK_MONOTONIC);
 
 		if (d < t)
 			t = d;
@@ -869,6 +905,7 @@ loop(void)
 		    clock_ms(CLOCK_MONOTONIC) >= co.accept_resume)
 			accept_pause(false);
 		reap();
+		check_idle();
 	}
 }
 
@@ -1051,7 +1088,8 @@ teardown(void)
 static noreturn void
 usage(void)
 {
-	fprintf(stderr, "usage: httplock-coord [-d] [-c config] [-s socket]\n");
+	fprintf(stderr, "usage: httplock-coord [-d] [-c config] [-i seconds] "
+	    "[-s socket]\n");
 	exit(1);
 }
 
@@ -1063,10 +1101,15 @@ main(int argc, char *argv[])
 	char err[512];
 	int ch, debug = 0;
 
-	while ((ch = getopt(argc, argv, "c:ds:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:di:s:")) != -1) {
 		switch (ch) {
 		case 'c': confpath = optarg; break;
 		case 'd': debug = 1; break;
+		case 'i':
+			if (parse_seconds(optarg, strlen(optarg), 86400000,
+			    &co.idle_ms) != 0)
+				usage();
+			break;
 		case 's': sockpath = optarg; break;
 		default: usage();
 		}
@@ -1088,6 +1131,9 @@ main(int argc, char *argv[])
 	claim_path(co.path);
 	listen_on(co.path);
 	setup_events();
+	/* A worker looks for us again every poll_interval: let the one that
+	 * started us (-i) register before we count ourselves idle. */
+	co.busy_at = clock_ms(CLOCK_MONOTONIC) + 2 * conf.poll_ms;
 	log_info("%s: listening on %s", __func__, co.path);
 
 	loop();

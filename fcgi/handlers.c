@@ -16,6 +16,7 @@
 
 #include <json.h>
 
+#include "autostart.h"
 #include "log.h"
 #include "proto.h"
 #include "worker.h"
@@ -200,13 +201,62 @@ db_leave(void)
 	pthread_mutex_unlock(&W.db_mu);
 }
 
+/*
+ * Log lines name a lock as its client does, followed by its tenant when
+ * there is one (percent-encoded as in the key, so it carries no control
+ * byte): "lock 'x'" or "lock 'x' of 'alice'".  Never a token.
+ */
+#define LOCK_FMT "lock '%s'%s%.*s%s"
+#define LOCK_ARGS(rq) (rq)->name, (rq)->tenant ? " of '" : "", \
+	(rq)->tenant ? (int)(rq)->nslen - 2 : 0, \
+	(rq)->tenant ? (rq)->key + 1 : "", (rq)->tenant ? "'" : ""
+
+/* The API's error code for a lockcore error, for log lines. */
+static const char *
+lc_code(int rc)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(lc_errors) / sizeof(lc_errors[0]); i++)
+		if (lc_errors[i].rc == rc)
+			return lc_errors[i].code;
+	return "internal";
+}
+
 /* On LC_E_DB, log SQLite's reason once per failure (never a token). */
 static void
-log_db_error(int rc, const char *op, const char *name)
+log_db_error(int rc, const char *op, const struct request *rq)
 {
-	if (rc == LC_E_DB && W.db != NULL)
-		log_warnx("%s on lock '%s': %s", op, name,
+	if (rc != LC_E_DB || W.db == NULL)
+		return;
+	if (rq->route == ROUTE_LIST)
+		log_warnx("%s of prefix '%s'%s%.*s%s: %s", op, rq->prefix,
+		    rq->tenant ? " of '" : "",
+		    rq->tenant ? (int)rq->nslen - 2 : 0,
+		    rq->tenant ? rq->key_prefix + 1 : "",
+		    rq->tenant ? "'" : "", lockcore_errmsg(W.db));
+	else
+		log_warnx("%s on " LOCK_FMT ": %s", op, LOCK_ARGS(rq),
 		    lockcore_errmsg(W.db));
+}
+
+/*
+ * The coordinator's state as waiters last found it: logged once per
+ * change, not once per request.
+ */
+static void
+coord_seen(bool up)
+{
+	static atomic_bool down;
+
+	if (up) {
+		if (atomic_load(&down) && atomic_exchange(&down, false))
+			log_info("coordinator at %s is back: waiters are "
+			    "woken again", W.conf.coord_socket);
+	} else if (!atomic_load(&down) && !atomic_exchange(&down, true))
+		log_warnx("coordinator at %s unreachable: waiters poll the "
+		    "database every %" PRId64 " ms until it is back",
+		    W.conf.coord_socket, (int64_t)W.conf.poll_ms);
 }
 
 /*
@@ -240,8 +290,8 @@ notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
  * to expire.
  */
 static void
-send_grant(FCGX_Request *fr, const struct lock_grant *g, const char *name,
-    int64_t started)
+send_grant(FCGX_Request *fr, const struct lock_grant *g,
+    const struct request *rq, int64_t started)
 {
 	char extra[64];
 	struct lockcore *db;
@@ -250,21 +300,22 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g, const char *name,
 
 	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
 	if (send_json(fr, 200, extra,
-	    grant_json(g, name, g->expires_at - g->acquired_at), false) == 0)
+	    grant_json(g, rq->name, g->expires_at - g->acquired_at), false) == 0)
 		return;
 	/* A grant replayed for a request_id may be in use by the request
 	 * that received it first: only a grant made for us is ours to undo. */
 	if (g->acquired_at < started) {
-		log_info("lock '%s': replayed grant with fence %" PRId64
-		    " undeliverable", g->name, g->fence);
+		log_info(LOCK_FMT ": replayed grant with fence %" PRId64
+		    " undeliverable", LOCK_ARGS(rq), g->fence);
 		return;
 	}
 	if ((db = db_enter()) == NULL)
 		return;
 	rc = lock_release(db, g->name, g->token, now_ms(), &wake);
 	db_leave();
-	log_info("lock '%s': grant with fence %" PRId64 " undeliverable, "
-	    "released (rc %d)", g->name, g->fence, rc);
+	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
+	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
+	    rc == LC_OK ? "released" : lc_code(rc));
 	if (wake)
 		notify(g->name, true, 0, 0);
 }
@@ -301,9 +352,10 @@ enum wait_end {
 
 /* One look at the database for a waiter; fills *g on LC_GRANTED. */
 static int
-wait_poll(const char *name, const struct lock_waiter_ident *who,
+wait_poll(const struct request *rq, const struct lock_waiter_ident *who,
     struct lock_wait_info *info, struct lock_grant *g)
 {
+	const char *name = rq->key;
 	struct lockcore *db;
 	bool wake = false;
 	int rc;
@@ -311,7 +363,7 @@ wait_poll(const char *name, const struct lock_waiter_ident *who,
 	if ((db = db_enter()) == NULL)
 		return LC_E_DB;
 	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
-	log_db_error(rc, "poll", name);
+	log_db_error(rc, "poll", rq);
 	db_leave();
 	if (rc == LC_GRANTED)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
@@ -364,10 +416,11 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
  * is no longer this request's.
  */
 static enum wait_end
-acquire_wait(FCGX_Request *fr, const char *name,
+acquire_wait(FCGX_Request *fr, const struct request *rq,
     const struct lock_waiter_ident *who, int64_t deadline,
     struct lock_wait_info *info, struct lock_grant *g, int *rc)
 {
+	const char *name = rq->key;
 	struct coord_waiter *cw = NULL;
 	enum wait_end end;
 	bool registered = false, look = false;
@@ -383,7 +436,7 @@ acquire_wait(FCGX_Request *fr, const char *name,
 		if (look || (look_at != 0 && now >= look_at)) {
 			look = false;
 			look_at = 0;
-			*rc = wait_poll(name, who, info, g);
+			*rc = wait_poll(rq, who, info, g);
 			if (*rc == LC_GRANTED) {
 				end = WAIT_GRANTED;
 				break;
@@ -408,8 +461,9 @@ acquire_wait(FCGX_Request *fr, const char *name,
 			break;
 		}
 		if (!registered && now >= retry_coord) {
-			if (cw == NULL)
-				cw = coord_waiter_open(W.conf.coord_socket);
+			if (cw == NULL &&
+			    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL)
+				autostart_coord(errno);
 			if (cw != NULL && coord_waiter_register(cw, name,
 			    info->waiter_id, info->holder_expires,
 			    COORD_ACK_MS) == COORDC_OK) {
@@ -418,8 +472,10 @@ acquire_wait(FCGX_Request *fr, const char *name,
 				 * more now that it does. */
 				registered = true;
 				look = true;
+				coord_seen(true);
 				continue;
 			}
+			coord_seen(false);
 			/* No coordinator: poll.  Its last wake may have gone
 			 * to nobody, so look now as well. */
 			if (retry_coord == 0 || cw != NULL)
@@ -475,6 +531,7 @@ acquire_wait(FCGX_Request *fr, const char *name,
 				registered = false;
 				retry_coord = now + W.conf.poll_ms;
 				look = true;
+				coord_seen(false);
 			}
 		}
 	}
@@ -485,9 +542,10 @@ acquire_wait(FCGX_Request *fr, const char *name,
 /* Withdraws a waiter row (best effort: a row left behind by a failing
  * database dies with its deadline). */
 static void
-wait_withdraw(const char *name, const struct lock_waiter_ident *who,
+wait_withdraw(const struct request *rq, const struct lock_waiter_ident *who,
     int64_t waiter_id)
 {
+	const char *name = rq->key;
 	struct lockcore *db;
 	bool wake = false;
 	int rc;
@@ -495,10 +553,33 @@ wait_withdraw(const char *name, const struct lock_waiter_ident *who,
 	if ((db = db_enter()) == NULL)
 		return;
 	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake);
-	log_db_error(rc, "abandon", name);
+	log_db_error(rc, "abandon", rq);
 	db_leave();
 	if (wake)
 		notify(name, true, 0, 0);
+}
+
+/* Set while this process refuses waiters for want of threads. */
+static atomic_bool threads_full;
+
+/* The debug line of an acquire's outcome; `started` is its arrival. */
+static void
+log_acquire(const struct request *rq, int rc, const struct lock_grant *g,
+    int64_t started, bool wait)
+{
+	int64_t waited = now_ms() - started;
+
+	if (rc == LC_GRANTED)
+		log_debug(LOCK_FMT ": granted, fence %" PRId64 ", owner '%s', "
+		    "waited %" PRId64 " ms%s", LOCK_ARGS(rq), g->fence,
+		    g->owner, waited, g->acquired_at < started ?
+		    " (replayed for its request_id)" : "");
+	else if (rc == LC_BUSY)
+		log_debug(LOCK_FMT ": %s after %" PRId64 " ms", LOCK_ARGS(rq),
+		    wait ? "timeout" : "held, no wait", waited);
+	else
+		log_debug(LOCK_FMT ": acquire ended after %" PRId64 " ms: %s",
+		    LOCK_ARGS(rq), waited, lc_code(rc));
 }
 
 static void
@@ -528,18 +609,28 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 		return;
 	}
 	rc = lock_acquire(db, &ar, now, &g, &info);
-	log_db_error(rc, "acquire", rq->key);
+	log_db_error(rc, "acquire", rq);
 	db_leave();
 
 	if (rc == LC_QUEUED && atomic_load(&W.waiting) >=
 	    W.conf.max_threads - THREAD_RESERVE) {
 		/* Keep threads for the releases and renewals that free
 		 * waiters, or they would all wait for their timeouts. */
-		wait_withdraw(rq->key, &ar.who, info.waiter_id);
+		wait_withdraw(rq, &ar.who, info.waiter_id);
+		if (!atomic_load(&threads_full) &&
+		    !atomic_exchange(&threads_full, true))
+			log_warnx("%d of max_threads %d are waiting: new "
+			    "waiters are refused (too_many_waiters)",
+			    atomic_load(&W.waiting), W.conf.max_threads);
+		log_debug(LOCK_FMT ": acquire refused: too_many_waiters "
+		    "(threads)", LOCK_ARGS(rq));
 		send_error(fr, 503, "too_many_waiters", "this worker's threads "
 		    "are all waiting (max_threads); retry", NULL, false);
 		return;
 	}
+	if (rc == LC_QUEUED && atomic_load(&threads_full) &&
+	    atomic_exchange(&threads_full, false))
+		log_info("threads free again: waiters are accepted");
 	if (rc == LC_QUEUED) {
 		enum wait_end end;
 
@@ -548,7 +639,7 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 		if (ar.request_id != NULL)
 			notify(rq->key, false, info.waiter_id, 0);
 		atomic_fetch_add(&W.waiting, 1);
-		end = acquire_wait(fr, rq->key, &ar.who, ar.deadline, &info,
+		end = acquire_wait(fr, rq, &ar.who, ar.deadline, &info,
 		    &g, &rc);
 		atomic_fetch_sub(&W.waiting, 1);
 		switch (end) {
@@ -556,24 +647,27 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 			rc = LC_GRANTED;
 			break;
 		case WAIT_TIMEOUT:
-			wait_withdraw(rq->key, &ar.who, info.waiter_id);
+			wait_withdraw(rq, &ar.who, info.waiter_id);
 			rc = LC_BUSY;
 			break;
 		case WAIT_CLIENT_GONE:
-			wait_withdraw(rq->key, &ar.who, info.waiter_id);
-			log_debug("lock '%s': waiter %" PRId64 " left (client "
-			    "gone)", rq->key, info.waiter_id);
+			wait_withdraw(rq, &ar.who, info.waiter_id);
+			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn "
+			    "after %" PRId64 " ms: client gone", LOCK_ARGS(rq),
+			    info.waiter_id, now_ms() - now);
 			return;
 		case WAIT_STOPPING:
 			/* Answer first: the database may be slow to let us
 			 * withdraw, and a stop must be quick. */
 			send_error(fr, 503, "unavailable",
 			    "the server is shutting down; retry", NULL, false);
-			wait_withdraw(rq->key, &ar.who, info.waiter_id);
+			wait_withdraw(rq, &ar.who, info.waiter_id);
+			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: "
+			    "worker stopping", LOCK_ARGS(rq), info.waiter_id);
 			return;
 		case WAIT_ERROR:
 			if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
-				wait_withdraw(rq->key, &ar.who,
+				wait_withdraw(rq, &ar.who,
 				    info.waiter_id);
 			/* Another waiter removes rows past their deadline:
 			 * a row gone after our deadline timed out, it was
@@ -583,9 +677,11 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 			break;
 		}
 	}
+	if (log_debug_enabled())
+		log_acquire(rq, rc, &g, now, ar.wait);
 	switch (rc) {
 	case LC_GRANTED:
-		send_grant(fr, &g, rq->name, now);
+		send_grant(fr, &g, rq, now);
 		break;
 	case LC_BUSY:
 		send_error(fr, 423, "timeout",
@@ -611,10 +707,12 @@ handle_release(FCGX_Request *fr, const struct request *rq)
 		return;
 	}
 	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake);
-	log_db_error(rc, "release", rq->key);
+	log_db_error(rc, "release", rq);
 	db_leave();
 	if (wake)
 		notify(rq->key, true, 0, 0);
+	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
+	    rc == LC_OK ? "released" : lc_code(rc));
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
@@ -637,8 +735,10 @@ handle_renew(FCGX_Request *fr, const struct request *rq)
 		return;
 	}
 	rc = lock_renew(db, rq->key, rq->token, rq->ttl_ms, now_ms(), &g);
-	log_db_error(rc, "renew", rq->key);
+	log_db_error(rc, "renew", rq);
 	db_leave();
+	log_debug(LOCK_FMT ": renew: %s", LOCK_ARGS(rq),
+	    rc == LC_OK ? "renewed" : lc_code(rc));
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
@@ -664,10 +764,13 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 	}
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
 	    &wake);
-	log_db_error(rc, "cancel", rq->key);
+	log_db_error(rc, "cancel", rq);
 	db_leave();
 	if (wake || kick != 0)
 		notify(rq->key, wake, kick, 0);
+	log_debug(LOCK_FMT ": cancel: %s", LOCK_ARGS(rq),
+	    rc != LC_OK ? lc_code(rc) : held ? "cancelled (was held)" :
+	    "cancelled (was waiting)");
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
 		return;
@@ -692,7 +795,7 @@ handle_status(FCGX_Request *fr, const struct request *rq)
 		return;
 	}
 	rc = lock_status(db, rq->key, now_ms(), &st);
-	log_db_error(rc, "status", rq->key);
+	log_db_error(rc, "status", rq);
 	db_leave();
 	if (rc != LC_OK) {
 		send_lc_error(fr, rc, NULL);
@@ -758,7 +861,7 @@ handle_list(FCGX_Request *fr, const struct request *rq)
 	rc = lock_list(db, rq->key_prefix, rq->key_skip,
 	    rq->key_after[0] != '\0' ? rq->key_after : NULL, rq->limit,
 	    now_ms(), list_one, &lo, &more);
-	log_db_error(rc, "list", rq->key_prefix);
+	log_db_error(rc, "list", rq);
 	db_leave();
 	if (rc != LC_OK) {
 		json_object_put(arr);

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autostart.h"
 #include "log.h"
 #include "worker.h"
 
@@ -535,6 +536,7 @@ main(int argc, char **argv)
 	W.limits.default_ttl_ms = W.conf.default_ttl_ms;
 	W.limits.max_ttl_ms = W.conf.max_ttl_ms;
 	W.limits.max_wait_ms = W.conf.max_wait_ms;
+	autostart_init(&W.conf, confpath);
 
 	if (!detached) {
 		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)

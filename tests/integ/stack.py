@@ -366,12 +366,17 @@ class Stack:
     """front: "lighttpd" or "apache" (default HTTPLOCK_FRONT); mount: the
     URL prefix httplock is mounted at ("/" or e.g. "/httplock"), which
     request() and url() put before every path.  lighttpd_conf: another
-    lighttpd configuration (e.g. conf/lighttpd-auth.conf); extra_env: more
-    environment for the front end (may be filled in before start())."""
+    lighttpd configuration (e.g. conf/lighttpd-auth.conf); apache_conf: another
+    Apache configuration (e.g. conf/apache-auth.conf); extra_env: more
+    environment for the front end (may be filled in before start()).
+    start_coord: whether start() starts httplock-coord; by default it does
+    unless the conf sets coord_autostart = yes (then the workers start it:
+    see auto_coords())."""
 
     def __init__(self, conf_overrides=None, label="stack", front=None, mount="/",
-                 lighttpd_conf=None, extra_env=None):
+                 lighttpd_conf=None, extra_env=None, apache_conf=None, start_coord=None):
         self.lighttpd_conf = lighttpd_conf or LIGHTTPD_CONF
+        self.apache_conf = apache_conf or APACHE_CONF
         self.extra_env = dict(extra_env or {})
         for path, what in ((WORKER_BIN, "worker"), (COORD_BIN, "coordinator")):
             if not os.access(path, os.X_OK):
@@ -405,6 +410,12 @@ class Stack:
         self.conf = dict((k, v.format(dir=self.dir)) for k, v in DEFAULT_CONF)
         for k, v in (conf_overrides or {}).items():
             self.conf[k] = v
+        if start_coord is None:
+            start_coord = self.conf.get("coord_autostart", "no").lower() != "yes"
+        self.with_coord = start_coord
+        if self.conf.get("coord_autostart", "no").lower() == "yes":
+            self.conf.setdefault("coord_binary", COORD_BIN)
+            self.conf.setdefault("coord_log", os.path.join(self.rundir, "coord.log"))
         self.port = None
         self.coord = None            # Popen
         self.front = None            # Popen: lighttpd, or Apache's parent
@@ -426,7 +437,8 @@ class Stack:
     def start(self):
         self.write_conf()
         self.stopped = False
-        self.start_coord()
+        if self.with_coord:
+            self.start_coord()
         self.start_front()
 
     def _popen(self, argv, logname, env=None):
@@ -545,7 +557,7 @@ class Stack:
         if self.front_name == "lighttpd":
             argv, out = [LIGHTTPD, "-D", "-f", self.lighttpd_conf], "lighttpd.out"
         else:
-            argv, out = [APACHE2, "-DFOREGROUND", "-f", APACHE_CONF], "apache.out"
+            argv, out = [APACHE2, "-DFOREGROUND", "-f", self.apache_conf], "apache.out"
             if self.pool is None or self.pool.poll() is not None:
                 self.start_pool()
         attempts = 0
@@ -647,6 +659,23 @@ class Stack:
                 pass
         return sorted(out)
 
+    def auto_coords(self):
+        """Live httplock-coord processes started by this stack's workers
+        (coord_autostart): found by "-c <our conf>" on their command line."""
+        out = []
+        for pid in _all_pids():
+            if _proc_comm(pid) != "httplock-coord" or not pid_alive(pid):
+                continue
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if self.conf_path.encode() in argv and \
+                    (self.coord is None or pid != self.coord.pid):
+                out.append(pid)
+        return sorted(out)
+
     def kill_coord(self, sig=signal.SIGKILL, timeout_s=5.0):
         """Signals the coordinator and waits for it to exit."""
         self.coord.send_signal(sig)
@@ -709,6 +738,13 @@ class Stack:
             except Exception:
                 problems.append("%s (pid %d) did not exit within %.1f s of SIGTERM" % (
                     name, p.pid, timeout_s))
+        autos = self.auto_coords()
+        for pid in autos:
+            os.kill(pid, signal.SIGTERM)
+        left = max(0.05, timeout_s - (time.monotonic() - t0))
+        if wait_gone(autos, left):
+            problems.append("auto-started httplock-coord did not exit within %.1f s of "
+                            "SIGTERM: %s" % (timeout_s, autos))
         left = max(0.05, timeout_s - (time.monotonic() - t0))
         alive = wait_gone(sorted(workers | set(self.stray_workers())), left)
         elapsed = time.monotonic() - t0
@@ -722,7 +758,7 @@ class Stack:
     def force_kill(self):
         """SIGKILL everything of this stack, whatever state it is in."""
         self.stopped = True
-        pids = set(self.stray_workers())
+        pids = set(self.stray_workers()) | set(self.auto_coords())
         for p in (self.front, self.pool, self.coord):
             if p is None:
                 continue

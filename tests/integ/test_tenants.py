@@ -1,11 +1,14 @@
-"""Tenants from web-server authentication (docs/tenants.md): lighttpd with
-basic auth (conf/lighttpd-auth.conf) and two users, each with a lock
-namespace of their own; a client's Remote-User header changes nothing;
-anonymous = deny refuses unauthenticated requests.
+"""Tenants from web-server authentication (docs/tenants.md): the front end
+with basic auth (lighttpd: conf/lighttpd-auth.conf; Apache:
+conf/apache-auth.conf) and two users, each with a lock namespace of their
+own; a client's Remote-User header changes nothing; anonymous = deny
+refuses unauthenticated requests.  Worker log lines name the lock and the
+tenant, never a token, a password or the internal key.
 
-The auth tests run on a stack of their own, started here from
-conf/lighttpd-auth.conf with a generated htpasswd file; they are marked
-@shared only so that run.py does not start a second, unused stack for them.
+The auth tests run on a stack of their own, started here behind the
+front end the suite runs behind (HTTPLOCK_FRONT) with a generated htpasswd
+file; they are marked @shared only so that run.py does not start a second,
+unused stack for them.
 Some requests go straight to a worker's FastCGI socket, as the web server
 would, to show what the default namespace lists and that the socket is
 trusted with REMOTE_USER.
@@ -24,7 +27,9 @@ import time
 import stack as stackmod
 from stack import BG, conf, expect, log, lpath, shared, wait_for
 
-AUTH_CONF = os.path.join(stackmod.SRCDIR, "conf", "lighttpd-auth.conf")
+CONFDIR = os.path.join(stackmod.SRCDIR, "conf")
+AUTH_CONF = os.path.join(CONFDIR, "lighttpd-auth.conf")
+APACHE_AUTH_CONF = os.path.join(CONFDIR, "apache-auth.conf")
 
 USERS = {
     "alice": "alice-pw",
@@ -39,18 +44,19 @@ LONG_USER = "ops/" * 20 + "%x"
 
 def htpasswd_line(user, password):
     """A "{SHA}" line (base64 of SHA-1), which lighttpd's htpasswd backend
-    takes and the standard library can make."""
+    and Apache's mod_authn_file take and the standard library can make."""
     digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
     return "%s:{SHA}%s\n" % (user, digest)
 
 
-def start_auth_stack(label, conf_overrides=None):
-    """A started lighttpd + basic auth stack knowing USERS."""
-    kw = {}
-    if "front" in stackmod.Stack.__init__.__code__.co_varnames:
-        kw["front"] = "lighttpd"
-    s = stackmod.Stack(conf_overrides, label=label, lighttpd_conf=AUTH_CONF,
-                       extra_env={}, **kw)
+def start_auth_stack(label, conf_overrides=None, extra_env=None):
+    """A started basic-auth stack knowing USERS, behind the suite's front
+    end."""
+    env = {"HTTPLOCK_CONFDIR": CONFDIR}
+    env.update(extra_env or {})
+    s = stackmod.Stack(conf_overrides, label=label, front=stackmod.FRONT,
+                       lighttpd_conf=AUTH_CONF, apache_conf=APACHE_AUTH_CONF,
+                       extra_env=env)
     try:
         path = os.path.join(s.dir, "htpasswd")
         with open(path, "w") as f:
@@ -64,18 +70,20 @@ def start_auth_stack(label, conf_overrides=None):
     return s
 
 
-def on_auth_stack(conf_overrides=None):
+def on_auth_stack(conf_overrides=None, extra_env=None, after_stop=None):
     """Runs the test as fn(auth_stack): started before, stopped and its logs
-    checked after, removed in any case."""
+    checked after (and after_stop(auth_stack) called), removed in any case."""
     def mark(fn):
         @functools.wraps(fn)
         def run(_shared_stack):
-            s = start_auth_stack(fn.__name__, conf_overrides)
+            s = start_auth_stack(fn.__name__, conf_overrides, extra_env)
             ok = False
             try:
                 fn(s)
                 s.stop()
                 s.check_logs()
+                if after_stop is not None:
+                    after_stop(s)
                 ok = True
             except BaseException:
                 log(s.log_tails(20).replace("\n", "\n    "))
@@ -299,9 +307,10 @@ def test_waiters_in_a_tenant(s):
 
 
 @on_auth_stack()
-def test_authentication_by_lighttpd(s):
-    """Wrong or missing credentials are lighttpd's 401 (not JSON); a
-    Remote-User header authenticates nobody; /healthz stays open."""
+def test_authentication_by_web_server(s):
+    """Wrong or missing credentials are the web server's 401 (not JSON); a
+    Remote-User header authenticates nobody; /healthz stays open; a path
+    spelled with %-escapes is still behind the password."""
     cases = [
         ("wrong password", User(s, "alice", "nope")),
         ("unknown user", User(s, "mallory", "x")),
@@ -317,7 +326,17 @@ def test_authentication_by_lighttpd(s):
             assert not ct.startswith("application/json"), "%s: %s %s" % (what, ct, r.short())
             assert (r.header("WWW-Authenticate") or "").startswith("Basic"), r.headers
     expect(s.get("/healthz"), 200)
-    assert db_keys(s) == [], db_keys(s)
+    # The right password works, a Remote-User header beside it changes
+    # nothing: the lock is alice's.
+    alice = User(s, "alice", USERS["alice"], extra={"Remote-User": "bob"})
+    g = alice.acquire_ok("t-auth")
+    assert db_keys(s) == ["/alice/t-auth"], db_keys(s)
+    expect(alice.release("t-auth", g["token"]), 200)
+    if s.front_name == "apache":
+        # apache-auth.conf protects everything but /healthz, so an escape
+        # in the path does not get around it ("%6C" is "l").
+        r = s.request("GET", "/%6Cocks", expect_json=False)
+        assert r.status == 401, r.short()
 
 
 @on_auth_stack()
@@ -349,6 +368,56 @@ def test_default_namespace_lists_no_tenant(s):
     assert st == 400 and "REMOTE_USER" in body["message"], (st, body)
     expect(alice.release("t-1", ga["token"]), 200)
     expect(bob.release("!early", gb["token"]), 200)
+
+
+def check_debug_log(s):
+    """After test_log_lines: the workers' lines (their stderr: lighttpd's
+    own stderr, or the pool's behind Apache) tell what happened to which
+    lock of which tenant, and never show a password, credentials or the key
+    (the tokens are checked by check_logs)."""
+    text = "".join(s.log_text(n) for n in stackmod.LOG_FILES)
+    lines = [l for l in text.splitlines() if "httplock-worker" in l]
+    a, b = "lock 't-log' of 'alice'", "lock 't-log' of 'bob'"
+
+    def has(*parts):
+        assert any(all(p in l for p in parts) for l in lines), \
+            "no log line with %r in:\n%s" % (parts, "\n".join(lines[-40:]))
+    has(a, ": granted, fence ", "owner 'first'", "waited ")
+    has(a, ": timeout after ")
+    has(a, ": held, no wait after ")
+    has(b, ": release: not_held")
+    has(b, ": granted, fence ", "owner 'b'")
+    has(a, ": granted, fence ", "owner 'second'", "waited ")
+    has(a, ": release: released")
+    has(a, ": renew: renewed")
+    has(a, ": cancel: cancelled (was held)")
+    for secret in list(USERS.values()) + [
+            base64.b64encode(("%s:%s" % (u, p)).encode()).decode()
+            for u, p in USERS.items()] + ["/alice/t-log", "/bob/t-log"]:
+        assert secret not in text, "%r appears in the logs" % secret
+
+
+@on_auth_stack(extra_env={"HTTPLOCK_DEBUG": "1"}, after_stop=check_debug_log)
+def test_log_lines(s):
+    """With HTTPLOCK_DEBUG=1, a grant / timeout / wait / release / renew /
+    cancel cycle in two tenants is logged per request (checked after the
+    stack stopped, in check_debug_log)."""
+    alice, bob = users(s)
+    a = alice.acquire_ok("t-log", owner="first", ttl=30)
+    expect(alice.acquire("t-log", timeout=0.2), 423, "timeout")
+    expect(alice.acquire("t-log", timeout=0), 423, "timeout")
+    expect(bob.release("t-log", a["token"]), 409, "not_held")
+    b = bob.acquire_ok("t-log", owner="b")
+    expect(bob.release("t-log", b["token"]), 200)
+    w = BG(alice.acquire, "t-log", owner="second")
+    wait_for(lambda: alice.status("t-log")["waiters"] == 1, 5, "a waiter")
+    expect(alice.renew("t-log", a["token"], ttl=20), 200)
+    expect(alice.release("t-log", a["token"]), 200)
+    g = expect(w.get(8), 200)
+    expect(alice.release("t-log", g["token"]), 200)
+    alice.acquire_ok("t-log", owner="third", request_id="rid-log")
+    r = expect(alice.cancel("t-log", "rid-log"), 200)
+    assert r["was"] == "held", r.short()
 
 
 @shared

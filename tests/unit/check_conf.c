@@ -40,6 +40,10 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.max_threads, 512);
 	ck_assert_int_eq(c.synchronous_full, 0);
 	ck_assert_int_eq(c.anonymous_deny, 0);
+	ck_assert_int_eq(c.coord_autostart, 0);
+	ck_assert_int_eq(c.coord_idle_exit_ms, 300000);
+	ck_assert_str_eq(c.coord_binary, "");
+	ck_assert_str_eq(c.coord_log, "");
 }
 END_TEST
 
@@ -59,6 +63,10 @@ static const char FULL[] =
     "threads = 4\n"
     "max_threads = 4\n"
     "anonymous = deny\n"
+    "coord_autostart = YES\n"
+    "coord_idle_exit = 1.5\n"
+    "coord_binary = /opt/hl/bin/httplock-coord\n"
+    "coord_log = /home/u/hl/coord.log\n"
     "synchronous = full";      /* no final newline */
 
 START_TEST(test_full)
@@ -82,6 +90,10 @@ START_TEST(test_full)
 	ck_assert_int_eq(c.max_threads, 4);
 	ck_assert_int_eq(c.synchronous_full, 1);
 	ck_assert_int_eq(c.anonymous_deny, 1);
+	ck_assert_int_eq(c.coord_autostart, 1);
+	ck_assert_int_eq(c.coord_idle_exit_ms, 1500);
+	ck_assert_str_eq(c.coord_binary, "/opt/hl/bin/httplock-coord");
+	ck_assert_str_eq(c.coord_log, "/home/u/hl/coord.log");
 }
 END_TEST
 
@@ -231,6 +243,18 @@ static const struct ccase ccases[] = {
 	ERR("anonymous = allow\nanonymous = deny", FILE_NAME ":2: anonymous: "
 	    "duplicate key (first set on line 1)"),
 
+	/* coord_autostart, coord_idle_exit (coord_binary, coord_log: paths) */
+	OK("coord_autostart = no", "coord_autostart", 0),
+	OK("coord_autostart = yes", "coord_autostart", 1),
+	ERR("coord_autostart = 1", FILE_NAME ":1: coord_autostart: must be "
+	    "'no' or 'yes'"),
+	OK("coord_idle_exit = 0", "coord_idle_exit", 0),
+	OK("coord_idle_exit = 86400", "coord_idle_exit", 86400000),
+	ERR("coord_idle_exit = 86400.001", "coord_idle_exit: must be a number "
+	    "of seconds from 0 to 86400"),
+	ERR("coord_binary = httplock-coord", "coord_binary: must be an "
+	    "absolute path"),
+
 	/* Syntax */
 	ERR("foo = 1", FILE_NAME ":1: foo: unknown key"),
 	ERR("MAX_WAIT = 1", FILE_NAME ":1: MAX_WAIT: unknown key"),
@@ -281,6 +305,10 @@ field_val(const struct hl_conf *c, const char *f)
 		return c->synchronous_full;
 	if (strcmp(f, "anonymous") == 0)
 		return c->anonymous_deny;
+	if (strcmp(f, "coord_autostart") == 0)
+		return c->coord_autostart;
+	if (strcmp(f, "coord_idle_exit") == 0)
+		return c->coord_idle_exit_ms;
 	ck_abort_msg("test table names an unknown field '%s'", f);
 	return -1;
 }
@@ -528,7 +556,9 @@ START_TEST(test_sample)
 		if (line[0] != '#' && strchr(line, '=') != NULL)
 			nkeys++;
 	}
-	ck_assert_int_eq(nkeys, 12);
+	/* coord_binary and coord_log default to empty, which no line can
+	 * say: the sample shows them commented out. */
+	ck_assert_int_eq(nkeys, 14);
 }
 END_TEST
 
