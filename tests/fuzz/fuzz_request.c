@@ -6,7 +6,8 @@
  * valid name, or fails with a 4xx and an error code.  A parsed request is
  * then scoped (request_scope) twice: to the default namespace, and to the
  * Lock-Token field taken as REMOTE_USER; its key is the namespace followed
- * by the name, and only a tenant's starts with '/'.
+ * by the name, and only a tenant's starts with '/' (but a default-namespace
+ * list's prefix may: its key_skip "/" then leaves every key out).
  */
 #include <assert.h>
 #include <stddef.h>
@@ -34,7 +35,14 @@ check_scope(struct request rq, const char *user)
 	assert(strlen(k) <= LC_KEY_MAX);
 	if (rq.route == ROUTE_HEALTH)
 		return;
-	assert((k[0] == '/') == rq.tenant);
+	/*
+	 * Only a tenant's keys start with '/'.  A list in the default
+	 * namespace may still ask for a prefix starting with '/' (names
+	 * never do): it answers an empty list, as its key_skip "/" leaves
+	 * out every key the prefix could match.
+	 */
+	assert((k[0] == '/') == rq.tenant ||
+	    (rq.route == ROUTE_LIST && !rq.tenant && rq.prefix[0] == '/'));
 	if (rq.route == ROUTE_LIST) {
 		assert(strcmp(k + rq.nslen, rq.prefix) == 0);
 		assert((rq.key_skip != NULL) == !rq.tenant);
