@@ -186,6 +186,7 @@ db_enter(void)
 	memset(&opts, 0, sizeof(opts));
 	opts.busy_timeout_ms = (int)W.conf.busy_timeout_ms;
 	opts.synchronous_full = W.conf.synchronous_full;
+	opts.live_clock = 1;
 	if (lockcore_open(&W.db, W.conf.database, &opts, err,
 	    sizeof(err)) != 0) {
 		log_warnx("%s: %s", __func__, err);

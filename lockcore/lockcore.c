@@ -181,6 +181,7 @@ struct lockcore {
 	sqlite3         *db;
 	sqlite3_stmt    *st[S_COUNT];
 	int              busy_ms;          /* give up waiting after this */
+	int              live_clock;       /* read the time after BEGIN */
 	struct timespec  busy_t0;          /* when the current wait began */
 	char             err[ERRBUF_LEN];  /* last error, for lockcore_errmsg */
 	int              wal_frames;       /* WAL frames after our last commit */
@@ -447,9 +448,22 @@ busy_wait(void *arg, int count)
  * (or when the commit fails); it returns rc, or the commit's error.
  */
 static int
-tx_begin(struct lockcore *lc, bool write)
+tx_begin(struct lockcore *lc, bool write, int64_t *now)
 {
-	return run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
+	int rc;
+
+	rc = run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
+	/* With a live clock the transaction's time is read once it has the
+	 * database: the caller's `now` may predate a wait for the write
+	 * lock, and a grant stamped with it would get a shorter lease and an
+	 * acquired_at earlier than an older grant's. */
+	if (rc == 0 && lc->live_clock) {
+		int64_t t = lockcore_now_ms();
+
+		if (t > *now)
+			*now = t;
+	}
+	return rc;
 }
 
 /*
@@ -651,6 +665,7 @@ lockcore_open(struct lockcore **out, const char *path,
 		goto out;
 	}
 	lc->busy_ms = opts != NULL ? opts->busy_timeout_ms : BUSY_DEFAULT_MS;
+	lc->live_clock = opts != NULL && opts->live_clock;
 	if (lc->busy_ms < 0)
 		lc->busy_ms = 0;
 	if (sqlite3_open_v2(path, &lc->db, SQLITE_OPEN_READWRITE |
@@ -1235,7 +1250,7 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 	    !acquire_valid(req, now))
 		return LC_E_INVAL;
 	rid = opt_rid(req->request_id);
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	if ((rc = lock_get(lc, req->name, true, &lr, &found)) < 0 ||
 	    (rc = purge_holders(lc, lr.id, now, NULL)) < 0)
@@ -1303,7 +1318,7 @@ lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
 	    wake_next == NULL || waiter_id <= 0)
 		return LC_E_INVAL;
 	*wake_next = false;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = poll_tx(lc, waiter_id, who, now, grant, info, wake_next);
 	return tx_end(lc, rc);
@@ -1339,7 +1354,7 @@ lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
 	if (lc == NULL || who == NULL || wake_next == NULL || waiter_id <= 0)
 		return LC_E_INVAL;
 	*wake_next = false;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = abandon_tx(lc, waiter_id, who, now, wake_next);
 	return tx_end(lc, rc);
@@ -1403,7 +1418,7 @@ lock_release(struct lockcore *lc, const char *name, const char *token,
 	*wake_next = false;
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = release_tx(lc, name, token, now, wake_next);
 	return tx_end(lc, rc);
@@ -1441,9 +1456,12 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 		return LC_E_INVAL;
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	rc = renew_tx(lc, name, token, expires, now, grant);
+	if (__builtin_add_overflow(now, ttl_ms, &expires))
+		rc = LC_E_INVAL;
+	else
+		rc = renew_tx(lc, name, token, expires, now, grant);
 	return tx_end(lc, rc);
 }
 
@@ -1496,7 +1514,7 @@ lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
 	*was_held = false;
 	*kick_waiter = 0;
 	*wake_next = false;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = cancel_tx(lc, name, request_id, now, was_held, kick_waiter,
 	    wake_next);
@@ -1548,7 +1566,7 @@ lock_status(struct lockcore *lc, const char *name, int64_t now,
 	if (lc == NULL || !valid_str(name, LC_KEY_MAX) || st == NULL)
 		return LC_E_INVAL;
 	memset(st, 0, sizeof(*st));
-	if ((rc = tx_begin(lc, false)) < 0)
+	if ((rc = tx_begin(lc, false, &now)) < 0)
 		return rc;
 	rc = status_tx(lc, name, now, st);
 	return tx_end(lc, rc);
@@ -1652,7 +1670,7 @@ lock_list(struct lockcore *lc, const char *prefix, const char *skip,
 	    !valid_opt(after, LC_KEY_MAX))
 		return LC_E_INVAL;
 	*more = false;
-	if ((rc = tx_begin(lc, false)) < 0)
+	if ((rc = tx_begin(lc, false, &now)) < 0)
 		return rc;
 	rc = list_run(lc, prefix != NULL ? prefix : "",
 	    skip != NULL ? skip : "", after != NULL ? after : "", limit, now,
@@ -1706,7 +1724,7 @@ lockcore_sweep(struct lockcore *lc, int64_t now, int *changed)
 	if (lc == NULL || changed == NULL)
 		return LC_E_INVAL;
 	*changed = 0;
-	if ((rc = tx_begin(lc, true)) < 0)
+	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = sweep_tx(lc, now, changed);
 	rc = tx_end(lc, rc);

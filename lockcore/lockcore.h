@@ -61,6 +61,10 @@ struct lockcore;
 struct lockcore_opts {
 	int busy_timeout_ms;     /* give up on a locked database after this */
 	int synchronous_full;    /* 1: PRAGMA synchronous=FULL, 0: NORMAL */
+	int live_clock;          /* 1: a transaction's time is the wall clock
+	                            once it has the database, if later than the
+	                            caller's `now` (servers); 0: exactly `now`
+	                            (tests) */
 };
 
 /* Identity of one waiting request.  `pid` and `pstart` (the process start

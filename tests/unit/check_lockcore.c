@@ -40,7 +40,7 @@ static char long_name[LC_KEY_MAX + 2];
 static char long_owner[LC_OWNER_MAX + 2];
 static char long_rid[LC_REQUEST_ID_MAX + 2];
 
-static const struct lockcore_opts opts = { 5000, 0 };
+static const struct lockcore_opts opts = { 5000, 0, 0 };
 
 static struct lockcore *
 open_db(const char *path, const struct lockcore_opts *o)
@@ -923,6 +923,31 @@ wal_cycles(struct lockcore *a, struct lockcore *b, int n, int64_t *now)
 }
 
 /*
+ * With live_clock, a transaction's time is the wall clock once it has the
+ * database when the caller's `now` is older (it waited for the lock):
+ * grants and renewals are stamped then, never earlier.
+ */
+START_TEST(test_live_clock)
+{
+	struct lockcore_opts lo = { 5000, 0, 1 };
+	struct lockcore *c = open_db(dbpath, &lo);
+	struct lock_grant g, g2;
+	int64_t before = lockcore_now_ms(), stale = before - 60000;
+
+	g = must_grant(c, "live", stale);
+	ck_assert_int_ge(g.acquired_at, before);
+	ck_assert_int_eq(g.expires_at, g.acquired_at + TTL);
+	ck_assert_int_eq(lock_renew(c, "live", g.token, TTL, stale, &g2),
+	    LC_OK);
+	ck_assert_int_ge(g2.expires_at, before + TTL);
+	/* A `now` in the future is kept: the clock only moves it forward. */
+	g = must_grant(c, "live2", before + 3600000);
+	ck_assert_int_eq(g.acquired_at, before + 3600000);
+	lockcore_close(c);
+}
+END_TEST
+
+/*
  * The WAL stays bounded while two connections write in turn (two worker
  * processes), and a WAL that a long reader made grow is cut back once the
  * reader is gone.  WAL_MAX is lockcore.c's journal_size_limit.
@@ -1063,7 +1088,7 @@ hold_db(int hold_ms)
 
 START_TEST(test_busy_handler)
 {
-	static const struct lockcore_opts quick = { 50, 1 };
+	static const struct lockcore_opts quick = { 50, 1, 0 };
 	struct lock_grant g;
 	struct timespec t0;
 	int64_t ms;
@@ -1223,6 +1248,7 @@ lockcore_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_two_connections);
 	tcase_add_test(tc, test_wal_bounded);
+	tcase_add_test(tc, test_live_clock);
 	tcase_add_test(tc, test_busy_handler);
 	tcase_add_test(tc, test_processes);
 	suite_add_tcase(s, tc);
