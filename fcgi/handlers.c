@@ -189,10 +189,17 @@ db_enter(void)
 	opts.live_clock = 1;
 	if (lockcore_open(&W.db, W.conf.database, &opts, err,
 	    sizeof(err)) != 0) {
-		log_warnx("%s: %s", __func__, err);
+		/* Said once per outage, not once per request (db_mu held). */
+		if (!W.db_open_failed)
+			log_warnx("%s: %s", __func__, err);
+		W.db_open_failed = true;
 		pthread_mutex_unlock(&W.db_mu);
 		return NULL;
 	}
+	if (W.db_open_failed)
+		log_info("%s: database %s open again", __func__,
+		    W.conf.database);
+	W.db_open_failed = false;
 	return W.db;
 }
 

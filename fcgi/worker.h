@@ -23,6 +23,7 @@ struct worker {
 	struct request_limits  limits;
 	pthread_mutex_t        db_mu;      /* serialises all use of db */
 	struct lockcore       *db;         /* opened lazily; NULL when broken */
+	bool                   db_open_failed; /* last open failed (logged) */
 	struct coord_notifier *notifier;
 	pid_t                  pid;
 	uint64_t               pstart;     /* our start time, for waiter rows */
