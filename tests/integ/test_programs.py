@@ -86,3 +86,22 @@ def _config_cases(d, cases):
             assert rc != 0, "%s accepted %r" % (os.path.basename(prog), text)
             assert want in err, "%s on %r: expected %r in stderr, got %r" % (
                 os.path.basename(prog), text, want, err)
+
+
+@shared
+@fronts("lighttpd")
+def test_coordinator_bad_arguments(s):
+    d = tempfile.mkdtemp(prefix="hlcargs", dir="/tmp")
+    try:
+        conf = _conf(d, "database = %s/db\ncoord_socket = %s/c.sock\n" % (d, d))
+        for args in (["-i", "abc"], ["-i", "-1"], ["-i", "1e3"], ["-i", "999999999"],
+                     ["-x"], ["extra"]):
+            rc, err, el = _run([COORD_BIN, "-c", conf] + args)
+            log("coord %s -> exit %d in %.0f ms" % (" ".join(args), rc, el * 1000))
+            assert rc != 0, "coordinator %s exited 0" % args
+            assert "usage" in err or "invalid option" in err, \
+                "coordinator %s: no usage message: %r" % (args, err)
+            assert not os.path.exists(os.path.join(d, "c.sock")), \
+                "coordinator %s left a socket behind" % args
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
