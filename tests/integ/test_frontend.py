@@ -211,4 +211,19 @@ def test_pool_supervisor(s):
         (time.monotonic() - t0) * 1000))
     assert not left, "orphaned workers: %s" % left
     s.start_pool()
+    # Seen once in ~10 runs: Apache's first connection to the restarted
+    # pool was refused (AH02454) though the pool already accepted ours;
+    # not understood yet (see the closing note).  The service must be back
+    # within a bound; every transient answer is counted and printed.
+    transient = []
+
+    def back():
+        try:
+            return s.get("/healthz").status == 200
+        except AssertionError as e:
+            transient.append(str(e)[:80])
+            return False
+    wait_for(back, 5, "the service through the restarted pool")
+    log("after the supervisor's SIGKILL and restart: %d transient answers %s" % (
+        len(transient), transient))
     s.assert_healthy_and_working("pool-restarted-again")
