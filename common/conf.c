@@ -83,6 +83,8 @@ static const struct conf_key keys[] = {
 	  "must be an integer from 1 to 65536", NULL },
 	{ "synchronous", K_CHOICE, F(synchronous_full), 0, 0, 0,
 	  "must be 'normal' or 'full'", sync_words },
+	{ "crash_grace", K_CHOICE, F(crash_grace), 0, 0, 0,
+	  "must be 'yes' or 'no'", no_yes_words },
 	{ "anonymous", K_CHOICE, F(anonymous_deny), 0, 0, 0,
 	  "must be 'allow' or 'deny'", anonymous_words },
 	{ "coord_autostart", K_CHOICE, F(coord_autostart), 0, 0, 0,
@@ -118,6 +120,7 @@ conf_defaults(struct hl_conf *c)
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;
+	c->crash_grace = 1;
 	c->anonymous_deny = 0;
 	c->coord_autostart = 0;
 	c->coord_idle_exit_ms = 300 * 1000;

@@ -29,6 +29,10 @@ struct hl_conf {
 	int     threads;                     /* threads = 8 (per worker, at start) */
 	int     max_threads;                 /* max_threads = 512 (per worker) */
 	int     synchronous_full;            /* synchronous = normal | full */
+	int     crash_grace;                 /* crash_grace = yes | no: refuse
+	                                        new grants after an unclean
+	                                        shutdown until lost leases
+	                                        have expired */
 	int     anonymous_deny;              /* anonymous = allow | deny: may a
 	                                        request without REMOTE_USER
 	                                        use the default namespace */

@@ -64,6 +64,10 @@ static const struct lc_error lc_errors[] = {
 	    "place in the queue" },
 	{ LC_E_DB, 503, "unavailable", "the lock database is unavailable" },
 	{ LC_E_NOMEM, 503, "unavailable", "out of memory" },
+	{ LC_E_RECOVERING, 503, "unavailable",
+	    "recovering from an unclean shutdown (power loss or OS crash): "
+	    "no new grant until every lease that may have been lost has "
+	    "expired" },
 };
 
 static const char *
@@ -145,6 +149,29 @@ send_error(FCGX_Request *fr, int status, const char *code, const char *msg,
 	(void)send_json(fr, status, allow != NULL ? extra : NULL, o, head);
 }
 
+/*
+ * 503 while lockcore's grace after an unclean shutdown runs: says until
+ * when, as Retry-After (whole seconds, rounded up) and in the body.
+ */
+static void
+send_recovering(FCGX_Request *fr, const char *message)
+{
+	json_object *o = json_object_new_object();
+	int64_t until = atomic_load(&W.grace_until);
+	int64_t left = until - lockcore_now_ms();
+	char extra[64];
+
+	if (left < 0)
+		left = 0;
+	json_object_object_add(o, "error", jstr("unavailable"));
+	json_object_object_add(o, "message", jstr(message));
+	json_object_object_add(o, "recovering_until", jsecs(until));
+	json_object_object_add(o, "retry_after", jsecs(left));
+	snprintf(extra, sizeof(extra), "Retry-After: %" PRId64,
+	    (left + 999) / 1000);
+	(void)send_json(fr, 503, extra, o, false);
+}
+
 /* Answers a lockcore error; `what` refines the message when not NULL. */
 static void
 send_lc_error(FCGX_Request *fr, int rc, const char *what)
@@ -158,7 +185,10 @@ send_lc_error(FCGX_Request *fr, int rc, const char *what)
 		if (rc == LC_E_TOO_MANY)
 			snprintf(msg, sizeof(msg), "%s: max_waiters is %d",
 			    lc_errors[i].message, W.conf.max_waiters);
-		else
+		else if (rc == LC_E_RECOVERING) {
+			send_recovering(fr, lc_errors[i].message);
+			return;
+		} else
 			snprintf(msg, sizeof(msg), "%s%s%s",
 			    lc_errors[i].message, what != NULL ? ": " : "",
 			    what != NULL ? what : "");
@@ -178,6 +208,8 @@ static struct lockcore *
 db_enter(void)
 {
 	struct lockcore_opts opts;
+	struct lockcore_recovery rec;
+	const char *v;
 	char err[256];
 
 	pthread_mutex_lock(&W.db_mu);
@@ -187,6 +219,12 @@ db_enter(void)
 	opts.busy_timeout_ms = (int)W.conf.busy_timeout_ms;
 	opts.synchronous_full = W.conf.synchronous_full;
 	opts.live_clock = 1;
+	opts.no_crash_grace = !W.conf.crash_grace;
+	opts.max_ttl_ms = W.conf.max_ttl_ms;
+	/* Only the tests set these, to play a reboot without one. */
+	opts.boot_id = getenv("HTTPLOCK_TEST_BOOT_ID");
+	if ((v = getenv("HTTPLOCK_TEST_BOOT_TIME")) != NULL)
+		opts.boot_time_ms = strtoll(v, NULL, 10);
 	if (lockcore_open(&W.db, W.conf.database, &opts, err,
 	    sizeof(err)) != 0) {
 		/* Said once per outage, not once per request (db_mu held). */
@@ -200,6 +238,19 @@ db_enter(void)
 		log_info("%s: database %s open again", __func__,
 		    W.conf.database);
 	W.db_open_failed = false;
+	lockcore_recovery(W.db, &rec);
+	atomic_store(&W.grace_until, rec.grace_until);
+	if (rec.recovered)
+		log_warnx("database %s: %d connection(s) of an earlier boot "
+		    "never closed (power loss or OS crash) and may have lost "
+		    "their last commits; fences now start at %" PRId64 "%s",
+		    W.conf.database, rec.stale_sessions, rec.fence_floor,
+		    rec.grace_until > 0 ? "" : ", no grace (crash_grace = no)");
+	if (rec.grace_until > 0)
+		log_warnx("database %s: no new grant for %" PRId64 " s, until "
+		    "every lease granted before the crash has expired",
+		    W.conf.database,
+		    (rec.grace_until - lockcore_now_ms() + 999) / 1000);
 	return W.db;
 }
 
@@ -888,6 +939,7 @@ handle_health(FCGX_Request *fr, const struct request *rq)
 	struct coord_stats cs;
 	struct lockcore *db;
 	json_object *o = json_object_new_object();
+	int64_t grace;
 	bool db_ok = false, coord_ok;
 
 	if ((db = db_enter()) != NULL) {
@@ -905,6 +957,10 @@ handle_health(FCGX_Request *fr, const struct request *rq)
 	json_object_object_add(o, "worker_pid", json_object_new_int(W.pid));
 	json_object_object_add(o, "threads",
 	    json_object_new_int(atomic_load(&W.nthreads)));
+	/* Still 200: reads, renewals and releases work meanwhile. */
+	if (db_ok && (grace = atomic_load(&W.grace_until)) >
+	    lockcore_now_ms())
+		json_object_object_add(o, "recovering_until", jsecs(grace));
 	if (!db_ok)
 		json_object_object_add(o, "error", jstr("unavailable"));
 	(void)send_json(fr, db_ok ? 200 : 503, NULL, o, rq->head);

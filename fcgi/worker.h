@@ -24,6 +24,7 @@ struct worker {
 	pthread_mutex_t        db_mu;      /* serialises all use of db */
 	struct lockcore       *db;         /* opened lazily; NULL when broken */
 	bool                   db_open_failed; /* last open failed (logged) */
+	_Atomic int64_t        grace_until;    /* no new grant before (ms) */
 	struct coord_notifier *notifier;
 	pid_t                  pid;
 	uint64_t               pstart;     /* our start time, for waiter rows */

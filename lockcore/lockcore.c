@@ -29,7 +29,7 @@
 
 #include "lockcore.h"
 
-#define SCHEMA_VERSION   1
+#define SCHEMA_VERSION   2
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
 #define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
@@ -41,6 +41,36 @@
 #define CKPT_WAIT_MS     20     /* longest wait of one checkpoint */
 #define WAL_LIMIT        (8 * 1024 * 1024)  /* journal_size_limit, bytes:
                                    twice what CKPT_FRAMES frames take */
+#define FENCE_JUMP       ((int64_t)1 << 32)  /* fences skipped after an
+                                   unclean shutdown (see below) */
+#define BOOT_ID_LEN      64
+
+/*
+ * Unclean shutdowns.  With synchronous=NORMAL in WAL mode a commit survives
+ * the crash of its process (the OS still has it) but not an OS crash or a
+ * power loss: the last commits before it may be gone from the file when
+ * the machine comes back.  Those commits may have granted locks whose
+ * clients still hold them (their processes ran on other machines), and
+ * their fences were seen.  So every connection registers itself in
+ * `sessions` with the kernel's boot id, in a transaction synced to disk
+ * (synchronous=FULL for that commit) before it can grant anything, and
+ * removes its row when closed.  A later open that finds a row of another
+ * boot knows that the machine went down under a connection that was open:
+ * if that connection ran with synchronous=NORMAL, commits may have been
+ * lost, and in the same transaction that removes the stale rows it
+ *  - raises meta.fence_floor to FENCE_JUMP above the highest fence on disk,
+ *    so no fence that a lost commit issued is issued again (the lost tail
+ *    of the WAL holds far fewer than 2^32 grants), and
+ *  - unless no_crash_grace, sets meta.grace_until to the time this boot
+ *    began plus the longest lease any of those connections could grant:
+ *    every lost grant was made before the crash, hence before the boot,
+ *    and has expired by then.  Until then no new grant is made
+ *    (LC_E_RECOVERING); renewals, releases and reads go on.
+ * A row of this boot whose process is gone is a process crash, which
+ * loses nothing, and is only removed.  A machine that was shut down
+ * cleanly closed its connections first and needs nothing.  With
+ * synchronous=FULL every grant was on disk before it was answered.
+ */
 
 /*
  * Rows of `locks` are never deleted: fence_seq must keep growing for a name
@@ -52,7 +82,17 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 1);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 2);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('fence_floor', 0);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('grace_until', 0);"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    " id INTEGER PRIMARY KEY,"
+    " boot_id TEXT NOT NULL,"
+    " pid INTEGER NOT NULL,"
+    " pstart INTEGER NOT NULL,"
+    " sync_full INTEGER NOT NULL,"
+    " max_ttl_ms INTEGER NOT NULL,"
+    " opened_at INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS locks("
     " id INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
@@ -82,7 +122,9 @@ static const char schema_sql[] =
     " wkey INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS waiters_lock ON waiters(lock_id, id);"
     "CREATE UNIQUE INDEX IF NOT EXISTS waiters_req ON waiters(lock_id,"
-    " request_id) WHERE request_id IS NOT NULL;";
+    " request_id) WHERE request_id IS NOT NULL;"
+    /* Version 1 (no sessions, no fence floor) is upgraded in place. */
+    "UPDATE meta SET value = 2 WHERE key = 'schema_version' AND value = 1;";
 
 enum stmt_id {
 	S_BEGIN,
@@ -123,11 +165,12 @@ static const char *const sqltab[S_COUNT] = {
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_VERSION] = "SELECT value FROM meta WHERE key = 'schema_version'",
-	[S_PING] = "SELECT count(*) FROM meta",
+	[S_PING] = "INSERT OR REPLACE INTO meta(key, value)"
+	    " VALUES ('health_probe', ?1)",
 	[S_LOCK_GET] = "SELECT id, max_holders FROM locks WHERE name = ?1",
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
 	[S_FENCE_BUMP] =
-	    "UPDATE locks SET fence_seq = fence_seq + 1 WHERE id = ?1",
+	    "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2) WHERE id = ?1",
 	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
 	[S_H_PURGE] =
 	    "DELETE FROM holders WHERE lock_id = ?1 AND expires_at <= ?2",
@@ -186,6 +229,8 @@ struct lockcore {
 	char             err[ERRBUF_LEN];  /* last error, for lockcore_errmsg */
 	int              wal_frames;       /* WAL frames after our last commit */
 	int              ckpt_at;          /* checkpoint when wal_frames gets here */
+	int64_t          session;          /* our row of `sessions`, 0 if none */
+	struct lockcore_recovery rec;      /* fence floor and grace in force */
 };
 
 /* The lock row a transaction works on. */
@@ -571,8 +616,9 @@ out:
 }
 
 /*
- * True if the schema exists.  Checked first because creating it needs the
- * write lock, which a busy database may not give a new connection soon.
+ * True if the schema exists at this version.  Checked first because
+ * creating or upgrading it needs the write lock, which a busy database may
+ * not give a new connection soon.
  */
 static bool
 has_schema(sqlite3 *db)
@@ -582,12 +628,17 @@ has_schema(sqlite3 *db)
 
 	yes = sqlite3_prepare_v2(db, "SELECT value FROM meta"
 	    " WHERE key = 'schema_version'", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW;
+	    sqlite3_step(s) == SQLITE_ROW &&
+	    sqlite3_column_int64(s, 0) == SCHEMA_VERSION;
 	(void)sqlite3_finalize(s);
 	return yes;
 }
 
-/* Creates the schema if absent, in one transaction.  0 or -1. */
+/*
+ * Creates the schema if absent, or upgrades an older one, in one
+ * transaction (every statement of schema_sql may run again).  A newer
+ * schema is left for check_version() to refuse.  0 or -1.
+ */
 static int
 make_schema(sqlite3 *db, const char **why)
 {
@@ -646,6 +697,236 @@ check_version(struct lockcore *lc, const char **why)
 	return rc;
 }
 
+/* Sessions: see "Unclean shutdowns" at the top. */
+
+/* The kernel's boot id (a UUID that changes at every boot). */
+static void
+read_boot_id(char *buf, size_t size)
+{
+	ssize_t n = -1;
+	int fd;
+
+	buf[0] = '\0';
+	if ((fd = open("/proc/sys/kernel/random/boot_id",
+	    O_RDONLY | O_CLOEXEC)) >= 0) {
+		do
+			n = read(fd, buf, size - 1);
+		while (n < 0 && errno == EINTR);
+		(void)close(fd);
+	}
+	if (n < 0)
+		n = 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	/* Without one every start would look like a new boot: better a
+	 * grace after each restart than none after a power loss. */
+	if (buf[0] == '\0')
+		(void)snprintf(buf, size, "unknown-%ld", (long)getpid());
+}
+
+/* Wall-clock time at which this boot began, ms. */
+static int64_t
+boot_time_ms(void)
+{
+	struct timespec up;
+	int64_t t;
+
+	if (clock_gettime(CLOCK_BOOTTIME, &up) < 0)
+		return lockcore_now_ms();
+	t = (int64_t)up.tv_sec * 1000 + up.tv_nsec / 1000000;
+	return lockcore_now_ms() - t;
+}
+
+/* Prepares a statement used once per connection.  0 or an LC_E_ code. */
+static int
+prepare1(struct lockcore *lc, const char *sql, sqlite3_stmt **out)
+{
+	int rc = sqlite3_prepare_v2(lc->db, sql, -1, out, NULL);
+
+	return rc == SQLITE_OK ? 0 : dbfail(lc, rc);
+}
+
+static int
+meta_get(struct lockcore *lc, const char *key, int64_t *v)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, brc = SQLITE_OK;
+	bool found;
+
+	if ((rc = prepare1(lc, "SELECT value FROM meta WHERE key = ?1",
+	    &s)) < 0)
+		return rc;
+	bind_txt(s, 1, key, &brc);
+	rc = step_row(lc, s, brc, &found);
+	*v = rc == 0 && found ? sqlite3_column_int64(s, 0) : 0;
+	(void)sqlite3_finalize(s);
+	return rc;
+}
+
+static int
+meta_set(struct lockcore *lc, const char *key, int64_t v)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, brc = SQLITE_OK;
+
+	if ((rc = prepare1(lc, "INSERT OR REPLACE INTO meta(key, value)"
+	    " VALUES (?1, ?2)", &s)) < 0)
+		return rc;
+	bind_txt(s, 1, key, &brc);
+	bind_i64(s, 2, v, &brc);
+	rc = run(lc, s, brc);
+	(void)sqlite3_finalize(s);
+	return rc;
+}
+
+/*
+ * Removes the sessions that are over: those of another boot (noting in
+ * *lost whether one of them ran with synchronous=NORMAL, and in *ttl the
+ * longest lease one of them could grant) and those of this boot whose
+ * process is gone.  Like walk_waiters(), the scan restarts after a delete.
+ */
+static int
+reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
+    int64_t *ttl)
+{
+	sqlite3_stmt *s = NULL, *d = NULL;
+	int64_t last = 0;
+	int rc;
+
+	*lost = false;
+	*ttl = 0;
+	if ((rc = prepare1(lc, "SELECT id, boot_id, pid, pstart, sync_full,"
+	    " max_ttl_ms FROM sessions WHERE id > ?1 ORDER BY id", &s)) < 0 ||
+	    (rc = prepare1(lc, "DELETE FROM sessions WHERE id = ?1", &d)) < 0)
+		goto out;
+	for (;;) {
+		const char *b;
+		int64_t id = 0;
+		int brc = SQLITE_OK;
+		bool found, other = false, drop = false;
+
+		bind_i64(s, 1, last, &brc);
+		if ((rc = step_row(lc, s, brc, &found)) < 0 || !found) {
+			done(s);
+			break;
+		}
+		id = sqlite3_column_int64(s, 0);
+		b = (const char *)sqlite3_column_text(s, 1);
+		other = b == NULL || strcmp(b, boot) != 0;
+		drop = other || !lockcore_proc_alive(
+		    (pid_t)sqlite3_column_int64(s, 2),
+		    (uint64_t)sqlite3_column_int64(s, 3));
+		if (other) {
+			lc->rec.stale_sessions++;
+			if (sqlite3_column_int(s, 4) == 0)
+				*lost = true;
+			if (sqlite3_column_int64(s, 5) > *ttl)
+				*ttl = sqlite3_column_int64(s, 5);
+		}
+		done(s);
+		last = id;
+		if (!drop)
+			continue;
+		bind_i64(d, 1, id, &brc);
+		if ((rc = run(lc, d, brc)) < 0)
+			break;
+	}
+out:
+	(void)sqlite3_finalize(s);
+	(void)sqlite3_finalize(d);
+	return rc;
+}
+
+/*
+ * The session transaction of lockcore_open(): reaps the sessions that are
+ * over, recovers from an unclean shutdown if one of them says so, adds
+ * ours and reads the floor and grace in force.  It is committed with
+ * synchronous=FULL, so our row is on disk before we grant anything.
+ */
+static int
+open_session(struct lockcore *lc, const struct lockcore_opts *opts,
+    const char **why)
+{
+	char boot[BOOT_ID_LEN + 1];
+	sqlite3_stmt *s = NULL;
+	int64_t now = lockcore_now_ms(), ttl, floor, top, until, my_ttl;
+	int rc, brc = SQLITE_OK;
+	bool lost, found, full = opts != NULL && opts->synchronous_full;
+
+	my_ttl = opts != NULL && opts->max_ttl_ms > 0 ? opts->max_ttl_ms :
+	    LC_GRACE_DEFAULT_MS;
+	if (opts != NULL && opts->boot_id != NULL)
+		(void)snprintf(boot, sizeof(boot), "%s", opts->boot_id);
+	else
+		read_boot_id(boot, sizeof(boot));
+	if (!full && sqlite3_exec(lc->db, "PRAGMA synchronous=FULL", NULL,
+	    NULL, NULL) != SQLITE_OK) {
+		*why = sqlite3_errmsg(lc->db);
+		return -1;
+	}
+	if ((rc = tx_begin(lc, true, &now)) < 0)
+		goto out;
+	if ((rc = reap_sessions(lc, boot, &lost, &ttl)) < 0 ||
+	    (rc = meta_get(lc, "fence_floor", &floor)) < 0 ||
+	    (rc = meta_get(lc, "grace_until", &until)) < 0)
+		goto end;
+	if (lost) {
+		lc->rec.recovered = 1;
+		if ((rc = prepare1(lc, "SELECT max(fence_seq) FROM locks",
+		    &s)) < 0)
+			goto end;
+		rc = step_row(lc, s, SQLITE_OK, &found);
+		top = rc == 0 && found ? sqlite3_column_int64(s, 0) : 0;
+		(void)sqlite3_finalize(s);
+		s = NULL;
+		if (rc < 0)
+			goto end;
+		if (top < floor)
+			top = floor;
+		floor = top + FENCE_JUMP;
+		if ((rc = meta_set(lc, "fence_floor", floor)) < 0)
+			goto end;
+		if (opts == NULL || !opts->no_crash_grace) {
+			int64_t t = opts != NULL && opts->boot_time_ms > 0 ?
+			    opts->boot_time_ms : boot_time_ms();
+
+			t += ttl > my_ttl ? ttl : my_ttl;
+			if (t > until) {
+				until = t;
+				if ((rc = meta_set(lc, "grace_until",
+				    until)) < 0)
+					goto end;
+			}
+		}
+	}
+	if ((rc = prepare1(lc, "INSERT INTO sessions(boot_id, pid, pstart,"
+	    " sync_full, max_ttl_ms, opened_at)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &s)) < 0)
+		goto end;
+	bind_txt(s, 1, boot, &brc);
+	bind_i64(s, 2, getpid(), &brc);
+	bind_i64(s, 3, (int64_t)lockcore_proc_start(getpid()), &brc);
+	bind_i64(s, 4, full, &brc);
+	bind_i64(s, 5, my_ttl, &brc);
+	bind_i64(s, 6, now, &brc);
+	if ((rc = run(lc, s, brc)) == 0)
+		lc->session = sqlite3_last_insert_rowid(lc->db);
+	(void)sqlite3_finalize(s);
+	lc->rec.fence_floor = floor;
+	lc->rec.grace_until = until > now ? until : 0;
+end:
+	rc = tx_end(lc, rc);
+out:
+	if (rc < 0)
+		*why = lockcore_errmsg(lc);
+	if (!full && sqlite3_exec(lc->db, "PRAGMA synchronous=NORMAL", NULL,
+	    NULL, NULL) != SQLITE_OK && rc == 0) {
+		*why = sqlite3_errmsg(lc->db);
+		rc = -1;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
 int
 lockcore_open(struct lockcore **out, const char *path,
     const struct lockcore_opts *opts, char *err, size_t errlen)
@@ -701,6 +982,14 @@ lockcore_open(struct lockcore **out, const char *path,
 	if (make_schema(lc->db, &why) < 0 || prepare_all(lc, &why) < 0 ||
 	    check_version(lc, &why) < 0)
 		goto out;
+	what = "session";
+	/* A read-only file would refuse every write later, and quietly. */
+	if (sqlite3_db_readonly(lc->db, "main") == 1) {
+		why = "the database is read-only";
+		goto out;
+	}
+	if (open_session(lc, opts, &why) < 0)
+		goto out;
 	*out = lc;
 	lc = NULL;
 	rc = 0;
@@ -713,12 +1002,41 @@ out:
 }
 
 void
+lockcore_recovery(struct lockcore *lc, struct lockcore_recovery *r)
+{
+	*r = lc->rec;
+}
+
+/* Removes our session row; a failure leaves it to the next opener. */
+static void
+close_session(struct lockcore *lc)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t now = 0;
+	int rc, brc = SQLITE_OK;
+
+	if (lc->session == 0 || lc->st[S_BEGIN] == NULL)
+		return;
+	if (tx_begin(lc, true, &now) < 0)
+		return;
+	if ((rc = prepare1(lc, "DELETE FROM sessions WHERE id = ?1",
+	    &s)) == 0) {
+		bind_i64(s, 1, lc->session, &brc);
+		rc = run(lc, s, brc);
+	}
+	(void)sqlite3_finalize(s);
+	(void)tx_end(lc, rc);
+	lc->session = 0;
+}
+
+void
 lockcore_close(struct lockcore *lc)
 {
 	int i;
 
 	if (lc == NULL)
 		return;
+	close_session(lc);
 	for (i = 0; i < S_COUNT; i++)
 		(void)sqlite3_finalize(lc->st[i]);
 	(void)sqlite3_close_v2(lc->db);
@@ -902,6 +1220,7 @@ next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 	bool found;
 
 	bind_i64(lc->st[S_FENCE_BUMP], 1, lock_id, &brc);
+	bind_i64(lc->st[S_FENCE_BUMP], 2, lc->rec.fence_floor, &brc);
 	if ((rc = run(lc, lc->st[S_FENCE_BUMP], brc)) < 0)
 		return rc;
 	bind_i64(s, 1, lock_id, &brc);
@@ -929,6 +1248,9 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	struct hrow h;
 	int rc, brc = SQLITE_OK;
 
+	/* Every grant passes here, whoever makes it. */
+	if (now < lc->rec.grace_until)
+		return LC_E_RECOVERING;
 	memset(&h, 0, sizeof(h));
 	if (__builtin_add_overflow(now, ttl_ms, &h.expires_at) ||
 	    copy_str(h.owner, sizeof(h.owner), owner) < 0)
@@ -1252,6 +1574,12 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 	rid = opt_rid(req->request_id);
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
+	/* Not even a queue: a waiter could not be granted before the grace
+	 * ends, which is usually long after its deadline. */
+	if (now < lc->rec.grace_until) {
+		rc = LC_E_RECOVERING;
+		goto out;
+	}
 	if ((rc = lock_get(lc, req->name, true, &lr, &found)) < 0 ||
 	    (rc = purge_holders(lc, lr.id, now, NULL)) < 0)
 		goto out;
@@ -1736,16 +2064,16 @@ lockcore_sweep(struct lockcore *lc, int64_t now, int *changed)
 int
 lockcore_ping(struct lockcore *lc)
 {
-	sqlite3_stmt *s;
-	int rc;
-	bool found;
+	int64_t now = 0;
+	int rc, brc = SQLITE_OK;
 
 	if (lc == NULL)
 		return LC_E_INVAL;
-	s = lc->st[S_PING];
-	rc = step_row(lc, s, SQLITE_OK, &found);
-	done(s);
-	return rc;
+	if ((rc = tx_begin(lc, true, &now)) < 0)
+		return rc;
+	bind_i64(lc->st[S_PING], 1, lockcore_now_ms(), &brc);
+	rc = run(lc, lc->st[S_PING], brc);
+	return tx_end(lc, rc);
 }
 
 /* Processes. */

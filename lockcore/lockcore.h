@@ -53,7 +53,10 @@ enum {
 	LC_E_SUPERSEDED = -5,    /* another request took over this waiter row */
 	LC_E_DB = -6,            /* SQLite failed (busy past the timeout, I/O,
 	                            full disk, read-only, corrupt) */
-	LC_E_NOMEM = -7
+	LC_E_NOMEM = -7,
+	LC_E_RECOVERING = -8     /* after an unclean shutdown, no new grant
+	                            until every lease that may have been lost
+	                            has expired (lockcore_grace_until) */
 };
 
 struct lockcore;
@@ -65,6 +68,28 @@ struct lockcore_opts {
 	                            once it has the database, if later than the
 	                            caller's `now` (servers); 0: exactly `now`
 	                            (tests) */
+	int no_crash_grace;      /* 1: grant at once after an unclean shutdown
+	                            (unsafe: a lost grant may still be held) */
+	int64_t max_ttl_ms;      /* the longest lease this caller grants, which
+	                            bounds the grace; 0: LC_GRACE_DEFAULT_MS */
+	const char *boot_id;     /* tests: this boot's id; NULL: the kernel's */
+	int64_t boot_time_ms;    /* tests: when this boot began (wall clock,
+	                            ms); 0: from CLOCK_BOOTTIME */
+};
+
+#define LC_GRACE_DEFAULT_MS (3600 * 1000)
+
+/*
+ * What lockcore_open() found about earlier runs (see "Unclean shutdowns"
+ * in lockcore.c).
+ */
+struct lockcore_recovery {
+	int     recovered;       /* 1: this open found sessions of an earlier
+	                            boot that never closed, synchronous=NORMAL,
+	                            so commits may have been lost */
+	int     stale_sessions;  /* sessions of an earlier boot it removed */
+	int64_t fence_floor;     /* no fence is issued below this */
+	int64_t grace_until;     /* ms; no new grant before it (0: none) */
 };
 
 /* Identity of one waiting request.  `pid` and `pstart` (the process start
@@ -132,6 +157,12 @@ struct lock_list_entry {
  */
 int lockcore_open(struct lockcore **out, const char *path,
     const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
+
+/*
+ * What the open found about an unclean shutdown, and the grace it set (also
+ * set by an earlier opener since the boot).  lc may not be NULL.
+ */
+void lockcore_recovery(struct lockcore *lc, struct lockcore_recovery *r);
 
 /* Closes the connection.  lockcore_close(NULL) is a no-op. */
 void lockcore_close(struct lockcore *lc);
@@ -222,7 +253,10 @@ int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
  */
 int lockcore_sweep(struct lockcore *lc, int64_t now, int *changed) LC_WUR;
 
-/* A cheap read that proves the database is usable (for /healthz). */
+/*
+ * Proves the database is usable for writes (for /healthz): one small write
+ * transaction, so a full disk or a read-only file shows.
+ */
 int lockcore_ping(struct lockcore *lc) LC_WUR;
 
 /* Process start time of `pid` in clock ticks since boot, 0 if unknown. */

@@ -39,6 +39,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.threads, 8);
 	ck_assert_int_eq(c.max_threads, 512);
 	ck_assert_int_eq(c.synchronous_full, 0);
+	ck_assert_int_eq(c.crash_grace, 1);
 	ck_assert_int_eq(c.anonymous_deny, 0);
 	ck_assert_int_eq(c.coord_autostart, 0);
 	ck_assert_int_eq(c.coord_idle_exit_ms, 300000);
@@ -227,6 +228,9 @@ static const struct ccase ccases[] = {
 	OK("synchronous = normal", "synchronous", 0),
 	OK("synchronous = full", "synchronous", 1),
 	OK("synchronous = FULL", "synchronous", 1),
+	OK("crash_grace = no", "crash_grace", 0),
+	OK("crash_grace = yes", "crash_grace", 1),
+	ERR("crash_grace = off", "crash_grace: must be 'yes' or 'no'"),
 	ERR("synchronous = off", FILE_NAME ":1: synchronous: must be 'normal' "
 	    "or 'full'"),
 	ERR("synchronous = fullx", "synchronous: must be 'normal' or 'full'"),
@@ -303,6 +307,8 @@ field_val(const struct hl_conf *c, const char *f)
 		return c->max_threads;
 	if (strcmp(f, "synchronous") == 0)
 		return c->synchronous_full;
+	if (strcmp(f, "crash_grace") == 0)
+		return c->crash_grace;
 	if (strcmp(f, "anonymous") == 0)
 		return c->anonymous_deny;
 	if (strcmp(f, "coord_autostart") == 0)
@@ -558,7 +564,7 @@ START_TEST(test_sample)
 	}
 	/* coord_binary and coord_log default to empty, which no line can
 	 * say: the sample shows them commented out. */
-	ck_assert_int_eq(nkeys, 14);
+	ck_assert_int_eq(nkeys, 15);
 }
 END_TEST
 

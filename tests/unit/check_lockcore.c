@@ -40,7 +40,7 @@ static char long_name[LC_KEY_MAX + 2];
 static char long_owner[LC_OWNER_MAX + 2];
 static char long_rid[LC_REQUEST_ID_MAX + 2];
 
-static const struct lockcore_opts opts = { 5000, 0, 0 };
+static const struct lockcore_opts opts = { .busy_timeout_ms = 5000 };
 
 static struct lockcore *
 open_db(const char *path, const struct lockcore_opts *o)
@@ -929,7 +929,7 @@ wal_cycles(struct lockcore *a, struct lockcore *b, int n, int64_t *now)
  */
 START_TEST(test_live_clock)
 {
-	struct lockcore_opts lo = { 5000, 0, 1 };
+	struct lockcore_opts lo = { .busy_timeout_ms = 5000, .live_clock = 1 };
 	struct lockcore *c = open_db(dbpath, &lo);
 	struct lock_grant g, g2;
 	int64_t before = lockcore_now_ms(), stale = before - 60000;
@@ -1058,37 +1058,54 @@ elapsed_ms(const struct timespec *t0)
 
 /*
  * A child holds the write lock of the database for hold_ms (raw SQLite,
- * BEGIN IMMEDIATE); returns once it has it.
+ * BEGIN IMMEDIATE).  hold_db() forks it; it opens the file only when
+ * hold_go() tells it to and hold_go() returns once it has the lock, so
+ * the parent may open its own connection in between (SQLite must not have
+ * the file open across fork()).
  */
+static int hold_p[2], hold_q[2];
+
 static pid_t
 hold_db(int hold_ms)
 {
 	sqlite3 *db;
 	char c = 'x';
-	int p[2];
 	pid_t pid;
 
-	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(pipe(hold_p), 0);
+	ck_assert_int_eq(pipe(hold_q), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		if (sqlite3_open(dbpath, &db) != SQLITE_OK ||
+		if (read(hold_q[0], &c, 1) != 1 ||
+		    sqlite3_open(dbpath, &db) != SQLITE_OK ||
 		    sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-		    SQLITE_OK || write(p[1], &c, 1) != 1)
+		    SQLITE_OK || write(hold_p[1], &c, 1) != 1)
 			_exit(1);
 		(void)usleep((useconds_t)hold_ms * 1000);
 		_exit(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) !=
 		    SQLITE_OK);
 	}
-	(void)close(p[1]);
-	ck_assert_int_eq(read(p[0], &c, 1), 1);
-	(void)close(p[0]);
+	(void)close(hold_p[1]);
+	(void)close(hold_q[0]);
 	return pid;
+}
+
+static void
+hold_go(void)
+{
+	char c = 'x';
+
+	ck_assert_int_eq(write(hold_q[1], &c, 1), 1);
+	ck_assert_int_eq(read(hold_p[0], &c, 1), 1);
+	(void)close(hold_p[0]);
+	(void)close(hold_q[1]);
 }
 
 START_TEST(test_busy_handler)
 {
-	static const struct lockcore_opts quick = { 50, 1, 0 };
+	static const struct lockcore_opts quick = {
+	    .busy_timeout_ms = 50, .synchronous_full = 1 };
 	struct lock_grant g;
 	struct timespec t0;
 	int64_t ms;
@@ -1103,6 +1120,7 @@ START_TEST(test_busy_handler)
 	lc = NULL;
 	pid = hold_db(1000);
 	lc = open_db(dbpath, &quick);
+	hold_go();
 	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
 	ck_assert_int_eq(lockcore_sweep(lc, T0, &status), LC_E_DB);
 	ms = elapsed_ms(&t0);
@@ -1115,6 +1133,8 @@ START_TEST(test_busy_handler)
 	lockcore_close(lc);
 	lc = NULL;
 	pid = hold_db(50);
+	hold_go();
+	/* Opening writes (its session row), so the wait may come there. */
 	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
 	lc = open_db(dbpath, &opts);
 	g = must_grant(lc, "busy", T0);
@@ -1122,6 +1142,224 @@ START_TEST(test_busy_handler)
 	ck_assert_int_eq(g.fence, 1);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(status, 0);
+}
+END_TEST
+
+/*
+ * Unclean shutdowns (lockcore.c, "Unclean shutdowns").  A reboot is played
+ * by opening with another boot id while a connection of the first "boot"
+ * is still open, which is what the file looks like after a power loss.
+ */
+static struct lockcore *
+open_boot(const char *boot, int64_t boot_time, int64_t max_ttl, int full,
+    int no_grace)
+{
+	struct lockcore_opts o = { .busy_timeout_ms = 5000 };
+
+	o.boot_id = boot;
+	o.boot_time_ms = boot_time;
+	o.max_ttl_ms = max_ttl;
+	o.synchronous_full = full;
+	o.no_crash_grace = no_grace;
+	return open_db(dbpath, &o);
+}
+
+static int
+count_rows(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = -1;
+
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL),
+	    SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	(void)sqlite3_finalize(st);
+	(void)sqlite3_close(db);
+	return n;
+}
+
+START_TEST(test_unclean_shutdown)
+{
+	struct lock_acquire_req r = mkreq("z", true, 7);
+	struct lockcore_recovery rec;
+	struct lock_wait_info info;
+	struct lock_grant g, gx, gy;
+	struct lock_status st;
+	struct lockcore *a, *b, *c;
+	int64_t now = lockcore_now_ms(), boot = now - 1000;
+	bool wake;
+
+	lockcore_close(lc);
+	lc = NULL;
+	a = open_boot("boot-A", 0, 20000, 0, 0);
+	lockcore_recovery(a, &rec);
+	ck_assert_int_eq(rec.recovered, 0);
+	ck_assert_int_eq(rec.grace_until, 0);
+	gx = must_grant(a, "x", now);
+	gy = must_grant(a, "y", now);
+	/* "Power loss": a's session row is still there under boot-A. */
+	b = open_boot("boot-B", boot, 5000, 0, 0);
+	lockcore_recovery(b, &rec);
+	ck_assert_int_eq(rec.recovered, 1);
+	ck_assert_int_eq(rec.stale_sessions, 1);
+	/* The longest lease of the dead boot (20 s), not b's own (5 s). */
+	ck_assert_int_eq(rec.grace_until, boot + 20000);
+	ck_assert_int_eq(rec.fence_floor, 1 + (INT64_C(1) << 32));
+	/* No new grant, not even a queue, until the grace ends. */
+	ck_assert_int_eq(lock_acquire(b, &r, now, &g, &info), LC_E_RECOVERING);
+	r.wait = false;
+	r.name = "x";
+	ck_assert_int_eq(lock_acquire(b, &r, boot + 19999, &g, &info),
+	    LC_E_RECOVERING);
+	/* What is on disk stays usable: status, renew, release. */
+	ck_assert_int_eq(lock_status(b, "x", now, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(lock_renew(b, "x", gx.token, TTL, now, &g), 0);
+	ck_assert_int_eq(lock_release(b, "y", gy.token, now, &wake), 0);
+	/* After it, fences continue above anything a lost commit issued. */
+	g = must_grant(b, "y", boot + 20000);
+	ck_assert_int_eq(g.fence, 1 + (INT64_C(1) << 32));
+	ck_assert_int_eq(must_grant(b, "new", boot + 20000).fence,
+	    1 + (INT64_C(1) << 32));
+	/* A second connection of the same boot finds nothing to recover
+	 * but the same floor and grace. */
+	c = open_boot("boot-B", boot, 5000, 0, 0);
+	lockcore_recovery(c, &rec);
+	ck_assert_int_eq(rec.recovered, 0);
+	ck_assert_int_eq(rec.stale_sessions, 0);
+	ck_assert_int_eq(rec.grace_until, boot + 20000);
+	ck_assert_int_eq(rec.fence_floor, 1 + (INT64_C(1) << 32));
+	ck_assert_int_eq(lock_acquire(c, &r, now, &g, &info), LC_E_RECOVERING);
+	lockcore_close(a);
+	lockcore_close(b);
+	lockcore_close(c);
+	/* Closed cleanly: a reboot after that recovers nothing. */
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 0);
+	c = open_boot("boot-C", lockcore_now_ms(), 5000, 0, 0);
+	lockcore_recovery(c, &rec);
+	ck_assert_int_eq(rec.recovered, 0);
+	ck_assert_int_eq(must_grant(c, "y", boot + 40000).fence,
+	    2 + (INT64_C(1) << 32));
+	lockcore_close(c);
+}
+END_TEST
+
+/* With synchronous=FULL nothing was lost, so nothing is recovered. */
+START_TEST(test_unclean_shutdown_full)
+{
+	struct lockcore_recovery rec;
+	struct lockcore *a, *b;
+	int64_t now = lockcore_now_ms();
+
+	lockcore_close(lc);
+	lc = NULL;
+	a = open_boot("boot-A", 0, 20000, 1, 0);
+	ck_assert_int_eq(must_grant(a, "x", now).fence, 1);
+	b = open_boot("boot-B", now, 20000, 0, 0);
+	lockcore_recovery(b, &rec);
+	ck_assert_int_eq(rec.recovered, 0);
+	ck_assert_int_eq(rec.stale_sessions, 1);
+	ck_assert_int_eq(rec.grace_until, 0);
+	ck_assert_int_eq(must_grant(b, "y", now).fence, 1);
+	lockcore_close(a);
+	lockcore_close(b);
+}
+END_TEST
+
+/* crash_grace = no: fences still jump, grants go on at once. */
+START_TEST(test_unclean_shutdown_no_grace)
+{
+	struct lockcore_recovery rec;
+	struct lockcore *a, *b;
+	int64_t now = lockcore_now_ms();
+
+	lockcore_close(lc);
+	lc = NULL;
+	a = open_boot("boot-A", 0, 20000, 0, 0);
+	ck_assert_int_eq(must_grant(a, "x", now).fence, 1);
+	ck_assert_int_eq(must_grant(a, "x2", now).fence, 1);
+	b = open_boot("boot-B", now, 20000, 0, 1);
+	lockcore_recovery(b, &rec);
+	ck_assert_int_eq(rec.recovered, 1);
+	ck_assert_int_eq(rec.grace_until, 0);
+	ck_assert_int_eq(must_grant(b, "y", now).fence, 1 + (INT64_C(1) << 32));
+	lockcore_close(a);
+	lockcore_close(b);
+}
+END_TEST
+
+/*
+ * A process that dies without closing (kill -9) loses nothing: its row is
+ * removed by the next opener of the same boot, without a grace.
+ */
+START_TEST(test_process_crash_no_grace)
+{
+	struct lockcore_recovery rec;
+	struct lockcore *b;
+	int64_t now = lockcore_now_ms();
+	pid_t pid;
+	int status;
+
+	lockcore_close(lc);
+	lc = NULL;
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct lockcore *a = NULL;
+		struct lock_acquire_req r = mkreq("x", false, 1);
+		struct lock_wait_info info;
+		struct lock_grant g;
+
+		if (lockcore_open(&a, dbpath, &opts, NULL, 0) != 0 ||
+		    lock_acquire(a, &r, now, &g, &info) != LC_GRANTED)
+			_exit(1);
+		_exit(0);        /* no lockcore_close */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
+	b = open_db(dbpath, &opts);
+	lockcore_recovery(b, &rec);
+	ck_assert_int_eq(rec.recovered, 0);
+	ck_assert_int_eq(rec.stale_sessions, 0);
+	ck_assert_int_eq(rec.grace_until, 0);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
+	ck_assert_int_eq(must_grant(b, "x", now + TTL).fence, 2);
+	lockcore_close(b);
+}
+END_TEST
+
+/* A version 1 database (before sessions) is upgraded in place. */
+START_TEST(test_schema_upgrade)
+{
+	sqlite3 *db;
+	struct lockcore *b;
+	char wal[sizeof(dbpath) + 8];
+
+	lockcore_close(lc);
+	lc = NULL;
+	(void)snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+	ck_assert_int_eq(unlink(dbpath), 0);
+	(void)unlink(wal);
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+	    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+	    "INSERT INTO meta VALUES ('schema_version', 1);"
+	    "CREATE TABLE locks(id INTEGER PRIMARY KEY, name TEXT NOT NULL"
+	    " UNIQUE, fence_seq INTEGER NOT NULL DEFAULT 0,"
+	    " max_holders INTEGER NOT NULL DEFAULT 1);"
+	    "INSERT INTO locks(name, fence_seq) VALUES ('old', 7);",
+	    NULL, NULL, NULL), SQLITE_OK);
+	(void)sqlite3_close(db);
+	b = open_db(dbpath, &opts);
+	ck_assert_int_eq(must_grant(b, "old", T0).fence, 8);
+	ck_assert_int_eq(count_rows("SELECT value FROM meta"
+	    " WHERE key = 'schema_version'"), 2);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
+	lockcore_close(b);
 }
 END_TEST
 
@@ -1251,6 +1489,11 @@ lockcore_suite(void)
 	tcase_add_test(tc, test_live_clock);
 	tcase_add_test(tc, test_busy_handler);
 	tcase_add_test(tc, test_processes);
+	tcase_add_test(tc, test_unclean_shutdown);
+	tcase_add_test(tc, test_unclean_shutdown_full);
+	tcase_add_test(tc, test_unclean_shutdown_no_grace);
+	tcase_add_test(tc, test_process_crash_no_grace);
+	tcase_add_test(tc, test_schema_upgrade);
 	suite_add_tcase(s, tc);
 	return s;
 }
