@@ -16,6 +16,15 @@
  * registration withdrawn, in reap() at the end of the loop iteration, so
  * no code ever holds a pointer to a freed peer.
  *
+ * Hostile or broken peers cannot starve the others (issue 5): every
+ * legitimate peer sends a frame as soon as it connects (a WAIT, a NOTIFY,
+ * a PING), so a peer that has not sent one complete valid frame within
+ * HELLO_MS is dropped, and when accept() runs out of descriptors the
+ * oldest such silent peers make room first.  Per-peer buffers are small
+ * and capped, a timer can be set no further ahead than max_ttl allows,
+ * and locks that only carry a timer are capped at TIMER_LOCKS_MAX, so
+ * memory stays bounded by the descriptor limit.
+ *
  * With -i SECONDS (given by a worker that started us, see
  * fcgi/autostart.c) we exit once we have had nothing to do for that long:
  * no registration.  Timers do not count: one that fires wakes only a
@@ -52,12 +61,21 @@
 #include "proto.h"
 
 #define IN_MAX            (PROTO_FRAME_MAX * 4)  /* per-peer input */
-#define OUT_MAX           (64 * 1024)  /* per-peer output; more drops it */
-#define OUT_MIN           1024         /* first allocation of output */
+/*
+ * A peer has one registration, so it is owed an ACK, a WAKE and a PONG or
+ * two at most: a few KiB of pending output means it does not read.
+ */
+#define OUT_MAX           4096         /* per-peer output; more drops it */
+#define OUT_MIN           256          /* first allocation of output */
 #define EVENTS_MAX        256
 #define READS_PER_EVENT   8            /* fairness between chatty peers */
 #define ACCEPTS_PER_EVENT 64
 #define ACCEPT_PAUSE_MS   100          /* after EMFILE and the like */
+#define HELLO_MS          5000         /* first valid frame due within */
+#define EVICT_PER_EMFILE  16           /* silent peers dropped to make room */
+#define EVICT_AGE_MS      250          /* ... if connected at least this long */
+#define TIMER_SLACK_MS    60000        /* timers: at most max_ttl + this ahead */
+#define TIMER_LOCKS_MAX   16384        /* NOTIFY creates no lock beyond */
 #define WAIT_MAX_MS       60000        /* look at the clock this often */
 #define BUCKETS_MIN       256
 #define SUN_PATH_LEN      sizeof(((struct sockaddr_un *)0)->sun_path)
@@ -76,8 +94,11 @@ struct reg {
 struct peer {
 	struct peer *prev, *next;    /* all peers */
 	struct peer *dead_next;      /* the reap list */
+	struct peer *sprev, *snext;  /* co.silent, oldest first, while silent */
 	int          fd;
 	bool         dead;           /* dropped; freed by reap() */
+	bool         silent;         /* no valid frame yet: in co.silent */
+	int64_t      hello_by;       /* monotonic ms: drop if still silent */
 	bool         want_out;       /* EPOLLOUT is armed */
 	struct reg   reg;
 	uint8_t     *out;            /* unsent output, outlen of outcap bytes */
@@ -114,6 +135,8 @@ static struct {
 
 	struct peer  *peers;
 	struct peer  *dead;
+	struct peer  *silent, *silent_tail;  /* peers yet to send a frame */
+	int64_t       timer_horizon; /* ms: max_ttl + TIMER_SLACK_MS */
 	uint32_t      npeers, nregs, nlocks;
 } co = { .lfd = -1, .efd = -1, .sfd = -1, .lockfd = -1 };
 
@@ -129,6 +152,66 @@ clock_ms(clockid_t id)
 
 	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --------------------------------------------------------- silent peers */
+
+/* Appends `p` (just accepted) to the silent list, the newest last. */
+static void
+silent_add(struct peer *p, int64_t now)
+{
+	p->silent = true;
+	p->hello_by = now + HELLO_MS;
+	p->snext = NULL;
+	p->sprev = co.silent_tail;
+	if (co.silent_tail != NULL)
+		co.silent_tail->snext = p;
+	else
+		co.silent = p;
+	co.silent_tail = p;
+}
+
+/* Takes `p` off the silent list: it spoke, or it is being freed. */
+static void
+silent_del(struct peer *p)
+{
+	if (!p->silent)
+		return;
+	if (p->sprev != NULL)
+		p->sprev->snext = p->snext;
+	else
+		co.silent = p->snext;
+	if (p->snext != NULL)
+		p->snext->sprev = p->sprev;
+	else
+		co.silent_tail = p->sprev;
+	p->sprev = p->snext = NULL;
+	p->silent = false;
+}
+
+/*
+ * Drops silent peers whose HELLO_MS ran out at `now`, and with `evict` up
+ * to `evict` more of the oldest silent peers (to free descriptors), but
+ * only those connected for EVICT_AGE_MS: a peer accepted a moment ago may
+ * have its first frame waiting unread.  Returns how many were dropped.
+ */
+static int
+silent_drop(int64_t now, int evict)
+{
+	struct peer *p;
+	int n = 0;
+
+	/* peer_kill() takes p off the list: the head is always the next. */
+	while ((p = co.silent) != NULL) {
+		/* The list is in hello_by order, that is by age. */
+		if (p->hello_by > now && (n >= evict ||
+		    p->hello_by - HELLO_MS + EVICT_AGE_MS > now))
+			break;
+		peer_kill(p, p->hello_by > now ?
+		    "evicted: silent, out of descriptors" : "silent too long");
+		n++;
+	}
+	return n;
 }
 
 /* ---------------------------------------------------------------- locks */
@@ -276,14 +359,24 @@ timer_clear(struct lock *l)
 	heap_down(last->heap_idx);
 }
 
-/* Arms (or re-arms: the latest report wins) the expiry timer of `l`. */
+/*
+ * Arms (or re-arms: the latest report wins) the expiry timer of `l`.  No
+ * lease lasts longer than max_ttl, so a later time is a peer's nonsense:
+ * it is pulled in to the horizon (an early timer only makes the first
+ * waiter look once more).
+ */
 static void
 timer_set(struct lock *l, int64_t when)
 {
+	int64_t horizon;
+
 	if (when == 0) {
 		timer_clear(l);
 		return;
 	}
+	horizon = clock_ms(CLOCK_REALTIME) + co.timer_horizon;
+	if (when > horizon)
+		when = horizon;
 	if (l->timer != 0) {
 		l->timer = when;
 		heap_up(l->heap_idx);
@@ -573,8 +666,13 @@ do_notify(const struct proto_msg *m)
 {
 	struct lock *l;
 
-	/* Only a timer needs a lock nobody waits for yet. */
-	if ((l = lock_get(m->name, m->namelen, m->expires != 0)) == NULL)
+	/*
+	 * Only a timer needs a lock nobody waits for yet, and not much: a
+	 * waiter that registers brings the holder's expiry along.  So such
+	 * locks are capped, which bounds what a peer can make us keep.
+	 */
+	if ((l = lock_get(m->name, m->namelen, m->expires != 0 &&
+	    co.nlocks < TIMER_LOCKS_MAX)) == NULL)
 		return;
 	if (m->flags & PROTO_NOTIFY_WAKE)
 		wake_first(l);
@@ -649,6 +747,7 @@ peer_input(struct peer *p)
 			peer_kill(p, "malformed frame");
 			return;
 		}
+		silent_del(p);
 		peer_handle(p, &m);
 		off += used;
 	}
@@ -699,6 +798,7 @@ peer_kill(struct peer *p, const char *why)
 	if (why != NULL)
 		log_debug("%s: fd %d: dropped: %s", __func__, p->fd, why);
 	p->dead = true;
+	silent_del(p);
 	p->dead_next = co.dead;
 	co.dead = p;
 	co.npeers--;
@@ -707,6 +807,7 @@ peer_kill(struct peer *p, const char *why)
 static void
 peer_free(struct peer *p)
 {
+	silent_del(p);
 	if (p->prev != NULL)
 		p->prev->next = p->next;
 	else
@@ -747,6 +848,29 @@ accept_pause(bool pause)
 		co.accept_resume = clock_ms(CLOCK_MONOTONIC) + ACCEPT_PAUSE_MS;
 }
 
+/*
+ * accept4() failed with `err` for want of descriptors or memory: evict the
+ * oldest silent peers, or pause accepting.  Logged once per episode, not
+ * once per attempt.
+ */
+static void
+accept_trouble(int err)
+{
+	static int64_t logged_at;
+	int64_t now = clock_ms(CLOCK_MONOTONIC);
+	int n;
+
+	n = silent_drop(now, EVICT_PER_EMFILE);
+	if (logged_at == 0 || now - logged_at >= 10000) {
+		errno = err;
+		log_warn("%s: accept4 (%d silent peers dropped%s)", __func__, n,
+		    n > 0 ? "" : ", pausing");
+		logged_at = now;
+	}
+	if (n == 0)
+		accept_pause(true);
+}
+
 static void
 do_accept(void)
 {
@@ -771,12 +895,15 @@ do_accept(void)
 				continue;
 			default:
 				/*
-				 * EMFILE, ENFILE, ENOBUFS, ENOMEM: the
-				 * listener would stay readable; rather than
-				 * spin, stop accepting for a moment.
+				 * EMFILE, ENFILE, ENOBUFS, ENOMEM.  Peers
+				 * that never spoke make room first (they
+				 * are closed by reap(), and the listener,
+				 * still readable, brings us back); with
+				 * none, the listener would stay readable:
+				 * rather than spin, stop accepting for a
+				 * moment.
 				 */
-				log_warn("%s: accept4", __func__);
-				accept_pause(true);
+				accept_trouble(errno);
 				return;
 			}
 		}
@@ -787,11 +914,13 @@ do_accept(void)
 			return;
 		}
 		p->fd = fd;
+		silent_add(p, clock_ms(CLOCK_MONOTONIC));
 		memset(&ev, 0, sizeof(ev));
 		ev.events = EPOLLIN;
 		ev.data.ptr = p;
 		if (epoll_ctl(co.efd, EPOLL_CTL_ADD, fd, &ev) == -1) {
 			log_warn("%s: epoll_ctl", __func__);
+			silent_del(p);
 			close(fd);
 			free(p);
 			accept_pause(true);
@@ -854,6 +983,12 @@ next_timeout(void)
 		else if (first - now < t)
 			t = first - now;
 	}
+	if (co.silent != NULL) {
+		int64_t d = co.silent->hello_by - clock_ms(CLOCK_MONOTONIC);
+
+		if (d < t)
+			t = d;
+	}
 	if (co.accept_paused) {
 		int64_t d = co.accept_resume - clock_ms(CLOCK_MONOTONIC);
 
@@ -901,6 +1036,7 @@ loop(void)
 				peer_read(p);
 		}
 		run_timers(clock_ms(CLOCK_REALTIME));
+		(void)silent_drop(clock_ms(CLOCK_MONOTONIC), 0);
 		if (co.accept_paused &&
 		    clock_ms(CLOCK_MONOTONIC) >= co.accept_resume)
 			accept_pause(false);
@@ -1123,6 +1259,7 @@ main(int argc, char *argv[])
 	if (conf_load(&conf, confpath, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 	co.path = (sockpath != NULL ? sockpath : conf.coord_socket);
+	co.timer_horizon = conf.max_ttl_ms + TIMER_SLACK_MS;
 	if (co.path[0] == '\0' || strlen(co.path) >= SUN_PATH_LEN)
 		fatalx("%s: socket path \"%s\" is empty or too long",
 		    __func__, co.path);

@@ -795,6 +795,72 @@ out:
 	return rc;
 }
 
+/* The FastCGI parameters as a whole. */
+
+/* Length of `s`, or REQ_PARAMS_MAX + 1 if longer. */
+static size_t
+env_len(const char *s)
+{
+	return strnlen(s, REQ_PARAMS_MAX + 1);
+}
+
+/* The value of envp entry `s` if it is NAME=..., else NULL. */
+static const char *
+env_value(const char *s, const char *name)
+{
+	size_t n = strlen(name);
+
+	return (strncmp(s, name, n) == 0 && s[n] == '=') ? s + n + 1 : NULL;
+}
+
+/* CONTENT_LENGTH: decimal digits (or empty, as 0), at most REQ_BODY_MAX. */
+static int
+check_content_length(const char *v, struct request_error *err)
+{
+	uint64_t n = 0;
+	const char *p;
+
+	for (p = v; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return fail(err, 400, "CONTENT_LENGTH is not a number");
+		n = n * 10 + (uint64_t)(*p - '0');
+		if (n > REQ_BODY_MAX)
+			return fail(err, 413, "the request body is larger than "
+			    "%d bytes", REQ_BODY_MAX);
+	}
+	return 0;
+}
+
+int
+request_env_check(char *const *envp, struct request_error *err)
+{
+	size_t total = 0, count = 0, len;
+	const char *v;
+
+	memset(err, 0, sizeof(*err));
+	if (envp == NULL)
+		return 0;
+	for (; *envp != NULL; envp++) {
+		if (++count > REQ_PARAMS_NMAX)
+			return fail(err, 413, "more than %d request parameters "
+			    "(headers)", REQ_PARAMS_NMAX);
+		len = env_len(*envp);
+		total += len;
+		if (total > REQ_PARAMS_MAX)
+			return fail(err, 413, "the request headers are larger "
+			    "than %d bytes", REQ_PARAMS_MAX);
+		if (((v = env_value(*envp, "QUERY_STRING")) != NULL ||
+		    (v = env_value(*envp, "REQUEST_URI")) != NULL) &&
+		    strnlen(v, REQ_URI_MAX + 1) > REQ_URI_MAX)
+			return fail(err, 413, "request URI is longer than %d "
+			    "bytes", REQ_URI_MAX);
+		if ((v = env_value(*envp, "CONTENT_LENGTH")) != NULL &&
+		    check_content_length(v, err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Tenants. */
 
 /* True for the bytes enc() writes as %XX. */

@@ -35,6 +35,14 @@
 
 #define REQ_BODY_MAX    (16 * 1024)   /* larger bodies are 413 */
 #define REQ_URI_MAX     (8 * 1024)    /* longer URIs are 414 -> 413 too_large */
+/*
+ * The FastCGI parameters as a whole.  A web server sends a few dozen (its
+ * CGI variables and one HTTP_* per request header) and caps headers
+ * itself (lighttpd at 8 KiB, Apache at 100 fields of 8 KiB): these caps
+ * only matter to a peer that speaks FastCGI to the worker's socket directly.
+ */
+#define REQ_PARAMS_MAX  (64 * 1024)   /* bytes of all "NAME=value" */
+#define REQ_PARAMS_NMAX 512           /* number of parameters */
 #define REQ_LIST_MAX    1000
 #define REQ_LIST_DEFAULT 100
 #define REQ_NAME_MAX    255           /* bytes of a lock name */
@@ -139,6 +147,18 @@ int request_scope(struct request *rq, const char *remote_user,
  */
 int request_tenant_key(const char *tenant, const char *name, char *key,
     size_t cap) __attribute__((warn_unused_result));
+
+/*
+ * Checks the FastCGI parameters before anything else looks at them:
+ * `envp` is libfcgi's NULL-terminated array of "NAME=value" strings.
+ * Refused with 413 too_large: more than REQ_PARAMS_NMAX parameters, more
+ * than REQ_PARAMS_MAX bytes of them, a QUERY_STRING or REQUEST_URI longer
+ * than REQ_URI_MAX, a CONTENT_LENGTH above REQ_BODY_MAX; with 400
+ * bad_request: a CONTENT_LENGTH that is not a decimal number.  Returns 0,
+ * or -1 with *err filled.  Reads at most a bounded prefix of each string.
+ */
+int request_env_check(char *const *envp, struct request_error *err)
+    __attribute__((warn_unused_result));
 
 /* True if s[0..len) is valid UTF-8 without control characters. */
 bool request_text_ok(const char *s, size_t len);

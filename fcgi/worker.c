@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -115,6 +116,29 @@ install_signals(void)
 
 static void *thread_main(void *arg);
 
+/*
+ * Answers a request whose FastCGI parameters request_env_check() refused,
+ * with the JSON error every other refusal has, after reading its body to
+ * the end (the web server may still be sending it).  The message is ours,
+ * plain ASCII without quotes or backslashes, so it needs no escaping.
+ */
+static void
+refuse_request(FCGX_Request *fr, const struct request_error *re)
+{
+	char sink[4096];
+	const char *text = re->status == 413 ? "Payload Too Large" :
+	    "Bad Request";
+
+	while (FCGX_GetStr(sink, (int)sizeof(sink), fr->in) > 0)
+		;
+	(void)FCGX_FPrintF(fr->out, "Status: %d %s\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Cache-Control: no-store\r\n\r\n"
+	    "{\"error\":\"%s\",\"message\":\"%s\"}\n",
+	    re->status, text, re->code, re->message);
+	log_info("%s: refused: %d %s", __func__, re->status, re->message);
+}
+
 /* Starts one more pool thread, unless the pool is at its cap. */
 static void
 spawn_thread(void)
@@ -146,6 +170,7 @@ static void *
 thread_main(void *arg)
 {
 	FCGX_Request fr;
+	struct request_error re;
 	sigset_t set;
 
 	(void)arg;
@@ -174,7 +199,10 @@ thread_main(void *arg)
 		atomic_fetch_add(&W.busy, 1);
 		if (atomic_fetch_sub(&W.idle, 1) == 1)
 			spawn_thread();
-		handle_request(&fr);
+		if (request_env_check(fr.envp, &re) != 0)
+			refuse_request(&fr, &re);
+		else
+			handle_request(&fr);
 		FCGX_Finish_r(&fr);
 		atomic_fetch_add(&W.idle, 1);
 		atomic_fetch_sub(&W.busy, 1);
@@ -425,6 +453,45 @@ usage(void)
 }
 
 /*
+ * Refuses to serve FastCGI on a socket anyone may reach: libfcgi trusts
+ * its peer (CVE-2025-23016; and even with Debian's fix, a name/value
+ * length pair over 2 GiB makes it abort the whole process), so only the
+ * web server may connect.  A Unix socket is fine (its file mode decides:
+ * -m refuses "others" bits); a TCP socket only on a loopback address.
+ */
+static void
+check_listener(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		fatal("%s: getsockname", __func__);
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+
+		if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
+			fatalx("%s: the FastCGI socket is TCP on a non-loopback "
+			    "address: anyone could reach it; use a Unix socket",
+			    __func__);
+		log_warnx("%s: the FastCGI socket is TCP on loopback: every "
+		    "local user can reach it; a Unix socket is safer",
+		    __func__);
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 =
+		    (const struct sockaddr_in6 *)&ss;
+
+		if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+			fatalx("%s: the FastCGI socket is TCP on a non-loopback "
+			    "address: anyone could reach it; use a Unix socket",
+			    __func__);
+		log_warnx("%s: the FastCGI socket is TCP on loopback: every "
+		    "local user can reach it; a Unix socket is safer",
+		    __func__);
+	}
+}
+
+/*
  * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server)
  * until SIGTERM or SIGINT, then exits.
  */
@@ -449,6 +516,7 @@ serve(int listen_fd)
 		    "server, or give -s PATH", __func__);
 	} else
 		W.listen_fd = 0;
+	check_listener(W.listen_fd);
 
 	W.pid = getpid();
 	W.pstart = lockcore_proc_start(W.pid);
@@ -514,8 +582,13 @@ main(int argc, char **argv)
 		case 'D': detached = 1; break;
 		case 'g': gid = parse_group(optarg); break;
 		case 'm':
+			/* Owner and group only: see check_listener(). */
 			if ((mode = parse_num(optarg, 8, 0777)) < 0)
 				usage();
+			if (mode & 0007)
+				fatalx("%s: -m %s: others may not connect to "
+				    "the FastCGI socket (give the web "
+				    "server's group with -g)", __func__, optarg);
 			break;
 		case 'n':
 			if ((nprocs = parse_num(optarg, 10, POOL_MAX)) < 1)

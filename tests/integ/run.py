@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Runs httplock's integration tests against the real stack.
 
-    run.py [SUBSTRING...]
+    run.py [--dir DIR] [SUBSTRING...]
 
-Discovers test_* functions in tests/integ/test_*.py (in file order), runs
+Discovers test_* functions in tests/integ/test_*.py (or DIR/test_*.py:
+tests/fault/run.sh runs the fault-injection suite this way, on the same
+harness) in file order, runs
 those whose "module.function" name contains any SUBSTRING (all without
 arguments), each on a fresh stack unless marked @shared (those share one
 default stack), prints "PASS name (N ms)" or "FAIL name: reason" with the
@@ -14,7 +16,8 @@ Environment (set by `make check`; defaults fit the source tree):
 HTTPLOCK_SRCDIR, HTTPLOCK_BUILDDIR, LIGHTTPD, APACHE2.  HTTPLOCK_FRONT=
 lighttpd (default) or apache chooses the web server in front; tests marked
 @fronts(...) run only behind those.  HTTPLOCK_KEEP=1 keeps the temporary
-directories of failed tests.
+directories of failed tests.  HTTPLOCK_SUITE_TIMEOUT=SECONDS replaces
+the whole run's limit (default 280).
 """
 
 import importlib
@@ -32,7 +35,8 @@ sys.dont_write_bytecode = True     # the source tree may be read-only
 import stack as stackmod  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT = 60.0
-SUITE_TIMEOUT = 280.0
+SUITE_TIMEOUT = float(os.environ.get("HTTPLOCK_SUITE_TIMEOUT") or 280.0)
+TEST_DIR = HERE     # where test_*.py are discovered (--dir)
 
 _out_lock = threading.Lock()
 
@@ -45,7 +49,7 @@ def out(line):
 
 def discover(filters):
     tests = []
-    files = sorted(f for f in os.listdir(HERE) if f.startswith("test_") and f.endswith(".py"))
+    files = sorted(f for f in os.listdir(TEST_DIR) if f.startswith("test_") and f.endswith(".py"))
     for f in files:
         modname = f[:-3]
         try:
@@ -202,8 +206,13 @@ def main(argv):
     def on_term(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, on_term)
-    suite_guard()
+    global TEST_DIR
     filters = argv[1:]
+    if filters[:1] == ["--dir"] and len(filters) >= 2:
+        TEST_DIR = os.path.abspath(filters[1])
+        filters = filters[2:]
+        sys.path.insert(0, TEST_DIR)
+    suite_guard()
     tests = discover(filters)
     # Shared-stack tests first, then the ones with a stack of their own.
     shared = [t for t in tests if t[1] is not None and getattr(t[1], "hl_shared", False)

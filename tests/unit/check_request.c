@@ -1177,6 +1177,91 @@ START_TEST(test_scope_longest)
 }
 END_TEST
 
+/* request_env_check: FastCGI parameter sets, small ones as table rows. */
+static const struct env_case {
+	int         line;
+	const char *env[4];      /* NULL-terminated */
+	int         status;      /* 0: accepted */
+} env_cases[] = {
+	{ __LINE__, { NULL }, 0 },
+	{ __LINE__, { "REQUEST_METHOD=GET", "QUERY_STRING=", NULL }, 0 },
+	{ __LINE__, { "CONTENT_LENGTH=16384", NULL }, 0 },
+	{ __LINE__, { "CONTENT_LENGTH=", NULL }, 0 },
+	{ __LINE__, { "CONTENT_LENGTH=0", NULL }, 0 },
+	{ __LINE__, { "CONTENT_LENGTH=16385", NULL }, 413 },
+	{ __LINE__, { "CONTENT_LENGTH=99999999999999999999999999", NULL }, 413 },
+	{ __LINE__, { "CONTENT_LENGTH=-1", NULL }, 400 },
+	{ __LINE__, { "CONTENT_LENGTH=12a", NULL }, 400 },
+	{ __LINE__, { "CONTENT_LENGTH= 1", NULL }, 400 },
+	/* Only the exact names count. */
+	{ __LINE__, { "CONTENT_LENGTHX=abc", "XCONTENT_LENGTH=abc", NULL }, 0 },
+	{ __LINE__, { "CONTENT_LENGTH", NULL }, 0 },
+};
+
+START_TEST(test_env_table)
+{
+	const struct env_case *c = &env_cases[_i];
+	struct request_error e;
+	int rc = request_env_check((char *const *)c->env, &e);
+
+	if (c->status == 0)
+		ck_assert_msg(rc == 0, "case at line %d: refused %d: %s",
+		    c->line, e.status, e.message);
+	else
+		ck_assert_msg(rc == -1 && e.status == c->status &&
+		    strcmp(e.code, c->status == 413 ? "too_large" :
+		    "bad_request") == 0, "case at line %d: rc %d status %d, "
+		    "expected %d", c->line, rc, e.status, c->status);
+	ck_assert_int_eq(request_env_check(NULL, &e), 0);
+}
+END_TEST
+
+/* Counts, total size and URI lengths at and just over each cap. */
+START_TEST(test_env_caps)
+{
+	static char *env[REQ_PARAMS_NMAX + 2];
+	static char big[REQ_PARAMS_MAX + 64];
+	static char names[REQ_PARAMS_NMAX + 1][16];
+	struct request_error e;
+	size_t i;
+
+	for (i = 0; i <= REQ_PARAMS_NMAX; i++) {
+		snprintf(names[i], sizeof(names[i]), "H%zu=v", i);
+		env[i] = names[i];
+	}
+	env[REQ_PARAMS_NMAX] = NULL;
+	ck_assert_int_eq(request_env_check(env, &e), 0);
+	env[REQ_PARAMS_NMAX] = names[REQ_PARAMS_NMAX];
+	env[REQ_PARAMS_NMAX + 1] = NULL;
+	ck_assert_int_eq(request_env_check(env, &e), -1);
+	ck_assert_int_eq(e.status, 413);
+
+	/* QUERY_STRING and REQUEST_URI: REQ_URI_MAX bytes pass. */
+	memcpy(big, "QUERY_STRING=", 13);
+	memset(big + 13, 'q', REQ_URI_MAX);
+	big[13 + REQ_URI_MAX] = '\0';
+	env[0] = big;
+	env[1] = NULL;
+	ck_assert_int_eq(request_env_check(env, &e), 0);
+	big[13 + REQ_URI_MAX] = 'q';
+	big[14 + REQ_URI_MAX] = '\0';
+	ck_assert_int_eq(request_env_check(env, &e), -1);
+	ck_assert_int_eq(e.status, 413);
+	memcpy(big, "REQUEST_URI=/", 13);
+	ck_assert_int_eq(request_env_check(env, &e), -1);
+	ck_assert_int_eq(e.status, 413);
+
+	/* One parameter over the total. */
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	memcpy(big, "HTTP_X=", 7);
+	ck_assert_int_eq(request_env_check(env, &e), -1);
+	ck_assert_int_eq(e.status, 413);
+	big[REQ_PARAMS_MAX] = '\0';
+	ck_assert_int_eq(request_env_check(env, &e), 0);
+}
+END_TEST
+
 static Suite *
 request_suite(void)
 {
@@ -1199,6 +1284,12 @@ request_suite(void)
 	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_out_cleared);
 	tcase_add_test(tc, test_limits);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fastcgi params");
+	tcase_add_loop_test(tc, test_env_table, 0,
+	    (int)(sizeof(env_cases) / sizeof(env_cases[0])));
+	tcase_add_test(tc, test_env_caps);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("tenants");

@@ -18,10 +18,21 @@ whole stack.  Every critical section goes to a journal, checked afterwards:
 - every client is served: each cycle ends within a bound;
 - PRAGMA integrity_check is ok after a clean stop.
 
-Short form (make check): about 20 s of faults.  Longer:
-HTTPLOCK_FAULT_SECONDS=600 (run this file directly, `python3
-tests/integ/test_fault.py`, when that exceeds run.py's suite limit).
-HTTPLOCK_FAULT_SEED=N replays a fault schedule (timing still varies).
+Part of the fault-injection suite, tests/fault/ (with test_diskfull.py),
+which tests/fault/run.sh runs behind lighttpd and behind Apache on the
+integration harness (tests/integ/run.py and stack.py).
+
+Short form (make check): 20 s of faults per front end.  Longer forms:
+
+    HTTPLOCK_FAULT_SECONDS=600 make check TESTS=tests/fault/run.sh
+    HTTPLOCK_FAULT_SECONDS=600 tests/fault/run.sh fault     # in a build dir,
+        # with HTTPLOCK_BUILDDIR=. if it is not the source tree's build/
+    HTTPLOCK_FAULT_SECONDS=3600 /usr/bin/python3 tests/fault/test_fault.py
+        # this test alone, one front end (HTTPLOCK_FRONT), no suite limit
+
+run.sh stretches the suite's time limit by HTTPLOCK_FAULT_SECONDS.
+HTTPLOCK_FAULT_SEED=N replays a fault schedule (timing still varies); the
+seed of every run is printed.
 """
 
 import http.client
@@ -35,7 +46,9 @@ import threading
 import time
 import urllib.parse
 
-from stack import is_num, log, lpath, timeout, wait_gone
+# The harness lives with the integration tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integ"))
+from stack import is_num, log, lpath, timeout, wait_gone  # noqa: E402
 
 N_CLIENTS = 32
 LOCKS = ["fault-%d" % i for i in range(4)]

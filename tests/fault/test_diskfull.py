@@ -3,17 +3,21 @@ tmpfs mounted over the stack's data directory.  An acquire that cannot be
 written answers 503 "unavailable" (JSON, with a message) and never hangs,
 nothing already granted is lost, and the service resumes by itself once the
 file system is writable again.  Needs root (mount); the test is skipped
-(passes with a note) otherwise."""
+(passes with a note) otherwise.  Part of the fault-injection suite
+(tests/fault/run.sh, on the integration harness in tests/integ/)."""
 
 import errno
 import functools
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 
-import stack as stackmod
-from stack import expect, fronts, log, shared, timeout, wait_for
+# The harness lives with the integration tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integ"))
+import stack as stackmod  # noqa: E402
+from stack import expect, fronts, log, shared, timeout, wait_for  # noqa: E402
 
 TMPFS_SIZE = "1m"
 HELD = 3                 # locks granted before the trouble starts
