@@ -1,7 +1,8 @@
 /*
  * libFuzzer harness for the request parser (fcgi/request.c).  The input is
  * split on NUL bytes into method, URI, script name, content type,
- * Lock-Token header and body, so the fuzzer reaches every field.
+ * Lock-Token header and body, so the fuzzer reaches every field; the same
+ * fields are then checked as raw FastCGI parameters (request_env_check).
  * Invariant: request_parse() either succeeds with a known route and a
  * valid name, or fails with a 4xx and an error code.  A parsed request is
  * then scoped (request_scope) twice: to the default namespace, and to the
@@ -59,7 +60,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct request_in in;
 	struct request rq;
 	struct request_error err;
-	char *copy, *f[FIELDS] = { NULL };
+	char *copy, *f[FIELDS] = { NULL }, *envp[FIELDS + 1];
 	size_t i, start = 0, n = 0, bodylen = 0;
 
 	if (size > 64 * 1024)
@@ -104,6 +105,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_scope(rq, f[4]);
 	} else {
 		assert(err.status >= 400 && err.status < 500);
+		assert(err.code != NULL && err.code[0] != '\0');
+		assert(memchr(err.message, '\0', sizeof(err.message)) != NULL);
+	}
+	/* The same fields as raw FastCGI parameters ("NAME=value"). */
+	for (i = 0; i < n; i++)
+		envp[i] = f[i];
+	envp[n] = NULL;
+	if (request_env_check(envp, &err) != 0) {
+		assert(err.status == 400 || err.status == 413);
 		assert(err.code != NULL && err.code[0] != '\0');
 		assert(memchr(err.message, '\0', sizeof(err.message)) != NULL);
 	}
