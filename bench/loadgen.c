@@ -11,6 +11,11 @@
  *
  * Modes (-m):
  *   cycle    W1: C clients, client i on its own lock, acquire -> release.
+ *            W5 variants: -F takes a fresh lock name (PREFIX-<k>, k counting
+ *            up) for every cycle, so every acquire creates a lock row;
+ *            -R N picks every cycle a random one of the N existing names
+ *            PREFIX-0 .. PREFIX-<N-1> (client i only k = i mod C, so
+ *            clients never collide).
  *   contend  W2: C clients on one lock, blocking acquire -> release; checks
  *            that no two clients hold at once and that fences only grow.
  *   handoff  W3: a holder releases while one client waits; time from the
@@ -76,6 +81,7 @@ struct conn {
 	bool close_after;	/* the response said Connection: close */
 	long reconnects;
 	bool done;		/* its response is complete */
+	bool resent;		/* the request was sent again after an EOF */
 	int64_t t_send, t_done;		/* monotonic ns */
 	int64_t rt_done;		/* realtime ns at t_done */
 	resp_cb cb;
@@ -92,6 +98,7 @@ struct conn {
 static struct {
 	const char *host;
 	int port;
+	int ports[8], nports;	/* -p P1,P2,...: client i uses ports[i % n] */
 	int ep;
 	int mode_etcd;
 	const char *prefix;
@@ -108,6 +115,10 @@ static struct {
 	long long *next_pos;	/* per lock: grants so far */
 	long long fifo_bad, granted;
 	int nlocks;
+	int pick_fresh;		/* -F */
+	long pick_n;		/* -R N */
+	int nclients;
+	long long fresh_next;
 	double ttl;
 	double timeout;
 } G = { .host = "127.0.0.1", .prefix = "bench", .ttl = 30, .timeout = 10 };
@@ -225,7 +236,8 @@ ep_set(struct conn *c, bool out)
 static void
 conn_open(struct conn *c)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(G.port) };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+	    .sin_port = htons(G.ports[c->id % G.nports]) };
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
 	int one = 1;
 
@@ -284,6 +296,7 @@ request(struct conn *c, const char *method, const char *path,
 	c->outlen = (size_t)n;
 	c->outoff = 0;
 	c->busy = true;
+	c->resent = false;
 	c->done = false;
 	c->status = 0;
 	c->cb = cb;
@@ -371,7 +384,7 @@ parse_response(struct conn *c)
 	return 1;
 }
 
-static long reconnects;
+static long reconnects, resent;
 
 /* The server closes keep-alive connections (lighttpd after
  * server.max-keep-alive-requests, 1000 by default): open a new one. */
@@ -428,6 +441,18 @@ on_readable(struct conn *c)
 			c->cb(c);
 	}
 	if (eof) {
+		if (c->busy && c->inlen == 0 && !c->resent) {
+			/* lighttpd closes keep-alive connections idle for
+			 * server.max-keep-alive-idle (5 s) seconds: a request
+			 * sent just as it did so was never read.  Send it
+			 * again on a new connection, once. */
+			reconnect(c);
+			c->outoff = 0;
+			c->resent = true;
+			resent++;
+			try_send(c);
+			return;
+		}
 		if (c->busy || c->inlen)
 			die("client %d: server closed the connection%s", c->id,
 			    c->busy ? " with a request outstanding" : "");
@@ -537,10 +562,26 @@ b64(const char *in, char *out)
 /* ------------------------------------------------------------------------
  * Lock operations (httplock or etcd). */
 
+/* W5: the lock of the next cycle (-F, -R). */
+static void
+pick_lock(struct conn *c, int nclients)
+{
+	long per;
+
+	if (G.pick_fresh)
+		c->lock = (int)G.fresh_next++;
+	else if (G.pick_n > 0) {
+		per = (G.pick_n - c->id + nclients - 1) / nclients;
+		if (per < 1)
+			die("-R %ld: fewer names than clients", G.pick_n);
+		c->lock = c->id + nclients * (int)(random() % per);
+	}
+}
+
 static void
 lock_name(struct conn *c, char *out, size_t n)
 {
-	if (G.nlocks <= 1)
+	if (G.nlocks <= 1 && !G.pick_fresh && G.pick_n == 0)
 		snprintf(out, n, "%s", G.prefix);
 	else
 		snprintf(out, n, "%s-%d", G.prefix, c->lock);
@@ -646,6 +687,7 @@ loop_released(struct conn *c)
 		G.active--;
 		return;
 	}
+	pick_lock(c, G.nclients);
 	send_acquire(c, loop_acquired, NULL);
 }
 
@@ -715,8 +757,11 @@ run_loop(struct conn *cs, int n, double secs, double warm)
 	hard = G.t_stop + (int64_t)((G.timeout + 15) * 1e9);
 	if ((pending = calloc((size_t)n, sizeof(*pending))) == NULL)
 		die("out of memory");
-	for (i = 0; i < n; i++)
+	G.nclients = n;
+	for (i = 0; i < n; i++) {
+		pick_lock(&cs[i], n);
 		send_acquire(&cs[i], loop_acquired, NULL);
+	}
 	while (G.active > 0) {
 		pump(100);
 		while (npending)
@@ -1040,20 +1085,31 @@ struct usage {
 	int fd_lt, fd_wk, fd_co, thr_wk, nworkers;
 };
 
+static int lt_pids[8], nlt;	/* -l PID1,PID2,...: several front ends */
+
 static struct usage
-measure(int lt_pid, int co_pid)
+measure(int co_pid)
 {
 	struct usage u = { 0 };
 	DIR *d = opendir("/proc");
 	struct dirent *e;
+	int i;
 
-	u.rss_lt = rss_kb(lt_pid);
-	u.fd_lt = nfds(lt_pid);
+	for (i = 0; i < nlt; i++) {
+		u.rss_lt += rss_kb(lt_pids[i]);
+		u.fd_lt += nfds(lt_pids[i]);
+	}
 	u.rss_co = rss_kb(co_pid);
 	u.fd_co = nfds(co_pid);
 	while (d && (e = readdir(d)) != NULL) {
-		int pid = atoi(e->d_name);
-		if (pid > 0 && ppid_of(pid) == lt_pid) {
+		int pid = atoi(e->d_name), pp;
+		if (pid <= 0)
+			continue;
+		pp = ppid_of(pid);
+		for (i = 0; i < nlt; i++)
+			if (pp == lt_pids[i])
+				break;
+		if (i < nlt) {
 			u.nworkers++;
 			u.rss_wk += rss_kb(pid);
 			u.fd_wk += nfds(pid);
@@ -1118,8 +1174,13 @@ mode_waiters(int n, int nlocks, int lt_pid, int co_pid, double hold)
 		hs[k].id = n + k;
 		conn_open(&hs[k]);
 	}
-	idle = measure(lt_pid, co_pid);
-	/* the holders */
+	(void)lt_pid;
+	idle = measure(co_pid);
+	/* the holders: their leases must outlast the enqueueing and the
+	 * hold (10,000 waiters on one lock take ~30 s to queue), or the
+	 * waiters are granted before the measurement */
+	if (G.ttl < G.timeout + hold + 60)
+		G.ttl = G.timeout + hold + 60;
 	for (k = 0; k < nlocks; k++) {
 		send_acquire(&hs[k], NULL, NULL);
 		wait_done(&hs[k], 10LL * 1000000000);
@@ -1153,7 +1214,8 @@ mode_waiters(int n, int nlocks, int lt_pid, int co_pid, double hold)
 			if (c->done)
 				die("waiter %d answered early: %d %s", i, c->status, c->body);
 			if (tries > 5000)
-				die("waiter %d never showed up in the queue (%d of %d)", i, k, want);
+				die("waiter %d never showed up in the queue (%d of %d);"
+				    " %lld errors, last: %s", i, k, want, G.errors, G.lasterr);
 		}
 	}
 	t_enq = now_ns();
@@ -1161,7 +1223,7 @@ mode_waiters(int n, int nlocks, int lt_pid, int co_pid, double hold)
 	/* hold them a moment, then measure */
 	while (now_ns() - t_enq < (int64_t)(hold * 1e9))
 		pump(50);
-	busy = measure(lt_pid, co_pid);
+	busy = measure(co_pid);
 	/* release every lock; each waiter releases as soon as it is granted */
 	G.active = n;
 	t_rel = now_ns();
@@ -1185,8 +1247,8 @@ mode_waiters(int n, int nlocks, int lt_pid, int co_pid, double hold)
 	print_usage("idle", &idle);
 	print_usage("busy", &busy);
 	printf(" workers=%d granted=%lld lost=%lld fifo_bad=%lld drain_s=%.3f drain_handoffs_s=%.0f"
-	    " errors=%lld\n", busy.nworkers, G.granted, n - G.granted, G.fifo_bad,
-	    (t_end - t_rel) / 1e9, G.granted / ((t_end - t_rel) / 1e9), G.errors);
+	    " resent=%ld errors=%lld\n", busy.nworkers, G.granted, n - G.granted, G.fifo_bad,
+	    (t_end - t_rel) / 1e9, G.granted / ((t_end - t_rel) / 1e9), resent, G.errors);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1203,8 +1265,12 @@ usage(void)
 	    "  -t SECS     ttl of grants (expiry: the short ttl)\n"
 	    "  -T SECS     acquire timeout\n"
 	    "  -P NAME     lock name prefix\n"
+	    "  -F          cycle: a fresh lock name every cycle (W5)\n"
+	    "  -R N        cycle: a random one of N names PREFIX-0.. every cycle (W5)\n"
 	    "  -E          etcd v3 JSON gateway (cycle, contend)\n"
 	    "  -l PID -o PID  lighttpd and coordinator pids (waiters: RSS, fds)\n"
+	    "  -p P1,P2 -l PID1,PID2  several front ends (lighttpds) of one\n"
+	    "              database and coordinator: client i uses the (i mod n)th\n"
 	    "  -H SECS     waiters: hold the queue this long before measuring\n");
 	exit(2);
 }
@@ -1217,19 +1283,37 @@ main(int argc, char **argv)
 	double secs = 5, warm = 0.5, ttl = -1, hold = 1;
 	struct rlimit rl;
 
-	while ((ch = getopt(argc, argv, "c:d:Eh:H:l:L:m:n:o:p:P:t:T:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:d:EFh:H:l:L:m:n:o:p:P:R:t:T:w:")) != -1) {
 		switch (ch) {
 		case 'c': clients = atoi(optarg); break;
 		case 'd': secs = atof(optarg); break;
 		case 'E': G.mode_etcd = 1; break;
+		case 'F': G.pick_fresh = 1; break;
+		case 'R': G.pick_n = atol(optarg); break;
 		case 'h': G.host = optarg; break;
 		case 'H': hold = atof(optarg); break;
-		case 'l': lt_pid = atoi(optarg); break;
+		case 'l': {
+			char *t, *sv = NULL, *dup = strdup(optarg);
+			for (t = strtok_r(dup, ",", &sv); t && nlt < 8;
+			    t = strtok_r(NULL, ",", &sv))
+				lt_pids[nlt++] = atoi(t);
+			lt_pid = nlt ? lt_pids[0] : 0;
+			free(dup);
+			break;
+		}
 		case 'L': nlocks = atoi(optarg); break;
 		case 'm': mode = optarg; break;
 		case 'n': rounds = atoi(optarg); break;
 		case 'o': co_pid = atoi(optarg); break;
-		case 'p': G.port = atoi(optarg); break;
+		case 'p': {
+			char *t, *sv = NULL, *dup = strdup(optarg);
+			for (t = strtok_r(dup, ",", &sv); t && G.nports < 8;
+			    t = strtok_r(NULL, ",", &sv))
+				G.ports[G.nports++] = atoi(t);
+			G.port = G.nports ? G.ports[0] : 0;
+			free(dup);
+			break;
+		}
 		case 'P': G.prefix = optarg; break;
 		case 't': ttl = atof(optarg); break;
 		case 'T': G.timeout = atof(optarg); break;
