@@ -248,12 +248,14 @@ log_db_error(int rc, const char *op, const struct request *rq)
 		    lockcore_errmsg(W.db));
 }
 
-/*
- * The coordinator's state as waiters last found it: logged once per
- * change, not once per request.
- */
+/* Set while the coordinator does not answer (last registration or
+ * notification failed). */
 static atomic_bool coord_down;
 
+/*
+ * The coordinator's state as waiters and notifications last found it:
+ * logged once per change, not once per request.
+ */
 static void
 coord_seen(bool up)
 {
