@@ -299,20 +299,24 @@ log_db_error(int rc, const char *op, const struct request *rq)
 		    lockcore_errmsg(W.db));
 }
 
+/* Set while the coordinator does not answer (last registration or
+ * notification failed). */
+static atomic_bool coord_down;
+
 /*
- * The coordinator's state as waiters last found it: logged once per
- * change, not once per request.
+ * The coordinator's state as waiters and notifications last found it:
+ * logged once per change, not once per request.
  */
 static void
 coord_seen(bool up)
 {
-	static atomic_bool down;
+	atomic_bool *down = &coord_down;
 
 	if (up) {
-		if (atomic_load(&down) && atomic_exchange(&down, false))
+		if (atomic_load(down) && atomic_exchange(down, false))
 			log_info("coordinator at %s is back: waiters are "
 			    "woken again", W.conf.coord_socket);
-	} else if (!atomic_load(&down) && !atomic_exchange(&down, true))
+	} else if (!atomic_load(down) && !atomic_exchange(down, true))
 		log_warnx("coordinator at %s unreachable: waiters poll the "
 		    "database every %" PRId64 " ms until it is back",
 		    W.conf.coord_socket, (int64_t)W.conf.poll_ms);
@@ -337,10 +341,45 @@ grant_json(const struct lock_grant *g, const char *name, int64_t ttl_ms)
 	return o;
 }
 
+/* Tells the coordinator; whether it answered decides handoffs (below). */
 static void
 notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
 {
-	(void)coord_notify(W.notifier, name, wake_first, kick, expires);
+	coord_seen(coord_notify(W.notifier, name, wake_first, kick,
+	    expires) == COORDC_OK);
+}
+
+/*
+ * Whose waiters a transaction that frees a lock may grant at once.  Our
+ * own process's, always: we wake them directly.  Another process's only
+ * while the coordinator is seen up, since without it that waiter would
+ * learn of its grant only at its next poll, its lease already running.
+ */
+static void
+handoff_init(struct lock_handoff *ho)
+{
+	memset(ho, 0, sizeof(*ho));
+	ho->only_pid = atomic_load(&coord_down) ? W.pid : 0;
+}
+
+/*
+ * After a transaction on lock `name` that may have handed it on: wakes
+ * the waiter it granted (directly if it is ours; the coordinator's kick
+ * also withdraws that waiter's registration there, and the new lease
+ * re-arms its timer), or the first waiter if `wake`.  The coordinator is
+ * told first so that it has withdrawn the registration before the
+ * waiter's connection closes (a closing first registration passes its
+ * turn on).
+ */
+static void
+handed_on(const char *name, bool wake, const struct lock_handoff *ho)
+{
+	if (ho->waiter_id != 0) {
+		notify(name, wake, ho->waiter_id, ho->expires_at);
+		if (ho->pid == W.pid)
+			(void)wakeup_grant(ho);
+	} else if (wake)
+		notify(name, true, 0, 0);
 }
 
 /*
@@ -354,6 +393,7 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 {
 	char extra[64];
 	struct lockcore *db;
+	struct lock_handoff ho;
 	bool wake = false;
 	int rc;
 
@@ -370,13 +410,13 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 	}
 	if ((db = db_enter()) == NULL)
 		return;
-	rc = lock_release(db, g->name, g->token, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_release(db, g->name, g->token, now_ms(), &wake, &ho);
 	db_leave();
 	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
 	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
 	    rc == LC_OK ? "released" : lc_code(rc));
-	if (wake)
-		notify(g->name, true, 0, 0);
+	handed_on(g->name, wake, &ho);
 }
 
 /*
@@ -424,9 +464,10 @@ wait_poll(const struct request *rq, const struct lock_waiter_ident *who,
 	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
 	log_db_error(rc, "poll", rq);
 	db_leave();
-	if (rc == LC_GRANTED)
+	if (rc == LC_GRANTED && !info->handed)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
-		 * pass the wake on if the lock still has room. */
+		 * pass the wake on if the lock still has room.  (A handoff's
+		 * maker did that already.) */
 		notify(name, wake, 0, g->expires_at);
 	else if (wake)
 		notify(name, true, 0, 0);
@@ -481,14 +522,18 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 {
 	const char *name = rq->key;
 	struct coord_waiter *cw = NULL;
+	struct wake_slot ws;
 	enum wait_end end;
 	bool registered = false, look = false;
 	int64_t now, retry_coord = 0, look_at = 0;
 	int db_err = LC_OK;
 
+	/* Before any look: a handoff committed after that look finds us.
+	 * Without it (no eventfd) the coordinator still wakes us. */
+	(void)wakeup_add(&ws, info->waiter_id, who->key);
 	for (;;) {
-		struct pollfd p[3];
-		nfds_t np = 2;
+		struct pollfd p[4];
+		nfds_t np = 2, ic = 0, iw = 0;
 		int n, t;
 
 		now = now_ms();
@@ -550,10 +595,15 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 		p[0].events = POLLIN | POLLRDHUP;
 		p[1].fd = W.stop_rd;
 		p[1].events = POLLIN;
+		if (ws.efd >= 0) {
+			iw = np++;
+			p[iw].fd = ws.efd;
+			p[iw].events = POLLIN;
+		}
 		if (cw != NULL) {
-			p[2].fd = coord_waiter_fd(cw);
-			p[2].events = POLLIN;
-			np = 3;
+			ic = np++;
+			p[ic].fd = coord_waiter_fd(cw);
+			p[ic].events = POLLIN;
 		}
 		t = sleep_ms(info, registered, now, deadline);
 		if (look_at != 0 && look_at - now < t)
@@ -575,7 +625,20 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			end = WAIT_STOPPING;
 			break;
 		}
-		if (np == 3 && p[2].revents != 0) {
+		if (iw != 0 && p[iw].revents != 0) {
+			/* A handoff in this process: its grant, or look. */
+			int r = wakeup_read(&ws, g);
+
+			if (r == 2) {
+				info->handed = true;
+				*rc = LC_GRANTED;
+				end = WAIT_GRANTED;
+				break;
+			}
+			if (r == 1)
+				look = true;
+		}
+		if (ic != 0 && p[ic].revents != 0) {
 			int r = coord_waiter_read(cw);
 
 			if (r == COORDC_WOKEN) {
@@ -594,6 +657,7 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			}
 		}
 	}
+	wakeup_del(&ws);
 	coord_waiter_free(cw);
 	return end;
 }
@@ -606,16 +670,17 @@ wait_withdraw(const struct request *rq, const struct lock_waiter_ident *who,
 {
 	const char *name = rq->key;
 	struct lockcore *db;
+	struct lock_handoff ho;
 	bool wake = false;
 	int rc;
 
 	if ((db = db_enter()) == NULL)
 		return;
-	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
 	log_db_error(rc, "abandon", rq);
 	db_leave();
-	if (wake)
-		notify(name, true, 0, 0);
+	handed_on(name, wake, &ho);
 }
 
 /* Set while this process refuses waiters for want of threads. */
@@ -695,8 +760,10 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 
 		/* A retry with a request_id may have taken over a queue place
 		 * whose old request still sleeps: wake it to find out. */
-		if (ar.request_id != NULL)
+		if (ar.request_id != NULL) {
 			notify(rq->key, false, info.waiter_id, 0);
+			(void)wakeup_signal(info.waiter_id);
+		}
 		atomic_fetch_add(&W.waiting, 1);
 		end = acquire_wait(fr, rq, &ar.who, ar.deadline, &info,
 		    &g, &rc);
@@ -757,6 +824,7 @@ static void
 handle_release(FCGX_Request *fr, const struct request *rq)
 {
 	struct lockcore *db;
+	struct lock_handoff ho;
 	json_object *o;
 	bool wake = false;
 	int rc;
@@ -765,11 +833,11 @@ handle_release(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake, &ho);
 	log_db_error(rc, "release", rq);
 	db_leave();
-	if (wake)
-		notify(rq->key, true, 0, 0);
+	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "released" : lc_code(rc));
 	if (rc != LC_OK) {
@@ -812,6 +880,7 @@ static void
 handle_cancel(FCGX_Request *fr, const struct request *rq)
 {
 	struct lockcore *db;
+	struct lock_handoff ho;
 	json_object *o;
 	bool held = false, wake = false;
 	int64_t kick = 0;
@@ -821,12 +890,17 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
+	handoff_init(&ho);
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
-	    &wake);
+	    &wake, &ho);
 	log_db_error(rc, "cancel", rq);
 	db_leave();
-	if (wake || kick != 0)
-		notify(rq->key, wake, kick, 0);
+	/* The request whose row or grant went away learns it when it looks. */
+	if (kick != 0) {
+		notify(rq->key, false, kick, 0);
+		(void)wakeup_signal(kick);
+	}
+	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": cancel: %s", LOCK_ARGS(rq),
 	    rc != LC_OK ? lc_code(rc) : held ? "cancelled (was held)" :
 	    "cancelled (was waiting)");
