@@ -28,6 +28,7 @@ _Static_assert(LC_KEY_MAX <= PROTO_NAME_MAX,
 #define COORD_ACK_MS     250
 #define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
 #define THREAD_RESERVE   8      /* threads per worker kept from waiting */
+#define CW_POOL_MAX      128    /* idle coordinator connections kept */
 
 struct status_text {
 	int         status;
@@ -364,21 +365,20 @@ handoff_init(struct lock_handoff *ho)
 
 /*
  * After a transaction on lock `name` that may have handed it on: wakes
- * the waiter it granted (directly if it is ours; the coordinator's kick
- * also withdraws that waiter's registration there, and the new lease
- * re-arms its timer), or the first waiter if `wake`.  The coordinator is
- * told first so that it has withdrawn the registration before the
- * waiter's connection closes (a closing first registration passes its
- * turn on).
+ * the waiter it granted, directly with its grant if it is ours (it then
+ * withdraws its own registration with the coordinator), through the
+ * coordinator's kick otherwise; the new lease re-arms the coordinator's
+ * timer either way.  Without a handoff, wakes the first waiter if `wake`.
  */
 static void
 handed_on(const char *name, bool wake, const struct lock_handoff *ho)
 {
-	if (ho->waiter_id != 0) {
+	if (ho->waiter_id != 0 && ho->pid == W.pid &&
+	    wakeup_grant(ho))
+		notify(name, wake, 0, ho->expires_at);
+	else if (ho->waiter_id != 0)
 		notify(name, wake, ho->waiter_id, ho->expires_at);
-		if (ho->pid == W.pid)
-			(void)wakeup_grant(ho);
-	} else if (wake)
+	else if (wake)
 		notify(name, true, 0, 0);
 }
 
@@ -506,6 +506,85 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 }
 
 /*
+ * Waiter connections to the coordinator are kept for the next wait rather
+ * than closed: a wait then costs the WAIT/ACK exchange only, not a socket,
+ * connect, accept and close on both sides.  A connection goes back only
+ * when healthy, and unregistered (UNWAIT) since a registration left behind
+ * would absorb the next wake of its lock.
+ */
+static pthread_mutex_t cw_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct coord_waiter *cw_pool[CW_POOL_MAX];
+static int cw_npool;
+
+/* An idle pooled connection, or NULL. */
+static struct coord_waiter *
+cw_take(void)
+{
+	struct coord_waiter *cw = NULL;
+
+	pthread_mutex_lock(&cw_mu);
+	if (cw_npool > 0)
+		cw = cw_pool[--cw_npool];
+	pthread_mutex_unlock(&cw_mu);
+	return cw;
+}
+
+/* Gives `cw` (may be NULL) back to the pool, or closes it. */
+static void
+cw_put(struct coord_waiter *cw, bool registered)
+{
+	if (cw == NULL)
+		return;
+	if (registered && coord_waiter_unwait(cw, COORD_ACK_MS) != COORDC_OK) {
+		coord_waiter_free(cw);
+		return;
+	}
+	pthread_mutex_lock(&cw_mu);
+	if (cw_npool < CW_POOL_MAX) {
+		cw_pool[cw_npool++] = cw;
+		cw = NULL;
+	}
+	pthread_mutex_unlock(&cw_mu);
+	coord_waiter_free(cw);
+}
+
+/*
+ * Registers waiter `info` of lock `name` on `cw`, or on a pooled or new
+ * connection when cw is NULL (a pooled one that fails may predate a
+ * coordinator restart: a new one is tried then).  Returns the connection,
+ * NULL if none could be made (the coordinator is then autostarted if so
+ * configured); *ok is set when the registration was acknowledged.  On
+ * failure the caller frees the connection.
+ */
+static struct coord_waiter *
+coord_register(struct coord_waiter *cw, const char *name,
+    const struct lock_wait_info *info, bool *ok)
+{
+	bool pooled = false;
+
+	*ok = false;
+	if (cw == NULL && (cw = cw_take()) != NULL)
+		pooled = true;
+	for (;;) {
+		if (cw == NULL &&
+		    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL) {
+			autostart_coord(errno);
+			return NULL;
+		}
+		if (coord_waiter_register(cw, name, info->waiter_id,
+		    info->holder_expires, COORD_ACK_MS) == COORDC_OK) {
+			*ok = true;
+			return cw;
+		}
+		if (!pooled)
+			return cw;
+		coord_waiter_free(cw);
+		cw = NULL;
+		pooled = false;
+	}
+}
+
+/*
  * Sleeps until waiter info->waiter_id is granted, times out at `deadline`,
  * loses its client, or the worker stops.  The waiter row is left as it is;
  * the caller withdraws it (wait_withdraw) on every outcome but a grant.
@@ -565,12 +644,10 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			break;
 		}
 		if (!registered && now >= retry_coord) {
-			if (cw == NULL &&
-			    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL)
-				autostart_coord(errno);
-			if (cw != NULL && coord_waiter_register(cw, name,
-			    info->waiter_id, info->holder_expires,
-			    COORD_ACK_MS) == COORDC_OK) {
+			bool ok;
+
+			cw = coord_register(cw, name, info, &ok);
+			if (ok) {
 				/* A release that committed before the
 				 * coordinator knew us woke nobody: look once
 				 * more now that it does. */
@@ -658,7 +735,7 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 		}
 	}
 	wakeup_del(&ws);
-	coord_waiter_free(cw);
+	cw_put(cw, registered);
 	return end;
 }
 
