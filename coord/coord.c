@@ -717,6 +717,10 @@ peer_handle(struct peer *p, const struct proto_msg *m)
 	case PROTO_PING:
 		do_ping(p);
 		break;
+	case PROTO_UNWAIT:
+		log_debug("%s: fd %d: UNWAIT", __func__, p->fd);
+		peer_unregister(p, false);
+		break;
 	default:
 		/* ACK, WAKE, PONG, ERROR: ours to send, not to receive. */
 		peer_kill(p, "unexpected frame type");

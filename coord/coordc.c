@@ -311,6 +311,26 @@ coord_waiter_register(struct coord_waiter *w, const char *name,
 }
 
 int
+coord_waiter_unwait(struct coord_waiter *w, int timeout_ms)
+{
+	uint8_t frame[PROTO_HDR_LEN];
+	struct proto_msg m;
+	int n, rc;
+
+	if (w->broken)
+		return COORDC_E_DOWN;
+	memset(&m, 0, sizeof(m));
+	m.type = PROTO_UNWAIT;
+	if ((n = proto_encode(&m, frame, sizeof(frame))) < 0)
+		return COORDC_E_PROTO;
+	rc = send_all(w->fd, frame, (size_t)n,
+	    mono_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+	if (rc != COORDC_OK)
+		w->broken = true;
+	return rc;
+}
+
+int
 coord_waiter_read(struct coord_waiter *w)
 {
 	struct proto_msg m;

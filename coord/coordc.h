@@ -48,6 +48,15 @@ int coord_waiter_register(struct coord_waiter *w, const char *name,
     int64_t waiter_id, int64_t holder_expires, int timeout_ms)
     __attribute__((warn_unused_result));
 
+/*
+ * Withdraws the registration, if any, without passing its turn on, so that
+ * the connection can serve another wait (coord_waiter_register).  A WAKE
+ * the coordinator sent before is dropped by that register.  On failure the
+ * connection is broken: free it.
+ */
+int coord_waiter_unwait(struct coord_waiter *w, int timeout_ms)
+    __attribute__((warn_unused_result));
+
 /* The descriptor to poll for POLLIN (a WAKE, or the coordinator going). */
 int coord_waiter_fd(const struct coord_waiter *w);
 

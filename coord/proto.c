@@ -84,6 +84,7 @@ payload_len(uint8_t type, size_t namelen, int *ok)
 		return NOTIFY_FIXED + NAMELEN_LEN + namelen;
 	case PROTO_ACK:
 	case PROTO_PING:
+	case PROTO_UNWAIT:
 		return 0;
 	case PROTO_WAKE:
 		return WAKE_LEN;
@@ -198,7 +199,7 @@ proto_decode(const uint8_t *buf, size_t len, struct proto_msg *m,
 		 */
 		m->version = p[0];
 		break;
-	default:                 /* ACK, PING: empty */
+	default:                 /* ACK, PING, UNWAIT: empty */
 		break;
 	}
 	*used = PROTO_HDR_LEN + (size_t)plen;
@@ -256,7 +257,7 @@ proto_encode(const struct proto_msg *m, uint8_t *out, size_t cap)
 	case PROTO_ERROR:
 		p[0] = PROTO_VERSION;
 		break;
-	default:                 /* ACK, PING: empty */
+	default:                 /* ACK, PING, UNWAIT: empty */
 		break;
 	}
 	return (int)(PROTO_HDR_LEN + plen);

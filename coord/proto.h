@@ -16,6 +16,10 @@
  *           the waiter sends WAIT again if it must go on waiting.
  *   ACK     coord->worker  (empty)
  *   WAKE    coord->worker  u64 waiter_id
+ *   UNWAIT  worker->coord  (empty)
+ *           Withdraw this connection's registration, if any, without
+ *           passing its turn on (closing the connection passes it on), so
+ *           that the connection can serve the next wait.  No answer.
  *   NOTIFY  worker->coord  u8 flags, u64 kick_id, i64 expires, name
  *           The lock's state changed.  PROTO_NOTIFY_WAKE: wake its first
  *           registered waiter (lowest waiter_id).  kick_id != 0: also wake
@@ -38,8 +42,9 @@
 /*
  * Version 2: names grew from 255 to 1024 bytes (lock keys with a tenant's
  * namespace, docs/tenants.md), and frames from 512 to 1088 payload bytes.
+ * Version 3: UNWAIT, so that workers keep waiter connections open.
  */
-#define PROTO_VERSION     2
+#define PROTO_VERSION     3
 #define PROTO_HDR_LEN     8
 #define PROTO_NAME_MAX    1024
 #define PROTO_PAYLOAD_MAX 1088  /* larger frames are malformed */
@@ -52,7 +57,8 @@ enum proto_type {
 	PROTO_NOTIFY = 4,
 	PROTO_PING = 5,
 	PROTO_PONG = 6,
-	PROTO_ERROR = 7
+	PROTO_ERROR = 7,
+	PROTO_UNWAIT = 8
 };
 
 #define PROTO_NOTIFY_WAKE 0x01

@@ -28,6 +28,7 @@ _Static_assert(LC_KEY_MAX <= PROTO_NAME_MAX,
 #define COORD_ACK_MS     250
 #define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
 #define THREAD_RESERVE   8      /* threads per worker kept from waiting */
+#define CW_POOL_MAX      128    /* idle coordinator connections kept */
 
 struct status_text {
 	int         status;
@@ -299,20 +300,24 @@ log_db_error(int rc, const char *op, const struct request *rq)
 		    lockcore_errmsg(W.db));
 }
 
+/* Set while the coordinator does not answer (last registration or
+ * notification failed). */
+static atomic_bool coord_down;
+
 /*
- * The coordinator's state as waiters last found it: logged once per
- * change, not once per request.
+ * The coordinator's state as waiters and notifications last found it:
+ * logged once per change, not once per request.
  */
 static void
 coord_seen(bool up)
 {
-	static atomic_bool down;
+	atomic_bool *down = &coord_down;
 
 	if (up) {
-		if (atomic_load(&down) && atomic_exchange(&down, false))
+		if (atomic_load(down) && atomic_exchange(down, false))
 			log_info("coordinator at %s is back: waiters are "
 			    "woken again", W.conf.coord_socket);
-	} else if (!atomic_load(&down) && !atomic_exchange(&down, true))
+	} else if (!atomic_load(down) && !atomic_exchange(down, true))
 		log_warnx("coordinator at %s unreachable: waiters poll the "
 		    "database every %" PRId64 " ms until it is back",
 		    W.conf.coord_socket, (int64_t)W.conf.poll_ms);
@@ -337,10 +342,44 @@ grant_json(const struct lock_grant *g, const char *name, int64_t ttl_ms)
 	return o;
 }
 
+/* Tells the coordinator; whether it answered decides handoffs (below). */
 static void
 notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
 {
-	(void)coord_notify(W.notifier, name, wake_first, kick, expires);
+	coord_seen(coord_notify(W.notifier, name, wake_first, kick,
+	    expires) == COORDC_OK);
+}
+
+/*
+ * Whose waiters a transaction that frees a lock may grant at once.  Our
+ * own process's, always: we wake them directly.  Another process's only
+ * while the coordinator is seen up, since without it that waiter would
+ * learn of its grant only at its next poll, its lease already running.
+ */
+static void
+handoff_init(struct lock_handoff *ho)
+{
+	memset(ho, 0, sizeof(*ho));
+	ho->only_pid = atomic_load(&coord_down) ? W.pid : 0;
+}
+
+/*
+ * After a transaction on lock `name` that may have handed it on: wakes
+ * the waiter it granted, directly with its grant if it is ours (it then
+ * withdraws its own registration with the coordinator), through the
+ * coordinator's kick otherwise; the new lease re-arms the coordinator's
+ * timer either way.  Without a handoff, wakes the first waiter if `wake`.
+ */
+static void
+handed_on(const char *name, bool wake, const struct lock_handoff *ho)
+{
+	if (ho->waiter_id != 0 && ho->pid == W.pid &&
+	    wakeup_grant(ho))
+		notify(name, wake, 0, ho->expires_at);
+	else if (ho->waiter_id != 0)
+		notify(name, wake, ho->waiter_id, ho->expires_at);
+	else if (wake)
+		notify(name, true, 0, 0);
 }
 
 /*
@@ -354,6 +393,7 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 {
 	char extra[64];
 	struct lockcore *db;
+	struct lock_handoff ho;
 	bool wake = false;
 	int rc;
 
@@ -370,13 +410,13 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 	}
 	if ((db = db_enter()) == NULL)
 		return;
-	rc = lock_release(db, g->name, g->token, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_release(db, g->name, g->token, now_ms(), &wake, &ho);
 	db_leave();
 	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
 	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
 	    rc == LC_OK ? "released" : lc_code(rc));
-	if (wake)
-		notify(g->name, true, 0, 0);
+	handed_on(g->name, wake, &ho);
 }
 
 /*
@@ -424,9 +464,10 @@ wait_poll(const struct request *rq, const struct lock_waiter_ident *who,
 	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
 	log_db_error(rc, "poll", rq);
 	db_leave();
-	if (rc == LC_GRANTED)
+	if (rc == LC_GRANTED && !info->handed)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
-		 * pass the wake on if the lock still has room. */
+		 * pass the wake on if the lock still has room.  (A handoff's
+		 * maker did that already.) */
 		notify(name, wake, 0, g->expires_at);
 	else if (wake)
 		notify(name, true, 0, 0);
@@ -465,6 +506,85 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 }
 
 /*
+ * Waiter connections to the coordinator are kept for the next wait rather
+ * than closed: a wait then costs the WAIT/ACK exchange only, not a socket,
+ * connect, accept and close on both sides.  A connection goes back only
+ * when healthy, and unregistered (UNWAIT) since a registration left behind
+ * would absorb the next wake of its lock.
+ */
+static pthread_mutex_t cw_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct coord_waiter *cw_pool[CW_POOL_MAX];
+static int cw_npool;
+
+/* An idle pooled connection, or NULL. */
+static struct coord_waiter *
+cw_take(void)
+{
+	struct coord_waiter *cw = NULL;
+
+	pthread_mutex_lock(&cw_mu);
+	if (cw_npool > 0)
+		cw = cw_pool[--cw_npool];
+	pthread_mutex_unlock(&cw_mu);
+	return cw;
+}
+
+/* Gives `cw` (may be NULL) back to the pool, or closes it. */
+static void
+cw_put(struct coord_waiter *cw, bool registered)
+{
+	if (cw == NULL)
+		return;
+	if (registered && coord_waiter_unwait(cw, COORD_ACK_MS) != COORDC_OK) {
+		coord_waiter_free(cw);
+		return;
+	}
+	pthread_mutex_lock(&cw_mu);
+	if (cw_npool < CW_POOL_MAX) {
+		cw_pool[cw_npool++] = cw;
+		cw = NULL;
+	}
+	pthread_mutex_unlock(&cw_mu);
+	coord_waiter_free(cw);
+}
+
+/*
+ * Registers waiter `info` of lock `name` on `cw`, or on a pooled or new
+ * connection when cw is NULL (a pooled one that fails may predate a
+ * coordinator restart: a new one is tried then).  Returns the connection,
+ * NULL if none could be made (the coordinator is then autostarted if so
+ * configured); *ok is set when the registration was acknowledged.  On
+ * failure the caller frees the connection.
+ */
+static struct coord_waiter *
+coord_register(struct coord_waiter *cw, const char *name,
+    const struct lock_wait_info *info, bool *ok)
+{
+	bool pooled = false;
+
+	*ok = false;
+	if (cw == NULL && (cw = cw_take()) != NULL)
+		pooled = true;
+	for (;;) {
+		if (cw == NULL &&
+		    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL) {
+			autostart_coord(errno);
+			return NULL;
+		}
+		if (coord_waiter_register(cw, name, info->waiter_id,
+		    info->holder_expires, COORD_ACK_MS) == COORDC_OK) {
+			*ok = true;
+			return cw;
+		}
+		if (!pooled)
+			return cw;
+		coord_waiter_free(cw);
+		cw = NULL;
+		pooled = false;
+	}
+}
+
+/*
  * Sleeps until waiter info->waiter_id is granted, times out at `deadline`,
  * loses its client, or the worker stops.  The waiter row is left as it is;
  * the caller withdraws it (wait_withdraw) on every outcome but a grant.
@@ -481,14 +601,18 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 {
 	const char *name = rq->key;
 	struct coord_waiter *cw = NULL;
+	struct wake_slot ws;
 	enum wait_end end;
 	bool registered = false, look = false;
 	int64_t now, retry_coord = 0, look_at = 0;
 	int db_err = LC_OK;
 
+	/* Before any look: a handoff committed after that look finds us.
+	 * Without it (no eventfd) the coordinator still wakes us. */
+	(void)wakeup_add(&ws, info->waiter_id, who->key);
 	for (;;) {
-		struct pollfd p[3];
-		nfds_t np = 2;
+		struct pollfd p[4];
+		nfds_t np = 2, ic = 0, iw = 0;
 		int n, t;
 
 		now = now_ms();
@@ -520,12 +644,10 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			break;
 		}
 		if (!registered && now >= retry_coord) {
-			if (cw == NULL &&
-			    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL)
-				autostart_coord(errno);
-			if (cw != NULL && coord_waiter_register(cw, name,
-			    info->waiter_id, info->holder_expires,
-			    COORD_ACK_MS) == COORDC_OK) {
+			bool ok;
+
+			cw = coord_register(cw, name, info, &ok);
+			if (ok) {
 				/* A release that committed before the
 				 * coordinator knew us woke nobody: look once
 				 * more now that it does. */
@@ -550,10 +672,15 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 		p[0].events = POLLIN | POLLRDHUP;
 		p[1].fd = W.stop_rd;
 		p[1].events = POLLIN;
+		if (ws.efd >= 0) {
+			iw = np++;
+			p[iw].fd = ws.efd;
+			p[iw].events = POLLIN;
+		}
 		if (cw != NULL) {
-			p[2].fd = coord_waiter_fd(cw);
-			p[2].events = POLLIN;
-			np = 3;
+			ic = np++;
+			p[ic].fd = coord_waiter_fd(cw);
+			p[ic].events = POLLIN;
 		}
 		t = sleep_ms(info, registered, now, deadline);
 		if (look_at != 0 && look_at - now < t)
@@ -575,7 +702,20 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			end = WAIT_STOPPING;
 			break;
 		}
-		if (np == 3 && p[2].revents != 0) {
+		if (iw != 0 && p[iw].revents != 0) {
+			/* A handoff in this process: its grant, or look. */
+			int r = wakeup_read(&ws, g);
+
+			if (r == 2) {
+				info->handed = true;
+				*rc = LC_GRANTED;
+				end = WAIT_GRANTED;
+				break;
+			}
+			if (r == 1)
+				look = true;
+		}
+		if (ic != 0 && p[ic].revents != 0) {
 			int r = coord_waiter_read(cw);
 
 			if (r == COORDC_WOKEN) {
@@ -594,7 +734,8 @@ acquire_wait(FCGX_Request *fr, const struct request *rq,
 			}
 		}
 	}
-	coord_waiter_free(cw);
+	wakeup_del(&ws);
+	cw_put(cw, registered);
 	return end;
 }
 
@@ -606,16 +747,17 @@ wait_withdraw(const struct request *rq, const struct lock_waiter_ident *who,
 {
 	const char *name = rq->key;
 	struct lockcore *db;
+	struct lock_handoff ho;
 	bool wake = false;
 	int rc;
 
 	if ((db = db_enter()) == NULL)
 		return;
-	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
 	log_db_error(rc, "abandon", rq);
 	db_leave();
-	if (wake)
-		notify(name, true, 0, 0);
+	handed_on(name, wake, &ho);
 }
 
 /* Set while this process refuses waiters for want of threads. */
@@ -695,8 +837,10 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 
 		/* A retry with a request_id may have taken over a queue place
 		 * whose old request still sleeps: wake it to find out. */
-		if (ar.request_id != NULL)
+		if (ar.request_id != NULL) {
 			notify(rq->key, false, info.waiter_id, 0);
+			(void)wakeup_signal(info.waiter_id);
+		}
 		atomic_fetch_add(&W.waiting, 1);
 		end = acquire_wait(fr, rq, &ar.who, ar.deadline, &info,
 		    &g, &rc);
@@ -757,6 +901,7 @@ static void
 handle_release(FCGX_Request *fr, const struct request *rq)
 {
 	struct lockcore *db;
+	struct lock_handoff ho;
 	json_object *o;
 	bool wake = false;
 	int rc;
@@ -765,11 +910,11 @@ handle_release(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
-	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake);
+	handoff_init(&ho);
+	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake, &ho);
 	log_db_error(rc, "release", rq);
 	db_leave();
-	if (wake)
-		notify(rq->key, true, 0, 0);
+	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "released" : lc_code(rc));
 	if (rc != LC_OK) {
@@ -812,6 +957,7 @@ static void
 handle_cancel(FCGX_Request *fr, const struct request *rq)
 {
 	struct lockcore *db;
+	struct lock_handoff ho;
 	json_object *o;
 	bool held = false, wake = false;
 	int64_t kick = 0;
@@ -821,12 +967,17 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 		send_lc_error(fr, LC_E_DB, NULL);
 		return;
 	}
+	handoff_init(&ho);
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
-	    &wake);
+	    &wake, &ho);
 	log_db_error(rc, "cancel", rq);
 	db_leave();
-	if (wake || kick != 0)
-		notify(rq->key, wake, kick, 0);
+	/* The request whose row or grant went away learns it when it looks. */
+	if (kick != 0) {
+		notify(rq->key, false, kick, 0);
+		(void)wakeup_signal(kick);
+	}
+	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": cancel: %s", LOCK_ARGS(rq),
 	    rc != LC_OK ? lc_code(rc) : held ? "cancelled (was held)" :
 	    "cancelled (was waiting)");

@@ -42,6 +42,31 @@ extern struct worker W;
 int64_t now_ms(void);
 uint64_t random_u64(void);
 
+/* wakeup.c */
+/* A waiting request's registration for direct wakes (caller-owned). */
+struct wake_slot {
+	int64_t           waiter_id;
+	uint64_t          key;       /* the request's waiter key */
+	int               efd;       /* eventfd to poll, -1 when not added */
+	bool              granted;   /* `grant` was handed to it (wake_mu) */
+	struct lock_grant grant;
+	struct wake_slot *next;
+};
+/* Registers s for waiter_id of the request with `key`; 0, or -1 (logged;
+ * s->efd is -1). */
+int wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key);
+/* Unregisters s and closes its eventfd; a no-op if it was not added. */
+void wakeup_del(struct wake_slot *s);
+/* Wakes this process's registered waiter_id; false if there is none. */
+bool wakeup_signal(int64_t waiter_id);
+/* Gives a committed handoff's grant to the request it was made for, if it
+ * waits in this process, and wakes it (and any other request registered
+ * for that waiter id, which then looks); false if there is none. */
+bool wakeup_grant(const struct lock_handoff *ho);
+/* After POLLIN on s->efd: consumes the wake.  0 for none, 1 for a wake
+ * (look), 2 when a grant was handed over (copied to *g). */
+int wakeup_read(struct wake_slot *s, struct lock_grant *g);
+
 /* handlers.c */
 /* Handles one accepted request completely; the caller then finishes it. */
 void handle_request(FCGX_Request *fr);

@@ -29,7 +29,7 @@
 
 #include "lockcore.h"
 
-#define SCHEMA_VERSION   2
+#define SCHEMA_VERSION   3
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
 #define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
@@ -82,17 +82,7 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 2);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('fence_floor', 0);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('grace_until', 0);"
-    "CREATE TABLE IF NOT EXISTS sessions("
-    " id INTEGER PRIMARY KEY,"
-    " boot_id TEXT NOT NULL,"
-    " pid INTEGER NOT NULL,"
-    " pstart INTEGER NOT NULL,"
-    " sync_full INTEGER NOT NULL,"
-    " max_ttl_ms INTEGER NOT NULL,"
-    " opened_at INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 3);"
     "CREATE TABLE IF NOT EXISTS locks("
     " id INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
@@ -105,8 +95,12 @@ static const char schema_sql[] =
     " owner TEXT NOT NULL DEFAULT '',"
     " request_id TEXT,"
     " acquired_at INTEGER NOT NULL,"
-    " expires_at INTEGER NOT NULL);"
+    " expires_at INTEGER NOT NULL,"
+    " waiter_id INTEGER,"
+    " wkey INTEGER);"
     "CREATE INDEX IF NOT EXISTS holders_lock ON holders(lock_id);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
+    " WHERE waiter_id IS NOT NULL;"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_req ON holders(lock_id,"
     " request_id) WHERE request_id IS NOT NULL;"
     "CREATE INDEX IF NOT EXISTS holders_exp ON holders(expires_at);"
@@ -122,9 +116,33 @@ static const char schema_sql[] =
     " wkey INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS waiters_lock ON waiters(lock_id, id);"
     "CREATE UNIQUE INDEX IF NOT EXISTS waiters_req ON waiters(lock_id,"
-    " request_id) WHERE request_id IS NOT NULL;"
-    /* Version 1 (no sessions, no fence floor) is upgraded in place. */
-    "UPDATE meta SET value = 2 WHERE key = 'schema_version' AND value = 1;";
+    " request_id) WHERE request_id IS NOT NULL;";
+
+/* Sessions and the fence floor (see "Unclean shutdowns"), new in version 3. */
+static const char sessions_sql[] =
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('fence_floor', 0);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('grace_until', 0);"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    " id INTEGER PRIMARY KEY,"
+    " boot_id TEXT NOT NULL,"
+    " pid INTEGER NOT NULL,"
+    " pstart INTEGER NOT NULL,"
+    " sync_full INTEGER NOT NULL,"
+    " max_ttl_ms INTEGER NOT NULL,"
+    " opened_at INTEGER NOT NULL);";
+
+/*
+ * New in version 3 (before: version 1, or the version 2 that had only the
+ * sessions): a grant remembers the waiter row it was made for (waiter_id,
+ * and the wkey of the request that owned the row), so that a waiter
+ * granted by someone else's transaction finds its grant with a read.
+ * Rows granted before have neither.
+ */
+static const char migrate_waiter_sql[] =
+    "ALTER TABLE holders ADD COLUMN waiter_id INTEGER;"
+    "ALTER TABLE holders ADD COLUMN wkey INTEGER;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
+    " WHERE waiter_id IS NOT NULL;";
 
 enum stmt_id {
 	S_BEGIN,
@@ -141,6 +159,7 @@ enum stmt_id {
 	S_H_STATE,
 	S_H_LIST,
 	S_H_BY_REQ,
+	S_H_BY_WAITER,
 	S_H_ADD,
 	S_H_DEL,
 	S_H_RENEW,
@@ -157,7 +176,7 @@ enum stmt_id {
 };
 
 #define HOLDER_COLS \
-    "rowid, token, fence, owner, acquired_at, expires_at"
+    "rowid, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
 
 static const char *const sqltab[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
@@ -180,9 +199,12 @@ static const char *const sqltab[S_COUNT] = {
 	    " WHERE lock_id = ?1 AND expires_at > ?2 ORDER BY fence",
 	[S_H_BY_REQ] = "SELECT " HOLDER_COLS " FROM holders"
 	    " WHERE lock_id = ?1 AND request_id = ?2 AND expires_at > ?3",
+	[S_H_BY_WAITER] = "SELECT " HOLDER_COLS ", (SELECT name FROM locks"
+	    "  WHERE id = holders.lock_id) FROM holders"
+	    " WHERE waiter_id = ?1 AND expires_at > ?2",
 	[S_H_ADD] = "INSERT INTO holders(token, lock_id, fence, owner,"
-	    " request_id, acquired_at, expires_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	    " request_id, acquired_at, expires_at, waiter_id, wkey)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[S_H_DEL] = "DELETE FROM holders WHERE rowid = ?1",
 	[S_H_RENEW] = "UPDATE holders SET expires_at = ?2 WHERE rowid = ?1",
 	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
@@ -231,6 +253,8 @@ struct lockcore {
 	int              ckpt_at;          /* checkpoint when wal_frames gets here */
 	int64_t          session;          /* our row of `sessions`, 0 if none */
 	struct lockcore_recovery rec;      /* fence floor and grace in force */
+	pid_t            self_pid;         /* this process, as of self_pstart */
+	uint64_t         self_pstart;      /* its start time, 0 if unknown */
 };
 
 /* The lock row a transaction works on. */
@@ -243,6 +267,7 @@ struct lockrow {
 struct walk {
 	int     live;     /* live waiters seen */
 	int64_t head;     /* id of the first live waiter, 0 if none */
+	pid_t   head_pid; /* its process */
 	int     removed;  /* dead waiters deleted */
 };
 
@@ -260,6 +285,8 @@ struct hrow {
 	char    owner[LC_OWNER_MAX + 1];
 	int64_t acquired_at;
 	int64_t expires_at;
+	int64_t waiter_id;   /* the waiter row it was granted to, 0 if none */
+	uint64_t wkey;       /* that row's wkey when it was granted */
 };
 
 /* A waiter row with the lock it waits for, as S_W_GET returns it. */
@@ -615,40 +642,70 @@ out:
 	return rc;
 }
 
-/*
- * True if the schema exists at this version.  Checked first because
- * creating or upgrading it needs the write lock, which a busy database may
- * not give a new connection soon.
- */
+/* True if `table` has a column `col` (both trusted identifiers). */
 static bool
-has_schema(sqlite3 *db)
+has_column(sqlite3 *db, const char *table, const char *col)
 {
 	sqlite3_stmt *s = NULL;
+	char sql[128];
 	bool yes;
 
-	yes = sqlite3_prepare_v2(db, "SELECT value FROM meta"
-	    " WHERE key = 'schema_version'", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW &&
-	    sqlite3_column_int64(s, 0) == SCHEMA_VERSION;
+	(void)snprintf(sql, sizeof(sql), "SELECT %s FROM %s LIMIT 0", col,
+	    table);
+	yes = sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK;
 	(void)sqlite3_finalize(s);
 	return yes;
 }
 
 /*
- * Creates the schema if absent, or upgrades an older one, in one
- * transaction (every statement of schema_sql may run again).  A newer
- * schema is left for check_version() to refuse.  0 or -1.
+ * The schema's version, 0 if there is no schema.  Checked first because
+ * creating or migrating it needs the write lock, which a busy database may
+ * not give a new connection soon.
+ */
+static int64_t
+schema_version(sqlite3 *db)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+
+	if (sqlite3_prepare_v2(db, "SELECT value FROM meta"
+	    " WHERE key = 'schema_version'", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	(void)sqlite3_finalize(s);
+	return v;
+}
+
+/*
+ * Creates the schema if absent, or migrates versions 1 and 2 to 3, in one
+ * transaction.  Another version is left for check_version() to refuse.
+ * 0 or -1.
  */
 static int
 make_schema(sqlite3 *db, const char **why)
 {
+	int64_t v;
 	int rc;
 
-	if (has_schema(db))
+	if (schema_version(db) >= SCHEMA_VERSION)
 		return 0;
 	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+	/* Another process may have done it while we waited.  Every step may
+	 * run again: an older version gets what it lacks. */
+	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
+		/* Version 2 was either of the two halves of 3. */
+		if (has_column(db, "holders", "rowid") &&
+		    !has_column(db, "holders", "waiter_id"))
+			rc = sqlite3_exec(db, migrate_waiter_sql, NULL, NULL,
+			    NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, sessions_sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK && v != 0)
+			rc = sqlite3_exec(db, "UPDATE meta SET value = 3"
+			    " WHERE key = 'schema_version'", NULL, NULL, NULL);
+	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
@@ -947,6 +1004,8 @@ lockcore_open(struct lockcore **out, const char *path,
 	}
 	lc->busy_ms = opts != NULL ? opts->busy_timeout_ms : BUSY_DEFAULT_MS;
 	lc->live_clock = opts != NULL && opts->live_clock;
+	lc->self_pid = getpid();
+	lc->self_pstart = lockcore_proc_start(lc->self_pid);
 	if (lc->busy_ms < 0)
 		lc->busy_ms = 0;
 	if (sqlite3_open_v2(path, &lc->db, SQLITE_OPEN_READWRITE |
@@ -1132,6 +1191,8 @@ read_holder(sqlite3_stmt *s, struct hrow *h)
 	h->fence = sqlite3_column_int64(s, 2);
 	h->acquired_at = sqlite3_column_int64(s, 4);
 	h->expires_at = sqlite3_column_int64(s, 5);
+	h->waiter_id = sqlite3_column_int64(s, 6);      /* NULL: 0 */
+	h->wkey = (uint64_t)sqlite3_column_int64(s, 7);
 	rc = copy_col(h->token, sizeof(h->token), s, 1);
 	if (rc == 0)
 		rc = copy_col(h->owner, sizeof(h->owner), s, 3);
@@ -1237,12 +1298,13 @@ next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 
 /*
  * Grants lock `lr` of `name`: a new holder row with a fresh token and the
- * next fence, valid until now + ttl_ms.  Fills *g.
+ * next fence, valid until now + ttl_ms.  Fills *g.  Every grant is made
+ * here.  waiter_id and wkey (0: none) name the waiter row it is made for.
  */
 static int
 grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
     const char *owner, const char *rid, int64_t ttl_ms, int64_t now,
-    struct lock_grant *g)
+    int64_t waiter_id, uint64_t wkey, struct lock_grant *g)
 {
 	sqlite3_stmt *s = lc->st[S_H_ADD];
 	struct hrow h;
@@ -1266,6 +1328,10 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	bind_txt(s, 5, rid, &brc);
 	bind_i64(s, 6, h.acquired_at, &brc);
 	bind_i64(s, 7, h.expires_at, &brc);
+	if (waiter_id != 0) {
+		bind_i64(s, 8, waiter_id, &brc);
+		bind_i64(s, 9, (int64_t)wkey, &brc);
+	}
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	return fill_grant(g, name, &h);
@@ -1354,13 +1420,19 @@ struct alive_cache {
 	bool     valid;
 };
 
-/* A waiter is live iff its deadline is ahead and its process runs. */
+/*
+ * A waiter is live iff its deadline is ahead and its process runs.  The
+ * waiters of this very process need no look at /proc: it runs (unless it
+ * forked since lockcore_open, which getpid() tells).
+ */
 static bool
-waiter_live(struct alive_cache *c, pid_t pid, uint64_t pstart,
-    int64_t deadline, int64_t now)
+waiter_live(const struct lockcore *lc, struct alive_cache *c, pid_t pid,
+    uint64_t pstart, int64_t deadline, int64_t now)
 {
 	if (deadline <= now)
 		return false;
+	if (pid == lc->self_pid && lc->self_pstart != 0 && getpid() == pid)
+		return pstart == 0 || pstart == lc->self_pstart;
 	if (!c->valid || c->pid != pid || c->pstart != pstart) {
 		c->pid = pid;
 		c->pstart = pstart;
@@ -1397,14 +1469,17 @@ walk_waiters(struct lockcore *lc, int64_t lock_id, int64_t below,
 		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 			rc = SQLITE_OK;
 			cursor = id = sqlite3_column_int64(s, 0);
-			if (!waiter_live(&cache, (pid_t)sqlite3_column_int64(s, 1),
+			if (!waiter_live(lc, &cache,
+			    (pid_t)sqlite3_column_int64(s, 1),
 			    (uint64_t)sqlite3_column_int64(s, 2),
 			    sqlite3_column_int64(s, 3), now)) {
 				dead = id;
 				break;
 			}
-			if (w->live++ == 0)
+			if (w->live++ == 0) {
 				w->head = id;
+				w->head_pid = (pid_t)sqlite3_column_int64(s, 1);
+			}
 			if (!all)
 				break;
 		}
@@ -1433,11 +1508,107 @@ wait_info(struct lockcore *lc, int64_t lock_id, int64_t id,
 	info->waiter_id = id;
 	info->holder_expires = hs->min_expires;
 	info->ahead = w->live;
+	info->handed = false;
 	if (w->head != 0 && w->live == 1)
 		rc = waiter_count(lc, lock_id, w->head, id != 0 ? id : INT64_MAX,
 		    now, &rest);
 	info->ahead += rest;
 	return rc;
+}
+
+/* Clears the OUT fields of a handoff (NULL: nothing). */
+static void
+handoff_clear(struct lock_handoff *ho)
+{
+	if (ho != NULL) {
+		ho->waiter_id = 0;
+		ho->pid = 0;
+		ho->key = 0;
+		ho->expires_at = 0;
+		memset(&ho->grant, 0, sizeof(ho->grant));
+	}
+}
+
+/*
+ * Finds the live grant made for waiter row `waiter_id` (by a handoff, or
+ * by the waiter itself) and fills *g from it.  *wkey is the key of the
+ * request that owned the row then.
+ */
+static int
+holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
+    struct hrow *h, struct lock_grant *g, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_H_BY_WAITER];
+	const char *name;
+	int rc, brc = SQLITE_OK;
+
+	bind_i64(s, 1, waiter_id, &brc);
+	bind_i64(s, 2, now, &brc);
+	rc = step_row(lc, s, brc, found);
+	if (rc == 0 && *found && (rc = read_holder(s, h)) == 0) {
+		name = (const char *)sqlite3_column_text(s, 8);
+		rc = name != NULL ? fill_grant(g, name, h) : LC_E_NOMEM;
+	}
+	done(s);
+	return rc;
+}
+
+/*
+ * A lock lost a holder: grant its first live waiter in this transaction
+ * if `ho` allows (see struct lock_handoff), the same grant poll_tx() would
+ * make for that waiter.  *wake_next is set if live waiters remain that the
+ * lock has room for and that were not granted here.
+ */
+static int
+handoff(struct lockcore *lc, const struct lockrow *lr, int64_t now,
+    bool *wake_next, struct lock_handoff *ho)
+{
+	struct hstate hs;
+	struct wrow wr;
+	struct walk w;
+	int n, rc;
+	bool found;
+
+	handoff_clear(ho);
+	/* No grant during a grace (lockcore_open): the release still goes. */
+	if (ho == NULL || now < lc->rec.grace_until) {
+		if ((rc = waiter_count(lc, lr->id, 0, INT64_MAX, now, &n)) < 0)
+			return rc;
+		*wake_next = n > 0;
+		return 0;
+	}
+	if ((rc = holder_state(lc, lr->id, now, &hs)) < 0 ||
+	    (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0)
+		return rc;
+	*wake_next = false;
+	if (w.head == 0 || hs.count >= lr->max_holders)
+		return 0;
+	if (ho->only_pid != 0 && w.head_pid != ho->only_pid) {
+		*wake_next = true;      /* the first waiter grants itself */
+		return 0;
+	}
+	if ((rc = waiter_get(lc, w.head, &wr, &found)) < 0)
+		return rc;
+	if (!found) {
+		(void)snprintf(lc->err, sizeof(lc->err), "waiter row vanished");
+		return LC_E_DB;
+	}
+	if ((rc = waiter_delete(lc, w.head)) < 0 ||
+	    (rc = grant_new(lc, lr->id, wr.name, wr.owner,
+	    wr.has_request_id ? wr.request_id : NULL, wr.ttl_ms, now,
+	    w.head, wr.wkey, &ho->grant)) < 0)
+		return rc;
+	ho->waiter_id = w.head;
+	ho->pid = w.head_pid;
+	ho->key = wr.wkey;
+	ho->expires_at = ho->grant.expires_at;
+	if (hs.count + 1 < lr->max_holders) {
+		if ((rc = waiter_count(lc, lr->id, w.head, INT64_MAX, now,
+		    &n)) < 0)
+			return rc;
+		*wake_next = n > 0;
+	}
+	return 0;
 }
 
 /* lock_acquire. */
@@ -1524,7 +1695,7 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 	if (hs.count < lr->max_holders && w.live == 0) {
 		rc = grant_new(lc, lr->id, req->name,
 		    req->owner != NULL ? req->owner : "", rid, req->ttl_ms,
-		    now, grant);
+		    now, 0, 0, grant);
 		return rc < 0 ? rc : LC_GRANTED;
 	}
 	if ((rc = wait_info(lc, lr->id, 0, &w, &hs, now, info)) < 0)
@@ -1594,6 +1765,63 @@ out:
 
 /* lock_wait_poll and lock_wait_abandon. */
 
+/*
+ * For a waiter whose row is gone: LC_GRANTED with *grant if the row was
+ * granted to `who` and the grant still lives, LC_E_SUPERSEDED if it was
+ * granted to another request that owned the row then, else LC_E_GONE.
+ */
+static int
+granted_or_gone(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info)
+{
+	struct hrow h;
+	int rc;
+	bool found;
+
+	if ((rc = holder_by_waiter(lc, waiter_id, now, &h, grant, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_GONE;
+	if (h.wkey != who->key)
+		return LC_E_SUPERSEDED;
+	info->handed = true;
+	return LC_GRANTED;
+}
+
+/*
+ * The read half of lock_wait_poll: decides without writing when the waiter
+ * was granted already, is gone or superseded, or must go on waiting since
+ * the lock is full (the release that frees it grants or wakes the first
+ * waiter).  0 when only poll_tx() can decide.
+ */
+static int
+poll_look(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info)
+{
+	struct wrow wr;
+	struct hstate hs;
+	int rc;
+	bool found;
+
+	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+		return rc;
+	if (!found)
+		return granted_or_gone(lc, waiter_id, who, now, grant, info);
+	if (wr.wkey != who->key)
+		return LC_E_SUPERSEDED;
+	if ((rc = holder_state(lc, wr.lock_id, now, &hs)) < 0 ||
+	    hs.count < wr.max_holders)
+		return rc;
+	info->waiter_id = waiter_id;
+	info->holder_expires = hs.min_expires;
+	if ((rc = waiter_count(lc, wr.lock_id, 0, waiter_id, now,
+	    &info->ahead)) < 0)
+		return rc;
+	return LC_QUEUED;
+}
+
 static int
 poll_tx(struct lockcore *lc, int64_t waiter_id,
     const struct lock_waiter_ident *who, int64_t now,
@@ -1608,7 +1836,7 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
 		return rc;
 	if (!found)
-		return LC_E_GONE;
+		return granted_or_gone(lc, waiter_id, who, now, grant, info);
 	if (wr.wkey != who->key)
 		return LC_E_SUPERSEDED;
 	if ((rc = purge_holders(lc, wr.lock_id, now, NULL)) < 0 ||
@@ -1624,7 +1852,7 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
 	    (rc = grant_new(lc, wr.lock_id, wr.name, wr.owner,
 	    wr.has_request_id ? wr.request_id : NULL, wr.ttl_ms, now,
-	    grant)) < 0)
+	    waiter_id, wr.wkey, grant)) < 0)
 		return rc;
 	if (hs.count + 1 < wr.max_holders) {
 		if ((rc = waiter_count(lc, wr.lock_id, waiter_id, INT64_MAX,
@@ -1646,15 +1874,56 @@ lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
 	    wake_next == NULL || waiter_id <= 0)
 		return LC_E_INVAL;
 	*wake_next = false;
+	info->handed = false;
+	if ((rc = tx_begin(lc, false, &now)) < 0)
+		return rc;
+	rc = poll_look(lc, waiter_id, who, now, grant, info);
+	if ((rc = tx_end(lc, rc)) != 0)
+		return rc;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = poll_tx(lc, waiter_id, who, now, grant, info, wake_next);
 	return tx_end(lc, rc);
 }
 
+
+/*
+ * A waiter that leaves after a handoff granted its row: its grant is
+ * released (nobody will be told of it) and handed on.
+ */
+static int
+abandon_grant(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next,
+    struct lock_handoff *ho)
+{
+	struct lock_grant g;
+	struct lockrow lr;
+	struct hrow h;
+	int rc;
+	bool found;
+
+	if ((rc = holder_by_waiter(lc, waiter_id, now, &h, &g, &found)) < 0)
+		return rc;
+	if (!found)
+		return LC_E_GONE;
+	if (h.wkey != who->key)
+		return LC_E_SUPERSEDED;
+	if ((rc = lock_get(lc, g.name, false, &lr, &found)) < 0)
+		return rc;
+	if (!found) {
+		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
+		return LC_E_DB;
+	}
+	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
+	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+		return rc;
+	return LC_OK;
+}
+
 static int
 abandon_tx(struct lockcore *lc, int64_t waiter_id,
-    const struct lock_waiter_ident *who, int64_t now, bool *wake_next)
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next,
+    struct lock_handoff *ho)
 {
 	struct wrow wr;
 	int rest, rc;
@@ -1663,7 +1932,7 @@ abandon_tx(struct lockcore *lc, int64_t waiter_id,
 	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
 		return rc;
 	if (!found)
-		return LC_E_GONE;
+		return abandon_grant(lc, waiter_id, who, now, wake_next, ho);
 	if (wr.wkey != who->key)
 		return LC_E_SUPERSEDED;
 	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
@@ -1675,17 +1944,21 @@ abandon_tx(struct lockcore *lc, int64_t waiter_id,
 
 int
 lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
-    const struct lock_waiter_ident *who, int64_t now, bool *wake_next)
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next,
+    struct lock_handoff *ho)
 {
 	int rc;
 
 	if (lc == NULL || who == NULL || wake_next == NULL || waiter_id <= 0)
 		return LC_E_INVAL;
 	*wake_next = false;
+	handoff_clear(ho);
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	rc = abandon_tx(lc, waiter_id, who, now, wake_next);
-	return tx_end(lc, rc);
+	rc = abandon_tx(lc, waiter_id, who, now, wake_next, ho);
+	if ((rc = tx_end(lc, rc)) < 0)
+		handoff_clear(ho);
+	return rc;
 }
 
 /* lock_release, lock_renew, lock_cancel. */
@@ -1713,17 +1986,16 @@ find_holder(struct lockcore *lc, const char *name, const char *token,
 
 static int
 release_tx(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, bool *wake_next)
+    int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	struct lockrow lr;
 	struct hrow h;
-	int n, rc;
+	int rc;
 
 	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0 ||
 	    (rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = waiter_count(lc, lr.id, 0, INT64_MAX, now, &n)) < 0)
+	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
 		return rc;
-	*wake_next = n > 0;
 	return LC_OK;
 }
 
@@ -1736,7 +2008,7 @@ token_shape(const char *token)
 
 int
 lock_release(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, bool *wake_next)
+    int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	int rc;
 
@@ -1744,12 +2016,15 @@ lock_release(struct lockcore *lc, const char *name, const char *token,
 	    wake_next == NULL)
 		return LC_E_INVAL;
 	*wake_next = false;
+	handoff_clear(ho);
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	rc = release_tx(lc, name, token, now, wake_next);
-	return tx_end(lc, rc);
+	rc = release_tx(lc, name, token, now, wake_next, ho);
+	if ((rc = tx_end(lc, rc)) < 0)
+		handoff_clear(ho);
+	return rc;
 }
 
 static int
@@ -1795,12 +2070,13 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 
 static int
 cancel_tx(struct lockcore *lc, const char *name, const char *rid,
-    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next)
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next,
+    struct lock_handoff *ho)
 {
 	struct lockrow lr;
 	struct hrow h;
 	int64_t id;
-	int n, rc;
+	int rc;
 	bool found;
 
 	if ((rc = lock_get(lc, name, false, &lr, &found)) < 0)
@@ -1822,16 +2098,18 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 	if (!found)
 		return LC_E_NOT_HELD;
 	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = waiter_count(lc, lr.id, 0, INT64_MAX, now, &n)) < 0)
+	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
 		return rc;
+	/* A waiter granted by a handoff may not have seen its grant yet. */
+	*kick_waiter = h.waiter_id;
 	*was_held = true;
-	*wake_next = n > 0;
 	return LC_OK;
 }
 
 int
 lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
-    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next)
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next,
+    struct lock_handoff *ho)
 {
 	int rc;
 
@@ -1842,11 +2120,14 @@ lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
 	*was_held = false;
 	*kick_waiter = 0;
 	*wake_next = false;
+	handoff_clear(ho);
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
 	rc = cancel_tx(lc, name, request_id, now, was_held, kick_waiter,
-	    wake_next);
-	return tx_end(lc, rc);
+	    wake_next, ho);
+	if ((rc = tx_end(lc, rc)) < 0)
+		handoff_clear(ho);
+	return rc;
 }
 
 /* lock_status and lock_list: reads only. */

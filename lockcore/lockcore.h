@@ -8,7 +8,11 @@
  * opens sockets or exits the process: waiting is the caller's business.  A
  * caller that must wait enqueues a waiter row, sleeps however it likes (the
  * worker sleeps on the coordinator's socket), and calls lock_wait_poll()
- * when woken; the waiter at the head of a lock's queue grants itself.
+ * when woken.  A transaction that frees a lock (release, cancel, abandon of
+ * a granted waiter) grants it to the first live waiter at once if the
+ * caller asks (struct lock_handoff), and says whom it granted so that the
+ * caller can wake that one; otherwise, and after a lease expired, the
+ * waiter at the head of the queue grants itself when it polls.
  *
  * Times are milliseconds since the Unix epoch (wall clock), passed in by the
  * caller as `now`, so the semantics can be tested without sleeping.
@@ -127,6 +131,30 @@ struct lock_wait_info {
 	int64_t waiter_id;       /* this waiter's row; ids grow in arrival order */
 	int64_t holder_expires;  /* earliest expiry among the holders, 0 if none */
 	int     ahead;           /* live waiters ahead of this one */
+	bool    handed;          /* lock_wait_poll LC_GRANTED: the grant was
+	                            made by another transaction (a handoff),
+	                            this poll only read it */
+};
+
+/*
+ * Handing a freed lock on in the same transaction.  The caller says whose
+ * waiters it may grant (only_pid: waiters of that process, which it can
+ * wake at once; 0: any live waiter); the transaction says whom it granted.
+ * The grant is the one lock_wait_poll() would have made: the first live
+ * waiter (process running, deadline ahead), the next fence, a lease of the
+ * waiter's ttl from now.  That waiter's lock_wait_poll() then returns it.
+ * The OUT fields are zero when nobody was granted or the call failed.
+ */
+struct lock_handoff {
+	pid_t   only_pid;        /* IN: 0, or grant only this process's waiter */
+	int64_t waiter_id;       /* OUT: the waiter granted, 0 if none */
+	pid_t   pid;             /* OUT: its process */
+	uint64_t key;            /* OUT: the key of the request that owned the
+	                            row (struct lock_waiter_ident) */
+	int64_t expires_at;      /* OUT: its lease's end */
+	struct lock_grant grant; /* OUT: the grant, committed once the call
+	                            returns LC_OK (a waiter of the same process
+	                            may be given it without a look) */
 };
 
 struct lock_holder {
@@ -185,11 +213,15 @@ int lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
     int64_t now, struct lock_grant *grant, struct lock_wait_info *info) LC_WUR;
 
 /*
- * Called by a waiter when woken.  Expired holders and dead waiters ahead
- * (process gone, or past their deadline) are removed; if the lock has room
- * and this waiter is now first, its row becomes a grant (LC_GRANTED).
- * Otherwise LC_QUEUED with *info refreshed.  LC_E_GONE if the row was
- * cancelled or removed, LC_E_SUPERSEDED if `key` no longer owns it.
+ * Called by a waiter when woken.  If another transaction granted this
+ * waiter (struct lock_handoff), that live grant is returned (LC_GRANTED),
+ * found with a read only; so is it while the lock is full (LC_QUEUED).
+ * Otherwise, in a write transaction, expired holders and dead waiters
+ * ahead (process gone, or past their deadline) are removed; if the lock
+ * has room and this waiter is now first, its row becomes a grant
+ * (LC_GRANTED), or else LC_QUEUED with *info refreshed.  LC_E_GONE if the
+ * row was cancelled or removed (or its grant was released or expired
+ * before the waiter saw it), LC_E_SUPERSEDED if `key` no longer owns it.
  * *wake_next is set when the caller should tell the coordinator that the
  * lock's state changed (it removed someone, or there is room for more).
  */
@@ -200,19 +232,25 @@ int lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
 
 /*
  * Withdraws a waiter row owned by `who` (timeout, client gone, shutdown).
+ * If the row was already granted (by a handoff) to `who`, that grant is
+ * released instead, and handed on as by lock_release (LC_OK either way).
  * A row owned by someone else is left alone (LC_E_SUPERSEDED); LC_E_GONE
- * if the row no longer exists.  *wake_next as above.
+ * if the row no longer exists.  *wake_next as above; ho may be NULL.
  */
 int lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
-    const struct lock_waiter_ident *who, int64_t now, bool *wake_next) LC_WUR;
+    const struct lock_waiter_ident *who, int64_t now, bool *wake_next,
+    struct lock_handoff *ho) LC_WUR;
 
 /*
  * Releases the grant of `name` whose token is `token` (compared in constant
- * time).  LC_E_NOT_HELD when no live grant has that token.  *wake_next is
- * set when somebody waits on the lock.
+ * time).  LC_E_NOT_HELD when no live grant has that token.  With `ho`, the
+ * lock is granted to its first live waiter in the same transaction (see
+ * struct lock_handoff).  *wake_next is set when somebody waits on the lock
+ * and was not granted (room is left, or the first waiter is not one `ho`
+ * allows): the coordinator should wake the first waiter.  ho may be NULL.
  */
 int lock_release(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, bool *wake_next) LC_WUR;
+    int64_t now, bool *wake_next, struct lock_handoff *ho) LC_WUR;
 
 /*
  * Extends the lease of the live grant with `token` to now + ttl_ms and fills
@@ -223,12 +261,15 @@ int lock_renew(struct lockcore *lc, const char *name, const char *token,
 
 /*
  * Withdraws the waiter row with `request_id`, or releases the live grant it
- * received.  *was_held tells which; *kick_waiter is the waiter row id that
- * was removed (so its sleeping request can be woken) or 0.
- * LC_E_NOT_HELD when neither exists.
+ * received (handing the lock on as lock_release does with `ho`).
+ * *was_held tells which; *kick_waiter is the waiter row id that was removed
+ * or whose grant was released (so its sleeping request can be woken and
+ * learn it is gone), or 0.  LC_E_NOT_HELD when neither exists.  ho may be
+ * NULL.
  */
 int lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
-    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next) LC_WUR;
+    int64_t now, bool *was_held, int64_t *kick_waiter, bool *wake_next,
+    struct lock_handoff *ho) LC_WUR;
 
 /* Live holders and waiters of `name`; a never-used lock is not held. */
 int lock_status(struct lockcore *lc, const char *name, int64_t now,

@@ -37,6 +37,9 @@ LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
 APACHE2 = os.environ.get("APACHE2") or "/usr/sbin/apache2"
 FRONT = os.environ.get("HTTPLOCK_FRONT") or "lighttpd"
 FRONTS = ("lighttpd", "apache")
+# Worker processes per stack.  Two by default, so that a lock often passes
+# between processes; HTTPLOCK_TEST_PROCS=1 runs every handoff in-process.
+PROCS = os.environ.get("HTTPLOCK_TEST_PROCS") or "2"
 
 WORKER_BIN = os.path.join(BUILDDIR, "fcgi", "httplock-worker")
 COORD_BIN = os.path.join(BUILDDIR, "coord", "httplock-coord")
@@ -509,7 +512,7 @@ class Stack:
             "HTTPLOCK_RUNDIR": self.rundir,
             "HTTPLOCK_WORKER": WORKER_BIN,
             "HTTPLOCK_CONF": self.conf_path,
-            "HTTPLOCK_PROCS": "2",
+            "HTTPLOCK_PROCS": PROCS,
             "HTTPLOCK_MOUNT": self.mount,
             "HTTPLOCK_USER": user,
             "HTTPLOCK_GROUP": group,
@@ -528,7 +531,7 @@ class Stack:
             raise StackError("worker pool already running (pid %d)" % self.pool.pid)
         sock = os.path.join(self.rundir, "worker.sock")
         env = self._front_env()
-        self.pool = self._popen([WORKER_BIN, "-c", self.conf_path, "-s", sock, "-n", "2",
+        self.pool = self._popen([WORKER_BIN, "-c", self.conf_path, "-s", sock, "-n", PROCS,
                                  "-m", "0660", "-g", env["HTTPLOCK_GROUP"]],
                                 "pool.log", env=env)
         deadline = time.monotonic() + timeout_s

@@ -27,7 +27,15 @@ import time
 import stack as stackmod
 from stack import BG, expect, log, shared, timeout, wait_for
 
-PROTO_VERSION = 2
+import re
+
+
+def _proto_version():
+    with open(os.path.join(stackmod.SRCDIR, "coord", "proto.h")) as f:
+        return int(re.search(r"#define PROTO_VERSION\s+(\d+)", f.read()).group(1))
+
+
+PROTO_VERSION = _proto_version()     # coord/proto.h
 T_WAIT, T_ACK, T_WAKE, T_NOTIFY, T_PING, T_PONG, T_ERROR = 1, 2, 3, 4, 5, 6, 7
 PEERS_WANTED = 3000
 HELLO_S = 5.0              # coord/coord.c HELLO_MS
@@ -131,7 +139,8 @@ def garbage_peer(path, kind, rng, idx):
     elif kind == "random":
         s.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))))
     elif kind == "version":
-        s.sendall(frame(T_PING, version=rng.choice((0, 1, 3, 255))))
+        s.sendall(frame(T_PING, version=rng.choice(
+            [v for v in (0, 1, 2, 3, 4, 255) if v != PROTO_VERSION])))
     elif kind == "truncated":
         # half a header, or a header promising more than follows
         if idx % 2:

@@ -161,7 +161,7 @@ must_release(struct lockcore *c, const struct lock_grant *g, int64_t now,
 {
 	bool wake_next = !wake;
 
-	ck_assert_int_eq(lock_release(c, g->name, g->token, now, &wake_next),
+	ck_assert_int_eq(lock_release(c, g->name, g->token, now, &wake_next, NULL),
 	    LC_OK);
 	ck_assert(wake_next == wake);
 }
@@ -229,13 +229,13 @@ START_TEST(test_release_wrong_token)
 
 	memcpy(bad, g.token, sizeof(bad));
 	bad[LC_TOKEN_LEN - 1] = bad[LC_TOKEN_LEN - 1] == '0' ? '1' : '0';
-	ck_assert_int_eq(lock_release(lc, "r", bad, T0, &wake), LC_E_NOT_HELD);
-	ck_assert_int_eq(lock_release(lc, "r", "abc", T0, &wake),
+	ck_assert_int_eq(lock_release(lc, "r", bad, T0, &wake, NULL), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "r", "abc", T0, &wake, NULL),
 	    LC_E_NOT_HELD);
-	ck_assert_int_eq(lock_release(lc, "other", g.token, T0, &wake),
+	ck_assert_int_eq(lock_release(lc, "other", g.token, T0, &wake, NULL),
 	    LC_E_NOT_HELD);
 	must_release(lc, &g, T0, false);
-	ck_assert_int_eq(lock_release(lc, "r", g.token, T0, &wake),
+	ck_assert_int_eq(lock_release(lc, "r", g.token, T0, &wake, NULL),
 	    LC_E_NOT_HELD);
 }
 END_TEST
@@ -271,10 +271,17 @@ START_TEST(test_release_wakes_poll_grants)
 	ck_assert_int_eq(g2.expires_at, T0 + 4 + TTL);
 	ck_assert_str_ne(g2.token, g.token);
 	ck_assert(!wake);
-	/* The row became the grant. */
+	ck_assert(!wi.handed);
+	/* The row became the grant: looking again returns it, read only. */
+	g = g2;
 	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 5, &g2, &wi, &wake),
-	    LC_E_GONE);
+	    LC_GRANTED);
+	ck_assert_str_eq(g2.token, g.token);
+	ck_assert(wi.handed);
 	must_release(lc, &g2, T0 + 6, false);
+	/* Released: gone. */
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 7, &g2, &wi, &wake),
+	    LC_E_GONE);
 }
 END_TEST
 
@@ -368,7 +375,7 @@ START_TEST(test_expiry)
 	ck_assert_int_eq(lock_wait_poll(lc, id, &who, T0 + 1000, &g2, &wi,
 	    &wake), LC_GRANTED);
 	ck_assert_int_eq(g2.fence, 2);
-	ck_assert_int_eq(lock_release(lc, "e", g.token, T0 + 1000, &wake),
+	ck_assert_int_eq(lock_release(lc, "e", g.token, T0 + 1000, &wake, NULL),
 	    LC_E_NOT_HELD);
 	ck_assert_int_eq(lock_renew(lc, "e", g.token, TTL, T0 + 1000, &g),
 	    LC_E_NOT_HELD);
@@ -396,7 +403,7 @@ START_TEST(test_renew)
 	ck_assert_int_eq(lock_renew(lc, "n", g.token, 1000, T0 + TTL + 1001,
 	    &g2), LC_E_NOT_HELD);
 	ck_assert_int_eq(lock_release(lc, "n", g.token, T0 + TTL + 1001,
-	    &wake), LC_E_NOT_HELD);
+	    &wake, NULL), LC_E_NOT_HELD);
 }
 END_TEST
 
@@ -414,7 +421,7 @@ START_TEST(test_cancel)
 	r.request_id = "req-w";
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
 	ck_assert_int_eq(lock_cancel(lc, "c", "req-w", T0 + 2, &held, &kick,
-	    &wake), LC_OK);
+	    &wake, NULL), LC_OK);
 	ck_assert(!held);
 	ck_assert_int_eq(kick, wi.waiter_id);
 	ck_assert(wake);
@@ -426,17 +433,17 @@ START_TEST(test_cancel)
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 5, &g2, &wi), LC_GRANTED);
 	(void)must_queue("c", 6, T0 + 6, 0);
 	ck_assert_int_eq(lock_cancel(lc, "c", "req-g", T0 + 7, &held, &kick,
-	    &wake), LC_OK);
+	    &wake, NULL), LC_OK);
 	ck_assert(held);
 	ck_assert_int_eq(kick, 0);
 	ck_assert(wake);
 	ck_assert_int_eq(lock_status(lc, "c", T0 + 8, &st), 0);
 	ck_assert_int_eq(st.nholders, 0);
 	ck_assert_int_eq(lock_cancel(lc, "c", "req-g", T0 + 9, &held, &kick,
-	    &wake), LC_E_NOT_HELD);
+	    &wake, NULL), LC_E_NOT_HELD);
 	ck_assert_int_eq(lock_cancel(lc, "none", "req-g", T0 + 9, &held, &kick,
-	    &wake), LC_E_NOT_HELD);
-	ck_assert_int_eq(lock_release(lc, "c", g2.token, T0 + 10, &wake),
+	    &wake, NULL), LC_E_NOT_HELD);
+	ck_assert_int_eq(lock_release(lc, "c", g2.token, T0 + 10, &wake, NULL),
 	    LC_E_NOT_HELD);
 }
 END_TEST
@@ -470,7 +477,7 @@ START_TEST(test_request_id_retry)
 	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &w1, T0 + 4, &g2,
 	    &wi2, &wake), LC_E_SUPERSEDED);
 	ck_assert_int_eq(lock_wait_abandon(lc, wi.waiter_id, &w1, T0 + 4,
-	    &wake), LC_E_SUPERSEDED);
+	    &wake, NULL), LC_E_SUPERSEDED);
 	must_release(lc, &g, T0 + 5, true);
 	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &w2, T0 + 6, &g2,
 	    &wi2, &wake), LC_GRANTED);
@@ -502,15 +509,16 @@ START_TEST(test_abandon)
 	g = must_grant(lc, "ab", T0);
 	a = must_queue("ab", 21, T0 + 1, 0);
 	b = must_queue("ab", 22, T0 + 2, 1);
-	ck_assert_int_eq(lock_wait_abandon(lc, a, &bad, T0 + 3, &wake),
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &bad, T0 + 3, &wake, NULL),
 	    LC_E_SUPERSEDED);
 	ck_assert(!wake);
 	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 4, &g2, &wi, &wake),
 	    LC_QUEUED);
 	ck_assert_int_eq(wi.ahead, 1);
-	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 5, &wake), LC_OK);
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 5, &wake, NULL),
+	    LC_OK);
 	ck_assert(wake);
-	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 6, &wake),
+	ck_assert_int_eq(lock_wait_abandon(lc, a, &wa, T0 + 6, &wake, NULL),
 	    LC_E_GONE);
 	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 7, &g2, &wi, &wake),
 	    LC_QUEUED);
@@ -519,8 +527,17 @@ START_TEST(test_abandon)
 	ck_assert_int_eq(lock_wait_poll(lc, b, &wb, T0 + 9, &g2, &wi, &wake),
 	    LC_GRANTED);
 	ck_assert_int_eq(g2.fence, 2);
-	ck_assert_int_eq(lock_wait_abandon(lc, b, &wb, T0 + 10, &wake),
+	/* Leaving after the grant (the client went away before it was told)
+	 * releases the grant; another request's key cannot. */
+	ck_assert_int_eq(lock_wait_abandon(lc, b, &bad, T0 + 10, &wake, NULL),
+	    LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_wait_abandon(lc, b, &wb, T0 + 10, &wake, NULL),
+	    LC_OK);
+	ck_assert(!wake);
+	ck_assert_int_eq(lock_wait_abandon(lc, b, &wb, T0 + 11, &wake, NULL),
 	    LC_E_GONE);
+	g = must_grant(lc, "ab", T0 + 12);
+	ck_assert_int_eq(g.fence, 3);
 }
 END_TEST
 
@@ -859,22 +876,25 @@ START_TEST(test_other_inval)
 	int changed;
 	bool b;
 
-	ck_assert_int_eq(lock_release(lc, "", g.token, T0, &b), LC_E_INVAL);
-	ck_assert_int_eq(lock_release(lc, long_name, g.token, T0, &b),
+	ck_assert_int_eq(lock_release(lc, "", g.token, T0, &b, NULL),
 	    LC_E_INVAL);
-	ck_assert_int_eq(lock_release(lc, "x", NULL, T0, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_release(lc, long_name, g.token, T0, &b, NULL),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_release(lc, "x", NULL, T0, &b, NULL),
+	    LC_E_INVAL);
 	ck_assert_int_eq(lock_renew(lc, "x", g.token, 0, T0, &g), LC_E_INVAL);
 	ck_assert_int_eq(lock_renew(lc, "x", g.token, INT64_MAX, T0, &g),
 	    LC_E_INVAL);
-	ck_assert_int_eq(lock_cancel(lc, "x", NULL, T0, &b, &kick, &b),
+	ck_assert_int_eq(lock_cancel(lc, "x", NULL, T0, &b, &kick, &b, NULL),
 	    LC_E_INVAL);
-	ck_assert_int_eq(lock_cancel(lc, "x", "", T0, &b, &kick, &b),
+	ck_assert_int_eq(lock_cancel(lc, "x", "", T0, &b, &kick, &b, NULL),
 	    LC_E_INVAL);
-	ck_assert_int_eq(lock_cancel(lc, "x", long_rid, T0, &b, &kick, &b),
-	    LC_E_INVAL);
+	ck_assert_int_eq(lock_cancel(lc, "x", long_rid, T0, &b, &kick, &b,
+	    NULL), LC_E_INVAL);
 	ck_assert_int_eq(lock_wait_poll(lc, 0, &who, T0, &g, &wi, &b),
 	    LC_E_INVAL);
-	ck_assert_int_eq(lock_wait_abandon(lc, -1, &who, T0, &b), LC_E_INVAL);
+	ck_assert_int_eq(lock_wait_abandon(lc, -1, &who, T0, &b, NULL),
+	    LC_E_INVAL);
 	ck_assert_int_eq(lock_status(lc, NULL, T0, &st), LC_E_INVAL);
 	ck_assert_int_eq(lock_list(lc, NULL, NULL, NULL, 0, T0, collect, &c,
 	    &b), LC_E_INVAL);
@@ -1184,6 +1204,8 @@ count_rows(const char *sql)
 START_TEST(test_unclean_shutdown)
 {
 	struct lock_acquire_req r = mkreq("z", true, 7);
+	struct lock_acquire_req qy = mkreq("y", true, 9);
+	struct lock_handoff ho;
 	struct lockcore_recovery rec;
 	struct lock_wait_info info;
 	struct lock_grant g, gx, gy;
@@ -1200,6 +1222,9 @@ START_TEST(test_unclean_shutdown)
 	ck_assert_int_eq(rec.grace_until, 0);
 	gx = must_grant(a, "x", now);
 	gy = must_grant(a, "y", now);
+	/* A waiter queued before the crash (its process, ours, still runs). */
+	qy.deadline = now + 600000;
+	ck_assert_int_eq(lock_acquire(a, &qy, now, &g, &info), LC_QUEUED);
 	/* "Power loss": a's session row is still there under boot-A. */
 	b = open_boot("boot-B", boot, 5000, 0, 0);
 	lockcore_recovery(b, &rec);
@@ -1218,9 +1243,16 @@ START_TEST(test_unclean_shutdown)
 	ck_assert_int_eq(lock_status(b, "x", now, &st), 0);
 	ck_assert_int_eq(st.nholders, 1);
 	ck_assert_int_eq(lock_renew(b, "x", gx.token, TTL, now, &g), 0);
-	ck_assert_int_eq(lock_release(b, "y", gy.token, now, &wake), 0);
+	/* A release during the grace does not hand the lock on. */
+	memset(&ho, 0, sizeof(ho));
+	ck_assert_int_eq(lock_release(b, "y", gy.token, now, &wake, &ho), 0);
+	ck_assert_int_eq(ho.waiter_id, 0);
+	ck_assert(wake);
+	ck_assert_int_eq(lock_wait_poll(b, info.waiter_id, &qy.who,
+	    boot + 19999, &g, &info, &wake), LC_E_RECOVERING);
 	/* After it, fences continue above anything a lost commit issued. */
-	g = must_grant(b, "y", boot + 20000);
+	ck_assert_int_eq(lock_wait_poll(b, info.waiter_id, &qy.who,
+	    boot + 20000, &g, &info, &wake), LC_GRANTED);
 	ck_assert_int_eq(g.fence, 1 + (INT64_C(1) << 32));
 	ck_assert_int_eq(must_grant(b, "new", boot + 20000).fence,
 	    1 + (INT64_C(1) << 32));
@@ -1332,7 +1364,10 @@ START_TEST(test_process_crash_no_grace)
 }
 END_TEST
 
-/* A version 1 database (before sessions) is upgraded in place. */
+/*
+ * A version 2 database with sessions but without holders.waiter_id (main
+ * before the handoff change) is upgraded in place.
+ */
 START_TEST(test_schema_upgrade)
 {
 	sqlite3 *db;
@@ -1347,17 +1382,25 @@ START_TEST(test_schema_upgrade)
 	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_exec(db,
 	    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-	    "INSERT INTO meta VALUES ('schema_version', 1);"
+	    "INSERT INTO meta VALUES ('schema_version', 2);"
 	    "CREATE TABLE locks(id INTEGER PRIMARY KEY, name TEXT NOT NULL"
 	    " UNIQUE, fence_seq INTEGER NOT NULL DEFAULT 0,"
 	    " max_holders INTEGER NOT NULL DEFAULT 1);"
+	    "CREATE TABLE holders(token TEXT PRIMARY KEY, lock_id INTEGER NOT"
+	    " NULL, fence INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+	    " request_id TEXT, acquired_at INTEGER NOT NULL,"
+	    " expires_at INTEGER NOT NULL);"
+	    "CREATE TABLE sessions(id INTEGER PRIMARY KEY, boot_id TEXT NOT"
+	    " NULL, pid INTEGER NOT NULL, pstart INTEGER NOT NULL, sync_full"
+	    " INTEGER NOT NULL, max_ttl_ms INTEGER NOT NULL, opened_at"
+	    " INTEGER NOT NULL);"
 	    "INSERT INTO locks(name, fence_seq) VALUES ('old', 7);",
 	    NULL, NULL, NULL), SQLITE_OK);
 	(void)sqlite3_close(db);
 	b = open_db(dbpath, &opts);
 	ck_assert_int_eq(must_grant(b, "old", T0).fence, 8);
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
-	    " WHERE key = 'schema_version'"), 2);
+	    " WHERE key = 'schema_version'"), 3);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
 	lockcore_close(b);
 }
@@ -1393,7 +1436,7 @@ contend(const char *path, int *inside, int *grants)
 			bad = 1;
 		__atomic_store_n(inside, 0, __ATOMIC_SEQ_CST);
 		if (lock_release(c, "hot", g.token, lockcore_now_ms(),
-		    &wake) != LC_OK)
+		    &wake, NULL) != LC_OK)
 			bad = 1;
 	}
 	lockcore_close(c);
@@ -1436,6 +1479,305 @@ START_TEST(test_processes)
 }
 END_TEST
 
+/* Handoffs: the transaction that frees a lock grants its next waiter. */
+
+/* Releases g with a handoff allowed to any process; returns whom it gave. */
+static int64_t
+must_hand(struct lockcore *c, const struct lock_grant *g, int64_t now,
+    struct lock_handoff *ho)
+{
+	bool wake = true;
+
+	memset(ho, 0, sizeof(*ho));
+	ck_assert_int_eq(lock_release(c, g->name, g->token, now, &wake, ho),
+	    LC_OK);
+	ck_assert(!wake);
+	return ho->waiter_id;
+}
+
+/* Waiter `id` with key `key` finds its grant with a read. */
+static struct lock_grant
+must_find(int64_t id, uint64_t key, int64_t now)
+{
+	struct lock_waiter_ident who = ident(key);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	bool wake = true;
+
+	ck_assert_int_eq(lock_wait_poll(lc, id, &who, now, &g, &wi, &wake),
+	    LC_GRANTED);
+	ck_assert(wi.handed);
+	ck_assert(!wake);
+	return g;
+}
+
+START_TEST(test_handoff_fifo)
+{
+	struct lock_waiter_ident who;
+	struct lock_handoff ho;
+	struct lock_status st;
+	struct lock_acquire_req r;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id[NFIFO];
+	int64_t now = T0, rel;
+	int i, j;
+	bool wake;
+
+	g = must_grant(lc, "hf", now++);
+	for (i = 0; i < NFIFO; i++)
+		id[i] = must_queue("hf", (uint64_t)i + 200, now++, i);
+	for (i = 0; i < NFIFO; i++) {
+		rel = now++;
+		ck_assert_int_eq(must_hand(lc, &g, rel, &ho), id[i]);
+		ck_assert_int_eq(ho.pid, getpid());
+		ck_assert_int_eq(ho.expires_at, rel + TTL);
+		ck_assert_uint_eq(ho.key, (uint64_t)i + 200);
+		ck_assert_int_eq(ho.grant.fence, i + 2);
+		/* Held by the waiter now; a newcomer still queues behind. */
+		ck_assert_int_eq(lock_status(lc, "hf", now++, &st), LC_OK);
+		ck_assert_int_eq(st.nholders, 1);
+		ck_assert_int_eq(st.waiters, NFIFO - i - 1);
+		r = mkreq("hf", false, 999);
+		ck_assert_int_eq(lock_acquire(lc, &r, now++, &g2, &wi), LC_BUSY);
+		/* The others look (read only) and go on waiting. */
+		for (j = NFIFO - 1; j > i; j--) {
+			who = ident((uint64_t)j + 200);
+			ck_assert_int_eq(lock_wait_poll(lc, id[j], &who, now++,
+			    &g2, &wi, &wake), LC_QUEUED);
+			ck_assert_int_eq(wi.ahead, j - i - 1);
+			ck_assert_int_eq(wi.holder_expires, rel + TTL);
+			ck_assert(!wake);
+		}
+		g = must_find(id[i], (uint64_t)i + 200, now++);
+		/* What the waiter reads is what the handoff said. */
+		ck_assert_str_eq(g.token, ho.grant.token);
+		ck_assert_int_eq(g.fence, i + 2);
+		ck_assert_int_eq(g.acquired_at, rel);
+		ck_assert_int_eq(g.expires_at, rel + TTL);
+		ck_assert_str_eq(g.owner, "tester");
+		ck_assert_str_eq(g.name, "hf");
+	}
+	/* Nobody left: the release grants nobody and wakes nobody. */
+	ck_assert_int_eq(must_hand(lc, &g, now, &ho), 0);
+	ck_assert_int_eq(ho.grant.fence, 0);
+	ck_assert_uint_eq(ho.key, 0);
+	g = must_grant(lc, "hf", now + 1);
+	ck_assert_int_eq(g.fence, NFIFO + 2);
+}
+END_TEST
+
+START_TEST(test_handoff_skips_dead_and_late)
+{
+	struct lock_acquire_req r;
+	struct lock_waiter_ident wd = ident(41);
+	struct lock_handoff ho;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t first, dead, late, live;
+	bool wake;
+
+	g = must_grant(lc, "hd", T0);
+	first = must_queue("hd", 40, T0 + 1, 0);
+	/* Behind a live head nobody looks at the process of the others. */
+	r = mkreq("hd", true, 41);
+	r.who.pid = wd.pid = dead_pid();
+	r.who.pstart = wd.pstart = 777;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	dead = wi.waiter_id;
+	r = mkreq("hd", true, 42);
+	r.deadline = T0 + 6;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 3, &g2, &wi), LC_QUEUED);
+	late = wi.waiter_id;
+	live = must_queue("hd", 43, T0 + 4, 3);
+	ck_assert_int_eq(must_hand(lc, &g, T0 + 5, &ho), first);
+	g = must_find(first, 40, T0 + 5);
+	/* At T0 + 6 the dead process's waiter is skipped, and so is the
+	 * one whose deadline has come. */
+	ck_assert_int_eq(must_hand(lc, &g, T0 + 6, &ho), live);
+	ck_assert_int_eq(lock_wait_poll(lc, dead, &wd, T0 + 7, &g2, &wi,
+	    &wake), LC_E_GONE);
+	wd = ident(42);
+	ck_assert_int_eq(lock_wait_poll(lc, late, &wd, T0 + 7, &g2, &wi,
+	    &wake), LC_E_GONE);
+	g = must_find(live, 43, T0 + 7);
+	ck_assert_int_eq(g.fence, 3);
+	ck_assert_int_eq(g.acquired_at, T0 + 6);
+}
+END_TEST
+
+START_TEST(test_handoff_only_pid)
+{
+	struct lock_acquire_req r;
+	struct lock_waiter_ident wo = ident(51);
+	struct lock_handoff ho;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t other, mine;
+	bool wake = false;
+
+	g = must_grant(lc, "ho", T0);
+	/* A waiter of another live process (our parent). */
+	r = mkreq("ho", true, 51);
+	r.who.pid = wo.pid = getppid();
+	r.who.pstart = wo.pstart = lockcore_proc_start(getppid());
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	other = wi.waiter_id;
+	mine = must_queue("ho", 52, T0 + 2, 1);
+	memset(&ho, 0, sizeof(ho));
+	ho.only_pid = getpid();
+	ck_assert_int_eq(lock_release(lc, "ho", g.token, T0 + 3, &wake, &ho),
+	    LC_OK);
+	/* Not ours to grant, and nobody may overtake it: it is woken and
+	 * grants itself. */
+	ck_assert_int_eq(ho.waiter_id, 0);
+	ck_assert(wake);
+	ck_assert_int_eq(lock_wait_poll(lc, other, &wo, T0 + 4, &g, &wi,
+	    &wake), LC_GRANTED);
+	ck_assert(!wi.handed);
+	ck_assert_int_eq(g.acquired_at, T0 + 4);
+	/* Its release may grant ours. */
+	ck_assert_int_eq(lock_release(lc, "ho", g.token, T0 + 5, &wake, &ho),
+	    LC_OK);
+	ck_assert_int_eq(ho.waiter_id, mine);
+	g = must_find(mine, 52, T0 + 6);
+	ck_assert_int_eq(g.fence, 3);
+}
+END_TEST
+
+START_TEST(test_handoff_request_id)
+{
+	struct lock_acquire_req r;
+	struct lock_waiter_ident w1 = ident(61), w2 = ident(62);
+	struct lock_handoff ho;
+	struct lock_grant g, g2, g3;
+	struct lock_wait_info wi;
+	int64_t id;
+	bool wake;
+
+	g = must_grant(lc, "hr", T0);
+	r = mkreq("hr", true, 61);
+	r.request_id = "req-h";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	id = wi.waiter_id;
+	/* A retry takes the queue place over before the handoff. */
+	r.who.key = 62;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(wi.waiter_id, id);
+	ck_assert_int_eq(must_hand(lc, &g, T0 + 3, &ho), id);
+	/* The grant is the retry's; the old request is told so. */
+	ck_assert_int_eq(lock_wait_poll(lc, id, &w1, T0 + 4, &g2, &wi, &wake),
+	    LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_wait_abandon(lc, id, &w1, T0 + 4, &wake, &ho),
+	    LC_E_SUPERSEDED);
+	g2 = must_find(id, 62, T0 + 5);
+	/* A retry after the handoff gets the same grant back. */
+	r.who.key = 63;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 6, &g3, &wi), LC_GRANTED);
+	ck_assert_str_eq(g3.token, g2.token);
+	ck_assert_int_eq(g3.fence, g2.fence);
+	(void)w2;
+}
+END_TEST
+
+START_TEST(test_handoff_cancel_abandon)
+{
+	struct lock_acquire_req r;
+	struct lock_waiter_ident w1 = ident(71), w3 = ident(73);
+	struct lock_handoff ho;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id1, id2, id3, kick;
+	bool held, wake;
+
+	g = must_grant(lc, "hc", T0);
+	r = mkreq("hc", true, 71);
+	r.request_id = "req-c";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
+	id1 = wi.waiter_id;
+	id2 = must_queue("hc", 72, T0 + 2, 1);
+	id3 = must_queue("hc", 73, T0 + 3, 2);
+	ck_assert_int_eq(must_hand(lc, &g, T0 + 4, &ho), id1);
+	/* Cancelling the request_id before its request saw the grant:
+	 * the grant is released and handed on, and the request is kicked. */
+	memset(&ho, 0, sizeof(ho));
+	ck_assert_int_eq(lock_cancel(lc, "hc", "req-c", T0 + 5, &held, &kick,
+	    &wake, &ho), LC_OK);
+	ck_assert(held);
+	ck_assert_int_eq(kick, id1);
+	ck_assert_int_eq(ho.waiter_id, id2);
+	ck_assert(!wake);
+	ck_assert_int_eq(lock_wait_poll(lc, id1, &w1, T0 + 6, &g2, &wi, &wake),
+	    LC_E_GONE);
+	/* The second waiter's client goes before it was told: leaving
+	 * releases its grant and hands the lock on to the third. */
+	memset(&ho, 0, sizeof(ho));
+	w1 = ident(72);
+	ck_assert_int_eq(lock_wait_abandon(lc, id2, &w1, T0 + 7, &wake, &ho),
+	    LC_OK);
+	ck_assert_int_eq(ho.waiter_id, id3);
+	ck_assert_int_eq(lock_wait_abandon(lc, id2, &w1, T0 + 8, &wake, &ho),
+	    LC_E_GONE);
+	ck_assert_int_eq(ho.waiter_id, 0);
+	g = must_find(id3, 73, T0 + 9);
+	ck_assert_int_eq(g.fence, 4);
+	ck_assert_int_eq(g.acquired_at, T0 + 7);
+	/* A grant that ran out before its waiter looked is gone. */
+	ck_assert_int_eq(lock_wait_poll(lc, id3, &w3, T0 + 7 + TTL, &g2, &wi,
+	    &wake), LC_E_GONE);
+}
+END_TEST
+
+/* A database made by schema version 1 is migrated on open. */
+START_TEST(test_schema_migration)
+{
+	static const char v1[] =
+	    "PRAGMA journal_mode=WAL;"
+	    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+	    "INSERT INTO meta VALUES ('schema_version', 1);"
+	    "CREATE TABLE locks(id INTEGER PRIMARY KEY, name TEXT NOT NULL"
+	    " UNIQUE, fence_seq INTEGER NOT NULL DEFAULT 0,"
+	    " max_holders INTEGER NOT NULL DEFAULT 1);"
+	    "CREATE TABLE holders(token TEXT PRIMARY KEY, lock_id INTEGER NOT"
+	    " NULL, fence INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+	    " request_id TEXT, acquired_at INTEGER NOT NULL,"
+	    " expires_at INTEGER NOT NULL);"
+	    "CREATE TABLE waiters(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    " lock_id INTEGER NOT NULL, request_id TEXT, owner TEXT NOT NULL"
+	    " DEFAULT '', ttl_ms INTEGER NOT NULL, deadline INTEGER NOT NULL,"
+	    " pid INTEGER NOT NULL, pstart INTEGER NOT NULL,"
+	    " wkey INTEGER NOT NULL);"
+	    "INSERT INTO locks VALUES (1, 'old', 5, 1);"
+	    "INSERT INTO holders VALUES ('0123456789abcdef0123456789abcdef',"
+	    " 1, 5, 'o', NULL, 1700000000000, 1700000010000);";
+	struct lock_handoff ho;
+	struct lock_grant g;
+	char path[160];
+	sqlite3 *db;
+	int64_t id;
+
+	ck_assert(snprintf(path, sizeof(path), "%s/v1.db", dir) <
+	    (int)sizeof(path));
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	lockcore_close(lc);
+	lc = open_db(path, &opts);
+	id = must_queue("old", 81, T0 + 1, 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert(snprintf(g.name, sizeof(g.name), "old") > 0);
+	ck_assert(snprintf(g.token, sizeof(g.token),
+	    "0123456789abcdef0123456789abcdef") > 0);
+	ck_assert_int_eq(must_hand(lc, &g, T0 + 2, &ho), id);
+	g = must_find(id, 81, T0 + 3);
+	ck_assert_int_eq(g.fence, 6);
+	/* Opening it again finds version 3. */
+	lockcore_close(lc);
+	lc = open_db(path, &opts);
+	ck_assert_int_eq(must_grant(lc, "new", T0 + 4).fence, 1);
+}
+END_TEST
+
 static Suite *
 lockcore_suite(void)
 {
@@ -1455,6 +1797,16 @@ lockcore_suite(void)
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_request_id_retry);
 	tcase_add_test(tc, test_abandon);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("handoff");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_handoff_fifo);
+	tcase_add_test(tc, test_handoff_skips_dead_and_late);
+	tcase_add_test(tc, test_handoff_only_pid);
+	tcase_add_test(tc, test_handoff_request_id);
+	tcase_add_test(tc, test_handoff_cancel_abandon);
+	tcase_add_test(tc, test_schema_migration);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("queue");

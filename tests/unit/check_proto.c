@@ -117,6 +117,7 @@ static const struct rt_case rt_cases[] = {
 	{ __LINE__, PROTO_NOTIFY, PROTO_NOTIFY_WAKE, UINT64_MAX, INT64_MAX, "z",
 	  false, 0, 0, 0, 8 + 19 + 1 },
 	{ __LINE__, PROTO_PING, 0, 0, 0, NULL, false, 0, 0, 0, 8 },
+	{ __LINE__, PROTO_UNWAIT, 0, 0, 0, NULL, false, 0, 0, 0, 8 },
 	{ __LINE__, PROTO_PONG, 0, 0, 0, NULL, false, 1, 2, 3, 20 },
 	{ __LINE__, PROTO_PONG, 0, 0, 0, NULL, false,
 	  UINT32_MAX, 0x80000000u, 0x01020304u, 20 },
@@ -359,7 +360,8 @@ static const struct bad_case bad_cases[] = {
 	{ __LINE__, 8, { V, PROTO_PING, 0x80, 0, 0, 0, 0, 0 }, E_MAL },
 	/* types */
 	{ __LINE__, 8, { V, 0, 0, 0, 0, 0, 0, 0 }, E_MAL },
-	{ __LINE__, 8, { V, 8, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, 9, 0, 0, 0, 0, 0, 0 }, E_MAL },
+	{ __LINE__, 8, { V, PROTO_UNWAIT, 0, 0, 0, 0, 0, 1 }, E_MAL },
 	{ __LINE__, 8, { V, 0xff, 0, 0, 0, 0, 0, 0 }, E_MAL },
 	/* names whose length disagrees with the payload, or is 0 */
 	{ __LINE__, 27, { WAIT_HDR(19), Z16, 0, 2, 'a' }, E_MAL },
@@ -426,7 +428,7 @@ START_TEST(test_encode_invalid)
 		size_t namelen;
 	} cases[] = {
 		{ __LINE__, 0, 0, NULL, 0 },
-		{ __LINE__, 8, 0, NULL, 0 },
+		{ __LINE__, 9, 0, NULL, 0 },
 		{ __LINE__, 0xff, 0, "a", 1 },
 		{ __LINE__, PROTO_WAIT, 0, "a", 0 },
 		{ __LINE__, PROTO_WAIT, 0, NULL, 1 },
@@ -964,6 +966,37 @@ START_TEST(test_reregister)
 	ck_assert(!readable(coord_waiter_fd(a)));
 	wait_stats(ANY, 1, 1);
 	coord_waiter_free(a);
+	coord_waiter_free(b);
+	coord_notifier_free(n);
+}
+END_TEST
+
+/* UNWAIT withdraws a connection's registration without passing the turn
+ * on, and the connection serves the next wait (the worker's pool). */
+START_TEST(test_unwait)
+{
+	struct coord_waiter *a = waiter("ua", 1, 0);
+	struct coord_waiter *b = waiter("ua", 2, 0);
+	struct coord_notifier *n = coord_notifier_new(sockpath);
+
+	ck_assert_int_eq(coord_waiter_unwait(a, 1000), COORDC_OK);
+	wait_stats(3, 1, 1);
+	/* The first waiter left quietly: a release wakes the next. */
+	ck_assert_int_eq(coord_notify(n, "ua", true, 0, 0), COORDC_OK);
+	ck_assert_int_eq(wait_woken(b, 2000), COORDC_WOKEN);
+	ck_assert(!readable(coord_waiter_fd(a)));
+	/* Unwaiting what is not registered is harmless. */
+	ck_assert_int_eq(coord_waiter_unwait(b, 1000), COORDC_OK);
+	/* Both connections wait again, on another lock; the first leaves by
+	 * UNWAIT and closes: its turn is not passed on. */
+	ck_assert_int_eq(coord_waiter_register(a, "ub", 3, 0, 2000), COORDC_OK);
+	ck_assert_int_eq(coord_waiter_register(b, "ub", 4, 0, 2000), COORDC_OK);
+	wait_stats(ANY, 2, 1);
+	ck_assert_int_eq(coord_waiter_unwait(a, 1000), COORDC_OK);
+	coord_waiter_free(a);
+	wait_stats(ANY, 1, 1);
+	nap_ms(100);
+	ck_assert(!readable(coord_waiter_fd(b)));
 	coord_waiter_free(b);
 	coord_notifier_free(n);
 }
@@ -1708,6 +1741,7 @@ proto_suite(void)
 	tcase_add_test(tc, test_same_id);
 	tcase_add_test(tc, test_kick);
 	tcase_add_test(tc, test_reregister);
+	tcase_add_test(tc, test_unwait);
 	tcase_add_test(tc, test_expiry);
 	tcase_add_test(tc, test_peer_close);
 	tcase_add_test(tc, test_garbage);
