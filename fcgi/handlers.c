@@ -25,6 +25,8 @@ _Static_assert(LC_KEY_MAX <= PROTO_NAME_MAX,
     "the coordinator must carry every lock key");
 
 #define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
+#define SAFETY_POLL_PER  100    /* ... less often per this many waiters ahead */
+#define SAFETY_POLL_MAX  60000  /* ... but at least this often */
 #define COORD_ACK_MS     250
 #define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
 #define THREAD_RESERVE   8      /* threads per worker kept from waiting */
@@ -487,9 +489,16 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 	int64_t t = deadline - now;
 	int64_t p;
 
-	if (registered)
-		p = info->ahead == 0 ? W.conf.poll_ms * 10 : SAFETY_POLL_MS;
-	else {
+	if (registered) {
+		/* A look counts the waiters ahead, O(ahead): spaced out in
+		 * proportion, a queue of n costs O(n) per SAFETY_POLL_MS,
+		 * not O(n^2) (10,000 waiters on one lock saturated both
+		 * CPUs).  Only a lost wake needs these looks at all. */
+		p = info->ahead == 0 ? W.conf.poll_ms * 10 :
+		    SAFETY_POLL_MS * (1 + info->ahead / SAFETY_POLL_PER);
+		if (p > SAFETY_POLL_MAX)
+			p = SAFETY_POLL_MAX;
+	} else {
 		int back = info->ahead < POLL_BACKOFF_MAX ?
 		    info->ahead + 1 : POLL_BACKOFF_MAX;
 		p = W.conf.poll_ms * back;
@@ -1224,6 +1233,9 @@ handle_request(FCGX_Request *fr)
 		    in.method != NULL && strcmp(in.method, "HEAD") == 0);
 		goto out;
 	}
+	/* Everything is copied into rq: a waiter need not keep 16 KiB. */
+	free(body);
+	body = NULL;
 	handlers[rq.route](fr, &rq);
 out:
 	free(body);

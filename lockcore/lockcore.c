@@ -89,7 +89,7 @@ static const char schema_sql[] =
     " fence_seq INTEGER NOT NULL DEFAULT 0,"
     " max_holders INTEGER NOT NULL DEFAULT 1);"
     "CREATE TABLE IF NOT EXISTS holders("
-    " token TEXT PRIMARY KEY,"
+    " token TEXT NOT NULL,"
     " lock_id INTEGER NOT NULL,"
     " fence INTEGER NOT NULL,"
     " owner TEXT NOT NULL DEFAULT '',"
@@ -132,17 +132,32 @@ static const char sessions_sql[] =
     " opened_at INTEGER NOT NULL);";
 
 /*
- * New in version 3 (before: version 1, or the version 2 that had only the
- * sessions): a grant remembers the waiter row it was made for (waiter_id,
- * and the wkey of the request that owned the row), so that a waiter
- * granted by someone else's transaction finds its grant with a read.
- * Rows granted before have neither.
+ * Version 3 changed `holders`: a grant remembers the waiter row it was made
+ * for (waiter_id, and the wkey of the request that owned the row), so that
+ * a waiter granted by someone else's transaction finds its grant with a
+ * read; and `token` is no longer a PRIMARY KEY.  Its unique index was never
+ * used for a lookup (a token is compared among its lock's holders), yet
+ * every grant and release wrote a random leaf of it: at 1 M held locks that
+ * made checkpoints scatter and p99 grow (bench/RESULTS.md, W5).  Tokens are
+ * 128 random bits.  An older `holders` is rebuilt (rows granted before have
+ * no waiter_id), and schema_sql then adds the indexes.
  */
-static const char migrate_waiter_sql[] =
-    "ALTER TABLE holders ADD COLUMN waiter_id INTEGER;"
-    "ALTER TABLE holders ADD COLUMN wkey INTEGER;"
-    "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
-    " WHERE waiter_id IS NOT NULL;";
+static const char rebuild_holders_sql[] =
+    "CREATE TABLE holders_v3("
+    " token TEXT NOT NULL,"
+    " lock_id INTEGER NOT NULL,"
+    " fence INTEGER NOT NULL,"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT,"
+    " acquired_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " waiter_id INTEGER,"
+    " wkey INTEGER);"
+    "INSERT INTO holders_v3(token, lock_id, fence, owner, request_id,"
+    " acquired_at, expires_at) SELECT token, lock_id, fence, owner,"
+    " request_id, acquired_at, expires_at FROM holders;"
+    "DROP TABLE holders;"
+    "ALTER TABLE holders_v3 RENAME TO holders;";
 
 enum stmt_id {
 	S_BEGIN,
@@ -693,10 +708,11 @@ make_schema(sqlite3 *db, const char **why)
 	/* Another process may have done it while we waited.  Every step may
 	 * run again: an older version gets what it lacks. */
 	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
-		/* Version 2 was either of the two halves of 3. */
+		/* Version 2 was either of two halves of 3; the one with
+		 * waiter_id existed only on a development branch. */
 		if (has_column(db, "holders", "rowid") &&
 		    !has_column(db, "holders", "waiter_id"))
-			rc = sqlite3_exec(db, migrate_waiter_sql, NULL, NULL,
+			rc = sqlite3_exec(db, rebuild_holders_sql, NULL, NULL,
 			    NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);

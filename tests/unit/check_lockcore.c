@@ -1402,6 +1402,11 @@ START_TEST(test_schema_upgrade)
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
 	    " WHERE key = 'schema_version'"), 3);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
+	/* holders was rebuilt: no unique index on token any more. */
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE tbl_name = 'holders' AND name LIKE 'sqlite_autoindex%'"), 0);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE name = 'holders_waiter'"), 1);
 	lockcore_close(b);
 }
 END_TEST
