@@ -391,7 +391,7 @@ handed_on(const char *name, bool wake, const struct lock_handoff *ho)
  */
 static void
 send_grant(FCGX_Request *fr, const struct lock_grant *g,
-    const struct request *rq, int64_t started)
+    const struct request *rq, uint64_t key)
 {
 	char extra[64];
 	struct lockcore *db;
@@ -403,21 +403,17 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 	if (send_json(fr, 200, extra,
 	    grant_json(g, rq->name, g->expires_at - g->acquired_at), false) == 0)
 		return;
-	/* A grant replayed for a request_id may be in use by the request
-	 * that received it first: only a grant made for us is ours to undo. */
-	if (g->acquired_at < started) {
-		log_info(LOCK_FMT ": replayed grant with fence %" PRId64
-		    " undeliverable", LOCK_ARGS(rq), g->fence);
-		return;
-	}
+	/* Only while the grant is still ours: a retry with our request_id
+	 * may have been given it meanwhile, and its client keeps it. */
 	if ((db = db_enter()) == NULL)
 		return;
 	handoff_init(&ho);
-	rc = lock_release(db, g->name, g->token, now_ms(), &wake, &ho);
+	rc = lock_undo(db, g->name, g->token, key, now_ms(), &wake, &ho);
 	db_leave();
 	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
 	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
-	    rc == LC_OK ? "released" : lc_code(rc));
+	    rc == LC_OK ? "released" : rc == LC_E_SUPERSEDED ?
+	    "kept: a retry with the same request_id has it" : lc_code(rc));
 	handed_on(g->name, wake, &ho);
 }
 
@@ -893,7 +889,7 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 		log_acquire(rq, rc, &g, now, ar.wait);
 	switch (rc) {
 	case LC_GRANTED:
-		send_grant(fr, &g, rq, now);
+		send_grant(fr, &g, rq, ar.who.key);
 		break;
 	case LC_BUSY:
 		send_error(fr, 423, "timeout",

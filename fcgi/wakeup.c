@@ -72,7 +72,8 @@ wakeup_del(struct wake_slot *s)
 }
 
 /* Wakes the requests registered for waiter_id; with `ho`, the one whose
- * key it names is given its grant. */
+ * key it names is given its grant; without, any grant given before is
+ * taken back, so the woken request looks in the database. */
 static bool
 wake(int64_t waiter_id, const struct lock_handoff *ho)
 {
@@ -89,7 +90,10 @@ wake(int64_t waiter_id, const struct lock_handoff *ho)
 			if (ho != NULL && s->key == ho->key) {
 				s->grant = ho->grant;
 				s->granted = true;
-			}
+			} else if (ho == NULL)
+				/* A plain wake (cancel, takeover) may come
+				 * after a handoff: the database decides. */
+				s->granted = false;
 			/* Failing only when the counter is full, which
 			 * means the waiter has wakes to read already. */
 			n = write(s->efd, &one, sizeof(one));

@@ -178,6 +178,7 @@ enum stmt_id {
 	S_H_ADD,
 	S_H_DEL,
 	S_H_RENEW,
+	S_H_TAKE,
 	S_W_GET,
 	S_W_BY_REQ,
 	S_W_TAKE,
@@ -222,8 +223,9 @@ static const char *const sqltab[S_COUNT] = {
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[S_H_DEL] = "DELETE FROM holders WHERE rowid = ?1",
 	[S_H_RENEW] = "UPDATE holders SET expires_at = ?2 WHERE rowid = ?1",
+	[S_H_TAKE] = "UPDATE holders SET wkey = ?2 WHERE rowid = ?1",
 	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
-	    " w.wkey, l.name, l.max_holders"
+	    " w.wkey, l.name, l.max_holders, w.deadline"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
 	[S_W_BY_REQ] =
 	    "SELECT id FROM waiters WHERE lock_id = ?1 AND request_id = ?2",
@@ -314,6 +316,7 @@ struct wrow {
 	uint64_t wkey;
 	char    name[LC_KEY_MAX + 1];
 	int     max_holders;
+	int64_t deadline;
 };
 
 /* Records the connection's error message and maps rc to an LC_E_ code. */
@@ -791,10 +794,23 @@ read_boot_id(char *buf, size_t size)
 		n = 0;
 	buf[n] = '\0';
 	buf[strcspn(buf, "\n")] = '\0';
-	/* Without one every start would look like a new boot: better a
-	 * grace after each restart than none after a power loss. */
-	if (buf[0] == '\0')
-		(void)snprintf(buf, size, "unknown-%ld", (long)getpid());
+	/* Without it (no /proc/sys), the boot's start time in seconds also
+	 * changes at every boot; with neither, reboots go unnoticed (a
+	 * per-process id would make every open end the others' sessions). */
+	if (buf[0] == '\0') {
+		FILE *f = fopen("/proc/stat", "re");
+		char line[256];
+		unsigned long long bt;
+
+		(void)snprintf(buf, size, "unknown");
+		while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+			if (sscanf(line, "btime %llu", &bt) == 1) {
+				(void)snprintf(buf, size, "btime-%llu", bt);
+				break;
+			}
+		if (f != NULL)
+			(void)fclose(f);
+	}
 }
 
 /* Wall-clock time at which this boot began, ms. */
@@ -1344,10 +1360,10 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	bind_txt(s, 5, rid, &brc);
 	bind_i64(s, 6, h.acquired_at, &brc);
 	bind_i64(s, 7, h.expires_at, &brc);
-	if (waiter_id != 0) {
+	if (waiter_id != 0)
 		bind_i64(s, 8, waiter_id, &brc);
+	if (wkey != 0)
 		bind_i64(s, 9, (int64_t)wkey, &brc);
-	}
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	return fill_grant(g, name, &h);
@@ -1368,6 +1384,7 @@ waiter_get(struct lockcore *lc, int64_t id, struct wrow *w, bool *found)
 		w->ttl_ms = sqlite3_column_int64(s, 3);
 		w->wkey = (uint64_t)sqlite3_column_int64(s, 4);
 		w->max_holders = sqlite3_column_int(s, 6);
+		w->deadline = sqlite3_column_int64(s, 7);
 		rc = copy_col(w->owner, sizeof(w->owner), s, 1);
 		if (rc == 0)
 			rc = copy_col(w->request_id, sizeof(w->request_id),
@@ -1650,9 +1667,19 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 	*handled = true;
 	if ((rc = holder_by_rid(lc, lr->id, rid, now, &h, &found)) < 0)
 		return rc;
-	if (found)
+	if (found) {
+		/* The grant is now this request's: the one it was made for
+		 * (still waiting, or sending it) must not undo it. */
+		if (h.wkey != req->who.key) {
+			bind_i64(lc->st[S_H_TAKE], 1, h.rowid, &brc);
+			bind_i64(lc->st[S_H_TAKE], 2, (int64_t)req->who.key,
+			    &brc);
+			if ((rc = run(lc, lc->st[S_H_TAKE], brc)) < 0)
+				return rc;
+		}
 		return (rc = fill_grant(grant, req->name, &h)) < 0 ?
 		    rc : LC_GRANTED;
+	}
 	if ((rc = waiter_by_rid(lc, lr->id, rid, &id)) < 0 || id == 0) {
 		*handled = false;
 		return rc;
@@ -1711,7 +1738,7 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 	if (hs.count < lr->max_holders && w.live == 0) {
 		rc = grant_new(lc, lr->id, req->name,
 		    req->owner != NULL ? req->owner : "", rid, req->ttl_ms,
-		    now, 0, 0, grant);
+		    now, 0, req->who.key, grant);
 		return rc < 0 ? rc : LC_GRANTED;
 	}
 	if ((rc = wait_info(lc, lr->id, 0, &w, &hs, now, info)) < 0)
@@ -1859,9 +1886,11 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false, &w)) < 0 ||
 	    (rc = holder_state(lc, wr.lock_id, now, &hs)) < 0)
 		return rc;
-	if (hs.count >= wr.max_holders || w.live > 0) {
-		/* Room, but someone live is ahead: that one must be told. */
-		*wake_next = hs.count < wr.max_holders;
+	if (hs.count >= wr.max_holders || w.live > 0 || wr.deadline <= now) {
+		/* Room, but someone live is ahead: that one must be told.
+		 * A waiter past its deadline is never granted: its request
+		 * times out (and withdraws) once it sees the clock. */
+		*wake_next = hs.count < wr.max_holders && w.live > 0;
 		rc = wait_info(lc, wr.lock_id, waiter_id, &w, &hs, now, info);
 		return rc < 0 ? rc : LC_QUEUED;
 	}
@@ -2000,16 +2029,20 @@ find_holder(struct lockcore *lc, const char *name, const char *token,
 	return found ? 0 : LC_E_NOT_HELD;
 }
 
+/* Releases the grant with `token`; with key != 0 only if it is key's. */
 static int
 release_tx(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, bool *wake_next, struct lock_handoff *ho)
+    uint64_t key, int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	struct lockrow lr;
 	struct hrow h;
 	int rc;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0 ||
-	    (rc = holder_delete(lc, h.rowid)) < 0 ||
+	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+		return rc;
+	if (key != 0 && h.wkey != key)
+		return LC_E_SUPERSEDED;
+	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
 	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
@@ -2022,9 +2055,9 @@ token_shape(const char *token)
 	return strnlen(token, LC_TOKEN_LEN + 1) == LC_TOKEN_LEN;
 }
 
-int
-lock_release(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, bool *wake_next, struct lock_handoff *ho)
+static int
+release(struct lockcore *lc, const char *name, const char *token,
+    uint64_t key, int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	int rc;
 
@@ -2037,10 +2070,26 @@ lock_release(struct lockcore *lc, const char *name, const char *token,
 		return LC_E_NOT_HELD;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	rc = release_tx(lc, name, token, now, wake_next, ho);
+	rc = release_tx(lc, name, token, key, now, wake_next, ho);
 	if ((rc = tx_end(lc, rc)) < 0)
 		handoff_clear(ho);
 	return rc;
+}
+
+int
+lock_release(struct lockcore *lc, const char *name, const char *token,
+    int64_t now, bool *wake_next, struct lock_handoff *ho)
+{
+	return release(lc, name, token, 0, now, wake_next, ho);
+}
+
+int
+lock_undo(struct lockcore *lc, const char *name, const char *token,
+    uint64_t key, int64_t now, bool *wake_next, struct lock_handoff *ho)
+{
+	if (key == 0)
+		return LC_E_INVAL;
+	return release(lc, name, token, key, now, wake_next, ho);
 }
 
 static int

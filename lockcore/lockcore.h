@@ -253,6 +253,17 @@ int lock_release(struct lockcore *lc, const char *name, const char *token,
     int64_t now, bool *wake_next, struct lock_handoff *ho) LC_WUR;
 
 /*
+ * Undoes a grant that could not be delivered: releases (and hands on, as
+ * lock_release) the live grant with `token` only if it still belongs to
+ * the request with `key` (struct lock_waiter_ident); LC_E_SUPERSEDED if a
+ * retry with the same request_id has taken it over since, so the retry's
+ * client keeps it.  Every grant records the key of the request it was made
+ * for, and a retry that is given an existing grant records its own.
+ */
+int lock_undo(struct lockcore *lc, const char *name, const char *token,
+    uint64_t key, int64_t now, bool *wake_next, struct lock_handoff *ho) LC_WUR;
+
+/*
  * Extends the lease of the live grant with `token` to now + ttl_ms and fills
  * *grant.  LC_E_NOT_HELD once the lease is gone.
  */

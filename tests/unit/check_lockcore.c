@@ -1411,6 +1411,87 @@ START_TEST(test_schema_upgrade)
 }
 END_TEST
 
+/*
+ * A retry with the request_id of a waiter that a handoff granted takes the
+ * grant over: the old request can no longer withdraw or undo it (its
+ * client is gone, the retry's client holds the lock now).
+ */
+START_TEST(test_retry_takes_over_handed_grant)
+{
+	struct lock_acquire_req r1 = mkreq("t", true, 11);
+	struct lock_acquire_req r2 = mkreq("t", true, 12);
+	struct lock_acquire_req r3 = mkreq("t", false, 13);
+	struct lock_grant h, g2, g3;
+	struct lock_handoff ho;
+	struct lock_wait_info wi;
+	bool wake;
+
+	r1.request_id = r2.request_id = "rid-t";
+	h = must_grant(lc, "t", T0);
+	ck_assert_int_eq(lock_acquire(lc, &r1, T0 + 1, &g2, &wi), LC_QUEUED);
+	memset(&ho, 0, sizeof(ho));
+	ck_assert_int_eq(lock_release(lc, "t", h.token, T0 + 2, &wake, &ho),
+	    LC_OK);
+	ck_assert_int_eq(ho.waiter_id, wi.waiter_id);
+	ck_assert(ho.key == r1.who.key);
+	ck_assert_int_eq(lock_acquire(lc, &r2, T0 + 3, &g2, &wi), LC_GRANTED);
+	ck_assert_str_eq(g2.token, ho.grant.token);
+	/* The first request, on its way out, must leave it alone. */
+	ck_assert_int_eq(lock_wait_abandon(lc, ho.waiter_id, &r1.who, T0 + 4,
+	    &wake, NULL), LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_undo(lc, "t", g2.token, r1.who.key, T0 + 4,
+	    &wake, NULL), LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_acquire(lc, &r3, T0 + 5, &g3, &wi), LC_BUSY);
+	/* The retry's own undo (its client went away too) does release. */
+	ck_assert_int_eq(lock_undo(lc, "t", g2.token, r2.who.key, T0 + 6,
+	    &wake, NULL), LC_OK);
+	ck_assert_int_eq(lock_acquire(lc, &r3, T0 + 7, &g3, &wi), LC_GRANTED);
+	ck_assert_int_gt(g3.fence, g2.fence);
+}
+END_TEST
+
+/* The same for an immediate grant replayed to a retry. */
+START_TEST(test_retry_takes_over_grant)
+{
+	struct lock_acquire_req r1 = mkreq("u", false, 21);
+	struct lock_acquire_req r2 = mkreq("u", false, 22);
+	struct lock_grant g1, g2;
+	struct lock_wait_info wi;
+	bool wake;
+
+	r1.request_id = r2.request_id = "rid-u";
+	ck_assert_int_eq(lock_acquire(lc, &r1, T0, &g1, &wi), LC_GRANTED);
+	ck_assert_int_eq(lock_acquire(lc, &r2, T0 + 1, &g2, &wi), LC_GRANTED);
+	ck_assert_str_eq(g1.token, g2.token);
+	ck_assert_int_eq(lock_undo(lc, "u", g1.token, r1.who.key, T0 + 2,
+	    &wake, NULL), LC_E_SUPERSEDED);
+	ck_assert_int_eq(lock_undo(lc, "u", g1.token, 0, T0 + 2, &wake, NULL),
+	    LC_E_INVAL);
+	ck_assert_int_eq(lock_undo(lc, "u", g1.token, r2.who.key, T0 + 3,
+	    &wake, NULL), LC_OK);
+}
+END_TEST
+
+/* A waiter past its deadline never grants itself, even on a free lock. */
+START_TEST(test_late_waiter_not_granted)
+{
+	struct lock_acquire_req r = mkreq("late", true, 31);
+	struct lock_grant h, g;
+	struct lock_wait_info wi;
+	bool wake;
+
+	h = must_grant(lc, "late", T0);
+	r.deadline = T0 + 100;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g, &wi), LC_QUEUED);
+	/* The holder's lease (TTL) ends long after the waiter's deadline. */
+	ck_assert_int_eq(lock_wait_poll(lc, wi.waiter_id, &r.who, T0 + TTL,
+	    &g, &wi, &wake), LC_QUEUED);
+	ck_assert_int_eq(lock_wait_abandon(lc, wi.waiter_id, &r.who, T0 + TTL,
+	    &wake, NULL), LC_OK);
+	(void)h;
+}
+END_TEST
+
 #define NPROC 4
 #define NITER 150
 
@@ -1847,6 +1928,9 @@ lockcore_suite(void)
 	tcase_add_test(tc, test_busy_handler);
 	tcase_add_test(tc, test_processes);
 	tcase_add_test(tc, test_unclean_shutdown);
+	tcase_add_test(tc, test_retry_takes_over_handed_grant);
+	tcase_add_test(tc, test_retry_takes_over_grant);
+	tcase_add_test(tc, test_late_waiter_not_granted);
 	tcase_add_test(tc, test_unclean_shutdown_full);
 	tcase_add_test(tc, test_unclean_shutdown_no_grace);
 	tcase_add_test(tc, test_process_crash_no_grace);
