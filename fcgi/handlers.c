@@ -1156,20 +1156,6 @@ read_body(FCGX_Request *fr, char *buf, size_t cap)
 	return over ? -1 : (ssize_t)len;
 }
 
-/* True if CONTENT_LENGTH is a number above REQ_BODY_MAX. */
-static bool
-content_too_large(const char *cl)
-{
-	uint64_t v = 0;
-
-	for (; *cl >= '0' && *cl <= '9'; cl++) {
-		v = v * 10 + (uint64_t)(*cl - '0');
-		if (v > REQ_BODY_MAX)
-			return true;
-	}
-	return false;
-}
-
 typedef void (*handler_fn)(FCGX_Request *, const struct request *);
 
 static const handler_fn handlers[] = {
@@ -1191,7 +1177,7 @@ handle_request(FCGX_Request *fr)
 	struct request_error re;
 	char *body = NULL;
 	ssize_t blen;
-	const char *cl, *user;
+	const char *user;
 
 	memset(&in, 0, sizeof(in));
 	in.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
@@ -1202,12 +1188,14 @@ handle_request(FCGX_Request *fr)
 	/* REMOTE_USER is the web server's; a client's Remote-User header
 	 * arrives as HTTP_REMOTE_USER and is never read. */
 	user = FCGX_GetParam("REMOTE_USER", fr->envp);
-	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
 
-	if (cl != NULL && content_too_large(cl)) {
+	/* Before anything else looks at the parameters: libfcgi trusts its
+	 * peer, so their number and sizes are capped here (request.h). */
+	if (request_env_check(fr->envp, &re) != 0) {
 		(void)read_body(fr, body_none, 0);
-		send_error(fr, 413, "too_large", "the request body is larger "
-		    "than 16384 bytes", NULL, false);
+		send_error(fr, re.status, re.code, re.message, NULL, false);
+		log_info("%s: refused: %d %s", __func__, re.status,
+		    re.message);
 		return;
 	}
 	if ((body = malloc(REQ_BODY_MAX)) == NULL) {

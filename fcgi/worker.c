@@ -116,29 +116,6 @@ install_signals(void)
 
 static void *thread_main(void *arg);
 
-/*
- * Answers a request whose FastCGI parameters request_env_check() refused,
- * with the JSON error every other refusal has, after reading its body to
- * the end (the web server may still be sending it).  The message is ours,
- * plain ASCII without quotes or backslashes, so it needs no escaping.
- */
-static void
-refuse_request(FCGX_Request *fr, const struct request_error *re)
-{
-	char sink[4096];
-	const char *text = re->status == 413 ? "Payload Too Large" :
-	    "Bad Request";
-
-	while (FCGX_GetStr(sink, (int)sizeof(sink), fr->in) > 0)
-		;
-	(void)FCGX_FPrintF(fr->out, "Status: %d %s\r\n"
-	    "Content-Type: application/json\r\n"
-	    "Cache-Control: no-store\r\n\r\n"
-	    "{\"error\":\"%s\",\"message\":\"%s\"}\n",
-	    re->status, text, re->code, re->message);
-	log_info("%s: refused: %d %s", __func__, re->status, re->message);
-}
-
 /* Starts one more pool thread, unless the pool is at its cap. */
 static void
 spawn_thread(void)
@@ -170,7 +147,6 @@ static void *
 thread_main(void *arg)
 {
 	FCGX_Request fr;
-	struct request_error re;
 	sigset_t set;
 
 	(void)arg;
@@ -199,10 +175,7 @@ thread_main(void *arg)
 		atomic_fetch_add(&W.busy, 1);
 		if (atomic_fetch_sub(&W.idle, 1) == 1)
 			spawn_thread();
-		if (request_env_check(fr.envp, &re) != 0)
-			refuse_request(&fr, &re);
-		else
-			handle_request(&fr);
+		handle_request(&fr);
 		FCGX_Finish_r(&fr);
 		atomic_fetch_add(&W.idle, 1);
 		atomic_fetch_sub(&W.busy, 1);
