@@ -78,6 +78,18 @@
  * old holder already showed to a resource.  A lock is "unused" when it has
  * no live holder and no waiter, not when its row is gone.
  */
+/* The columns of `holders`, for schema_sql and rebuild_holders_sql. */
+#define HOLDERS_COLUMNS "("                                         \
+    " token TEXT NOT NULL,"                                         \
+    " lock_id INTEGER NOT NULL,"                                    \
+    " fence INTEGER NOT NULL,"                                      \
+    " owner TEXT NOT NULL DEFAULT '',"                              \
+    " request_id TEXT,"                                             \
+    " acquired_at INTEGER NOT NULL,"                                \
+    " expires_at INTEGER NOT NULL,"                                 \
+    " waiter_id INTEGER,"                                           \
+    " wkey INTEGER)"
+
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
@@ -88,16 +100,7 @@ static const char schema_sql[] =
     " name TEXT NOT NULL UNIQUE,"
     " fence_seq INTEGER NOT NULL DEFAULT 0,"
     " max_holders INTEGER NOT NULL DEFAULT 1);"
-    "CREATE TABLE IF NOT EXISTS holders("
-    " token TEXT NOT NULL,"
-    " lock_id INTEGER NOT NULL,"
-    " fence INTEGER NOT NULL,"
-    " owner TEXT NOT NULL DEFAULT '',"
-    " request_id TEXT,"
-    " acquired_at INTEGER NOT NULL,"
-    " expires_at INTEGER NOT NULL,"
-    " waiter_id INTEGER,"
-    " wkey INTEGER);"
+    "CREATE TABLE IF NOT EXISTS holders" HOLDERS_COLUMNS ";"
     "CREATE INDEX IF NOT EXISTS holders_lock ON holders(lock_id);"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
     " WHERE waiter_id IS NOT NULL;"
@@ -143,16 +146,7 @@ static const char sessions_sql[] =
  * no waiter_id), and schema_sql then adds the indexes.
  */
 static const char rebuild_holders_sql[] =
-    "CREATE TABLE holders_v3("
-    " token TEXT NOT NULL,"
-    " lock_id INTEGER NOT NULL,"
-    " fence INTEGER NOT NULL,"
-    " owner TEXT NOT NULL DEFAULT '',"
-    " request_id TEXT,"
-    " acquired_at INTEGER NOT NULL,"
-    " expires_at INTEGER NOT NULL,"
-    " waiter_id INTEGER,"
-    " wkey INTEGER);"
+    "CREATE TABLE holders_v3" HOLDERS_COLUMNS ";"
     "INSERT INTO holders_v3(token, lock_id, fence, owner, request_id,"
     " acquired_at, expires_at) SELECT token, lock_id, fence, owner,"
     " request_id, acquired_at, expires_at FROM holders;"

@@ -29,23 +29,5 @@ case $secs in
 esac
 : "${HTTPLOCK_SUITE_TIMEOUT:=$(awk -v s="$secs" 'BEGIN { printf "%d", s + 260 }')}"
 export HTTPLOCK_SUITE_TIMEOUT
-passed=0 failed=0 rc=0
-for front in ${HTTPLOCK_FRONT:-lighttpd apache}; do
-	echo "=== behind $front"
-	out=$(mktemp) || exit 99
-	HTTPLOCK_FRONT=$front "${PYTHON3:-/usr/bin/python3}" \
-		"$HTTPLOCK_SRCDIR/tests/integ/run.py" --dir "$here" "$@" | tee "$out"
-	r=${PIPESTATUS[0]}
-	[ "$r" -eq 0 ] || rc=1
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
-	rm -f "$out"
-	if [ -z "$line" ]; then
-		failed=$((failed + 1))    # the runner died without a summary
-		continue
-	fi
-	read -r p _ f _ <<<"$line"
-	passed=$((passed + p)) failed=$((failed + f))
-done
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ] || rc=1
-exit $rc
+# The front-end loop and the combined summary are tests/integ/run.sh's.
+exec "$HTTPLOCK_SRCDIR/tests/integ/run.sh" --dir "$here" "$@"
