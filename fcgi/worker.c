@@ -437,31 +437,24 @@ check_listener(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
+	bool loopback;
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
 		fatal("%s: getsockname", __func__);
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-
-		if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
-			fatalx("%s: the FastCGI socket is TCP on a non-loopback "
-			    "address: anyone could reach it; use a Unix socket",
-			    __func__);
-		log_warnx("%s: the FastCGI socket is TCP on loopback: every "
-		    "local user can reach it; a Unix socket is safer",
+	if (ss.ss_family == AF_INET)
+		loopback = (ntohl(((const struct sockaddr_in *)&ss)->
+		    sin_addr.s_addr) >> 24) == 127;
+	else if (ss.ss_family == AF_INET6)
+		loopback = IN6_IS_ADDR_LOOPBACK(
+		    &((const struct sockaddr_in6 *)&ss)->sin6_addr);
+	else
+		return;         /* a Unix socket: its file mode decides */
+	if (!loopback)
+		fatalx("%s: the FastCGI socket is TCP on a non-loopback "
+		    "address: anyone could reach it; use a Unix socket",
 		    __func__);
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 =
-		    (const struct sockaddr_in6 *)&ss;
-
-		if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-			fatalx("%s: the FastCGI socket is TCP on a non-loopback "
-			    "address: anyone could reach it; use a Unix socket",
-			    __func__);
-		log_warnx("%s: the FastCGI socket is TCP on loopback: every "
-		    "local user can reach it; a Unix socket is safer",
-		    __func__);
-	}
+	log_warnx("%s: the FastCGI socket is TCP on loopback: every local "
+	    "user can reach it; a Unix socket is safer", __func__);
 }
 
 /*
