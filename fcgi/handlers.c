@@ -1,18 +1,16 @@
 /*
  * handlers.c: one HTTP request from accept to response.  The request is
  * parsed by request.c, the lock semantics are lockcore's, and this file
- * glues them: it serialises database use inside the process, sleeps on the
- * coordinator while an acquire waits, watches the client's connection, and
+ * glues them: it serialises database use inside the process, tells the
+ * coordinator what changed, hands an acquire that must wait to wait.c, and
  * writes every answer as JSON.  Errors map to HTTP statuses in one table
  * (lc_errors) and one function (send_error).
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <json.h>
 
@@ -24,13 +22,7 @@
 _Static_assert(LC_KEY_MAX <= PROTO_NAME_MAX,
     "the coordinator must carry every lock key");
 
-#define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
-#define SAFETY_POLL_PER  100    /* ... less often per this many waiters ahead */
-#define SAFETY_POLL_MAX  60000  /* ... but at least this often */
 #define COORD_ACK_MS     250
-#define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
-#define THREAD_RESERVE   8      /* threads per worker kept from waiting */
-#define CW_POOL_MAX      128    /* idle coordinator connections kept */
 
 struct status_text {
 	int         status;
@@ -90,7 +82,7 @@ status_text(int status)
  * `body`.  Returns 0, or -1 if the connection to the web server failed.
  */
 static int
-send_json(FCGX_Request *fr, int status, const char *extra, json_object *body,
+send_json(struct reply *r, int status, const char *extra, json_object *body,
     bool head)
 {
 	const char *text;
@@ -99,7 +91,8 @@ send_json(FCGX_Request *fr, int status, const char *extra, json_object *body,
 	int rc = 0, n;
 
 	/* libfcgi's FCGX_FPrintF knows only a subset of printf formats (no
-	 * %zu), so the header is formatted here. */
+	 * %zu), so the header is formatted here.  The body ends with the
+	 * newline json-c's string lacks. */
 	text = json_object_to_json_string_length(body,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	n = snprintf(hdr, sizeof(hdr), "Status: %d %s\r\n"
@@ -108,14 +101,21 @@ send_json(FCGX_Request *fr, int status, const char *extra, json_object *body,
 	    "Content-Length: %zu\r\n"
 	    "%s%s\r\n", status, status_text(status), len + 1,
 	    extra != NULL ? extra : "", extra != NULL ? "\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(hdr) ||
-	    FCGX_PutStr(hdr, n, fr->out) < 0)
+	if (n < 0 || (size_t)n >= sizeof(hdr))
 		rc = -1;
-	if (rc == 0 && !head && (FCGX_PutStr(text, (int)len, fr->out) < 0 ||
-	    FCGX_PutChar('\n', fr->out) < 0))
-		rc = -1;
-	if (rc == 0 && FCGX_FFlush(fr->out) < 0)
-		rc = -1;
+	else if (r->fr == NULL)
+		rc = wait_reply_raw(r->fd, r->reqid, hdr, (size_t)n,
+		    head ? NULL : text, head ? 0 : len);
+	else {
+		if (FCGX_PutStr(hdr, n, r->fr->out) < 0)
+			rc = -1;
+		if (rc == 0 && !head &&
+		    (FCGX_PutStr(text, (int)len, r->fr->out) < 0 ||
+		    FCGX_PutChar('\n', r->fr->out) < 0))
+			rc = -1;
+		if (rc == 0 && FCGX_FFlush(r->fr->out) < 0)
+			rc = -1;
+	}
 	json_object_put(body);
 	return rc;
 }
@@ -138,8 +138,8 @@ jsecs(int64_t ms)
 	return json_object_new_double_s((double)ms / 1000.0, buf);
 }
 
-static void
-send_error(FCGX_Request *fr, int status, const char *code, const char *msg,
+void
+send_error(struct reply *r, int status, const char *code, const char *msg,
     const char *allow, bool head)
 {
 	json_object *o = json_object_new_object();
@@ -149,7 +149,7 @@ send_error(FCGX_Request *fr, int status, const char *code, const char *msg,
 	json_object_object_add(o, "message", jstr(msg));
 	if (allow != NULL)
 		snprintf(extra, sizeof(extra), "Allow: %s", allow);
-	(void)send_json(fr, status, allow != NULL ? extra : NULL, o, head);
+	(void)send_json(r, status, allow != NULL ? extra : NULL, o, head);
 }
 
 /*
@@ -157,7 +157,7 @@ send_error(FCGX_Request *fr, int status, const char *code, const char *msg,
  * when, as Retry-After (whole seconds, rounded up) and in the body.
  */
 static void
-send_recovering(FCGX_Request *fr, const char *message)
+send_recovering(struct reply *r, const char *message)
 {
 	json_object *o = json_object_new_object();
 	int64_t until = atomic_load(&W.grace_until);
@@ -172,12 +172,12 @@ send_recovering(FCGX_Request *fr, const char *message)
 	json_object_object_add(o, "retry_after", jsecs(left));
 	snprintf(extra, sizeof(extra), "Retry-After: %" PRId64,
 	    (left + 999) / 1000);
-	(void)send_json(fr, 503, extra, o, false);
+	(void)send_json(r, 503, extra, o, false);
 }
 
 /* Answers a lockcore error; `what` refines the message when not NULL. */
 static void
-send_lc_error(FCGX_Request *fr, int rc, const char *what)
+send_lc_error(struct reply *r, int rc, const char *what)
 {
 	char msg[512];
 	size_t i;
@@ -189,17 +189,17 @@ send_lc_error(FCGX_Request *fr, int rc, const char *what)
 			snprintf(msg, sizeof(msg), "%s: max_waiters is %d",
 			    lc_errors[i].message, W.conf.max_waiters);
 		else if (rc == LC_E_RECOVERING) {
-			send_recovering(fr, lc_errors[i].message);
+			send_recovering(r, lc_errors[i].message);
 			return;
 		} else
 			snprintf(msg, sizeof(msg), "%s%s%s",
 			    lc_errors[i].message, what != NULL ? ": " : "",
 			    what != NULL ? what : "");
-		send_error(fr, lc_errors[i].status, lc_errors[i].code, msg,
+		send_error(r, lc_errors[i].status, lc_errors[i].code, msg,
 		    NULL, false);
 		return;
 	}
-	send_error(fr, 500, "internal", "unexpected internal error", NULL,
+	send_error(r, 500, "internal", "unexpected internal error", NULL,
 	    false);
 }
 
@@ -207,7 +207,7 @@ send_lc_error(FCGX_Request *fr, int rc, const char *what)
  * Locks the process's database mutex and returns the connection, opening
  * it on first use.  NULL (mutex released) when it cannot be opened.
  */
-static struct lockcore *
+struct lockcore *
 db_enter(void)
 {
 	struct lockcore_opts opts;
@@ -257,21 +257,11 @@ db_enter(void)
 	return W.db;
 }
 
-static void
+void
 db_leave(void)
 {
 	pthread_mutex_unlock(&W.db_mu);
 }
-
-/*
- * Log lines name a lock as its client does, followed by its tenant when
- * there is one (percent-encoded as in the key, so it carries no control
- * byte): "lock 'x'" or "lock 'x' of 'alice'".  Never a token.
- */
-#define LOCK_FMT "lock '%s'%s%.*s%s"
-#define LOCK_ARGS(rq) (rq)->name, (rq)->tenant ? " of '" : "", \
-	(rq)->tenant ? (int)(rq)->nslen - 2 : 0, \
-	(rq)->tenant ? (rq)->key + 1 : "", (rq)->tenant ? "'" : ""
 
 /* The API's error code for a lockcore error, for log lines. */
 static const char *
@@ -285,21 +275,17 @@ lc_code(int rc)
 	return "internal";
 }
 
-/* On LC_E_DB, log SQLite's reason once per failure (never a token). */
+/* On LC_E_DB, logs SQLite's reason for a list (never a token). */
 static void
-log_db_error(int rc, const char *op, const struct request *rq)
+log_list_db_error(int rc, const struct request *rq)
 {
 	if (rc != LC_E_DB || W.db == NULL)
 		return;
-	if (rq->route == ROUTE_LIST)
-		log_warnx("%s of prefix '%s'%s%.*s%s: %s", op, rq->prefix,
-		    rq->tenant ? " of '" : "",
-		    rq->tenant ? (int)rq->nslen - 2 : 0,
-		    rq->tenant ? rq->key_prefix + 1 : "",
-		    rq->tenant ? "'" : "", lockcore_errmsg(W.db));
-	else
-		log_warnx("%s on " LOCK_FMT ": %s", op, LOCK_ARGS(rq),
-		    lockcore_errmsg(W.db));
+	log_warnx("list of prefix '%s'%s%.*s%s: %s", rq->prefix,
+	    rq->tenant ? " of '" : "",
+	    rq->tenant ? (int)rq->nslen - 2 : 0,
+	    rq->tenant ? rq->key_prefix + 1 : "",
+	    rq->tenant ? "'" : "", lockcore_errmsg(W.db));
 }
 
 /* Set while the coordinator does not answer (last registration or
@@ -310,7 +296,7 @@ static atomic_bool coord_down;
  * The coordinator's state as waiters and notifications last found it:
  * logged once per change, not once per request.
  */
-static void
+void
 coord_seen(bool up)
 {
 	atomic_bool *down = &coord_down;
@@ -345,7 +331,7 @@ grant_json(const struct lock_grant *g, const char *name, int64_t ttl_ms)
 }
 
 /* Tells the coordinator; whether it answered decides handoffs (below). */
-static void
+void
 notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
 {
 	coord_seen(coord_notify(W.notifier, name, wake_first, kick,
@@ -358,7 +344,7 @@ notify(const char *name, bool wake_first, int64_t kick, int64_t expires)
  * while the coordinator is seen up, since without it that waiter would
  * learn of its grant only at its next poll, its lease already running.
  */
-static void
+void
 handoff_init(struct lock_handoff *ho)
 {
 	memset(ho, 0, sizeof(*ho));
@@ -372,7 +358,7 @@ handoff_init(struct lock_handoff *ho)
  * coordinator's kick otherwise; the new lease re-arms the coordinator's
  * timer either way.  Without a handoff, wakes the first waiter if `wake`.
  */
-static void
+void
 handed_on(const char *name, bool wake, const struct lock_handoff *ho)
 {
 	if (ho->waiter_id != 0 && ho->pid == W.pid &&
@@ -390,8 +376,8 @@ handed_on(const char *name, bool wake, const struct lock_handoff *ho)
  * to expire.
  */
 static void
-send_grant(FCGX_Request *fr, const struct lock_grant *g,
-    const struct request *rq, uint64_t key)
+send_grant(struct reply *r, const struct lock_grant *g,
+    const struct lockref *rq, uint64_t key)
 {
 	char extra[64];
 	struct lockcore *db;
@@ -400,7 +386,7 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 	int rc;
 
 	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
-	if (send_json(fr, 200, extra,
+	if (send_json(r, 200, extra,
 	    grant_json(g, rq->name, g->expires_at - g->acquired_at), false) == 0)
 		return;
 	/* Only while the grant is still ours: a retry with our request_id
@@ -417,360 +403,9 @@ send_grant(FCGX_Request *fr, const struct lock_grant *g,
 	handed_on(g->name, wake, &ho);
 }
 
-/*
- * True once the client's request is over: the web server closed or reset
- * the connection, or sent something (an FCGI_ABORT_REQUEST) after the end
- * of the body.  `revents` is what poll() reported for the connection.
- */
-static bool
-client_gone(int fd, short revents)
-{
-	char c;
-	ssize_t n;
-
-	if (revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
-		return true;
-	if (!(revents & POLLIN))
-		return false;
-	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n >= 0)
-		return true;
-	return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-}
-
-/* Outcomes of a wait that end without a grant. */
-enum wait_end {
-	WAIT_GRANTED,
-	WAIT_TIMEOUT,
-	WAIT_CLIENT_GONE,
-	WAIT_STOPPING,
-	WAIT_ERROR          /* rc holds the lockcore error */
-};
-
-/* One look at the database for a waiter; fills *g on LC_GRANTED. */
-static int
-wait_poll(const struct request *rq, const struct lock_waiter_ident *who,
-    struct lock_wait_info *info, struct lock_grant *g)
-{
-	const char *name = rq->key;
-	struct lockcore *db;
-	bool wake = false;
-	int rc;
-
-	if ((db = db_enter()) == NULL)
-		return LC_E_DB;
-	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
-	log_db_error(rc, "poll", rq);
-	db_leave();
-	if (rc == LC_GRANTED && !info->handed)
-		/* Re-arm the coordinator's expiry timer for the new lease, and
-		 * pass the wake on if the lock still has room.  (A handoff's
-		 * maker did that already.) */
-		notify(name, wake, 0, g->expires_at);
-	else if (wake)
-		notify(name, true, 0, 0);
-	return rc;
-}
-
-/*
- * How long to sleep before looking again without a wake.  Registered
- * waiters rely on the coordinator (and a long safety net); unregistered
- * ones poll, those further back more slowly.  The first waiter also wakes
- * itself at the holder's expiry in case the coordinator's timer is lost.
- */
-static int
-sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
-    int64_t deadline)
-{
-	int64_t t = deadline - now;
-	int64_t p;
-
-	if (registered) {
-		/* A look counts the waiters ahead, O(ahead): spaced out in
-		 * proportion, a queue of n costs O(n) per SAFETY_POLL_MS,
-		 * not O(n^2) (10,000 waiters on one lock saturated both
-		 * CPUs).  Only a lost wake needs these looks at all. */
-		p = info->ahead == 0 ? W.conf.poll_ms * 10 :
-		    SAFETY_POLL_MS * (1 + info->ahead / SAFETY_POLL_PER);
-		if (p > SAFETY_POLL_MAX)
-			p = SAFETY_POLL_MAX;
-	} else {
-		int back = info->ahead < POLL_BACKOFF_MAX ?
-		    info->ahead + 1 : POLL_BACKOFF_MAX;
-		p = W.conf.poll_ms * back;
-		p += (int64_t)(random_u64() % (uint64_t)(W.conf.poll_ms / 4 + 1));
-	}
-	if (p < t)
-		t = p;
-	if (info->ahead == 0 && info->holder_expires > 0 &&
-	    info->holder_expires + 5 - now < t)
-		t = info->holder_expires + 5 - now;
-	if (t < 0)
-		t = 0;
-	return (int)t;
-}
-
-/*
- * Waiter connections to the coordinator are kept for the next wait rather
- * than closed: a wait then costs the WAIT/ACK exchange only, not a socket,
- * connect, accept and close on both sides.  A connection goes back only
- * when healthy, and unregistered (UNWAIT) since a registration left behind
- * would absorb the next wake of its lock.
- */
-static pthread_mutex_t cw_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct coord_waiter *cw_pool[CW_POOL_MAX];
-static int cw_npool;
-
-/* An idle pooled connection, or NULL. */
-static struct coord_waiter *
-cw_take(void)
-{
-	struct coord_waiter *cw = NULL;
-
-	pthread_mutex_lock(&cw_mu);
-	if (cw_npool > 0)
-		cw = cw_pool[--cw_npool];
-	pthread_mutex_unlock(&cw_mu);
-	return cw;
-}
-
-/* Gives `cw` (may be NULL) back to the pool, or closes it. */
-static void
-cw_put(struct coord_waiter *cw, bool registered)
-{
-	if (cw == NULL)
-		return;
-	if (registered && coord_waiter_unwait(cw, COORD_ACK_MS) != COORDC_OK) {
-		coord_waiter_free(cw);
-		return;
-	}
-	pthread_mutex_lock(&cw_mu);
-	if (cw_npool < CW_POOL_MAX) {
-		cw_pool[cw_npool++] = cw;
-		cw = NULL;
-	}
-	pthread_mutex_unlock(&cw_mu);
-	coord_waiter_free(cw);
-}
-
-/*
- * Registers waiter `info` of lock `name` on `cw`, or on a pooled or new
- * connection when cw is NULL (a pooled one that fails may predate a
- * coordinator restart: a new one is tried then).  Returns the connection,
- * NULL if none could be made (the coordinator is then autostarted if so
- * configured); *ok is set when the registration was acknowledged.  On
- * failure the caller frees the connection.
- */
-static struct coord_waiter *
-coord_register(struct coord_waiter *cw, const char *name,
-    const struct lock_wait_info *info, bool *ok)
-{
-	bool pooled = false;
-
-	*ok = false;
-	if (cw == NULL && (cw = cw_take()) != NULL)
-		pooled = true;
-	for (;;) {
-		if (cw == NULL &&
-		    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL) {
-			autostart_coord(errno);
-			return NULL;
-		}
-		if (coord_waiter_register(cw, name, info->waiter_id,
-		    info->holder_expires, COORD_ACK_MS) == COORDC_OK) {
-			*ok = true;
-			return cw;
-		}
-		if (!pooled)
-			return cw;
-		coord_waiter_free(cw);
-		cw = NULL;
-		pooled = false;
-	}
-}
-
-/*
- * Sleeps until waiter info->waiter_id is granted, times out at `deadline`,
- * loses its client, or the worker stops.  The waiter row is left as it is;
- * the caller withdraws it (wait_withdraw) on every outcome but a grant.
- * A database error while looking is taken as passing: the waiter looks
- * again every poll_interval, and only if the database is still failing at
- * the deadline does it end with WAIT_ERROR and *rc the lockcore error.
- * LC_E_GONE and LC_E_SUPERSEDED end it at once (WAIT_ERROR), since the row
- * is no longer this request's.
- */
-static enum wait_end
-acquire_wait(FCGX_Request *fr, const struct request *rq,
-    const struct lock_waiter_ident *who, int64_t deadline,
-    struct lock_wait_info *info, struct lock_grant *g, int *rc)
-{
-	const char *name = rq->key;
-	struct coord_waiter *cw = NULL;
-	struct wake_slot ws;
-	enum wait_end end;
-	bool registered = false, look = false;
-	int64_t now, retry_coord = 0, look_at = 0;
-	int db_err = LC_OK;
-
-	/* Before any look: a handoff committed after that look finds us.
-	 * Without it (no eventfd) the coordinator still wakes us. */
-	(void)wakeup_add(&ws, info->waiter_id, who->key);
-	for (;;) {
-		struct pollfd p[4];
-		nfds_t np = 2, ic = 0, iw = 0;
-		int n, t;
-
-		now = now_ms();
-		if (look || (look_at != 0 && now >= look_at)) {
-			look = false;
-			look_at = 0;
-			*rc = wait_poll(rq, who, info, g);
-			if (*rc == LC_GRANTED) {
-				end = WAIT_GRANTED;
-				break;
-			}
-			if (*rc == LC_E_DB || *rc == LC_E_NOMEM) {
-				db_err = *rc;
-				look_at = now_ms() + W.conf.poll_ms;
-			} else if (*rc != LC_QUEUED) {
-				end = WAIT_ERROR;
-				break;
-			} else
-				db_err = LC_OK;
-			now = now_ms();
-		}
-		if (now >= deadline) {
-			end = db_err != LC_OK ? WAIT_ERROR : WAIT_TIMEOUT;
-			*rc = db_err;
-			break;
-		}
-		if (atomic_load(&W.stopping)) {
-			end = WAIT_STOPPING;
-			break;
-		}
-		if (!registered && now >= retry_coord) {
-			bool ok;
-
-			cw = coord_register(cw, name, info, &ok);
-			if (ok) {
-				/* A release that committed before the
-				 * coordinator knew us woke nobody: look once
-				 * more now that it does. */
-				registered = true;
-				look = true;
-				coord_seen(true);
-				continue;
-			}
-			coord_seen(false);
-			/* No coordinator: poll.  Its last wake may have gone
-			 * to nobody, so look now as well. */
-			if (retry_coord == 0 || cw != NULL)
-				look = true;
-			coord_waiter_free(cw);
-			cw = NULL;
-			retry_coord = now + W.conf.poll_ms;
-			if (look)
-				continue;
-		}
-
-		p[0].fd = fr->ipcFd;
-		p[0].events = POLLIN | POLLRDHUP;
-		p[1].fd = W.stop_rd;
-		p[1].events = POLLIN;
-		if (ws.efd >= 0) {
-			iw = np++;
-			p[iw].fd = ws.efd;
-			p[iw].events = POLLIN;
-		}
-		if (cw != NULL) {
-			ic = np++;
-			p[ic].fd = coord_waiter_fd(cw);
-			p[ic].events = POLLIN;
-		}
-		t = sleep_ms(info, registered, now, deadline);
-		if (look_at != 0 && look_at - now < t)
-			t = look_at - now > 0 ? (int)(look_at - now) : 0;
-		n = poll(p, np, t);
-		if (n < 0 && errno != EINTR) {
-			log_warn("%s: poll", __func__);
-			n = 0;
-		}
-		if (n <= 0) {
-			look = true;            /* timer ran out: look again */
-			continue;
-		}
-		if (p[0].revents != 0 && client_gone(p[0].fd, p[0].revents)) {
-			end = WAIT_CLIENT_GONE;
-			break;
-		}
-		if (p[1].revents != 0) {
-			end = WAIT_STOPPING;
-			break;
-		}
-		if (iw != 0 && p[iw].revents != 0) {
-			/* A handoff in this process: its grant, or look. */
-			int r = wakeup_read(&ws, g);
-
-			if (r == 2) {
-				info->handed = true;
-				*rc = LC_GRANTED;
-				end = WAIT_GRANTED;
-				break;
-			}
-			if (r == 1)
-				look = true;
-		}
-		if (ic != 0 && p[ic].revents != 0) {
-			int r = coord_waiter_read(cw);
-
-			if (r == COORDC_WOKEN) {
-				registered = false;
-				look = true;
-			} else if (r < 0) {
-				/* The coordinator went away: poll until it
-				 * comes back, and look now in case its last
-				 * word was lost. */
-				coord_waiter_free(cw);
-				cw = NULL;
-				registered = false;
-				retry_coord = now + W.conf.poll_ms;
-				look = true;
-				coord_seen(false);
-			}
-		}
-	}
-	wakeup_del(&ws);
-	cw_put(cw, registered);
-	return end;
-}
-
-/* Withdraws a waiter row (best effort: a row left behind by a failing
- * database dies with its deadline). */
-static void
-wait_withdraw(const struct request *rq, const struct lock_waiter_ident *who,
-    int64_t waiter_id)
-{
-	const char *name = rq->key;
-	struct lockcore *db;
-	struct lock_handoff ho;
-	bool wake = false;
-	int rc;
-
-	if ((db = db_enter()) == NULL)
-		return;
-	handoff_init(&ho);
-	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
-	log_db_error(rc, "abandon", rq);
-	db_leave();
-	handed_on(name, wake, &ho);
-}
-
-/* Set while this process refuses waiters for want of threads. */
-static atomic_bool threads_full;
-
 /* The debug line of an acquire's outcome; `started` is its arrival. */
 static void
-log_acquire(const struct request *rq, int rc, const struct lock_grant *g,
+log_acquire(const struct lockref *rq, int rc, const struct lock_grant *g,
     int64_t started, bool wait)
 {
 	int64_t waited = now_ms() - started;
@@ -788,10 +423,35 @@ log_acquire(const struct request *rq, int rc, const struct lock_grant *g,
 		    LOCK_ARGS(rq), waited, lc_code(rc));
 }
 
+void
+acquire_answer(struct reply *r, const struct lockref *ref, int rc,
+    const struct lock_grant *g, uint64_t wkey, int64_t started, bool wait)
+{
+	if (log_debug_enabled())
+		log_acquire(ref, rc, g, started, wait);
+	switch (rc) {
+	case LC_GRANTED:
+		send_grant(r, g, ref, wkey);
+		break;
+	case LC_BUSY:
+		send_error(r, 423, "timeout",
+		    wait ? "the lock is still held after the timeout" :
+		    "the lock is held", NULL, false);
+		break;
+	default:
+		send_lc_error(r, rc, NULL);
+		break;
+	}
+}
+
+/* Set while this process refuses waiters (too many parked). */
+static atomic_bool parked_full;
+
 static void
-handle_acquire(FCGX_Request *fr, const struct request *rq)
+handle_acquire(struct reply *r, const struct request *rq)
 {
 	struct lock_acquire_req ar;
+	struct lockref ref = { rq->name, rq->key, rq->tenant, rq->nslen };
 	struct lock_grant g;
 	struct lock_wait_info info;
 	struct lockcore *db;
@@ -811,99 +471,46 @@ handle_acquire(FCGX_Request *fr, const struct request *rq)
 	ar.who.key = random_u64();
 
 	if ((db = db_enter()) == NULL) {
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	rc = lock_acquire(db, &ar, now, &g, &info);
-	log_db_error(rc, "acquire", rq);
+	LOG_DB_ERROR(rc, "acquire", rq);
 	db_leave();
 
-	if (rc == LC_QUEUED && atomic_load(&W.waiting) >=
-	    W.conf.max_threads - THREAD_RESERVE) {
-		/* Keep threads for the releases and renewals that free
-		 * waiters, or they would all wait for their timeouts. */
-		wait_withdraw(rq, &ar.who, info.waiter_id);
-		if (!atomic_load(&threads_full) &&
-		    !atomic_exchange(&threads_full, true))
-			log_warnx("%d of max_threads %d are waiting: new "
-			    "waiters are refused (too_many_waiters)",
-			    atomic_load(&W.waiting), W.conf.max_threads);
-		log_debug(LOCK_FMT ": acquire refused: too_many_waiters "
-		    "(threads)", LOCK_ARGS(rq));
-		send_error(fr, 503, "too_many_waiters", "this worker's threads "
-		    "are all waiting (max_threads); retry", NULL, false);
-		return;
-	}
-	if (rc == LC_QUEUED && atomic_load(&threads_full) &&
-	    atomic_exchange(&threads_full, false))
-		log_info("threads free again: waiters are accepted");
 	if (rc == LC_QUEUED) {
-		enum wait_end end;
-
 		/* A retry with a request_id may have taken over a queue place
-		 * whose old request still sleeps: wake it to find out. */
+		 * whose old request still waits: wake it to find out. */
 		if (ar.request_id != NULL) {
 			notify(rq->key, false, info.waiter_id, 0);
 			(void)wakeup_signal(info.waiter_id);
 		}
-		atomic_fetch_add(&W.waiting, 1);
-		end = acquire_wait(fr, rq, &ar.who, ar.deadline, &info,
-		    &g, &rc);
-		atomic_fetch_sub(&W.waiting, 1);
-		switch (end) {
-		case WAIT_GRANTED:
-			rc = LC_GRANTED;
-			break;
-		case WAIT_TIMEOUT:
-			wait_withdraw(rq, &ar.who, info.waiter_id);
-			rc = LC_BUSY;
-			break;
-		case WAIT_CLIENT_GONE:
-			wait_withdraw(rq, &ar.who, info.waiter_id);
-			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn "
-			    "after %" PRId64 " ms: client gone", LOCK_ARGS(rq),
-			    info.waiter_id, now_ms() - now);
+		/* The parking thread answers it from now on. */
+		if (wait_park(r->fr, rq, &ar.who, ar.deadline, &info,
+		    now) == 0) {
+			if (atomic_load(&parked_full) &&
+			    atomic_exchange(&parked_full, false))
+				log_info("waiters are accepted again");
 			return;
-		case WAIT_STOPPING:
-			/* Answer first: the database may be slow to let us
-			 * withdraw, and a stop must be quick. */
-			send_error(fr, 503, "unavailable",
-			    "the server is shutting down; retry", NULL, false);
-			wait_withdraw(rq, &ar.who, info.waiter_id);
-			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: "
-			    "worker stopping", LOCK_ARGS(rq), info.waiter_id);
-			return;
-		case WAIT_ERROR:
-			if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
-				wait_withdraw(rq, &ar.who,
-				    info.waiter_id);
-			/* Another waiter removes rows past their deadline:
-			 * a row gone after our deadline timed out, it was
-			 * not cancelled. */
-			if (rc == LC_E_GONE && now_ms() >= ar.deadline)
-				rc = LC_BUSY;
-			break;
 		}
+		wait_withdraw(&ref, &ar.who, info.waiter_id);
+		if (!atomic_load(&parked_full) &&
+		    !atomic_exchange(&parked_full, true))
+			log_warnx("%d requests are waiting, this worker's cap "
+			    "(file descriptors): new waiters are refused "
+			    "(too_many_waiters)", atomic_load(&W.waiting));
+		log_debug(LOCK_FMT ": acquire refused: too_many_waiters "
+		    "(worker)", LOCK_ARGS(rq));
+		send_error(r, 503, "too_many_waiters", "this worker holds as "
+		    "many waiting requests as it has file descriptors for; "
+		    "retry", NULL, false);
+		return;
 	}
-	if (log_debug_enabled())
-		log_acquire(rq, rc, &g, now, ar.wait);
-	switch (rc) {
-	case LC_GRANTED:
-		send_grant(fr, &g, rq, ar.who.key);
-		break;
-	case LC_BUSY:
-		send_error(fr, 423, "timeout",
-		    ar.wait ? "the lock is still held after the timeout" :
-		    "the lock is held", NULL, false);
-		break;
-	default:
-		send_lc_error(fr, rc, NULL);
-		break;
-	}
+	acquire_answer(r, &ref, rc, &g, ar.who.key, now, ar.wait);
 }
 
 static void
-handle_release(FCGX_Request *fr, const struct request *rq)
+handle_release(struct reply *r, const struct request *rq)
 {
 	struct lockcore *db;
 	struct lock_handoff ho;
@@ -912,54 +519,54 @@ handle_release(FCGX_Request *fr, const struct request *rq)
 	int rc;
 
 	if ((db = db_enter()) == NULL) {
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	handoff_init(&ho);
 	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake, &ho);
-	log_db_error(rc, "release", rq);
+	LOG_DB_ERROR(rc, "release", rq);
 	db_leave();
 	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "released" : lc_code(rc));
 	if (rc != LC_OK) {
-		send_lc_error(fr, rc, NULL);
+		send_lc_error(r, rc, NULL);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "lock", jstr(rq->name));
 	json_object_object_add(o, "released", json_object_new_boolean(1));
-	(void)send_json(fr, 200, NULL, o, false);
+	(void)send_json(r, 200, NULL, o, false);
 }
 
 static void
-handle_renew(FCGX_Request *fr, const struct request *rq)
+handle_renew(struct reply *r, const struct request *rq)
 {
 	struct lockcore *db;
 	struct lock_grant g;
 	int rc;
 
 	if ((db = db_enter()) == NULL) {
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	rc = lock_renew(db, rq->key, rq->token, rq->ttl_ms, now_ms(), &g);
-	log_db_error(rc, "renew", rq);
+	LOG_DB_ERROR(rc, "renew", rq);
 	db_leave();
 	log_debug(LOCK_FMT ": renew: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "renewed" : lc_code(rc));
 	if (rc != LC_OK) {
-		send_lc_error(fr, rc, NULL);
+		send_lc_error(r, rc, NULL);
 		return;
 	}
 	/* The coordinator's timer for this lock's waiters moves too. */
 	notify(rq->key, false, 0, g.expires_at);
-	(void)send_json(fr, 200, NULL, grant_json(&g, rq->name, rq->ttl_ms),
+	(void)send_json(r, 200, NULL, grant_json(&g, rq->name, rq->ttl_ms),
 	    false);
 }
 
 static void
-handle_cancel(FCGX_Request *fr, const struct request *rq)
+handle_cancel(struct reply *r, const struct request *rq)
 {
 	struct lockcore *db;
 	struct lock_handoff ho;
@@ -969,13 +576,13 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 	int rc;
 
 	if ((db = db_enter()) == NULL) {
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	handoff_init(&ho);
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
 	    &wake, &ho);
-	log_db_error(rc, "cancel", rq);
+	LOG_DB_ERROR(rc, "cancel", rq);
 	db_leave();
 	/* The request whose row or grant went away learns it when it looks. */
 	if (kick != 0) {
@@ -987,18 +594,18 @@ handle_cancel(FCGX_Request *fr, const struct request *rq)
 	    rc != LC_OK ? lc_code(rc) : held ? "cancelled (was held)" :
 	    "cancelled (was waiting)");
 	if (rc != LC_OK) {
-		send_lc_error(fr, rc, NULL);
+		send_lc_error(r, rc, NULL);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "lock", jstr(rq->name));
 	json_object_object_add(o, "cancelled", json_object_new_boolean(1));
 	json_object_object_add(o, "was", jstr(held ? "held" : "waiting"));
-	(void)send_json(fr, 200, NULL, o, false);
+	(void)send_json(r, 200, NULL, o, false);
 }
 
 static void
-handle_status(FCGX_Request *fr, const struct request *rq)
+handle_status(struct reply *r, const struct request *rq)
 {
 	struct lockcore *db;
 	struct lock_status st;
@@ -1006,14 +613,14 @@ handle_status(FCGX_Request *fr, const struct request *rq)
 	int rc, i;
 
 	if ((db = db_enter()) == NULL) {
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	rc = lock_status(db, rq->key, now_ms(), &st);
-	log_db_error(rc, "status", rq);
+	LOG_DB_ERROR(rc, "status", rq);
 	db_leave();
 	if (rc != LC_OK) {
-		send_lc_error(fr, rc, NULL);
+		send_lc_error(r, rc, NULL);
 		return;
 	}
 	o = json_object_new_object();
@@ -1033,7 +640,7 @@ handle_status(FCGX_Request *fr, const struct request *rq)
 	json_object_object_add(o, "held", json_object_new_boolean(st.nholders > 0));
 	json_object_object_add(o, "holders", hs);
 	json_object_object_add(o, "waiters", json_object_new_int(st.waiters));
-	(void)send_json(fr, 200, NULL, o, rq->head);
+	(void)send_json(r, 200, NULL, o, rq->head);
 }
 
 /* What list_one() adds to: keys lose their namespace's nslen bytes. */
@@ -1060,7 +667,7 @@ list_one(const struct lock_list_entry *e, void *arg)
 }
 
 static void
-handle_list(FCGX_Request *fr, const struct request *rq)
+handle_list(struct reply *r, const struct request *rq)
 {
 	struct lockcore *db;
 	json_object *o, *arr = json_object_new_array();
@@ -1070,27 +677,27 @@ handle_list(FCGX_Request *fr, const struct request *rq)
 
 	if ((db = db_enter()) == NULL) {
 		json_object_put(arr);
-		send_lc_error(fr, LC_E_DB, NULL);
+		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	rc = lock_list(db, rq->key_prefix, rq->key_skip,
 	    rq->key_after[0] != '\0' ? rq->key_after : NULL, rq->limit,
 	    now_ms(), list_one, &lo, &more);
-	log_db_error(rc, "list", rq);
+	log_list_db_error(rc, rq);
 	db_leave();
 	if (rc != LC_OK) {
 		json_object_put(arr);
-		send_lc_error(fr, rc, NULL);
+		send_lc_error(r, rc, NULL);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "locks", arr);
 	json_object_object_add(o, "more", json_object_new_boolean(more));
-	(void)send_json(fr, 200, NULL, o, rq->head);
+	(void)send_json(r, 200, NULL, o, rq->head);
 }
 
 static void
-handle_health(FCGX_Request *fr, const struct request *rq)
+handle_health(struct reply *r, const struct request *rq)
 {
 	struct coord_stats cs;
 	struct lockcore *db;
@@ -1119,7 +726,7 @@ handle_health(FCGX_Request *fr, const struct request *rq)
 		json_object_object_add(o, "recovering_until", jsecs(grace));
 	if (!db_ok)
 		json_object_object_add(o, "error", jstr("unavailable"));
-	(void)send_json(fr, db_ok ? 200 : 503, NULL, o, rq->head);
+	(void)send_json(r, db_ok ? 200 : 503, NULL, o, rq->head);
 }
 
 /*
@@ -1156,7 +763,7 @@ read_body(FCGX_Request *fr, char *buf, size_t cap)
 	return over ? -1 : (ssize_t)len;
 }
 
-typedef void (*handler_fn)(FCGX_Request *, const struct request *);
+typedef void (*handler_fn)(struct reply *, const struct request *);
 
 static const handler_fn handlers[] = {
 	[ROUTE_ACQUIRE] = handle_acquire,
@@ -1172,6 +779,7 @@ void
 handle_request(FCGX_Request *fr)
 {
 	static char body_none[1];
+	struct reply rp = { fr, -1, 0 };
 	struct request_in in;
 	struct request rq;
 	struct request_error re;
@@ -1193,18 +801,18 @@ handle_request(FCGX_Request *fr)
 	 * peer, so their number and sizes are capped here (request.h). */
 	if (request_env_check(fr->envp, &re) != 0) {
 		(void)read_body(fr, body_none, 0);
-		send_error(fr, re.status, re.code, re.message, NULL, false);
+		send_error(&rp, re.status, re.code, re.message, NULL, false);
 		log_info("%s: refused: %d %s", __func__, re.status,
 		    re.message);
 		return;
 	}
 	if ((body = malloc(REQ_BODY_MAX)) == NULL) {
-		send_error(fr, 503, "unavailable", "out of memory", NULL, false);
+		send_error(&rp, 503, "unavailable", "out of memory", NULL, false);
 		return;
 	}
 	blen = read_body(fr, body, REQ_BODY_MAX);
 	if (blen < 0) {
-		send_error(fr, 413, "too_large", "the request body is larger "
+		send_error(&rp, 413, "too_large", "the request body is larger "
 		    "than 16384 bytes", NULL, false);
 		goto out;
 	}
@@ -1213,14 +821,14 @@ handle_request(FCGX_Request *fr)
 
 	if (request_parse(&in, &W.limits, &rq, &re) != 0 ||
 	    request_scope(&rq, user, W.conf.anonymous_deny != 0, &re) != 0) {
-		send_error(fr, re.status, re.code, re.message, re.allow,
+		send_error(&rp, re.status, re.code, re.message, re.allow,
 		    in.method != NULL && strcmp(in.method, "HEAD") == 0);
 		goto out;
 	}
-	/* Everything is copied into rq: a waiter need not keep 16 KiB. */
+	/* Everything is copied into rq. */
 	free(body);
 	body = NULL;
-	handlers[rq.route](fr, &rq);
+	handlers[rq.route](&rp, &rq);
 out:
 	free(body);
 }

@@ -1,12 +1,13 @@
 /*
- * wakeup.c: waking a waiting request of this very process without the
- * coordinator.  A waiting thread registers its waiter id with an eventfd
- * for the time it sleeps; a thread of the same process whose transaction
- * granted that waiter (a handoff) writes to the eventfd, which the waiter
- * polls beside its other descriptors.  This saves two process hops
- * (worker -> coordinator -> worker) per handoff between requests served by
- * one process.  The waker also hands over the grant it committed, so the
- * waiter answers without a look at the database (the grant is the one its
+ * wakeup.c: waking a parked request of this very process without the
+ * coordinator.  A parked acquire (wait.c) registers its waiter id here
+ * while it waits; a thread of the same process whose transaction granted
+ * that waiter (a handoff) marks its slot, puts it on the ready list and
+ * makes one eventfd readable, which the parking thread polls beside its
+ * other descriptors.  This saves two process hops (worker -> coordinator
+ * -> worker) per handoff between requests served by one process.  The
+ * waker also hands over the grant it committed, so the waiter answers
+ * without a look at the database (the grant is the one its
  * lock_wait_poll() would read).  A lost wake is covered by the
  * coordinator's WAKE and the waiter's own timers as before.
  */
@@ -15,16 +16,36 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "worker.h"
 
-#define WAKE_BUCKETS 256        /* a power of two */
+#define WAKE_BUCKETS 4096       /* a power of two */
 
 static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct wake_slot *wake_tab[WAKE_BUCKETS];
+static struct wake_slot *ready;         /* woken slots, newest first */
+static int wake_efd = -1;
+
+int
+wakeup_init(void)
+{
+	wake_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wake_efd < 0) {
+		log_warn("%s: eventfd", __func__);
+		return -1;
+	}
+	return 0;
+}
+
+int
+wakeup_fd(void)
+{
+	return wake_efd;
+}
 
 static struct wake_slot **
 bucket(int64_t waiter_id)
@@ -32,25 +53,23 @@ bucket(int64_t waiter_id)
 	return &wake_tab[(uint64_t)waiter_id & (WAKE_BUCKETS - 1)];
 }
 
-int
-wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key)
+void
+wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key, void *owner)
 {
 	struct wake_slot **b;
 
-	s->granted = false;
-	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->efd < 0) {
-		log_warn("%s: eventfd", __func__);
-		return -1;
-	}
 	s->waiter_id = waiter_id;
 	s->key = key;
+	s->owner = owner;
+	s->pending = s->woken = false;
+	s->grant = NULL;
+	s->rnext = NULL;
 	pthread_mutex_lock(&wake_mu);
 	b = bucket(waiter_id);
 	s->next = *b;
 	*b = s;
+	s->added = true;
 	pthread_mutex_unlock(&wake_mu);
-	return 0;
 }
 
 void
@@ -58,7 +77,7 @@ wakeup_del(struct wake_slot *s)
 {
 	struct wake_slot **p;
 
-	if (s->efd < 0)
+	if (!s->added)
 		return;
 	pthread_mutex_lock(&wake_mu);
 	for (p = bucket(s->waiter_id); *p != NULL; p = &(*p)->next)
@@ -66,9 +85,16 @@ wakeup_del(struct wake_slot *s)
 			*p = s->next;
 			break;
 		}
+	if (s->pending)
+		for (p = &ready; *p != NULL; p = &(*p)->rnext)
+			if (*p == s) {
+				*p = s->rnext;
+				break;
+			}
+	free(s->grant);
+	s->grant = NULL;
+	s->added = s->pending = false;
 	pthread_mutex_unlock(&wake_mu);
-	(void)close(s->efd);
-	s->efd = -1;
 }
 
 /* Wakes the requests registered for waiter_id; with `ho`, the one whose
@@ -85,22 +111,35 @@ wake(int64_t waiter_id, const struct lock_handoff *ho)
 	if (waiter_id <= 0)
 		return false;
 	pthread_mutex_lock(&wake_mu);
-	for (s = *bucket(waiter_id); s != NULL; s = s->next)
-		if (s->waiter_id == waiter_id) {
-			if (ho != NULL && s->key == ho->key) {
-				s->grant = ho->grant;
-				s->granted = true;
-			} else if (ho == NULL)
-				/* A plain wake (cancel, takeover) may come
-				 * after a handoff: the database decides. */
-				s->granted = false;
-			/* Failing only when the counter is full, which
-			 * means the waiter has wakes to read already. */
-			n = write(s->efd, &one, sizeof(one));
-			(void)n;
-			found = true;
+	for (s = *bucket(waiter_id); s != NULL; s = s->next) {
+		if (s->waiter_id != waiter_id)
+			continue;
+		if (ho != NULL && s->key == ho->key) {
+			if (s->grant == NULL &&
+			    (s->grant = malloc(sizeof(*s->grant))) == NULL)
+				continue;   /* it finds the grant when it looks */
+			memcpy(s->grant, &ho->grant, sizeof(*s->grant));
+		} else if (ho == NULL) {
+			/* A plain wake (cancel, takeover) may come after a
+			 * handoff: the database decides. */
+			free(s->grant);
+			s->grant = NULL;
 		}
+		s->woken = true;
+		if (!s->pending) {
+			s->pending = true;
+			s->rnext = ready;
+			ready = s;
+		}
+		found = true;
+	}
 	pthread_mutex_unlock(&wake_mu);
+	/* Failing only when the counter is full, which means the parking
+	 * thread has wakes to read already. */
+	if (found) {
+		n = write(wake_efd, &one, sizeof(one));
+		(void)n;
+	}
 	return found;
 }
 
@@ -116,18 +155,45 @@ wakeup_grant(const struct lock_handoff *ho)
 	return wake(ho->waiter_id, ho);
 }
 
+void
+wakeup_drain(void)
+{
+	uint64_t n;
+
+	if (read(wake_efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("%s: read", __func__);
+}
+
+struct wake_slot *
+wakeup_next(void)
+{
+	struct wake_slot *s;
+
+	pthread_mutex_lock(&wake_mu);
+	if ((s = ready) != NULL) {
+		ready = s->rnext;
+		s->pending = false;
+	}
+	pthread_mutex_unlock(&wake_mu);
+	return s;
+}
+
 int
 wakeup_read(struct wake_slot *s, struct lock_grant *g)
 {
-	uint64_t n;
-	int r;
+	int r = 0;
 
-	if (s->efd < 0 || read(s->efd, &n, sizeof(n)) != sizeof(n))
-		return 0;
 	pthread_mutex_lock(&wake_mu);
-	r = s->granted ? 2 : 1;
-	if (s->granted)
-		memcpy(g, &s->grant, sizeof(*g));
+	if (s->woken) {
+		r = 1;
+		if (s->grant != NULL) {
+			memcpy(g, s->grant, sizeof(*g));
+			free(s->grant);
+			s->grant = NULL;
+			r = 2;
+		}
+		s->woken = false;
+	}
 	pthread_mutex_unlock(&wake_mu);
 	return r;
 }

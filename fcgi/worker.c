@@ -1,10 +1,9 @@
 /*
  * httplock-worker: the FastCGI application.  One process serves many
- * requests at once on a pool of threads, each blocked in FCGX_Accept_r,
- * because a blocked acquire holds its thread until it is granted or times
- * out.  The pool grows (up to max_threads) whenever the last idle thread
- * takes a request, so waiters can never starve the release that would
- * free them.
+ * requests at once on a pool of threads, each blocked in FCGX_Accept_r;
+ * the pool grows (up to max_threads) whenever the last idle thread takes a
+ * request.  An acquire that has to wait gives its thread back: it is
+ * parked (wait.c) with the connection, and one thread watches all of them.
  *
  * The web server either spawns us with the listening socket on fd 0
  * (lighttpd's bin-path), or we open it ourselves with -s PATH.  With -s
@@ -492,6 +491,7 @@ serve(int listen_fd)
 	if (W.notifier == NULL)
 		fatal("%s: coord_notifier_new", __func__);
 
+	wait_init();
 	for (i = 0; i < W.conf.threads; i++)
 		spawn_thread();
 	log_debug("%s: serving with %d threads", __func__, W.conf.threads);
@@ -507,9 +507,11 @@ serve(int listen_fd)
 	atomic_store(&W.stopping, true);
 	log_debug("%s: stopping", __func__);
 
-	/* Waiting requests see stop_rd readable and answer 503; give them
-	 * and any quick request in flight a moment, then go. */
-	for (i = 0; i < STOP_GRACE_MS / 10 && atomic_load(&W.busy) > 0; i++)
+	/* The parking thread sees stop_rd readable and answers its waiting
+	 * requests 503; give it and any quick request in flight a moment,
+	 * then go. */
+	for (i = 0; i < STOP_GRACE_MS / 10 && (atomic_load(&W.busy) > 0 ||
+	    atomic_load(&W.waiting) > 0); i++)
 		poll(NULL, 0, 10);
 
 	/* Close the database only if no thread is inside SQLite (one may be

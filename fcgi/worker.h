@@ -33,9 +33,46 @@ struct worker {
 	atomic_bool            stopping;
 	atomic_int             nthreads;
 	atomic_int             idle;       /* threads waiting in accept */
-	atomic_int             busy;       /* requests in progress */
-	atomic_int             waiting;    /* acquires sleeping in a queue */
+	atomic_int             busy;       /* requests on a thread */
+	atomic_int             waiting;    /* acquires parked in a queue */
+	int                    max_parked; /* cap on `waiting` (descriptors) */
 };
+
+/*
+ * Where an answer goes: the FastCGI request a thread serves, or, for a
+ * parked acquire (wait.c), its connection and request id, answered with
+ * FastCGI records written directly.
+ */
+struct reply {
+	FCGX_Request *fr;          /* NULL: parked */
+	int           fd;
+	int           reqid;
+};
+
+/*
+ * A lock as log lines name it (LOCK_FMT): the name its client uses and
+ * lockcore's key, which for a tenant is "/" + enc(user) + "/" + name.
+ * struct request has the same fields, so LOCK_ARGS takes either.
+ */
+struct lockref {
+	const char *name;
+	const char *key;
+	bool        tenant;
+	size_t      nslen;
+};
+
+#define LOCK_FMT "lock '%s'%s%.*s%s"
+#define LOCK_ARGS(rq) (rq)->name, (rq)->tenant ? " of '" : "", \
+	(rq)->tenant ? (int)(rq)->nslen - 2 : 0, \
+	(rq)->tenant ? (rq)->key + 1 : "", (rq)->tenant ? "'" : ""
+
+/* On LC_E_DB, logs SQLite's reason (never a token); x is a lockref or a
+ * request naming one lock. */
+#define LOG_DB_ERROR(rc, op, x) do {					\
+	if ((rc) == LC_E_DB && W.db != NULL)				\
+		log_warnx("%s on " LOCK_FMT ": %s", (op), LOCK_ARGS(x),	\
+		    lockcore_errmsg(W.db));				\
+} while (0)
 
 /* worker.c */
 extern struct worker W;
@@ -43,19 +80,27 @@ int64_t now_ms(void);
 uint64_t random_u64(void);
 
 /* wakeup.c */
-/* A waiting request's registration for direct wakes (caller-owned). */
+/* A parked request's registration for direct wakes (in struct park). */
 struct wake_slot {
-	int64_t           waiter_id;
-	uint64_t          key;       /* the request's waiter key */
-	int               efd;       /* eventfd to poll, -1 when not added */
-	bool              granted;   /* `grant` was handed to it (wake_mu) */
-	struct lock_grant grant;
-	struct wake_slot *next;
+	int64_t            waiter_id;
+	uint64_t           key;      /* the request's waiter key */
+	void              *owner;    /* the parked request */
+	bool               added;
+	/* Under wake_mu: */
+	bool               pending;  /* on the ready list */
+	bool               woken;    /* woken since the last wakeup_read */
+	struct lock_grant *grant;    /* a handoff's grant, or NULL */
+	struct wake_slot  *next;     /* hash chain */
+	struct wake_slot  *rnext;    /* ready list */
 };
-/* Registers s for waiter_id of the request with `key`; 0, or -1 (logged;
- * s->efd is -1). */
-int wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key);
-/* Unregisters s and closes its eventfd; a no-op if it was not added. */
+/* Sets up the ready list's eventfd; -1 on failure (logged). */
+int wakeup_init(void);
+/* The descriptor that is readable while slots are ready. */
+int wakeup_fd(void);
+/* Registers s for waiter_id of the request with `key`. */
+void wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key,
+    void *owner);
+/* Unregisters s (also from the ready list); a no-op if not added. */
 void wakeup_del(struct wake_slot *s);
 /* Wakes this process's registered waiter_id; false if there is none. */
 bool wakeup_signal(int64_t waiter_id);
@@ -63,12 +108,50 @@ bool wakeup_signal(int64_t waiter_id);
  * waits in this process, and wakes it (and any other request registered
  * for that waiter id, which then looks); false if there is none. */
 bool wakeup_grant(const struct lock_handoff *ho);
-/* After POLLIN on s->efd: consumes the wake.  0 for none, 1 for a wake
- * (look), 2 when a grant was handed over (copied to *g). */
+/* Empties wakeup_fd() before the ready list is taken with wakeup_next(). */
+void wakeup_drain(void);
+/* The next woken slot off the ready list, or NULL. */
+struct wake_slot *wakeup_next(void);
+/* Consumes a woken slot's wake: 0 for none, 1 for a wake (look), 2 when a
+ * grant was handed over (copied to *g). */
 int wakeup_read(struct wake_slot *s, struct lock_grant *g);
 
 /* handlers.c */
-/* Handles one accepted request completely; the caller then finishes it. */
+/* Handles one accepted request completely; the caller then finishes it
+ * (a parked acquire has taken the connection: fr->ipcFd is then -1). */
 void handle_request(FCGX_Request *fr);
+struct lockcore *db_enter(void);
+void db_leave(void);
+void coord_seen(bool up);
+void notify(const char *name, bool wake_first, int64_t kick,
+    int64_t expires);
+void handoff_init(struct lock_handoff *ho);
+void handed_on(const char *name, bool wake, const struct lock_handoff *ho);
+void send_error(struct reply *r, int status, const char *code,
+    const char *msg, const char *allow, bool head);
+/* Answers an acquire that ended with rc (a grant in *g for LC_GRANTED);
+ * `wkey` is its waiter key, `started` its arrival. */
+void acquire_answer(struct reply *r, const struct lockref *ref, int rc,
+    const struct lock_grant *g, uint64_t wkey, int64_t started, bool wait);
+
+/* wait.c */
+/* Starts the thread that holds parked acquires; exits on failure. */
+void wait_init(void);
+/*
+ * Parks the queued acquire of request rq (its waiter row `info`, made for
+ * `who`, deadline `deadline`, arrived at `started`): takes over fr's
+ * connection and answers it when the wait ends.  0, or -1 when it cannot
+ * be parked (too many, or no memory): fr is then untouched.
+ */
+int wait_park(FCGX_Request *fr, const struct request *rq,
+    const struct lock_waiter_ident *who, int64_t deadline,
+    const struct lock_wait_info *info, int64_t started);
+/* Withdraws a waiter row (best effort). */
+void wait_withdraw(const struct lockref *ref,
+    const struct lock_waiter_ident *who, int64_t waiter_id);
+/* Writes a whole response (hdr, then body) as FastCGI records and ends
+ * the request; 0, or -1 if the connection failed. */
+int wait_reply_raw(int fd, int reqid, const char *hdr, size_t hlen,
+    const char *body, size_t blen);
 
 #endif /* HTTPLOCK_WORKER_H */

@@ -3,7 +3,8 @@
 import threading
 import time
 
-from stack import CycleLog, check_no_overlap, cycle_client, log, timeout
+from stack import (BG, CycleLog, check_grant, check_no_overlap, conf, cycle_client, log,
+                   timeout)
 
 
 @timeout(150)
@@ -40,3 +41,48 @@ def test_sixteen_clients_fifty_cycles(s):
         assert fences[-1] - fences[0] == len(fences) - 1, \
             "%s: %d grants seen but fences span %d..%d (grants nobody received?)" % (
                 n, len(fences), fences[0], fences[-1])
+
+
+@conf(threads=8, max_threads=8)
+@timeout(150)
+def test_waiters_hold_no_thread(s):
+    """150 waiters on one lock with 8 threads per worker: a waiting acquire
+    is parked without a thread, so all of them queue, the release still gets
+    through, and they are served in arrival order."""
+    name = "parked"
+    n = 150
+    h = s.acquire_ok(name, owner="holder")
+    order = []
+    order_lock = threading.Lock()
+
+    def waiter(i):
+        r = s.acquire(name, owner="w%d" % i, timeout_s=60)
+        if r.status != 200:
+            return r
+        with order_lock:
+            order.append((i, r["fence"]))
+        rr = s.release(name, r["token"])
+        return r if rr.status == 200 else rr
+
+    bgs = []
+    t0 = time.monotonic()
+    for i in range(n):
+        bgs.append(BG(waiter, i))
+        s.wait_waiters(name, i + 1, bg=bgs)
+    queued = time.monotonic() - t0
+    hz = s.health()
+    assert hz["threads"] <= 8, hz.short()
+    st = s.status(name)
+    assert st["waiters"] == n and st["holders"][0]["owner"] == "holder", st.short()
+    t1 = time.monotonic()
+    s.release_ok(name, h["token"])
+    for b in bgs:
+        check_grant(b.get(60), name)
+    el = time.monotonic() - t1
+    log("%d waiters queued in %.2f s with %d threads in the answering worker; "
+        "served in %.0f ms" % (n, queued, hz["threads"], el * 1000))
+    assert [i for i, _ in order] == list(range(n)), "not FIFO: %s" % [i for i, _ in order]
+    fences = [f for _, f in order]
+    assert fences == sorted(fences) and len(set(fences)) == n, fences
+    st = s.status(name)
+    assert st["held"] is False and st["waiters"] == 0, st.short()

@@ -1,0 +1,936 @@
+/*
+ * wait.c: acquires that wait, parked without a thread.  An acquire that
+ * lockcore queued (handle_acquire) hands its FastCGI connection here: the
+ * request's libfcgi streams are freed, and a struct park of a few hundred
+ * bytes keeps what the wait needs.  One thread per worker process, the
+ * parking thread, watches every parked request in one epoll set: its
+ * FastCGI connection (the client went away), its coordinator connection
+ * (a WAKE), the eventfd of direct wakes (wakeup.c), the stop pipe, and a
+ * heap of timers (deadlines, safety looks, polling while the coordinator
+ * is down).  When a wait ends the parking thread answers with FastCGI
+ * records it writes itself -- libfcgi cannot answer a request whose
+ * streams it freed -- and closes the connection.
+ *
+ * A waiter used to hold a thread and libfcgi's ~18.5 KiB of buffers for
+ * as long as it waited: 10,000 waiters took 466 MB in the workers.  The
+ * database work of a wait (looks, withdrawals) runs on the parking thread
+ * under the process's database mutex, as any request's does.
+ *
+ * The correctness of a wait is the database's (lockcore): everything here
+ * only decides when to look.  Registered waiters rely on the coordinator's
+ * WAKE and look now and then anyway; unregistered ones (no coordinator)
+ * poll every poll_interval, those further back more slowly.
+ */
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fastcgi.h>
+
+#include "autostart.h"
+#include "log.h"
+#include "worker.h"
+
+#define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
+#define SAFETY_POLL_PER  100    /* ... less often per this many waiters ahead */
+#define SAFETY_POLL_MAX  60000  /* ... but at least this often */
+#define COORD_ACK_MS     250
+#define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
+#define CW_POOL_MAX      128    /* idle coordinator connections kept */
+#define EVENTS_MAX       256
+#define REPLY_WRITE_MS   1000   /* to write an answer the socket did not take */
+#define FDS_RESERVED     128    /* descriptors kept from waiters */
+#define FDS_PER_WAITER   2      /* its FastCGI and coordinator connections */
+#define PARKED_MAX       (1 << 22)
+
+/* epoll tags: a park's pointer, or'ed with which of its descriptors. */
+#define EV_STOP          ((uint64_t)0)
+#define EV_WAKE          ((uint64_t)2)
+#define EV_FCGI          ((uint64_t)0)
+#define EV_COORD         ((uint64_t)1)
+
+/* Outcomes of a wait; WAIT_ON: it goes on. */
+enum wait_end {
+	WAIT_ON = -1,
+	WAIT_GRANTED,
+	WAIT_TIMEOUT,
+	WAIT_CLIENT_GONE,
+	WAIT_STOPPING,
+	WAIT_ERROR          /* rc holds the lockcore error */
+};
+
+/* A parked acquire.  Only the parking thread touches it once adopted. */
+struct park {
+	struct park          *prev, *next;  /* parked requests */
+	struct park          *inext;        /* incoming, then dead list */
+	size_t                hidx;         /* timer heap; SIZE_MAX: none */
+	int64_t               due;          /* the timer, ms */
+	struct reply          reply;        /* the FastCGI connection */
+	struct lockref        ref;          /* name and key (owned) */
+	struct lock_waiter_ident who;
+	int64_t               started, deadline;
+	struct lock_wait_info info;
+	struct coord_waiter  *cw;
+	int                   cw_fd;        /* in the epoll set; -1: none */
+	bool                  registered;   /* the coordinator acknowledged */
+	bool                  look;         /* look at the database next */
+	bool                  done;         /* answered; freed after the batch */
+	int64_t               retry_coord;  /* next registration attempt */
+	int64_t               look_at;      /* a look after a database error */
+	int                   db_err;       /* the last look's error */
+	struct wake_slot      ws;
+};
+
+static int epfd = -1;
+static pthread_mutex_t in_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct park *incoming;          /* parked, not adopted yet */
+
+/* The parking thread's own state. */
+static struct park  *parked;            /* all adopted */
+static struct park  *dead;              /* to free after the event batch */
+static struct park **heap;
+static size_t        heaplen, heapcap;
+static bool          stop_seen;
+static int64_t       coord_retry_at;    /* no registration before (ms) */
+static struct coord_waiter *cw_pool[CW_POOL_MAX];
+static int           cw_npool;
+
+/*
+ * Writes a whole response as FastCGI records on a parked request's
+ * connection: its content in FCGI_STDOUT records (padded to 8 bytes as
+ * libfcgi does), the empty record that ends FCGI_STDOUT, and
+ * FCGI_END_REQUEST.  Waits up to REPLY_WRITE_MS for a socket that does
+ * not take it at once.
+ */
+int
+wait_reply_raw(int fd, int reqid, const char *hdr, size_t hlen,
+    const char *body, size_t blen)
+{
+	size_t clen = hlen + (body != NULL ? blen + 1 : 0);
+	size_t nrec = clen / 65528 + 1, cap, len = 0, off = 0, done;
+	int64_t deadline = now_ms() + REPLY_WRITE_MS;
+	FCGI_EndRequestRecord end;
+	FCGI_Header h;
+	uint8_t *buf;
+	size_t i;
+	int rc = 0;
+
+	cap = clen + nrec * (FCGI_HEADER_LEN + 8) + FCGI_HEADER_LEN +
+	    sizeof(end);
+	if ((buf = malloc(cap)) == NULL)
+		return -1;
+	/* The content, as one string, split into records. */
+	for (i = 0, done = 0; done < clen; i++) {
+		size_t n = clen - done > 65528 ? 65528 : clen - done;
+		size_t pad = (8 - n % 8) % 8, k;
+
+		memset(&h, 0, sizeof(h));
+		h.version = FCGI_VERSION_1;
+		h.type = FCGI_STDOUT;
+		h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
+		h.requestIdB0 = (unsigned char)(reqid & 0xff);
+		h.contentLengthB1 = (unsigned char)((n >> 8) & 0xff);
+		h.contentLengthB0 = (unsigned char)(n & 0xff);
+		h.paddingLength = (unsigned char)pad;
+		memcpy(buf + len, &h, sizeof(h));
+		len += sizeof(h);
+		for (k = 0; k < n; k++, done++)
+			buf[len++] = (uint8_t)(done < hlen ? hdr[done] :
+			    done < hlen + blen ? body[done - hlen] : '\n');
+		memset(buf + len, 0, pad);
+		len += pad;
+	}
+	memset(&h, 0, sizeof(h));
+	h.version = FCGI_VERSION_1;
+	h.type = FCGI_STDOUT;
+	h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
+	h.requestIdB0 = (unsigned char)(reqid & 0xff);
+	memcpy(buf + len, &h, sizeof(h));
+	len += sizeof(h);
+	memset(&end, 0, sizeof(end));
+	end.header = h;
+	end.header.type = FCGI_END_REQUEST;
+	end.header.contentLengthB0 = sizeof(end.body);
+	end.body.protocolStatus = FCGI_REQUEST_COMPLETE;
+	memcpy(buf + len, &end, sizeof(end));
+	len += sizeof(end);
+
+	while (off < len) {
+		ssize_t n = send(fd, buf + off, len - off,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		int64_t left;
+
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) ||
+		    (left = deadline - now_ms()) <= 0 ||
+		    poll(&p, 1, (int)left) <= 0) {
+			rc = -1;
+			break;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+/*
+ * True once the client's request is over: the web server closed or reset
+ * the connection, or sent something (an FCGI_ABORT_REQUEST) after the end
+ * of the body.  `revents` is what poll() would report for the connection.
+ */
+static bool
+client_gone(int fd, short revents)
+{
+	char c;
+	ssize_t n;
+
+	if (revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+		return true;
+	if (!(revents & POLLIN))
+		return false;
+	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n >= 0)
+		return true;
+	return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* One look at the database for a waiter; fills *g on LC_GRANTED. */
+static int
+wait_poll(const struct lockref *ref, const struct lock_waiter_ident *who,
+    struct lock_wait_info *info, struct lock_grant *g)
+{
+	struct lockcore *db;
+	bool wake = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL)
+		return LC_E_DB;
+	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
+	LOG_DB_ERROR(rc, "poll", ref);
+	db_leave();
+	if (rc == LC_GRANTED && !info->handed)
+		/* Re-arm the coordinator's expiry timer for the new lease, and
+		 * pass the wake on if the lock still has room.  (A handoff's
+		 * maker did that already.) */
+		notify(ref->key, wake, 0, g->expires_at);
+	else if (wake)
+		notify(ref->key, true, 0, 0);
+	return rc;
+}
+
+void
+wait_withdraw(const struct lockref *ref, const struct lock_waiter_ident *who,
+    int64_t waiter_id)
+{
+	struct lockcore *db;
+	struct lock_handoff ho;
+	bool wake = false;
+	int rc;
+
+	if ((db = db_enter()) == NULL)
+		return;
+	handoff_init(&ho);
+	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
+	LOG_DB_ERROR(rc, "abandon", ref);
+	db_leave();
+	handed_on(ref->key, wake, &ho);
+}
+
+/*
+ * How long to sleep before looking again without a wake.  Registered
+ * waiters rely on the coordinator (and a long safety net); unregistered
+ * ones poll, those further back more slowly.  The first waiter also wakes
+ * itself at the holder's expiry in case the coordinator's timer is lost.
+ */
+static int64_t
+sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
+    int64_t deadline)
+{
+	int64_t t = deadline - now;
+	int64_t p;
+
+	if (registered) {
+		/* A look counts the waiters ahead, O(ahead): spaced out in
+		 * proportion, a queue of n costs O(n) per SAFETY_POLL_MS,
+		 * not O(n^2) (10,000 waiters on one lock saturated both
+		 * CPUs).  Only a lost wake needs these looks at all. */
+		p = info->ahead == 0 ? W.conf.poll_ms * 10 :
+		    SAFETY_POLL_MS * (1 + info->ahead / SAFETY_POLL_PER);
+		if (p > SAFETY_POLL_MAX)
+			p = SAFETY_POLL_MAX;
+	} else {
+		int back = info->ahead < POLL_BACKOFF_MAX ?
+		    info->ahead + 1 : POLL_BACKOFF_MAX;
+		p = W.conf.poll_ms * back;
+		p += (int64_t)(random_u64() % (uint64_t)(W.conf.poll_ms / 4 + 1));
+	}
+	if (p < t)
+		t = p;
+	if (info->ahead == 0 && info->holder_expires > 0 &&
+	    info->holder_expires + 5 - now < t)
+		t = info->holder_expires + 5 - now;
+	return t;
+}
+
+/*
+ * Waiter connections to the coordinator are kept for the next wait rather
+ * than closed: a wait then costs the WAIT/ACK exchange only, not a socket,
+ * connect, accept and close on both sides.  A connection goes back only
+ * when healthy, and unregistered (UNWAIT) since a registration left behind
+ * would absorb the next wake of its lock.  Only the parking thread uses
+ * the pool.
+ */
+static struct coord_waiter *
+cw_take(void)
+{
+	return cw_npool > 0 ? cw_pool[--cw_npool] : NULL;
+}
+
+/* Gives `cw` (may be NULL) back to the pool, or closes it. */
+static void
+cw_put(struct coord_waiter *cw, bool registered)
+{
+	if (cw == NULL)
+		return;
+	if (registered && coord_waiter_unwait(cw, COORD_ACK_MS) != COORDC_OK) {
+		coord_waiter_free(cw);
+		return;
+	}
+	if (cw_npool < CW_POOL_MAX)
+		cw_pool[cw_npool++] = cw;
+	else
+		coord_waiter_free(cw);
+}
+
+/*
+ * Registers waiter `info` of lock `name` on `cw`, or on a pooled or new
+ * connection when cw is NULL (a pooled one that fails may predate a
+ * coordinator restart: a new one is tried then).  Returns the connection,
+ * NULL if none could be made (the coordinator is then autostarted if so
+ * configured); *ok is set when the registration was acknowledged.  On
+ * failure the caller frees the connection.
+ */
+static struct coord_waiter *
+coord_register(struct coord_waiter *cw, const char *name,
+    const struct lock_wait_info *info, bool *ok)
+{
+	bool pooled = false;
+
+	*ok = false;
+	if (cw == NULL && (cw = cw_take()) != NULL)
+		pooled = true;
+	for (;;) {
+		if (cw == NULL &&
+		    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL) {
+			autostart_coord(errno);
+			return NULL;
+		}
+		if (coord_waiter_register(cw, name, info->waiter_id,
+		    info->holder_expires, COORD_ACK_MS) == COORDC_OK) {
+			*ok = true;
+			return cw;
+		}
+		if (!pooled)
+			return cw;
+		coord_waiter_free(cw);
+		cw = NULL;
+		pooled = false;
+	}
+}
+
+/* The timer heap, ordered by due. */
+static void
+heap_swap(size_t i, size_t j)
+{
+	struct park *t = heap[i];
+
+	heap[i] = heap[j];
+	heap[j] = t;
+	heap[i]->hidx = i;
+	heap[j]->hidx = j;
+}
+
+static void
+heap_fix(size_t i)
+{
+	while (i > 0 && heap[(i - 1) / 2]->due > heap[i]->due) {
+		heap_swap(i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < heaplen && heap[l]->due < heap[m]->due)
+			m = l;
+		if (r < heaplen && heap[r]->due < heap[m]->due)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(i, m);
+		i = m;
+	}
+}
+
+static void
+heap_del(struct park *p)
+{
+	size_t i = p->hidx;
+
+	if (i == SIZE_MAX)
+		return;
+	p->hidx = SIZE_MAX;
+	if (i != --heaplen) {
+		heap[i] = heap[heaplen];
+		heap[i]->hidx = i;
+		heap_fix(i);
+	}
+}
+
+/* Arms p's timer at p->due; -1 when out of memory. */
+static int
+heap_set(struct park *p)
+{
+	struct park **nh;
+	size_t ncap;
+
+	if (p->hidx != SIZE_MAX) {
+		heap_fix(p->hidx);
+		return 0;
+	}
+	if (heaplen == heapcap) {
+		ncap = heapcap == 0 ? 256 : heapcap * 2;
+		if ((nh = realloc(heap, ncap * sizeof(*nh))) == NULL)
+			return -1;
+		heap = nh;
+		heapcap = ncap;
+	}
+	p->hidx = heaplen;
+	heap[heaplen++] = p;
+	heap_fix(p->hidx);
+	return 0;
+}
+
+/* Watches p's coordinator connection, if it has another one than before. */
+static void
+cw_watch(struct park *p)
+{
+	struct epoll_event ev;
+	int fd = p->cw != NULL ? coord_waiter_fd(p->cw) : -1;
+
+	if (fd == p->cw_fd)
+		return;
+	if (p->cw_fd >= 0)
+		(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->cw_fd, NULL);
+	p->cw_fd = -1;
+	if (fd < 0)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.u64 = (uint64_t)(uintptr_t)p | EV_COORD;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		p->cw_fd = fd;
+	else
+		/* Not watched: its WAKEs go unseen, the looks remain. */
+		log_warn("%s: epoll_ctl", __func__);
+}
+
+/* Drops p's coordinator connection (closed, not pooled). */
+static void
+cw_drop(struct park *p)
+{
+	struct coord_waiter *cw = p->cw;
+
+	p->cw = NULL;
+	cw_watch(p);            /* before the close: the number is reused */
+	coord_waiter_free(cw);
+	p->registered = false;
+}
+
+/*
+ * Runs p's wait until it would sleep: looks at the database when due,
+ * (re)registers with the coordinator, and sets p->due.  Returns WAIT_ON,
+ * or how the wait ended (a grant in *g, a lockcore error in *rc).  A
+ * database error while looking is taken as passing: the waiter looks again
+ * every poll_interval, and only if the database is still failing at the
+ * deadline does it end with WAIT_ERROR.  LC_E_GONE and LC_E_SUPERSEDED end
+ * it at once, since the row is no longer this request's.
+ */
+static enum wait_end
+park_step(struct park *p, struct lock_grant *g, int *rc)
+{
+	int64_t now, t;
+
+	for (;;) {
+		now = now_ms();
+		if (p->look || (p->look_at != 0 && now >= p->look_at)) {
+			p->look = false;
+			p->look_at = 0;
+			*rc = wait_poll(&p->ref, &p->who, &p->info, g);
+			if (*rc == LC_GRANTED)
+				return WAIT_GRANTED;
+			if (*rc == LC_E_DB || *rc == LC_E_NOMEM) {
+				p->db_err = *rc;
+				p->look_at = now_ms() + W.conf.poll_ms;
+			} else if (*rc != LC_QUEUED)
+				return WAIT_ERROR;
+			else
+				p->db_err = LC_OK;
+			now = now_ms();
+		}
+		if (now >= p->deadline) {
+			*rc = p->db_err;
+			return p->db_err != LC_OK ? WAIT_ERROR : WAIT_TIMEOUT;
+		}
+		if (stop_seen || atomic_load(&W.stopping))
+			return WAIT_STOPPING;
+		if (!p->registered && now >= p->retry_coord) {
+			bool ok = false;
+
+			/* After a failure, nobody tries for poll_interval: a
+			 * hung coordinator costs COORD_ACK_MS per attempt. */
+			if (now >= coord_retry_at) {
+				p->cw = coord_register(p->cw, p->ref.key,
+				    &p->info, &ok);
+				cw_watch(p);
+			}
+			if (ok) {
+				/* A release that committed before the
+				 * coordinator knew us woke nobody: look once
+				 * more now that it does. */
+				p->registered = true;
+				p->look = true;
+				coord_seen(true);
+				continue;
+			}
+			if (now >= coord_retry_at) {
+				coord_seen(false);
+				coord_retry_at = now_ms() + W.conf.poll_ms;
+			}
+			/* No coordinator: poll.  Its last wake may have gone
+			 * to nobody, so look now as well. */
+			if (p->retry_coord == 0 || p->cw != NULL)
+				p->look = true;
+			if (p->cw != NULL)
+				cw_drop(p);
+			p->retry_coord = now + W.conf.poll_ms;
+			if (p->look)
+				continue;
+		}
+		t = sleep_ms(&p->info, p->registered, now, p->deadline);
+		if (p->look_at != 0 && p->look_at - now < t)
+			t = p->look_at - now;
+		if (!p->registered && p->retry_coord - now < t)
+			t = p->retry_coord - now;
+		p->due = now + (t < 1 ? 1 : t);
+		return WAIT_ON;
+	}
+}
+
+/* Closes a parked request's connection; the web server has its answer. */
+static void
+park_close(struct park *p)
+{
+	(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->reply.fd, NULL);
+	(void)close(p->reply.fd);
+	p->reply.fd = -1;
+}
+
+/* Ends p's wait: withdraws its row unless granted, answers, and queues it
+ * to be freed after the event batch. */
+static void
+park_end(struct park *p, enum wait_end end, int rc,
+    const struct lock_grant *g)
+{
+	heap_del(p);
+	wakeup_del(&p->ws);
+	if (p->cw != NULL) {
+		struct coord_waiter *cw = p->cw;
+
+		p->cw = NULL;
+		cw_watch(p);
+		cw_put(cw, p->registered);
+		p->registered = false;
+	}
+	switch (end) {
+	case WAIT_ON:
+	case WAIT_GRANTED:
+		rc = LC_GRANTED;
+		break;
+	case WAIT_TIMEOUT:
+		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		rc = LC_BUSY;
+		break;
+	case WAIT_CLIENT_GONE:
+		park_close(p);
+		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn after %"
+		    PRId64 " ms: client gone", LOCK_ARGS(&p->ref),
+		    p->info.waiter_id, now_ms() - p->started);
+		goto out;
+	case WAIT_STOPPING:
+		/* Answered first: the database may be slow to let us
+		 * withdraw, and a stop must be quick.  (stop_all() did both
+		 * for the requests parked when the stop came.) */
+		if (p->reply.fd >= 0) {
+			send_error(&p->reply, 503, "unavailable",
+			    "the server is shutting down; retry", NULL, false);
+			park_close(p);
+			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		}
+		goto out;
+	case WAIT_ERROR:
+		if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
+			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		/* Another waiter removes rows past their deadline: a row
+		 * gone after our deadline timed out, it was not cancelled. */
+		if (rc == LC_E_GONE && now_ms() >= p->deadline)
+			rc = LC_BUSY;
+		break;
+	}
+	acquire_answer(&p->reply, &p->ref, rc, g, p->who.key, p->started,
+	    true);
+out:
+	if (p->reply.fd >= 0)
+		park_close(p);
+	p->done = true;
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else if (parked == p)
+		parked = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	p->prev = p->next = NULL;
+	p->inext = dead;
+	dead = p;
+	atomic_fetch_sub(&W.waiting, 1);
+}
+
+/* Runs p's wait and ends it or arms its timer. */
+static void
+park_run(struct park *p)
+{
+	struct lock_grant g;
+	enum wait_end end;
+	int rc = LC_OK;
+
+	if (p->done)
+		return;
+	end = park_step(p, &g, &rc);
+	if (end == WAIT_ON && heap_set(p) == 0)
+		return;
+	if (end == WAIT_ON) {
+		end = WAIT_ERROR;
+		rc = LC_E_NOMEM;
+	}
+	park_end(p, end, rc, &g);
+}
+
+/* Takes over a parked request handed in by a pool thread. */
+static void
+park_adopt(struct park *p)
+{
+	struct epoll_event ev;
+
+	p->next = parked;
+	p->prev = NULL;
+	if (parked != NULL)
+		parked->prev = p;
+	parked = p;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = (uint64_t)(uintptr_t)p | EV_FCGI;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->reply.fd, &ev) == -1) {
+		log_warn("%s: epoll_ctl", __func__);
+		park_end(p, WAIT_ERROR, LC_E_NOMEM, NULL);
+		return;
+	}
+	/* Before any look: a handoff committed after that look finds us. */
+	wakeup_add(&p->ws, p->info.waiter_id, p->who.key, p);
+	park_run(p);
+}
+
+/* The worker stops: every parked request is answered 503 at once, then
+ * withdrawn (the database may be slow to let us, and a stop is quick). */
+static void
+stop_all(void)
+{
+	struct park *p, *next;
+
+	for (p = parked; p != NULL; p = p->next) {
+		send_error(&p->reply, 503, "unavailable",
+		    "the server is shutting down; retry", NULL, false);
+		park_close(p);
+	}
+	for (p = parked; p != NULL; p = next) {
+		next = p->next;
+		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: worker "
+		    "stopping", LOCK_ARGS(&p->ref), p->info.waiter_id);
+		park_end(p, WAIT_STOPPING, LC_OK, NULL);
+	}
+}
+
+static void
+park_free(struct park *p)
+{
+	free((char *)p->ref.key);
+	free((char *)p->ref.name);
+	free(p);
+}
+
+/* An event on p's FastCGI connection or coordinator connection. */
+static void
+park_event(struct park *p, uint64_t which, uint32_t events)
+{
+	short rev = 0;
+	int r;
+
+	if (p->done)
+		return;
+	if (which == EV_FCGI) {
+		rev = (short)((events & EPOLLIN ? POLLIN : 0) |
+		    (events & EPOLLRDHUP ? POLLRDHUP : 0) |
+		    (events & EPOLLHUP ? POLLHUP : 0) |
+		    (events & EPOLLERR ? POLLERR : 0));
+		if (client_gone(p->reply.fd, rev))
+			park_end(p, WAIT_CLIENT_GONE, LC_OK, NULL);
+		return;
+	}
+	if (p->cw == NULL)
+		return;
+	r = coord_waiter_read(p->cw);
+	if (r == COORDC_WOKEN) {
+		p->registered = false;
+		p->look = true;
+	} else if (r < 0) {
+		/* The coordinator went away: poll until it comes back, and
+		 * look now in case its last word was lost. */
+		cw_drop(p);
+		p->retry_coord = now_ms() + W.conf.poll_ms;
+		p->look = true;
+		coord_seen(false);
+	}
+	park_run(p);
+}
+
+/* Direct wakes, and requests parked since the last batch. */
+static void
+park_wakes(void)
+{
+	struct lock_grant g;
+	struct wake_slot *s;
+	struct park *p, *in;
+	int r;
+
+	wakeup_drain();
+	pthread_mutex_lock(&in_mu);
+	in = incoming;
+	incoming = NULL;
+	pthread_mutex_unlock(&in_mu);
+	/* Oldest first, so timers and looks keep arrival order. */
+	for (p = NULL; in != NULL; ) {
+		struct park *n = in->inext;
+
+		in->inext = p;
+		p = in;
+		in = n;
+	}
+	while (p != NULL) {
+		struct park *n = p->inext;
+
+		p->inext = NULL;
+		park_adopt(p);
+		p = n;
+	}
+	while ((s = wakeup_next()) != NULL) {
+		p = s->owner;
+		if (p->done)
+			continue;
+		r = wakeup_read(s, &g);
+		if (r == 2) {
+			p->info.handed = true;
+			park_end(p, WAIT_GRANTED, LC_GRANTED, &g);
+		} else if (r == 1) {
+			p->look = true;
+			park_run(p);
+		}
+	}
+}
+
+static void *
+park_main(void *arg)
+{
+	struct epoll_event evs[EVENTS_MAX];
+	sigset_t set;
+	int64_t now;
+	int i, n, t;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	for (;;) {
+		bool wakes = false, stop = false;
+
+		now = now_ms();
+		t = SAFETY_POLL_MAX;
+		if (heaplen > 0)
+			t = heap[0]->due <= now ? 0 : heap[0]->due - now <
+			    SAFETY_POLL_MAX ? (int)(heap[0]->due - now) :
+			    SAFETY_POLL_MAX;
+		n = epoll_wait(epfd, evs, EVENTS_MAX, t);
+		if (n < 0) {
+			if (errno != EINTR) {
+				log_warn("%s: epoll_wait", __func__);
+				poll(NULL, 0, 10);
+			}
+			n = 0;
+		}
+		for (i = 0; i < n; i++) {
+			uint64_t tag = evs[i].data.u64;
+
+			if (tag == EV_STOP)
+				stop = true;
+			else if (tag == EV_WAKE)
+				wakes = true;
+			else
+				park_event((struct park *)(uintptr_t)
+				    (tag & ~(uint64_t)3), tag & 3,
+				    evs[i].events);
+		}
+		if (wakes)
+			park_wakes();
+		now = now_ms();
+		while (heaplen > 0 && heap[0]->due <= now) {
+			struct park *p = heap[0];
+
+			heap_del(p);
+			p->look = true;         /* timer ran out: look again */
+			park_run(p);
+		}
+		if (stop && !stop_seen) {
+			stop_seen = true;
+			(void)epoll_ctl(epfd, EPOLL_CTL_DEL, W.stop_rd, NULL);
+			stop_all();
+		}
+		while (dead != NULL) {
+			struct park *p = dead;
+
+			dead = p->inext;
+			park_free(p);
+		}
+	}
+	return NULL;
+}
+
+void
+wait_init(void)
+{
+	struct epoll_event ev;
+	struct rlimit rl;
+	rlim_t lim = 1024;
+	pthread_attr_t attr;
+	pthread_t tid;
+	int rc;
+
+	/* A waiter holds two descriptors: take what the hard limit allows. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) == -1 ||
+			    getrlimit(RLIMIT_NOFILE, &rl) == -1)
+				rl.rlim_cur = 1024;
+		}
+		lim = rl.rlim_cur;
+	}
+	if (lim == RLIM_INFINITY || lim > PARKED_MAX * FDS_PER_WAITER)
+		lim = PARKED_MAX * FDS_PER_WAITER;
+	W.max_parked = lim > FDS_RESERVED + FDS_PER_WAITER * 16 ?
+	    (int)((lim - FDS_RESERVED) / FDS_PER_WAITER) : 16;
+	if (wakeup_init() == -1)
+		fatalx("%s: cannot set up direct wakes", __func__);
+	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		fatal("%s: epoll_create1", __func__);
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.u64 = EV_STOP;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, W.stop_rd, &ev) == -1)
+		fatal("%s: epoll_ctl", __func__);
+	ev.data.u64 = EV_WAKE;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakeup_fd(), &ev) == -1)
+		fatal("%s: epoll_ctl", __func__);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&tid, &attr, park_main, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		errno = rc;
+		fatal("%s: pthread_create", __func__);
+	}
+}
+
+int
+wait_park(FCGX_Request *fr, const struct request *rq,
+    const struct lock_waiter_ident *who, int64_t deadline,
+    const struct lock_wait_info *info, int64_t started)
+{
+	struct park *p;
+	uint64_t one = 1;
+	ssize_t n;
+
+	if (atomic_fetch_add(&W.waiting, 1) >= W.max_parked) {
+		atomic_fetch_sub(&W.waiting, 1);
+		return -1;
+	}
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (p->ref.key = strdup(rq->key)) == NULL ||
+	    (p->ref.name = strdup(rq->name)) == NULL) {
+		if (p != NULL)
+			park_free(p);
+		atomic_fetch_sub(&W.waiting, 1);
+		return -1;
+	}
+	p->ref.tenant = rq->tenant;
+	p->ref.nslen = rq->nslen;
+	p->hidx = SIZE_MAX;
+	p->reply.fr = NULL;
+	p->reply.fd = fr->ipcFd;
+	p->reply.reqid = fr->requestId;
+	p->who = *who;
+	p->started = started;
+	p->deadline = deadline;
+	p->info = *info;
+	p->cw_fd = -1;
+
+	/* libfcgi's part of the request goes: its buffers are most of
+	 * what a waiter would cost.  The connection is ours now; the
+	 * caller's FCGX_Finish_r() finds none to close. */
+	FCGX_Free(fr, 0);
+	fr->ipcFd = -1;
+
+	pthread_mutex_lock(&in_mu);
+	p->inext = incoming;
+	incoming = p;
+	pthread_mutex_unlock(&in_mu);
+	n = write(wakeup_fd(), &one, sizeof(one));
+	(void)n;
+	return 0;
+}
