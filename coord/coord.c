@@ -23,7 +23,9 @@
  * oldest such silent peers make room first.  Per-peer buffers are small
  * and capped, a timer can be set no further ahead than max_ttl allows,
  * and locks that only carry a timer are capped at TIMER_LOCKS_MAX, so
- * memory stays bounded by the descriptor limit.
+ * memory stays bounded by the descriptor limit.  The buffers exist only
+ * while they hold something, so an idle waiter costs its struct peer
+ * alone: about 150 bytes.
  *
  * With -i SECONDS (given by a worker that started us, see
  * fcgi/autostart.c) we exit once we have had nothing to do for that long:
@@ -60,7 +62,16 @@
 #include "log.h"
 #include "proto.h"
 
-#define IN_MAX            (PROTO_FRAME_MAX * 4)  /* per-peer input */
+#define IN_MAX            (PROTO_FRAME_MAX * 4)  /* one read, all peers */
+/*
+ * Frames are decoded straight out of the one read buffer.  A peer keeps
+ * only the start of a frame it has not finished sending, its tail, in a
+ * buffer allocated on demand and freed once the frame is complete.  A
+ * frame fits in TAIL_MAX (proto_decode() rejects an impossible header as
+ * soon as it is complete), so a tail is always shorter.
+ */
+#define TAIL_MAX          PROTO_FRAME_MAX
+#define TAIL_MIN          64           /* first allocation of a tail */
 /*
  * A peer has one registration, so it is owed an ACK, a WAKE and a PONG or
  * two at most: a few KiB of pending output means it does not read.
@@ -98,13 +109,13 @@ struct peer {
 	int          fd;
 	bool         dead;           /* dropped; freed by reap() */
 	bool         silent;         /* no valid frame yet: in co.silent */
-	int64_t      hello_by;       /* monotonic ms: drop if still silent */
 	bool         want_out;       /* EPOLLOUT is armed */
+	int64_t      hello_by;       /* monotonic ms: drop if still silent */
 	struct reg   reg;
-	uint8_t     *out;            /* unsent output, outlen of outcap bytes */
-	size_t       outlen, outcap;
-	size_t       inlen;
-	uint8_t      in[IN_MAX];
+	uint8_t     *out;            /* unsent output, outlen of outcap bytes; */
+	size_t       outlen, outcap; /* ... NULL while there is none */
+	uint8_t     *in;             /* the tail, inlen of incap bytes; */
+	size_t       inlen, incap;   /* ... NULL while there is none */
 };
 
 struct lock {
@@ -480,6 +491,12 @@ peer_flush(struct peer *p)
 		memmove(p->out, p->out + n, p->outlen - (size_t)n);
 		p->outlen -= (size_t)n;
 	}
+	if (p->outlen == 0) {
+		/* A waiter is owed little, and rarely: do not keep room. */
+		free(p->out);
+		p->out = NULL;
+		p->outcap = 0;
+	}
 	peer_arm_out(p, p->outlen > 0);
 }
 
@@ -728,47 +745,123 @@ peer_handle(struct peer *p, const struct proto_msg *m)
 	}
 }
 
-/* Decodes and handles every complete frame in p's input buffer. */
-static void
-peer_input(struct peer *p)
+/*
+ * Appends buf[0..len), the start of a frame not yet complete, to p's
+ * tail, allocating or growing it.  Returns false, with `p` dropped, if the
+ * tail would pass TAIL_MAX (it cannot: see TAIL_MAX) or on ENOMEM.
+ */
+static bool
+tail_append(struct peer *p, const uint8_t *buf, size_t len)
 {
-	struct proto_msg m;
-	size_t off = 0, used;
+	size_t need = p->inlen + len;
 
-	while (!p->dead) {
-		int rc = proto_decode(p->in + off, p->inlen - off, &m, &used);
+	if (need > TAIL_MAX) {
+		peer_kill(p, "input overflow");
+		return false;
+	}
+	if (need > p->incap) {
+		size_t cap = p->incap ? p->incap : TAIL_MIN;
+		uint8_t *in;
 
-		if (rc == PROTO_E_SHORT)
-			break;
-		if (rc == PROTO_E_VERSION) {
-			log_debug("%s: fd %d: version %u, not %u", __func__,
-			    p->fd, m.version, PROTO_VERSION);
-			peer_send_type(p, PROTO_ERROR, 0);
-			peer_kill(p, "wrong version");
-			return;
+		while (cap < need)
+			cap *= 2;
+		if (cap > TAIL_MAX)
+			cap = TAIL_MAX;
+		if ((in = realloc(p->in, cap)) == NULL) {
+			peer_kill(p, "realloc");
+			return false;
 		}
-		if (rc != PROTO_OK) {
-			peer_kill(p, "malformed frame");
-			return;
-		}
-		silent_del(p);
-		peer_handle(p, &m);
-		off += used;
+		p->in = in;
+		p->incap = cap;
 	}
-	if (off > 0 && !p->dead) {
-		memmove(p->in, p->in + off, p->inlen - off);
-		p->inlen -= off;
-	}
+	memcpy(p->in + p->inlen, buf, len);
+	p->inlen = need;
+	return true;
 }
 
 static void
+tail_free(struct peer *p)
+{
+	free(p->in);
+	p->in = NULL;
+	p->inlen = p->incap = 0;
+}
+
+/*
+ * Decodes the frame at buf[0..len) and acts on it.  Returns its size, or
+ * 0 if it is incomplete or broken (then `p` is dropped) or if `p` died.
+ */
+static size_t
+peer_frame(struct peer *p, const uint8_t *buf, size_t len)
+{
+	struct proto_msg m;
+	size_t used;
+	int rc = proto_decode(buf, len, &m, &used);
+
+	if (rc == PROTO_E_SHORT)
+		return 0;
+	if (rc == PROTO_E_VERSION) {
+		log_debug("%s: fd %d: version %u, not %u", __func__,
+		    p->fd, m.version, PROTO_VERSION);
+		peer_send_type(p, PROTO_ERROR, 0);
+		peer_kill(p, "wrong version");
+		return 0;
+	}
+	if (rc != PROTO_OK) {
+		peer_kill(p, "malformed frame");
+		return 0;
+	}
+	silent_del(p);
+	peer_handle(p, &m);
+	return p->dead ? 0 : used;
+}
+
+/*
+ * Acts on buf[0..len), just read from `p`: first completes p's tail, if it
+ * has one, then decodes whole frames in place.  The start of a frame left
+ * incomplete at the end becomes p's tail.
+ */
+static void
+peer_input(struct peer *p, const uint8_t *buf, size_t len)
+{
+	size_t off = 0, used;
+
+	if (p->inlen > 0) {
+		size_t old = p->inlen;
+		size_t take = TAIL_MAX - old;
+
+		if (take > len)
+			take = len;
+		if (!tail_append(p, buf, take))
+			return;
+		if ((used = peer_frame(p, p->in, p->inlen)) == 0) {
+			/* Still incomplete: then all of buf fit in the tail. */
+			if (!p->dead && take < len)
+				peer_kill(p, "input overflow");
+			return;
+		}
+		/* The old tail alone was incomplete, so used > old. */
+		tail_free(p);
+		off = used - old;
+	}
+	while (off < len && (used = peer_frame(p, buf + off, len - off)) > 0)
+		off += used;
+	if (off < len && !p->dead)
+		(void)tail_append(p, buf + off, len - off);
+}
+
+/*
+ * Reads from `p` into one buffer shared by all peers: each read is acted
+ * upon before the next, and acting on a frame never reads.
+ */
+static void
 peer_read(struct peer *p)
 {
+	static uint8_t buf[IN_MAX];
 	int i;
 
 	for (i = 0; i < READS_PER_EVENT && !p->dead; i++) {
-		size_t room = sizeof(p->in) - p->inlen;
-		ssize_t n = recv(p->fd, p->in + p->inlen, room, MSG_DONTWAIT);
+		ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 		if (n == 0) {
 			peer_kill(p, NULL);
@@ -781,9 +874,8 @@ peer_read(struct peer *p)
 				peer_kill(p, "recv");
 			return;
 		}
-		p->inlen += (size_t)n;
-		peer_input(p);
-		if ((size_t)n < room)
+		peer_input(p, buf, (size_t)n);
+		if ((size_t)n < sizeof(buf))
 			return;             /* the socket is drained */
 	}
 }
@@ -820,6 +912,7 @@ peer_free(struct peer *p)
 		p->next->prev = p->prev;
 	close(p->fd);
 	free(p->out);
+	free(p->in);
 	free(p);
 }
 

@@ -367,3 +367,154 @@ def test_coord_out_of_descriptors(s):
                 p.kill()
                 p.wait(5)
     assert p.returncode == 0, "low-limit coordinator exit status %s" % p.returncode
+
+
+# ---------------------------------------------------------------------------
+# Frames that arrive in pieces.  The coordinator decodes frames straight out
+# of one read buffer shared by all peers and keeps, per peer, only the start
+# of a frame still incomplete (its tail): these cross every boundary of that.
+
+T_UNWAIT = 8
+NOTIFY_WAKE = 1            # coord/proto.h PROTO_NOTIFY_WAKE
+NAME_MAX = 1024            # coord/proto.h PROTO_NAME_MAX
+IN_READ = 4 * (8 + 1088)   # coord/coord.c IN_MAX: one read
+
+
+def wait_frame(waiter_id, name, expires_ms=0):
+    return frame(T_WAIT, struct.pack("!Qq", waiter_id, expires_ms) + name_field(name))
+
+
+def send_pieces(sock, data, cuts, pause_s=0.01):
+    """Sends data cut at the offsets `cuts`, pausing between the pieces so
+    that each arrives in a read of its own."""
+    prev = 0
+    for c in list(cuts) + [len(data)]:
+        if c > prev:
+            sock.sendall(data[prev:c])
+            time.sleep(pause_s)     # the point: one piece per read
+        prev = max(prev, c)
+
+
+def expect_frames(sock, types, what):
+    got = []
+    for t in types:
+        f = recv_frame(sock, 5.0)
+        got.append(None if f is None else f[0])
+        if f is None or f[0] != t:
+            raise AssertionError("%s: answers %r, wanted %r" % (what, got, list(types)))
+    return got
+
+
+def expect_eof(sock, what, timeout_s=5.0):
+    sock.settimeout(timeout_s)
+    try:
+        data = sock.recv(64)
+    except ConnectionResetError:
+        return
+    if data:
+        raise AssertionError("%s: got %r, wanted the connection closed" % (what, data))
+
+
+def woken(s, sock, name, waiter_id, what):
+    """NOTIFY(WAKE) `name` from another connection: `sock`, registered as
+    the first waiter of `name`, must get WAKE `waiter_id`."""
+    n = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        n.connect(s.coord_sock)
+        n.sendall(notify_frame(name, 0, flags=NOTIFY_WAKE))
+        f = recv_frame(sock, 5.0)
+        if f is None or f[0] != T_WAKE or struct.unpack("!Q", f[1])[0] != waiter_id:
+            raise AssertionError("%s: wanted WAKE %d, got %r" % (what, waiter_id, f))
+    finally:
+        n.close()
+
+
+def coord_conn(s):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(5.0)
+    c.connect(s.coord_sock)
+    return c
+
+
+@shared
+@timeout(60)
+def test_coord_split_frames(s):
+    tag = b"split-%d-" % os.getpid()
+    # 1. A WAIT byte by byte: registered under its whole name and id.
+    c = coord_conn(s)
+    try:
+        name = tag + b"bytes"
+        data = wait_frame(7001, name)
+        send_pieces(c, data, range(1, len(data)), 0.002)
+        expect_frames(c, [T_ACK], "WAIT byte by byte")
+        woken(s, c, name, 7001, "WAIT byte by byte")
+    finally:
+        c.close()
+    # 2. The largest frame (a WAIT with a name of PROTO_NAME_MAX bytes) cut
+    # in the header, at its end, in the payload and one byte before the
+    # end (the longest tail), each time followed by a PING in the same
+    # piece as the frame's last bytes.
+    name = tag + b"n" * (NAME_MAX - len(tag))
+    big = wait_frame(7002, name)
+    for cut in (1, 5, 8, 9, 26, 500, len(big) - 1):
+        c = coord_conn(s)
+        try:
+            send_pieces(c, big + frame(T_PING), [cut])
+            expect_frames(c, [T_ACK, T_PONG], "largest WAIT cut at %d" % cut)
+            woken(s, c, name, 7002, "largest WAIT cut at %d" % cut)
+        finally:
+            c.close()
+    # 3. A tail grown in several steps: the largest frame in 7 pieces.
+    c = coord_conn(s)
+    try:
+        send_pieces(c, big, range(150, len(big), 150))
+        expect_frames(c, [T_ACK], "largest WAIT in pieces of 150")
+        c.sendall(frame(T_UNWAIT) + frame(T_PING))
+        expect_frames(c, [T_PONG], "UNWAIT, PING")
+    finally:
+        c.close()
+    # 4. Several hundred frames in random pieces, some larger than one
+    # read: every one answered, in order.
+    rng = random.Random(11)
+    stream, want = [], []
+    for i in range(400):
+        if rng.random() < 0.5:
+            stream.append(frame(T_PING))
+            want.append(T_PONG)
+        else:
+            stream.append(wait_frame(8000 + i, tag + b"r" * rng.randint(1, 600)))
+            want.append(T_ACK)
+    stream.append(frame(T_UNWAIT))
+    data = b"".join(stream)
+    cuts, at = [], 0
+    while at < len(data):
+        at += rng.choice((1, 2, 7, 8, 9, 100, 1000, IN_READ - 1, IN_READ + 3))
+        cuts.append(at)
+    c = coord_conn(s)
+    try:
+        send_pieces(c, data, cuts, 0.001)
+        expect_frames(c, want, "%d frames in %d pieces" % (len(want), len(cuts) + 1))
+    finally:
+        c.close()
+    # 5. Broken frames completed from a tail drop the peer, after it has
+    # been answered for the frames before them: a header announcing more
+    # than a frame may hold, a name length that disagrees with the payload,
+    # and another version right behind a tail.
+    bad = (
+        ("huge length", frame(T_WAIT, length=1 << 20), [2, 4, 6, 7]),
+        ("bad name", frame(T_WAIT, struct.pack("!Qq", 1, 0) + struct.pack("!H", 900) +
+                           b"n" * 10), [3, 20]),
+        ("version", frame(T_PING, version=PROTO_VERSION + 1), []),
+    )
+    for what, tail, cuts in bad:
+        c = coord_conn(s)
+        try:
+            ping_f = frame(T_PING)
+            data = ping_f + tail
+            send_pieces(c, data, [3] + [len(ping_f) + x for x in cuts])
+            want = [T_PONG] + ([T_ERROR] if what == "version" else [])
+            expect_frames(c, want, what)
+            expect_eof(c, what)
+        finally:
+            c.close()
+    assert s.coord.poll() is None, "coordinator died (status %s)" % s.coord.poll()
