@@ -203,21 +203,15 @@ send_lc_error(struct reply *r, int rc, const char *what)
 	    false);
 }
 
-/*
- * Locks the process's database mutex and returns the connection, opening
- * it on first use.  NULL (mutex released) when it cannot be opened.
- */
-struct lockcore *
-db_enter(void)
+/* Opens the database (db_mu held).  0, or -1 when it cannot be opened. */
+static int
+db_open(void)
 {
 	struct lockcore_opts opts;
 	struct lockcore_recovery rec;
 	const char *v;
 	char err[256];
 
-	pthread_mutex_lock(&W.db_mu);
-	if (W.db != NULL)
-		return W.db;
 	memset(&opts, 0, sizeof(opts));
 	opts.busy_timeout_ms = (int)W.conf.busy_timeout_ms;
 	opts.synchronous_full = W.conf.synchronous_full;
@@ -234,8 +228,7 @@ db_enter(void)
 		if (!W.db_open_failed)
 			log_warnx("%s: %s", __func__, err);
 		W.db_open_failed = true;
-		pthread_mutex_unlock(&W.db_mu);
-		return NULL;
+		return -1;
 	}
 	if (W.db_open_failed)
 		log_info("%s: database %s open again", __func__,
@@ -254,13 +247,116 @@ db_enter(void)
 		    "every lease granted before the crash has expired",
 		    W.conf.database,
 		    (rec.grace_until - lockcore_now_ms() + 999) / 1000);
+	return 0;
+}
+
+/*
+ * Group commit.  Every request's database work is serialised on db_mu; a
+ * thread that finishes while others wait for db_mu does not commit: it
+ * leaves the transaction open for the next one (lockcore_batch_begin) and
+ * sleeps until the thread that ends the batch has committed it.  So under
+ * load the BEGIN IMMEDIATE, the COMMIT and the pages several requests
+ * touch in common (a lock's row, the index pages) are paid once per batch,
+ * not once per request.  Nothing is answered, and no wake or handoff
+ * acted upon, before the commit: db_leave() returns only then.  A batch
+ * ends after BATCH_OPS_MAX requests or BATCH_MS, so it cannot grow for
+ * ever under a stream of arrivals.
+ */
+#define BATCH_OPS_MAX 32
+#define BATCH_MS      2
+
+/* A request of the open batch that waits for its commit. */
+struct batch_wait {
+	int                rc;
+	bool               done;
+	struct batch_wait *next;
+};
+
+static atomic_int db_want;             /* threads waiting for db_mu */
+static bool batch_open;                /* these under db_mu */
+static int batch_ops;
+static int64_t batch_t0;
+static struct batch_wait *batch_waiting;
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
+
+/*
+ * Locks the process's database mutex and returns the connection, opening
+ * it on first use, inside the open batch (a new one if none is open).
+ * NULL (mutex released) when it cannot be opened or the batch cannot
+ * begin.  Every non-NULL return is paired with db_leave().
+ */
+struct lockcore *
+db_enter(void)
+{
+	int rc;
+
+	atomic_fetch_add(&db_want, 1);
+	pthread_mutex_lock(&W.db_mu);
+	atomic_fetch_sub(&db_want, 1);
+	if (W.db == NULL && db_open() != 0) {
+		pthread_mutex_unlock(&W.db_mu);
+		return NULL;
+	}
+	if (!batch_open) {
+		/* BEGIN IMMEDIATE: may wait up to busy_timeout for another
+		 * process's writer. */
+		if ((rc = lockcore_batch_begin(W.db)) != 0) {
+			log_warnx("%s: cannot begin a transaction: %s",
+			    __func__, lockcore_errmsg(W.db));
+			pthread_mutex_unlock(&W.db_mu);
+			return NULL;
+		}
+		batch_open = true;
+		batch_ops = 0;
+		batch_t0 = now_ms();
+	}
+	batch_ops++;
 	return W.db;
 }
 
-void
-db_leave(void)
+/*
+ * Ends this request's part of the batch; returns rc, or the commit's error
+ * if the batch could not be committed (then nothing of it happened).
+ */
+int
+db_leave(int rc)
 {
-	pthread_mutex_unlock(&W.db_mu);
+	struct batch_wait self, *w;
+	int crc;
+
+	if (atomic_load(&db_want) > 0 && batch_ops < BATCH_OPS_MAX &&
+	    now_ms() - batch_t0 < BATCH_MS) {
+		/* Someone is about to enter: it commits, or passes on. */
+		self.done = false;
+		self.next = batch_waiting;
+		batch_waiting = &self;
+		pthread_mutex_unlock(&W.db_mu);
+		pthread_mutex_lock(&done_mu);
+		while (!self.done)
+			pthread_cond_wait(&done_cv, &done_mu);
+		pthread_mutex_unlock(&done_mu);
+		crc = self.rc;
+	} else {
+		crc = lockcore_batch_end(W.db, 0);
+		if (crc != 0)
+			log_warnx("%s: commit failed: %s", __func__,
+			    lockcore_errmsg(W.db));
+		batch_open = false;
+		w = batch_waiting;
+		batch_waiting = NULL;
+		if (w != NULL) {
+			pthread_mutex_lock(&done_mu);
+			for (; w != NULL; w = w->next) {
+				w->rc = crc;
+				w->done = true;
+			}
+			pthread_cond_broadcast(&done_cv);
+			pthread_mutex_unlock(&done_mu);
+		}
+		pthread_mutex_unlock(&W.db_mu);
+	}
+	return crc < 0 && rc >= 0 ? crc : rc;
 }
 
 /* The API's error code for a lockcore error, for log lines. */
@@ -395,7 +491,8 @@ send_grant(struct reply *r, const struct lock_grant *g,
 		return;
 	handoff_init(&ho);
 	rc = lock_undo(db, g->name, g->token, key, now_ms(), &wake, &ho);
-	db_leave();
+	if ((rc = db_leave(rc)) < 0)
+		ho.waiter_id = 0;       /* not committed: nothing handed on */
 	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
 	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
 	    rc == LC_OK ? "released" : rc == LC_E_SUPERSEDED ?
@@ -476,7 +573,7 @@ handle_acquire(struct reply *r, const struct request *rq)
 	}
 	rc = lock_acquire(db, &ar, now, &g, &info);
 	LOG_DB_ERROR(rc, "acquire", rq);
-	db_leave();
+	rc = db_leave(rc);
 
 	if (rc == LC_QUEUED) {
 		/* A retry with a request_id may have taken over a queue place
@@ -525,7 +622,8 @@ handle_release(struct reply *r, const struct request *rq)
 	handoff_init(&ho);
 	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake, &ho);
 	LOG_DB_ERROR(rc, "release", rq);
-	db_leave();
+	if ((rc = db_leave(rc)) < 0)
+		ho.waiter_id = 0;       /* not committed: nothing handed on */
 	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "released" : lc_code(rc));
@@ -552,7 +650,7 @@ handle_renew(struct reply *r, const struct request *rq)
 	}
 	rc = lock_renew(db, rq->key, rq->token, rq->ttl_ms, now_ms(), &g);
 	LOG_DB_ERROR(rc, "renew", rq);
-	db_leave();
+	rc = db_leave(rc);
 	log_debug(LOCK_FMT ": renew: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "renewed" : lc_code(rc));
 	if (rc != LC_OK) {
@@ -583,7 +681,8 @@ handle_cancel(struct reply *r, const struct request *rq)
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
 	    &wake, &ho);
 	LOG_DB_ERROR(rc, "cancel", rq);
-	db_leave();
+	if ((rc = db_leave(rc)) < 0)
+		ho.waiter_id = 0;       /* not committed: nothing handed on */
 	/* The request whose row or grant went away learns it when it looks. */
 	if (kick != 0) {
 		notify(rq->key, false, kick, 0);
@@ -618,7 +717,7 @@ handle_status(struct reply *r, const struct request *rq)
 	}
 	rc = lock_status(db, rq->key, now_ms(), &st);
 	LOG_DB_ERROR(rc, "status", rq);
-	db_leave();
+	rc = db_leave(rc);
 	if (rc != LC_OK) {
 		send_lc_error(r, rc, NULL);
 		return;
@@ -684,7 +783,7 @@ handle_list(struct reply *r, const struct request *rq)
 	    rq->key_after[0] != '\0' ? rq->key_after : NULL, rq->limit,
 	    now_ms(), list_one, &lo, &more);
 	log_list_db_error(rc, rq);
-	db_leave();
+	rc = db_leave(rc);
 	if (rc != LC_OK) {
 		json_object_put(arr);
 		send_lc_error(r, rc, NULL);
@@ -706,8 +805,7 @@ handle_health(struct reply *r, const struct request *rq)
 	bool db_ok = false, coord_ok;
 
 	if ((db = db_enter()) != NULL) {
-		db_ok = lockcore_ping(db) == LC_OK;
-		db_leave();
+		db_ok = db_leave(lockcore_ping(db)) == LC_OK;
 	}
 	coord_ok = coord_ping(W.conf.coord_socket, &cs, COORD_ACK_MS) ==
 	    COORDC_OK;

@@ -222,7 +222,7 @@ wait_poll(const struct lockref *ref, const struct lock_waiter_ident *who,
 		return LC_E_DB;
 	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
 	LOG_DB_ERROR(rc, "poll", ref);
-	db_leave();
+	rc = db_leave(rc);
 	if (rc == LC_GRANTED && !info->handed)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
 		 * pass the wake on if the lock still has room.  (A handoff's
@@ -247,7 +247,8 @@ wait_withdraw(const struct lockref *ref, const struct lock_waiter_ident *who,
 	handoff_init(&ho);
 	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
 	LOG_DB_ERROR(rc, "abandon", ref);
-	db_leave();
+	if ((rc = db_leave(rc)) < 0)
+		ho.waiter_id = 0;       /* not committed: nothing handed on */
 	handed_on(ref->key, wake, &ho);
 }
 

@@ -121,7 +121,7 @@ int wakeup_read(struct wake_slot *s, struct lock_grant *g);
  * (a parked acquire has taken the connection: fr->ipcFd is then -1). */
 void handle_request(FCGX_Request *fr);
 struct lockcore *db_enter(void);
-void db_leave(void);
+int db_leave(int rc);
 void coord_seen(bool up);
 void notify(const char *name, bool wake_first, int64_t kick,
     int64_t expires);

@@ -266,6 +266,8 @@ struct lockcore {
 	struct lockcore_recovery rec;      /* fence floor and grace in force */
 	pid_t            self_pid;         /* this process, as of self_pstart */
 	uint64_t         self_pstart;      /* its start time, 0 if unknown */
+	bool             batch;            /* in lockcore_batch_begin() */
+	sqlite3_stmt    *sp[3];            /* savepoint, release, rollback to */
 };
 
 /* The lock row a transaction works on. */
@@ -536,7 +538,16 @@ tx_begin(struct lockcore *lc, bool write, int64_t *now)
 {
 	int rc;
 
-	rc = run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
+	if (lc->batch) {
+		/* Inside a batch's transaction, each call is a savepoint.
+		 * Some errors (I/O, full disk) end the whole transaction:
+		 * then nothing more may run in it, or each statement would
+		 * commit on its own. */
+		if (sqlite3_get_autocommit(lc->db))
+			return LC_E_DB;
+		rc = run(lc, lc->sp[0], SQLITE_OK);
+	} else
+		rc = run(lc, lc->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
 	/* With a live clock the transaction's time is read once it has the
 	 * database: the caller's `now` may predate a wait for the write
 	 * lock, and a grant stamped with it would get a shorter lease and an
@@ -600,6 +611,17 @@ checkpoint(struct lockcore *lc)
 static int
 tx_end(struct lockcore *lc, int rc)
 {
+	if (lc->batch) {
+		int crc;
+
+		if (sqlite3_get_autocommit(lc->db))
+			return rc < 0 ? rc : LC_E_DB;
+		if (rc < 0)
+			(void)run(lc, lc->sp[2], SQLITE_OK);
+		if ((crc = run(lc, lc->sp[1], SQLITE_OK)) < 0 && rc >= 0)
+			rc = crc;
+		return rc;
+	}
 	if (rc >= 0) {
 		int crc = run(lc, lc->st[S_COMMIT], SQLITE_OK);
 
@@ -820,7 +842,7 @@ boot_time_ms(void)
 	return lockcore_now_ms() - t;
 }
 
-/* Prepares a statement used once per connection.  0 or an LC_E_ code. */
+/* Prepares a statement kept by the caller.  0 or an LC_E_ code. */
 static int
 prepare1(struct lockcore *lc, const char *sql, sqlite3_stmt **out)
 {
@@ -1121,11 +1143,47 @@ lockcore_close(struct lockcore *lc)
 
 	if (lc == NULL)
 		return;
+	if (lc->batch && lockcore_batch_end(lc, LC_E_DB) < 0) {
+		/* Rolled back, as asked: a batch left open is not done. */
+	}
 	close_session(lc);
 	for (i = 0; i < S_COUNT; i++)
 		(void)sqlite3_finalize(lc->st[i]);
+	for (i = 0; i < 3; i++)
+		(void)sqlite3_finalize(lc->sp[i]);
 	(void)sqlite3_close_v2(lc->db);
 	free(lc);
+}
+
+int
+lockcore_batch_begin(struct lockcore *lc)
+{
+	static const char *const sql[3] = {
+		"SAVEPOINT op", "RELEASE op", "ROLLBACK TO op"
+	};
+	int i, rc;
+
+	if (lc->batch)
+		return LC_E_INVAL;
+	for (i = 0; i < 3; i++)
+		if (lc->sp[i] == NULL && (rc = prepare1(lc, sql[i],
+		    &lc->sp[i])) < 0)
+			return rc;
+	if ((rc = run(lc, lc->st[S_BEGIN], SQLITE_OK)) < 0)
+		return rc;
+	lc->batch = true;
+	return 0;
+}
+
+int
+lockcore_batch_end(struct lockcore *lc, int rc)
+{
+	if (!lc->batch)
+		return LC_E_INVAL;
+	lc->batch = false;
+	if (rc >= 0 && sqlite3_get_autocommit(lc->db))
+		rc = LC_E_DB;   /* an error ended the transaction early */
+	return tx_end(lc, rc);
 }
 
 const char *

@@ -199,6 +199,18 @@ void lockcore_close(struct lockcore *lc);
 const char *lockcore_errmsg(struct lockcore *lc);
 
 /*
+ * Group commit.  Between lockcore_batch_begin() and lockcore_batch_end(),
+ * every call runs inside one write transaction, each in a savepoint of its
+ * own, so a call that fails undoes only itself and later calls see what
+ * earlier ones did.  Nothing a call of the batch reported has happened
+ * until lockcore_batch_end() returns 0: an error there (or an `rc` < 0
+ * given to it, which rolls the batch back) means every call of the batch
+ * failed, and their grants, releases and handoffs never were.
+ */
+int lockcore_batch_begin(struct lockcore *lc) LC_WUR;
+int lockcore_batch_end(struct lockcore *lc, int rc) LC_WUR;
+
+/*
  * Acquires req->name.  A request_id seen before on this lock returns what it
  * got then: the same live grant (LC_GRANTED, same token) or the same waiter
  * row (LC_QUEUED; the row now belongs to req->who, and the request that

@@ -1022,6 +1022,55 @@ START_TEST(test_two_connections)
 }
 END_TEST
 
+/* Group commit: calls share one transaction, each undoing only itself on
+ * failure; nothing is visible to others or kept before the batch ends. */
+START_TEST(test_batch)
+{
+	struct lockcore *lc2 = open_db(dbpath, &opts);
+	struct lock_acquire_req r = mkreq("b1", false, 1);
+	struct lock_status st;
+	struct lock_grant g1, g2, g;
+	struct lock_wait_info wi;
+	bool wake;
+
+	ck_assert_int_eq(lockcore_batch_begin(lc), 0);
+	ck_assert_int_eq(lockcore_batch_begin(lc), LC_E_INVAL);
+	g1 = must_grant(lc, "b1", T0);
+	g2 = must_grant(lc, "b2", T0);
+	/* Later calls of the batch see earlier ones... */
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g, &wi), LC_BUSY);
+	/* ...a failing one undoes itself only... */
+	ck_assert_int_eq(lock_release(lc, "b1", "abc", T0 + 1, &wake, NULL),
+	    LC_E_NOT_HELD);
+	must_release(lc, &g2, T0 + 2, false);
+	/* ...and another connection sees nothing yet. */
+	ck_assert_int_eq(lock_status(lc2, "b1", T0 + 2, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	ck_assert_int_eq(lockcore_batch_end(lc, 0), 0);
+	ck_assert_int_eq(lockcore_batch_end(lc, 0), LC_E_INVAL);
+	ck_assert_int_eq(lock_status(lc2, "b1", T0 + 3, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(st.holders[0].fence, g1.fence);
+	ck_assert_int_eq(lock_status(lc2, "b2", T0 + 3, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+
+	/* A batch ended with an error is rolled back whole. */
+	ck_assert_int_eq(lockcore_batch_begin(lc), 0);
+	must_release(lc, &g1, T0 + 4, false);
+	g = must_grant(lc, "b3", T0 + 4);
+	ck_assert_int_lt(lockcore_batch_end(lc, LC_E_DB), 0);
+	ck_assert_int_eq(lock_status(lc2, "b1", T0 + 5, &st), 0);
+	ck_assert_int_eq(st.nholders, 1);
+	ck_assert_int_eq(lock_status(lc2, "b3", T0 + 5, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	/* Outside a batch, calls commit one by one again. */
+	must_release(lc, &g1, T0 + 6, false);
+	ck_assert_int_eq(lock_status(lc2, "b1", T0 + 6, &st), 0);
+	ck_assert_int_eq(st.nholders, 0);
+	lockcore_close(lc2);
+}
+END_TEST
+
 START_TEST(test_proc)
 {
 	uint64_t start = lockcore_proc_start(getpid());
@@ -1923,6 +1972,7 @@ lockcore_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_two_connections);
+	tcase_add_test(tc, test_batch);
 	tcase_add_test(tc, test_wal_bounded);
 	tcase_add_test(tc, test_live_clock);
 	tcase_add_test(tc, test_busy_handler);
