@@ -161,6 +161,7 @@ enum stmt_id {
 	S_VERSION,
 	S_PING,
 	S_LOCK_GET,
+	S_LOCK_STATE,
 	S_LOCK_ADD,
 	S_FENCE_BUMP,
 	S_FENCE_GET,
@@ -197,7 +198,22 @@ static const char *const sqltab[S_COUNT] = {
 	[S_PING] = "INSERT OR REPLACE INTO meta(key, value)"
 	    " VALUES ('health_probe', ?1)",
 	[S_LOCK_GET] = "SELECT id, max_holders FROM locks WHERE name = ?1",
+	/* The lock row with what the fast paths need to know of its holders
+	 * and queue, in one statement: live holders, their first expiry,
+	 * expired holders (to purge), and whether any waiter row exists.
+	 * One row even without a lock row (id NULL). */
+	[S_LOCK_STATE] = "SELECT l.id, l.max_holders,"
+	    " count(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
+	    " min(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
+	    " count(h.expires_at) FILTER (WHERE h.expires_at <= ?2),"
+	    " EXISTS (SELECT 1 FROM waiters w WHERE w.lock_id = l.id)"
+	    " FROM locks l LEFT JOIN holders h ON h.lock_id = l.id"
+	    " WHERE l.name = ?1",
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
+	/* Not one UPDATE ... RETURNING: SQLite buffers RETURNING rows in an
+	 * ephemeral table, which cost more CPU than the second statement
+	 * (bench/lcbench: +10 us per acquire, a malloc that trimmed and
+	 * regrew the heap every time). */
 	[S_FENCE_BUMP] =
 	    "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2) WHERE id = ?1",
 	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
@@ -1185,6 +1201,55 @@ purge_holders(struct lockcore *lc, int64_t lock_id, int64_t now, int *n)
 	return rc;
 }
 
+/*
+ * The fast paths' start: finds the lock row of `name` (creating it when
+ * `create` is set) with its live holders in *hs, and *queued set if any
+ * waiter row exists (live or not).  Expired holders are purged on the way.
+ * One statement where lock_get(), purge_holders() and holder_state() are
+ * three, and a fourth (the queue walk) is skipped when nobody is queued.
+ * 0 with *found, or an LC_E_ code.
+ */
+static int
+lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
+    struct lockrow *lr, struct hstate *hs, bool *queued, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_LOCK_STATE];
+	int rc, brc = SQLITE_OK, expired = 0;
+
+	hs->count = 0;
+	hs->min_expires = 0;
+	*queued = false;
+	bind_txt(s, 1, name, &brc);
+	bind_i64(s, 2, now, &brc);
+	rc = step_row(lc, s, brc, found);
+	/* An aggregate: one row, whose id is NULL when there is no lock. */
+	if (rc == 0 && *found)
+		*found = sqlite3_column_type(s, 0) != SQLITE_NULL;
+	if (rc == 0 && *found) {
+		lr->id = sqlite3_column_int64(s, 0);
+		lr->max_holders = sqlite3_column_int(s, 1);
+		hs->count = sqlite3_column_int(s, 2);
+		hs->min_expires = sqlite3_column_int64(s, 3);  /* NULL: 0 */
+		expired = sqlite3_column_int(s, 4);
+		*queued = sqlite3_column_int(s, 5) != 0;
+	}
+	done(s);
+	if (rc < 0)
+		return rc;
+	if (*found)
+		return expired > 0 ? purge_holders(lc, lr->id, now, NULL) : 0;
+	if (!create)
+		return 0;
+	brc = SQLITE_OK;
+	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
+	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
+		return rc;
+	lr->id = sqlite3_last_insert_rowid(lc->db);
+	lr->max_holders = 1;
+	*found = true;
+	return 0;
+}
+
 /* Counts the live holders of a lock and finds their earliest expiry. */
 static int
 holder_state(struct lockcore *lc, int64_t lock_id, int64_t now,
@@ -1298,7 +1363,10 @@ fill_grant(struct lock_grant *g, const char *name, const struct hrow *h)
 	return 0;
 }
 
-/* Increments the lock's fence_seq and returns the new value in *fence. */
+/*
+ * Increments the lock's fence_seq (to at least the fence floor) and
+ * returns the new value in *fence.
+ */
 static int
 next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 {
@@ -1584,11 +1652,12 @@ holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
  * A lock lost a holder: grant its first live waiter in this transaction
  * if `ho` allows (see struct lock_handoff), the same grant poll_tx() would
  * make for that waiter.  *wake_next is set if live waiters remain that the
- * lock has room for and that were not granted here.
+ * lock has room for and that were not granted here.  `queued` false says
+ * the lock is known to have no waiter row, so there is nothing to do.
  */
 static int
-handoff(struct lockcore *lc, const struct lockrow *lr, int64_t now,
-    bool *wake_next, struct lock_handoff *ho)
+handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
+    int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	struct hstate hs;
 	struct wrow wr;
@@ -1597,6 +1666,10 @@ handoff(struct lockcore *lc, const struct lockrow *lr, int64_t now,
 	bool found;
 
 	handoff_clear(ho);
+	if (!queued) {
+		*wake_next = false;
+		return 0;
+	}
 	/* No grant during a grace (lockcore_open): the release still goes. */
 	if (ho == NULL || now < lc->rec.grace_until) {
 		if ((rc = waiter_count(lc, lr->id, 0, INT64_MAX, now, &n)) < 0)
@@ -1718,16 +1791,18 @@ enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
  */
 static int
 acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
-    const char *rid, const struct lockrow *lr, int64_t now,
-    struct lock_grant *grant, struct lock_wait_info *info)
+    const char *rid, const struct lockrow *lr, const struct hstate *hsp,
+    bool queued, int64_t now, struct lock_grant *grant,
+    struct lock_wait_info *info)
 {
-	struct hstate hs;
+	struct hstate hs = *hsp;
 	struct walk w;
 	int64_t id = 0;
 	int rc;
 
-	if ((rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0 ||
-	    (rc = holder_state(lc, lr->id, now, &hs)) < 0)
+	memset(&w, 0, sizeof(w));
+	if (queued && (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false,
+	    &w)) < 0)
 		return rc;
 	if (hs.count < lr->max_holders && w.live == 0) {
 		rc = grant_new(lc, lr->id, req->name,
@@ -1773,8 +1848,9 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 {
 	const char *rid;
 	struct lockrow lr;
+	struct hstate hs;
 	int rc;
-	bool found, handled = false;
+	bool found, queued, handled = false;
 
 	if (lc == NULL || grant == NULL || info == NULL ||
 	    !acquire_valid(req, now))
@@ -1788,14 +1864,16 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 		rc = LC_E_RECOVERING;
 		goto out;
 	}
-	if ((rc = lock_get(lc, req->name, true, &lr, &found)) < 0 ||
-	    (rc = purge_holders(lc, lr.id, now, NULL)) < 0)
+	if ((rc = lock_state(lc, req->name, now, true, &lr, &hs, &queued,
+	    &found)) < 0)
 		goto out;
+	/* acquire_retry() changes nothing unless it handles the request. */
 	if (rid != NULL)
 		rc = acquire_retry(lc, req, rid, &lr, now, grant, info,
 		    &handled);
 	if (rc >= 0 && !handled)
-		rc = acquire_new(lc, req, rid, &lr, now, grant, info);
+		rc = acquire_new(lc, req, rid, &lr, &hs, queued, now, grant,
+		    info);
 out:
 	return tx_end(lc, rc);
 }
@@ -1954,7 +2032,7 @@ abandon_grant(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_DB;
 	}
 	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
 }
@@ -2004,21 +2082,23 @@ lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
 
 /*
  * Finds the live holder of `name` with `token` for release and renew:
- * LC_E_NOT_HELD if there is none.  Expired holders are purged on the way.
+ * LC_E_NOT_HELD if there is none.  Expired holders are purged on the way;
+ * *queued tells whether the lock has waiter rows (lock_state()).
  */
 static int
 find_holder(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, struct lockrow *lr, struct hrow *h)
+    int64_t now, struct lockrow *lr, struct hrow *h, bool *queued)
 {
+	struct hstate hs;
 	int rc;
 	bool found;
 
-	if ((rc = lock_get(lc, name, false, lr, &found)) < 0)
+	if ((rc = lock_state(lc, name, now, false, lr, &hs, queued,
+	    &found)) < 0)
 		return rc;
-	if (!found)
+	if (!found || hs.count == 0)
 		return LC_E_NOT_HELD;
-	if ((rc = purge_holders(lc, lr->id, now, NULL)) < 0 ||
-	    (rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
+	if ((rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
 		return rc;
 	return found ? 0 : LC_E_NOT_HELD;
 }
@@ -2031,13 +2111,14 @@ release_tx(struct lockcore *lc, const char *name, const char *token,
 	struct lockrow lr;
 	struct hrow h;
 	int rc;
+	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
 	if (key != 0 && h.wkey != key)
 		return LC_E_SUPERSEDED;
 	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	    (rc = handoff(lc, &lr, queued, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
 }
@@ -2094,8 +2175,9 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 	struct lockrow lr;
 	struct hrow h;
 	int rc, brc = SQLITE_OK;
+	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
 	bind_i64(s, 1, h.rowid, &brc);
 	bind_i64(s, 2, expires, &brc);
@@ -2157,7 +2239,7 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 	if (!found)
 		return LC_E_NOT_HELD;
 	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	/* A waiter granted by a handoff may not have seen its grant yet. */
 	*kick_waiter = h.waiter_id;
