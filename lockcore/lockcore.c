@@ -29,7 +29,7 @@
 
 #include "lockcore.h"
 
-#define SCHEMA_VERSION   3
+#define SCHEMA_VERSION   4
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
 #define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
@@ -78,8 +78,19 @@
  * old holder already showed to a resource.  A lock is "unused" when it has
  * no live holder and no waiter, not when its row is gone.
  */
-/* The columns of `holders`, for schema_sql and rebuild_holders_sql. */
-#define HOLDERS_COLUMNS "("                                         \
+/*
+ * `holders`, for schema_sql and the rebuilds.  A grant is found by its lock
+ * (and a fence is unique within its lock), so the table is a b-tree keyed
+ * by (lock_id, fence), WITHOUT ROWID: a grant or a release writes one leaf
+ * of it, where a rowid table wrote a table leaf and leaves of an index on
+ * lock_id and one on expires_at (schema version 4; bench/RESULTS.md, W1).
+ * The partial indexes are written only by grants with a request_id or
+ * made for a waiter.  Expiry needs no index: expired holders are purged
+ * by whichever transaction next looks at their lock (lock_id, the key),
+ * lockcore_sweep walks the holders by lock, and lock_list reads every
+ * live holder anyway.
+ */
+#define HOLDERS_TABLE "("                                           \
     " token TEXT NOT NULL,"                                         \
     " lock_id INTEGER NOT NULL,"                                    \
     " fence INTEGER NOT NULL,"                                      \
@@ -88,25 +99,24 @@
     " acquired_at INTEGER NOT NULL,"                                \
     " expires_at INTEGER NOT NULL,"                                 \
     " waiter_id INTEGER,"                                           \
-    " wkey INTEGER)"
+    " wkey INTEGER,"                                                \
+    " PRIMARY KEY (lock_id, fence)) WITHOUT ROWID"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 3);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 4);"
     "CREATE TABLE IF NOT EXISTS locks("
     " id INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
     " fence_seq INTEGER NOT NULL DEFAULT 0,"
     " max_holders INTEGER NOT NULL DEFAULT 1);"
-    "CREATE TABLE IF NOT EXISTS holders" HOLDERS_COLUMNS ";"
-    "CREATE INDEX IF NOT EXISTS holders_lock ON holders(lock_id);"
+    "CREATE TABLE IF NOT EXISTS holders" HOLDERS_TABLE ";"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
     " WHERE waiter_id IS NOT NULL;"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_req ON holders(lock_id,"
     " request_id) WHERE request_id IS NOT NULL;"
-    "CREATE INDEX IF NOT EXISTS holders_exp ON holders(expires_at);"
     "CREATE TABLE IF NOT EXISTS waiters("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " lock_id INTEGER NOT NULL,"
@@ -135,23 +145,31 @@ static const char sessions_sql[] =
     " opened_at INTEGER NOT NULL);";
 
 /*
- * Version 3 changed `holders`: a grant remembers the waiter row it was made
- * for (waiter_id, and the wkey of the request that owned the row), so that
- * a waiter granted by someone else's transaction finds its grant with a
- * read; and `token` is no longer a PRIMARY KEY.  Its unique index was never
- * used for a lookup (a token is compared among its lock's holders), yet
- * every grant and release wrote a random leaf of it: at 1 M held locks that
- * made checkpoints scatter and p99 grow (bench/RESULTS.md, W5).  Tokens are
- * 128 random bits.  An older `holders` is rebuilt (rows granted before have
- * no waiter_id), and schema_sql then adds the indexes.
+ * Older versions of `holders` are rebuilt as version 4's (HOLDERS_TABLE),
+ * and schema_sql then adds the indexes (the old ones, holders_lock among
+ * them, go with the old table).  Version 3 changed `holders`: a grant
+ * remembers the waiter row it was made for (waiter_id, and the wkey of the
+ * request that owned the row), so that a waiter granted by someone else's
+ * transaction finds its grant with a read; and `token` is no longer a
+ * PRIMARY KEY.  Its unique index was never used for a lookup (a token is
+ * compared among its lock's holders), yet every grant and release wrote a
+ * random leaf of it: at 1 M held locks that made checkpoints scatter and
+ * p99 grow (bench/RESULTS.md, W5).  Tokens are 128 random bits.  Rows of
+ * versions 1 and 2 have no waiter_id.  Version 4 made the table WITHOUT
+ * ROWID (see HOLDERS_TABLE); no two rows of a lock share a fence, so the
+ * copy cannot fail on the new key unless the data were already broken.
  */
-static const char rebuild_holders_sql[] =
-    "CREATE TABLE holders_v3" HOLDERS_COLUMNS ";"
-    "INSERT INTO holders_v3(token, lock_id, fence, owner, request_id,"
-    " acquired_at, expires_at) SELECT token, lock_id, fence, owner,"
-    " request_id, acquired_at, expires_at FROM holders;"
-    "DROP TABLE holders;"
-    "ALTER TABLE holders_v3 RENAME TO holders;";
+#define HOLDERS_V1_COLUMNS \
+    "token, lock_id, fence, owner, request_id, acquired_at, expires_at"
+#define REBUILD_HOLDERS(cols)                                       \
+    "CREATE TABLE holders_v4" HOLDERS_TABLE ";"                     \
+    "INSERT INTO holders_v4(" cols ") SELECT " cols " FROM holders;"\
+    "DROP TABLE holders;"                                           \
+    "ALTER TABLE holders_v4 RENAME TO holders;"
+
+static const char rebuild_holders_v1[] = REBUILD_HOLDERS(HOLDERS_V1_COLUMNS);
+static const char rebuild_holders_v3[] =
+    REBUILD_HOLDERS(HOLDERS_V1_COLUMNS ", waiter_id, wkey");
 
 enum stmt_id {
 	S_BEGIN,
@@ -187,7 +205,7 @@ enum stmt_id {
 };
 
 #define HOLDER_COLS \
-    "rowid, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
+    "lock_id, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
 
 static const char *const sqltab[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
@@ -231,9 +249,11 @@ static const char *const sqltab[S_COUNT] = {
 	[S_H_ADD] = "INSERT INTO holders(token, lock_id, fence, owner,"
 	    " request_id, acquired_at, expires_at, waiter_id, wkey)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-	[S_H_DEL] = "DELETE FROM holders WHERE rowid = ?1",
-	[S_H_RENEW] = "UPDATE holders SET expires_at = ?2 WHERE rowid = ?1",
-	[S_H_TAKE] = "UPDATE holders SET wkey = ?2 WHERE rowid = ?1",
+	[S_H_DEL] = "DELETE FROM holders WHERE lock_id = ?1 AND fence = ?2",
+	[S_H_RENEW] = "UPDATE holders SET expires_at = ?3"
+	    " WHERE lock_id = ?1 AND fence = ?2",
+	[S_H_TAKE] = "UPDATE holders SET wkey = ?3"
+	    " WHERE lock_id = ?1 AND fence = ?2",
 	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
 	    " w.wkey, l.name, l.max_holders, w.deadline"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
@@ -306,7 +326,7 @@ struct hstate {
 
 /* A holder row as HOLDER_COLS returns it. */
 struct hrow {
-	int64_t rowid;
+	int64_t lock_id;     /* with fence, the row's key */
 	char    token[LC_TOKEN_LEN + 1];
 	int64_t fence;
 	char    owner[LC_OWNER_MAX + 1];
@@ -705,7 +725,7 @@ schema_version(sqlite3 *db)
 }
 
 /*
- * Creates the schema if absent, or migrates versions 1 and 2 to 3, in one
+ * Creates the schema if absent, or migrates versions 1 to 3 to 4, in one
  * transaction.  Another version is left for check_version() to refuse.
  * 0 or -1.
  */
@@ -721,18 +741,19 @@ make_schema(sqlite3 *db, const char **why)
 	/* Another process may have done it while we waited.  Every step may
 	 * run again: an older version gets what it lacks. */
 	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
-		/* Version 2 was either of two halves of 3; the one with
-		 * waiter_id existed only on a development branch. */
-		if (has_column(db, "holders", "rowid") &&
-		    !has_column(db, "holders", "waiter_id"))
-			rc = sqlite3_exec(db, rebuild_holders_sql, NULL, NULL,
-			    NULL);
+		/* Before version 4 `holders` had a rowid.  Version 2 was
+		 * either of two halves of 3; the one with waiter_id existed
+		 * only on a development branch. */
+		if (has_column(db, "holders", "rowid"))
+			rc = sqlite3_exec(db, has_column(db, "holders",
+			    "waiter_id") ? rebuild_holders_v3 :
+			    rebuild_holders_v1, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, sessions_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK && v != 0)
-			rc = sqlite3_exec(db, "UPDATE meta SET value = 3"
+			rc = sqlite3_exec(db, "UPDATE meta SET value = 4"
 			    " WHERE key = 'schema_version'", NULL, NULL, NULL);
 	}
 	if (rc == SQLITE_OK)
@@ -1278,7 +1299,7 @@ read_holder(sqlite3_stmt *s, struct hrow *h)
 {
 	int rc;
 
-	h->rowid = sqlite3_column_int64(s, 0);
+	h->lock_id = sqlite3_column_int64(s, 0);
 	h->fence = sqlite3_column_int64(s, 2);
 	h->acquired_at = sqlite3_column_int64(s, 4);
 	h->expires_at = sqlite3_column_int64(s, 5);
@@ -1341,11 +1362,12 @@ holder_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
 }
 
 static int
-holder_delete(struct lockcore *lc, int64_t rowid)
+holder_delete(struct lockcore *lc, const struct hrow *h)
 {
 	int brc = SQLITE_OK;
 
-	bind_i64(lc->st[S_H_DEL], 1, rowid, &brc);
+	bind_i64(lc->st[S_H_DEL], 1, h->lock_id, &brc);
+	bind_i64(lc->st[S_H_DEL], 2, h->fence, &brc);
 	return run(lc, lc->st[S_H_DEL], brc);
 }
 
@@ -1412,6 +1434,7 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	    copy_str(h.owner, sizeof(h.owner), owner) < 0)
 		return LC_E_INVAL;
 	h.acquired_at = now;
+	h.lock_id = lock_id;
 	if ((rc = next_fence(lc, lock_id, &h.fence)) < 0 ||
 	    (rc = make_token(lc, h.token)) < 0)
 		return rc;
@@ -1738,8 +1761,9 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 		/* The grant is now this request's: the one it was made for
 		 * (still waiting, or sending it) must not undo it. */
 		if (h.wkey != req->who.key) {
-			bind_i64(lc->st[S_H_TAKE], 1, h.rowid, &brc);
-			bind_i64(lc->st[S_H_TAKE], 2, (int64_t)req->who.key,
+			bind_i64(lc->st[S_H_TAKE], 1, h.lock_id, &brc);
+			bind_i64(lc->st[S_H_TAKE], 2, h.fence, &brc);
+			bind_i64(lc->st[S_H_TAKE], 3, (int64_t)req->who.key,
 			    &brc);
 			if ((rc = run(lc, lc->st[S_H_TAKE], brc)) < 0)
 				return rc;
@@ -2031,7 +2055,7 @@ abandon_grant(struct lockcore *lc, int64_t waiter_id,
 		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
 		return LC_E_DB;
 	}
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
+	if ((rc = holder_delete(lc, &h)) < 0 ||
 	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
@@ -2117,7 +2141,7 @@ release_tx(struct lockcore *lc, const char *name, const char *token,
 		return rc;
 	if (key != 0 && h.wkey != key)
 		return LC_E_SUPERSEDED;
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
+	if ((rc = holder_delete(lc, &h)) < 0 ||
 	    (rc = handoff(lc, &lr, queued, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
@@ -2179,8 +2203,9 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 
 	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
-	bind_i64(s, 1, h.rowid, &brc);
-	bind_i64(s, 2, expires, &brc);
+	bind_i64(s, 1, h.lock_id, &brc);
+	bind_i64(s, 2, h.fence, &brc);
+	bind_i64(s, 3, expires, &brc);
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	h.expires_at = expires;
@@ -2238,7 +2263,7 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 		return rc;
 	if (!found)
 		return LC_E_NOT_HELD;
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
+	if ((rc = holder_delete(lc, &h)) < 0 ||
 	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	/* A waiter granted by a handoff may not have seen its grant yet. */
