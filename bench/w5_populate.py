@@ -27,7 +27,7 @@ def main():
     t0 = time.time()
     db = sqlite3.connect(path, isolation_level=None)
     ver = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if ver is None or ver[0] != 3:
+    if ver is None or ver[0] != 4:
         sys.exit("w5_populate: unexpected schema_version %r" % (ver,))
     for (pid,) in db.execute("SELECT pid FROM sessions").fetchall():
         # rows of dead processes are left for lockcore (a process crash of

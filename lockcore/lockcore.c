@@ -29,7 +29,7 @@
 
 #include "lockcore.h"
 
-#define SCHEMA_VERSION   3
+#define SCHEMA_VERSION   4
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
 #define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
@@ -78,8 +78,19 @@
  * old holder already showed to a resource.  A lock is "unused" when it has
  * no live holder and no waiter, not when its row is gone.
  */
-/* The columns of `holders`, for schema_sql and rebuild_holders_sql. */
-#define HOLDERS_COLUMNS "("                                         \
+/*
+ * `holders`, for schema_sql and the rebuilds.  A grant is found by its lock
+ * (and a fence is unique within its lock), so the table is a b-tree keyed
+ * by (lock_id, fence), WITHOUT ROWID: a grant or a release writes one leaf
+ * of it, where a rowid table wrote a table leaf and leaves of an index on
+ * lock_id and one on expires_at (schema version 4; bench/RESULTS.md, W1).
+ * The partial indexes are written only by grants with a request_id or
+ * made for a waiter.  Expiry needs no index: expired holders are purged
+ * by whichever transaction next looks at their lock (lock_id, the key),
+ * lockcore_sweep walks the holders by lock, and lock_list reads every
+ * live holder anyway.
+ */
+#define HOLDERS_TABLE "("                                           \
     " token TEXT NOT NULL,"                                         \
     " lock_id INTEGER NOT NULL,"                                    \
     " fence INTEGER NOT NULL,"                                      \
@@ -88,25 +99,24 @@
     " acquired_at INTEGER NOT NULL,"                                \
     " expires_at INTEGER NOT NULL,"                                 \
     " waiter_id INTEGER,"                                           \
-    " wkey INTEGER)"
+    " wkey INTEGER,"                                                \
+    " PRIMARY KEY (lock_id, fence)) WITHOUT ROWID"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 3);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 4);"
     "CREATE TABLE IF NOT EXISTS locks("
     " id INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
     " fence_seq INTEGER NOT NULL DEFAULT 0,"
     " max_holders INTEGER NOT NULL DEFAULT 1);"
-    "CREATE TABLE IF NOT EXISTS holders" HOLDERS_COLUMNS ";"
-    "CREATE INDEX IF NOT EXISTS holders_lock ON holders(lock_id);"
+    "CREATE TABLE IF NOT EXISTS holders" HOLDERS_TABLE ";"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
     " WHERE waiter_id IS NOT NULL;"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_req ON holders(lock_id,"
     " request_id) WHERE request_id IS NOT NULL;"
-    "CREATE INDEX IF NOT EXISTS holders_exp ON holders(expires_at);"
     "CREATE TABLE IF NOT EXISTS waiters("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " lock_id INTEGER NOT NULL,"
@@ -135,23 +145,31 @@ static const char sessions_sql[] =
     " opened_at INTEGER NOT NULL);";
 
 /*
- * Version 3 changed `holders`: a grant remembers the waiter row it was made
- * for (waiter_id, and the wkey of the request that owned the row), so that
- * a waiter granted by someone else's transaction finds its grant with a
- * read; and `token` is no longer a PRIMARY KEY.  Its unique index was never
- * used for a lookup (a token is compared among its lock's holders), yet
- * every grant and release wrote a random leaf of it: at 1 M held locks that
- * made checkpoints scatter and p99 grow (bench/RESULTS.md, W5).  Tokens are
- * 128 random bits.  An older `holders` is rebuilt (rows granted before have
- * no waiter_id), and schema_sql then adds the indexes.
+ * Older versions of `holders` are rebuilt as version 4's (HOLDERS_TABLE),
+ * and schema_sql then adds the indexes (the old ones, holders_lock among
+ * them, go with the old table).  Version 3 changed `holders`: a grant
+ * remembers the waiter row it was made for (waiter_id, and the wkey of the
+ * request that owned the row), so that a waiter granted by someone else's
+ * transaction finds its grant with a read; and `token` is no longer a
+ * PRIMARY KEY.  Its unique index was never used for a lookup (a token is
+ * compared among its lock's holders), yet every grant and release wrote a
+ * random leaf of it: at 1 M held locks that made checkpoints scatter and
+ * p99 grow (bench/RESULTS.md, W5).  Tokens are 128 random bits.  Rows of
+ * versions 1 and 2 have no waiter_id.  Version 4 made the table WITHOUT
+ * ROWID (see HOLDERS_TABLE); no two rows of a lock share a fence, so the
+ * copy cannot fail on the new key unless the data were already broken.
  */
-static const char rebuild_holders_sql[] =
-    "CREATE TABLE holders_v3" HOLDERS_COLUMNS ";"
-    "INSERT INTO holders_v3(token, lock_id, fence, owner, request_id,"
-    " acquired_at, expires_at) SELECT token, lock_id, fence, owner,"
-    " request_id, acquired_at, expires_at FROM holders;"
-    "DROP TABLE holders;"
-    "ALTER TABLE holders_v3 RENAME TO holders;";
+#define HOLDERS_V1_COLUMNS \
+    "token, lock_id, fence, owner, request_id, acquired_at, expires_at"
+#define REBUILD_HOLDERS(cols)                                       \
+    "CREATE TABLE holders_v4" HOLDERS_TABLE ";"                     \
+    "INSERT INTO holders_v4(" cols ") SELECT " cols " FROM holders;"\
+    "DROP TABLE holders;"                                           \
+    "ALTER TABLE holders_v4 RENAME TO holders;"
+
+static const char rebuild_holders_v1[] = REBUILD_HOLDERS(HOLDERS_V1_COLUMNS);
+static const char rebuild_holders_v3[] =
+    REBUILD_HOLDERS(HOLDERS_V1_COLUMNS ", waiter_id, wkey");
 
 enum stmt_id {
 	S_BEGIN,
@@ -161,6 +179,7 @@ enum stmt_id {
 	S_VERSION,
 	S_PING,
 	S_LOCK_GET,
+	S_LOCK_STATE,
 	S_LOCK_ADD,
 	S_FENCE_BUMP,
 	S_FENCE_GET,
@@ -186,7 +205,7 @@ enum stmt_id {
 };
 
 #define HOLDER_COLS \
-    "rowid, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
+    "lock_id, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
 
 static const char *const sqltab[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
@@ -197,7 +216,22 @@ static const char *const sqltab[S_COUNT] = {
 	[S_PING] = "INSERT OR REPLACE INTO meta(key, value)"
 	    " VALUES ('health_probe', ?1)",
 	[S_LOCK_GET] = "SELECT id, max_holders FROM locks WHERE name = ?1",
+	/* The lock row with what the fast paths need to know of its holders
+	 * and queue, in one statement: live holders, their first expiry,
+	 * expired holders (to purge), and whether any waiter row exists.
+	 * One row even without a lock row (id NULL). */
+	[S_LOCK_STATE] = "SELECT l.id, l.max_holders,"
+	    " count(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
+	    " min(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
+	    " count(h.expires_at) FILTER (WHERE h.expires_at <= ?2),"
+	    " EXISTS (SELECT 1 FROM waiters w WHERE w.lock_id = l.id)"
+	    " FROM locks l LEFT JOIN holders h ON h.lock_id = l.id"
+	    " WHERE l.name = ?1",
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
+	/* Not one UPDATE ... RETURNING: SQLite buffers RETURNING rows in an
+	 * ephemeral table, which cost more CPU than the second statement
+	 * (bench/lcbench: +10 us per acquire, a malloc that trimmed and
+	 * regrew the heap every time). */
 	[S_FENCE_BUMP] =
 	    "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2) WHERE id = ?1",
 	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
@@ -215,9 +249,11 @@ static const char *const sqltab[S_COUNT] = {
 	[S_H_ADD] = "INSERT INTO holders(token, lock_id, fence, owner,"
 	    " request_id, acquired_at, expires_at, waiter_id, wkey)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-	[S_H_DEL] = "DELETE FROM holders WHERE rowid = ?1",
-	[S_H_RENEW] = "UPDATE holders SET expires_at = ?2 WHERE rowid = ?1",
-	[S_H_TAKE] = "UPDATE holders SET wkey = ?2 WHERE rowid = ?1",
+	[S_H_DEL] = "DELETE FROM holders WHERE lock_id = ?1 AND fence = ?2",
+	[S_H_RENEW] = "UPDATE holders SET expires_at = ?3"
+	    " WHERE lock_id = ?1 AND fence = ?2",
+	[S_H_TAKE] = "UPDATE holders SET wkey = ?3"
+	    " WHERE lock_id = ?1 AND fence = ?2",
 	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
 	    " w.wkey, l.name, l.max_holders, w.deadline"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
@@ -292,7 +328,7 @@ struct hstate {
 
 /* A holder row as HOLDER_COLS returns it. */
 struct hrow {
-	int64_t rowid;
+	int64_t lock_id;     /* with fence, the row's key */
 	char    token[LC_TOKEN_LEN + 1];
 	int64_t fence;
 	char    owner[LC_OWNER_MAX + 1];
@@ -711,7 +747,7 @@ schema_version(sqlite3 *db)
 }
 
 /*
- * Creates the schema if absent, or migrates versions 1 and 2 to 3, in one
+ * Creates the schema if absent, or migrates versions 1 to 3 to 4, in one
  * transaction.  Another version is left for check_version() to refuse.
  * 0 or -1.
  */
@@ -727,18 +763,19 @@ make_schema(sqlite3 *db, const char **why)
 	/* Another process may have done it while we waited.  Every step may
 	 * run again: an older version gets what it lacks. */
 	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
-		/* Version 2 was either of two halves of 3; the one with
-		 * waiter_id existed only on a development branch. */
-		if (has_column(db, "holders", "rowid") &&
-		    !has_column(db, "holders", "waiter_id"))
-			rc = sqlite3_exec(db, rebuild_holders_sql, NULL, NULL,
-			    NULL);
+		/* Before version 4 `holders` had a rowid.  Version 2 was
+		 * either of two halves of 3; the one with waiter_id existed
+		 * only on a development branch. */
+		if (has_column(db, "holders", "rowid"))
+			rc = sqlite3_exec(db, has_column(db, "holders",
+			    "waiter_id") ? rebuild_holders_v3 :
+			    rebuild_holders_v1, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, sessions_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK && v != 0)
-			rc = sqlite3_exec(db, "UPDATE meta SET value = 3"
+			rc = sqlite3_exec(db, "UPDATE meta SET value = 4"
 			    " WHERE key = 'schema_version'", NULL, NULL, NULL);
 	}
 	if (rc == SQLITE_OK)
@@ -1243,6 +1280,55 @@ purge_holders(struct lockcore *lc, int64_t lock_id, int64_t now, int *n)
 	return rc;
 }
 
+/*
+ * The fast paths' start: finds the lock row of `name` (creating it when
+ * `create` is set) with its live holders in *hs, and *queued set if any
+ * waiter row exists (live or not).  Expired holders are purged on the way.
+ * One statement where lock_get(), purge_holders() and holder_state() are
+ * three, and a fourth (the queue walk) is skipped when nobody is queued.
+ * 0 with *found, or an LC_E_ code.
+ */
+static int
+lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
+    struct lockrow *lr, struct hstate *hs, bool *queued, bool *found)
+{
+	sqlite3_stmt *s = lc->st[S_LOCK_STATE];
+	int rc, brc = SQLITE_OK, expired = 0;
+
+	hs->count = 0;
+	hs->min_expires = 0;
+	*queued = false;
+	bind_txt(s, 1, name, &brc);
+	bind_i64(s, 2, now, &brc);
+	rc = step_row(lc, s, brc, found);
+	/* An aggregate: one row, whose id is NULL when there is no lock. */
+	if (rc == 0 && *found)
+		*found = sqlite3_column_type(s, 0) != SQLITE_NULL;
+	if (rc == 0 && *found) {
+		lr->id = sqlite3_column_int64(s, 0);
+		lr->max_holders = sqlite3_column_int(s, 1);
+		hs->count = sqlite3_column_int(s, 2);
+		hs->min_expires = sqlite3_column_int64(s, 3);  /* NULL: 0 */
+		expired = sqlite3_column_int(s, 4);
+		*queued = sqlite3_column_int(s, 5) != 0;
+	}
+	done(s);
+	if (rc < 0)
+		return rc;
+	if (*found)
+		return expired > 0 ? purge_holders(lc, lr->id, now, NULL) : 0;
+	if (!create)
+		return 0;
+	brc = SQLITE_OK;
+	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
+	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
+		return rc;
+	lr->id = sqlite3_last_insert_rowid(lc->db);
+	lr->max_holders = 1;
+	*found = true;
+	return 0;
+}
+
 /* Counts the live holders of a lock and finds their earliest expiry. */
 static int
 holder_state(struct lockcore *lc, int64_t lock_id, int64_t now,
@@ -1271,7 +1357,7 @@ read_holder(sqlite3_stmt *s, struct hrow *h)
 {
 	int rc;
 
-	h->rowid = sqlite3_column_int64(s, 0);
+	h->lock_id = sqlite3_column_int64(s, 0);
 	h->fence = sqlite3_column_int64(s, 2);
 	h->acquired_at = sqlite3_column_int64(s, 4);
 	h->expires_at = sqlite3_column_int64(s, 5);
@@ -1334,11 +1420,12 @@ holder_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
 }
 
 static int
-holder_delete(struct lockcore *lc, int64_t rowid)
+holder_delete(struct lockcore *lc, const struct hrow *h)
 {
 	int brc = SQLITE_OK;
 
-	bind_i64(lc->st[S_H_DEL], 1, rowid, &brc);
+	bind_i64(lc->st[S_H_DEL], 1, h->lock_id, &brc);
+	bind_i64(lc->st[S_H_DEL], 2, h->fence, &brc);
 	return run(lc, lc->st[S_H_DEL], brc);
 }
 
@@ -1356,7 +1443,10 @@ fill_grant(struct lock_grant *g, const char *name, const struct hrow *h)
 	return 0;
 }
 
-/* Increments the lock's fence_seq and returns the new value in *fence. */
+/*
+ * Increments the lock's fence_seq (to at least the fence floor) and
+ * returns the new value in *fence.
+ */
 static int
 next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 {
@@ -1402,6 +1492,7 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	    copy_str(h.owner, sizeof(h.owner), owner) < 0)
 		return LC_E_INVAL;
 	h.acquired_at = now;
+	h.lock_id = lock_id;
 	if ((rc = next_fence(lc, lock_id, &h.fence)) < 0 ||
 	    (rc = make_token(lc, h.token)) < 0)
 		return rc;
@@ -1642,11 +1733,12 @@ holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
  * A lock lost a holder: grant its first live waiter in this transaction
  * if `ho` allows (see struct lock_handoff), the same grant poll_tx() would
  * make for that waiter.  *wake_next is set if live waiters remain that the
- * lock has room for and that were not granted here.
+ * lock has room for and that were not granted here.  `queued` false says
+ * the lock is known to have no waiter row, so there is nothing to do.
  */
 static int
-handoff(struct lockcore *lc, const struct lockrow *lr, int64_t now,
-    bool *wake_next, struct lock_handoff *ho)
+handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
+    int64_t now, bool *wake_next, struct lock_handoff *ho)
 {
 	struct hstate hs;
 	struct wrow wr;
@@ -1655,6 +1747,10 @@ handoff(struct lockcore *lc, const struct lockrow *lr, int64_t now,
 	bool found;
 
 	handoff_clear(ho);
+	if (!queued) {
+		*wake_next = false;
+		return 0;
+	}
 	/* No grant during a grace (lockcore_open): the release still goes. */
 	if (ho == NULL || now < lc->rec.grace_until) {
 		if ((rc = waiter_count(lc, lr->id, 0, INT64_MAX, now, &n)) < 0)
@@ -1723,8 +1819,9 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 		/* The grant is now this request's: the one it was made for
 		 * (still waiting, or sending it) must not undo it. */
 		if (h.wkey != req->who.key) {
-			bind_i64(lc->st[S_H_TAKE], 1, h.rowid, &brc);
-			bind_i64(lc->st[S_H_TAKE], 2, (int64_t)req->who.key,
+			bind_i64(lc->st[S_H_TAKE], 1, h.lock_id, &brc);
+			bind_i64(lc->st[S_H_TAKE], 2, h.fence, &brc);
+			bind_i64(lc->st[S_H_TAKE], 3, (int64_t)req->who.key,
 			    &brc);
 			if ((rc = run(lc, lc->st[S_H_TAKE], brc)) < 0)
 				return rc;
@@ -1776,16 +1873,18 @@ enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
  */
 static int
 acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
-    const char *rid, const struct lockrow *lr, int64_t now,
-    struct lock_grant *grant, struct lock_wait_info *info)
+    const char *rid, const struct lockrow *lr, const struct hstate *hsp,
+    bool queued, int64_t now, struct lock_grant *grant,
+    struct lock_wait_info *info)
 {
-	struct hstate hs;
+	struct hstate hs = *hsp;
 	struct walk w;
 	int64_t id = 0;
 	int rc;
 
-	if ((rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0 ||
-	    (rc = holder_state(lc, lr->id, now, &hs)) < 0)
+	memset(&w, 0, sizeof(w));
+	if (queued && (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false,
+	    &w)) < 0)
 		return rc;
 	if (hs.count < lr->max_holders && w.live == 0) {
 		rc = grant_new(lc, lr->id, req->name,
@@ -1831,8 +1930,9 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 {
 	const char *rid;
 	struct lockrow lr;
+	struct hstate hs;
 	int rc;
-	bool found, handled = false;
+	bool found, queued, handled = false;
 
 	if (lc == NULL || grant == NULL || info == NULL ||
 	    !acquire_valid(req, now))
@@ -1846,14 +1946,16 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 		rc = LC_E_RECOVERING;
 		goto out;
 	}
-	if ((rc = lock_get(lc, req->name, true, &lr, &found)) < 0 ||
-	    (rc = purge_holders(lc, lr.id, now, NULL)) < 0)
+	if ((rc = lock_state(lc, req->name, now, true, &lr, &hs, &queued,
+	    &found)) < 0)
 		goto out;
+	/* acquire_retry() changes nothing unless it handles the request. */
 	if (rid != NULL)
 		rc = acquire_retry(lc, req, rid, &lr, now, grant, info,
 		    &handled);
 	if (rc >= 0 && !handled)
-		rc = acquire_new(lc, req, rid, &lr, now, grant, info);
+		rc = acquire_new(lc, req, rid, &lr, &hs, queued, now, grant,
+		    info);
 out:
 	return tx_end(lc, rc);
 }
@@ -2011,8 +2113,8 @@ abandon_grant(struct lockcore *lc, int64_t waiter_id,
 		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
 		return LC_E_DB;
 	}
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	if ((rc = holder_delete(lc, &h)) < 0 ||
+	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
 }
@@ -2062,21 +2164,23 @@ lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
 
 /*
  * Finds the live holder of `name` with `token` for release and renew:
- * LC_E_NOT_HELD if there is none.  Expired holders are purged on the way.
+ * LC_E_NOT_HELD if there is none.  Expired holders are purged on the way;
+ * *queued tells whether the lock has waiter rows (lock_state()).
  */
 static int
 find_holder(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, struct lockrow *lr, struct hrow *h)
+    int64_t now, struct lockrow *lr, struct hrow *h, bool *queued)
 {
+	struct hstate hs;
 	int rc;
 	bool found;
 
-	if ((rc = lock_get(lc, name, false, lr, &found)) < 0)
+	if ((rc = lock_state(lc, name, now, false, lr, &hs, queued,
+	    &found)) < 0)
 		return rc;
-	if (!found)
+	if (!found || hs.count == 0)
 		return LC_E_NOT_HELD;
-	if ((rc = purge_holders(lc, lr->id, now, NULL)) < 0 ||
-	    (rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
+	if ((rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
 		return rc;
 	return found ? 0 : LC_E_NOT_HELD;
 }
@@ -2089,13 +2193,14 @@ release_tx(struct lockcore *lc, const char *name, const char *token,
 	struct lockrow lr;
 	struct hrow h;
 	int rc;
+	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
 	if (key != 0 && h.wkey != key)
 		return LC_E_SUPERSEDED;
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	if ((rc = holder_delete(lc, &h)) < 0 ||
+	    (rc = handoff(lc, &lr, queued, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
 }
@@ -2152,11 +2257,13 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 	struct lockrow lr;
 	struct hrow h;
 	int rc, brc = SQLITE_OK;
+	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h)) < 0)
+	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
-	bind_i64(s, 1, h.rowid, &brc);
-	bind_i64(s, 2, expires, &brc);
+	bind_i64(s, 1, h.lock_id, &brc);
+	bind_i64(s, 2, h.fence, &brc);
+	bind_i64(s, 3, expires, &brc);
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	h.expires_at = expires;
@@ -2214,8 +2321,8 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 		return rc;
 	if (!found)
 		return LC_E_NOT_HELD;
-	if ((rc = holder_delete(lc, h.rowid)) < 0 ||
-	    (rc = handoff(lc, &lr, now, wake_next, ho)) < 0)
+	if ((rc = holder_delete(lc, &h)) < 0 ||
+	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	/* A waiter granted by a handoff may not have seen its grant yet. */
 	*kick_waiter = h.waiter_id;

@@ -1449,13 +1449,18 @@ START_TEST(test_schema_upgrade)
 	b = open_db(dbpath, &opts);
 	ck_assert_int_eq(must_grant(b, "old", T0).fence, 8);
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
-	    " WHERE key = 'schema_version'"), 3);
+	    " WHERE key = 'schema_version'"), 4);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
-	/* holders was rebuilt: no unique index on token any more. */
+	/* holders was rebuilt: no unique index on token any more; keyed by
+	 * (lock_id, fence), WITHOUT ROWID, so no index on lock_id either. */
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
 	    " WHERE tbl_name = 'holders' AND name LIKE 'sqlite_autoindex%'"), 0);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
 	    " WHERE name = 'holders_waiter'"), 1);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE name IN ('holders_lock', 'holders_exp')"), 0);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE name = 'holders' AND sql LIKE '%WITHOUT ROWID'"), 1);
 	lockcore_close(b);
 }
 END_TEST
@@ -1913,6 +1918,99 @@ START_TEST(test_schema_migration)
 }
 END_TEST
 
+/*
+ * A version 3 database (holders a rowid table with an index on lock_id)
+ * is upgraded to 4 in place, its grants kept with everything that finds
+ * them: the token (release), the waiter row a handoff granted (the
+ * waiter's read) with its key, the request_id (a retry), the expiry (the
+ * sweep).
+ */
+START_TEST(test_schema_upgrade_v3)
+{
+	static const char v3[] =
+	    "PRAGMA journal_mode=WAL;"
+	    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+	    "INSERT INTO meta VALUES ('schema_version', 3);"
+	    "INSERT INTO meta VALUES ('fence_floor', 0);"
+	    "INSERT INTO meta VALUES ('grace_until', 0);"
+	    "CREATE TABLE locks(id INTEGER PRIMARY KEY, name TEXT NOT NULL"
+	    " UNIQUE, fence_seq INTEGER NOT NULL DEFAULT 0,"
+	    " max_holders INTEGER NOT NULL DEFAULT 1);"
+	    "CREATE TABLE holders(token TEXT NOT NULL, lock_id INTEGER NOT"
+	    " NULL, fence INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+	    " request_id TEXT, acquired_at INTEGER NOT NULL,"
+	    " expires_at INTEGER NOT NULL, waiter_id INTEGER, wkey INTEGER);"
+	    "CREATE INDEX holders_lock ON holders(lock_id);"
+	    "CREATE UNIQUE INDEX holders_waiter ON holders(waiter_id)"
+	    " WHERE waiter_id IS NOT NULL;"
+	    "CREATE UNIQUE INDEX holders_req ON holders(lock_id, request_id)"
+	    " WHERE request_id IS NOT NULL;"
+	    "CREATE INDEX holders_exp ON holders(expires_at);"
+	    "CREATE TABLE waiters(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    " lock_id INTEGER NOT NULL, request_id TEXT, owner TEXT NOT NULL"
+	    " DEFAULT '', ttl_ms INTEGER NOT NULL, deadline INTEGER NOT NULL,"
+	    " pid INTEGER NOT NULL, pstart INTEGER NOT NULL,"
+	    " wkey INTEGER NOT NULL);"
+	    "CREATE INDEX waiters_lock ON waiters(lock_id, id);"
+	    "CREATE UNIQUE INDEX waiters_req ON waiters(lock_id, request_id)"
+	    " WHERE request_id IS NOT NULL;"
+	    "CREATE TABLE sessions(id INTEGER PRIMARY KEY, boot_id TEXT NOT"
+	    " NULL, pid INTEGER NOT NULL, pstart INTEGER NOT NULL, sync_full"
+	    " INTEGER NOT NULL, max_ttl_ms INTEGER NOT NULL, opened_at"
+	    " INTEGER NOT NULL);"
+	    "INSERT INTO locks VALUES (1, 'handed', 3, 1), (2, 'rid', 9, 1),"
+	    " (3, 'gone', 4, 1);"
+	    /* waiter row 5 (key 77) was granted by a handoff */
+	    "INSERT INTO holders VALUES ('0123456789abcdef0123456789abcdef',"
+	    " 1, 3, 'o', NULL, 1700000000000, 1700000010000, 5, 77),"
+	    " ('fedcba9876543210fedcba9876543210', 2, 9, 'p', 'req-1',"
+	    " 1700000000000, 1700000010000, NULL, 1),"
+	    " ('00000000000000000000000000000000', 3, 4, 'q', NULL,"
+	    " 1600000000000, 1600000010000, NULL, NULL);";
+	struct lock_acquire_req r = mkreq("rid", false, 88);
+	struct lock_wait_info wi;
+	struct lock_grant g;
+	char wal[sizeof(dbpath) + 8];
+	sqlite3 *db;
+	int changed;
+
+	lockcore_close(lc);
+	lc = NULL;
+	(void)snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+	ck_assert_int_eq(unlink(dbpath), 0);
+	(void)unlink(wal);
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, v3, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	lc = open_db(dbpath, &opts);
+	ck_assert_int_eq(count_rows("SELECT value FROM meta"
+	    " WHERE key = 'schema_version'"), 4);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE name IN ('holders_lock', 'holders_exp')"), 0);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
+	    " WHERE name IN ('holders_req', 'holders_waiter')"), 2);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 3);
+	/* The handed grant: found by its waiter, with its key. */
+	g = must_find(5, 77, T0 + 1);
+	ck_assert_int_eq(g.fence, 3);
+	ck_assert_str_eq(g.name, "handed");
+	ck_assert_str_eq(g.token, "0123456789abcdef0123456789abcdef");
+	must_release(lc, &g, T0 + 2, false);
+	ck_assert_int_eq(must_grant(lc, "handed", T0 + 3).fence, 4);
+	/* The request_id grant: a retry gets it again. */
+	r.request_id = "req-1";
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 4, &g, &wi), LC_GRANTED);
+	ck_assert_int_eq(g.fence, 9);
+	ck_assert_str_eq(g.token, "fedcba9876543210fedcba9876543210");
+	/* The expired one: the sweep finds it. */
+	ck_assert_int_eq(lockcore_sweep(lc, T0 + 5, &changed), 0);
+	ck_assert_int_eq(changed, 1);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 2);
+	ck_assert_int_eq(must_grant(lc, "gone", T0 + 6).fence, 5);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 3);
+}
+END_TEST
+
 static Suite *
 lockcore_suite(void)
 {
@@ -1985,6 +2083,7 @@ lockcore_suite(void)
 	tcase_add_test(tc, test_unclean_shutdown_no_grace);
 	tcase_add_test(tc, test_process_crash_no_grace);
 	tcase_add_test(tc, test_schema_upgrade);
+	tcase_add_test(tc, test_schema_upgrade_v3);
 	suite_add_tcase(s, tc);
 	return s;
 }
