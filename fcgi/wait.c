@@ -29,7 +29,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -777,16 +776,11 @@ static void *
 park_main(void *arg)
 {
 	struct epoll_event evs[EVENTS_MAX];
-	sigset_t set;
 	int64_t now;
 	int i, n, t;
 
 	(void)arg;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	block_signals();
 
 	for (;;) {
 		bool wakes = false, stop = false;

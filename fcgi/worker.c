@@ -115,6 +115,19 @@ install_signals(void)
 
 static void *thread_main(void *arg);
 
+void
+block_signals(void)
+{
+	sigset_t set;
+
+	/* Signals go to the main thread, which waits for them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 /* Starts one more pool thread, unless the pool is at its cap. */
 static void
 spawn_thread(void)
@@ -146,15 +159,9 @@ static void *
 thread_main(void *arg)
 {
 	FCGX_Request fr;
-	sigset_t set;
 
 	(void)arg;
-	/* Signals go to the main thread, which waits for them. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	block_signals();
 
 	if (FCGX_InitRequest(&fr, W.listen_fd, 0) != 0) {
 		log_warnx("%s: FCGX_InitRequest failed", __func__);

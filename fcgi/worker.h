@@ -78,6 +78,9 @@ struct lockref {
 extern struct worker W;
 int64_t now_ms(void);
 uint64_t random_u64(void);
+/* Blocks the stop signals in the calling thread (the main thread takes
+ * them). */
+void block_signals(void);
 
 /* wakeup.c */
 /* A parked request's registration for direct wakes (in struct park). */

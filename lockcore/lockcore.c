@@ -1235,6 +1235,23 @@ lockcore_errmsg(struct lockcore *lc)
 
 /* Row helpers, all inside a transaction the caller opened. */
 
+/* Creates the lock row of `name` (unknown so far): 0 with *found, or an
+ * LC_E_ code. */
+static int
+lock_add(struct lockcore *lc, const char *name, struct lockrow *lr,
+    bool *found)
+{
+	int rc, brc = SQLITE_OK;
+
+	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
+	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
+		return rc;
+	lr->id = sqlite3_last_insert_rowid(lc->db);
+	lr->max_holders = 1;
+	*found = true;
+	return 0;
+}
+
 /*
  * Finds the lock row of `name`, creating it when `create` is set.
  * 0 with *found, or an LC_E_ code.
@@ -1255,14 +1272,7 @@ lock_get(struct lockcore *lc, const char *name, bool create,
 	done(s);
 	if (rc < 0 || *found || !create)
 		return rc;
-	brc = SQLITE_OK;
-	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
-	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
-		return rc;
-	lr->id = sqlite3_last_insert_rowid(lc->db);
-	lr->max_holders = 1;
-	*found = true;
-	return 0;
+	return lock_add(lc, name, lr, found);
 }
 
 /* Deletes the expired holders of a lock; *n (may be NULL) gets how many. */
@@ -1319,14 +1329,7 @@ lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
 		return expired > 0 ? purge_holders(lc, lr->id, now, NULL) : 0;
 	if (!create)
 		return 0;
-	brc = SQLITE_OK;
-	bind_txt(lc->st[S_LOCK_ADD], 1, name, &brc);
-	if ((rc = run(lc, lc->st[S_LOCK_ADD], brc)) < 0)
-		return rc;
-	lr->id = sqlite3_last_insert_rowid(lc->db);
-	lr->max_holders = 1;
-	*found = true;
-	return 0;
+	return lock_add(lc, name, lr, found);
 }
 
 /* Counts the live holders of a lock and finds their earliest expiry. */
