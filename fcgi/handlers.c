@@ -274,23 +274,41 @@ struct batch_wait {
 
 static atomic_int db_want;             /* threads waiting for db_mu */
 static bool batch_open;                /* these under db_mu */
+static bool db_solo;                   /* a read outside any batch */
 static int batch_ops;
 static int64_t batch_t0;
 static struct batch_wait *batch_waiting;
 static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 
+/* Says once per outage that transactions fail, and when they work again
+ * (db_mu held). */
+static void
+db_failing(bool failing, const char *what)
+{
+	static bool failed;
+
+	if (failing && !failed)
+		log_warnx("database %s: %s: %s", W.conf.database, what,
+		    lockcore_errmsg(W.db));
+	else if (!failing && failed)
+		log_info("database %s: transactions commit again",
+		    W.conf.database);
+	failed = failing;
+}
+
 /*
  * Locks the process's database mutex and returns the connection, opening
- * it on first use, inside the open batch (a new one if none is open).
- * NULL (mutex released) when it cannot be opened or the batch cannot
- * begin.  Every non-NULL return is paired with db_leave().
+ * it on first use.  A request that may write joins the open batch (a new
+ * one if none is open); a read-only one (`write` false) joins it only if
+ * one is open, else it runs in a deferred transaction of its own, which in
+ * WAL never waits for another process's writer.  NULL (mutex released)
+ * when the database cannot be opened or a batch cannot begin.  Every
+ * non-NULL return is paired with db_leave().
  */
 struct lockcore *
-db_enter(void)
+db_enter(bool write)
 {
-	int rc;
-
 	atomic_fetch_add(&db_want, 1);
 	pthread_mutex_lock(&W.db_mu);
 	atomic_fetch_sub(&db_want, 1);
@@ -298,12 +316,15 @@ db_enter(void)
 		pthread_mutex_unlock(&W.db_mu);
 		return NULL;
 	}
+	if (!batch_open && !write) {
+		db_solo = true;
+		return W.db;
+	}
 	if (!batch_open) {
 		/* BEGIN IMMEDIATE: may wait up to busy_timeout for another
 		 * process's writer. */
-		if ((rc = lockcore_batch_begin(W.db)) != 0) {
-			log_warnx("%s: cannot begin a transaction: %s",
-			    __func__, lockcore_errmsg(W.db));
+		if (lockcore_batch_begin(W.db) != 0) {
+			db_failing(true, "cannot begin a transaction");
 			pthread_mutex_unlock(&W.db_mu);
 			return NULL;
 		}
@@ -316,8 +337,10 @@ db_enter(void)
 }
 
 /*
- * Ends this request's part of the batch; returns rc, or the commit's error
- * if the batch could not be committed (then nothing of it happened).
+ * Ends this request's part of the batch; returns rc, or LC_E_DB if the
+ * batch could not be committed.  A caller acts on nothing its call
+ * reported (wakes, kicks, handoffs) unless this returns >= 0: a call that
+ * failed was undone, and a batch that failed never happened.
  */
 int
 db_leave(int rc)
@@ -325,6 +348,11 @@ db_leave(int rc)
 	struct batch_wait self, *w;
 	int crc;
 
+	if (db_solo) {
+		db_solo = false;
+		pthread_mutex_unlock(&W.db_mu);
+		return rc;
+	}
 	if (atomic_load(&db_want) > 0 && batch_ops < BATCH_OPS_MAX &&
 	    now_ms() - batch_t0 < BATCH_MS) {
 		/* Someone is about to enter: it commits, or passes on. */
@@ -339,9 +367,7 @@ db_leave(int rc)
 		crc = self.rc;
 	} else {
 		crc = lockcore_batch_end(W.db, 0);
-		if (crc != 0)
-			log_warnx("%s: commit failed: %s", __func__,
-			    lockcore_errmsg(W.db));
+		db_failing(crc != 0, "commit failed");
 		batch_open = false;
 		w = batch_waiting;
 		batch_waiting = NULL;
@@ -356,7 +382,7 @@ db_leave(int rc)
 		}
 		pthread_mutex_unlock(&W.db_mu);
 	}
-	return crc < 0 && rc >= 0 ? crc : rc;
+	return crc < 0 ? LC_E_DB : rc;
 }
 
 /* The API's error code for a lockcore error, for log lines. */
@@ -487,12 +513,15 @@ send_grant(struct reply *r, const struct lock_grant *g,
 		return;
 	/* Only while the grant is still ours: a retry with our request_id
 	 * may have been given it meanwhile, and its client keeps it. */
-	if ((db = db_enter()) == NULL)
+	if ((db = db_enter(true)) == NULL)
 		return;
 	handoff_init(&ho);
 	rc = lock_undo(db, g->name, g->token, key, now_ms(), &wake, &ho);
-	if ((rc = db_leave(rc)) < 0)
-		ho.waiter_id = 0;       /* not committed: nothing handed on */
+	if ((rc = db_leave(rc)) < 0) {
+		/* Undone or not committed: nothing to act upon. */
+		ho.waiter_id = 0;
+		wake = false;
+	}
 	log_info(LOCK_FMT ": grant with fence %" PRId64 " undeliverable "
 	    "(client gone), %s", LOCK_ARGS(rq), g->fence,
 	    rc == LC_OK ? "released" : rc == LC_E_SUPERSEDED ?
@@ -567,7 +596,7 @@ handle_acquire(struct reply *r, const struct request *rq)
 	ar.who.pstart = W.pstart;
 	ar.who.key = random_u64();
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(true)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
@@ -615,15 +644,18 @@ handle_release(struct reply *r, const struct request *rq)
 	bool wake = false;
 	int rc;
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(true)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
 	handoff_init(&ho);
 	rc = lock_release(db, rq->key, rq->token, now_ms(), &wake, &ho);
 	LOG_DB_ERROR(rc, "release", rq);
-	if ((rc = db_leave(rc)) < 0)
-		ho.waiter_id = 0;       /* not committed: nothing handed on */
+	if ((rc = db_leave(rc)) < 0) {
+		/* Undone or not committed: nothing to act upon. */
+		ho.waiter_id = 0;
+		wake = false;
+	}
 	handed_on(rq->key, wake, &ho);
 	log_debug(LOCK_FMT ": release: %s", LOCK_ARGS(rq),
 	    rc == LC_OK ? "released" : lc_code(rc));
@@ -644,7 +676,7 @@ handle_renew(struct reply *r, const struct request *rq)
 	struct lock_grant g;
 	int rc;
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(true)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
@@ -673,7 +705,7 @@ handle_cancel(struct reply *r, const struct request *rq)
 	int64_t kick = 0;
 	int rc;
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(true)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
@@ -681,8 +713,11 @@ handle_cancel(struct reply *r, const struct request *rq)
 	rc = lock_cancel(db, rq->key, rq->request_id, now_ms(), &held, &kick,
 	    &wake, &ho);
 	LOG_DB_ERROR(rc, "cancel", rq);
-	if ((rc = db_leave(rc)) < 0)
-		ho.waiter_id = 0;       /* not committed: nothing handed on */
+	if ((rc = db_leave(rc)) < 0) {
+		/* Undone or not committed: nothing to act upon. */
+		ho.waiter_id = kick = 0;
+		wake = false;
+	}
 	/* The request whose row or grant went away learns it when it looks. */
 	if (kick != 0) {
 		notify(rq->key, false, kick, 0);
@@ -711,7 +746,7 @@ handle_status(struct reply *r, const struct request *rq)
 	json_object *o, *hs;
 	int rc, i;
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(false)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
 	}
@@ -774,7 +809,7 @@ handle_list(struct reply *r, const struct request *rq)
 	bool more = false;
 	int rc;
 
-	if ((db = db_enter()) == NULL) {
+	if ((db = db_enter(false)) == NULL) {
 		json_object_put(arr);
 		send_lc_error(r, LC_E_DB, NULL);
 		return;
@@ -804,7 +839,7 @@ handle_health(struct reply *r, const struct request *rq)
 	int64_t grace;
 	bool db_ok = false, coord_ok;
 
-	if ((db = db_enter()) != NULL) {
+	if ((db = db_enter(true)) != NULL) {
 		db_ok = db_leave(lockcore_ping(db)) == LC_OK;
 	}
 	coord_ok = coord_ping(W.conf.coord_socket, &cs, COORD_ACK_MS) ==

@@ -48,7 +48,9 @@
 #define CW_POOL_MAX      128    /* idle coordinator connections kept */
 #define EVENTS_MAX       256
 #define REPLY_WRITE_MS   1000   /* to write an answer the socket did not take */
-#define FDS_RESERVED     128    /* descriptors kept from waiters */
+#define FDS_RESERVED     64     /* descriptors kept from waiters, beyond
+                                   one per pool thread and pooled
+                                   coordinator connection */
 #define FDS_PER_WAITER   2      /* its FastCGI and coordinator connections */
 #define PARKED_MAX       (1 << 22)
 
@@ -217,11 +219,12 @@ wait_poll(const struct lockref *ref, const struct lock_waiter_ident *who,
 	bool wake = false;
 	int rc;
 
-	if ((db = db_enter()) == NULL)
+	if ((db = db_enter(false)) == NULL)
 		return LC_E_DB;
 	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
 	LOG_DB_ERROR(rc, "poll", ref);
-	rc = db_leave(rc);
+	if ((rc = db_leave(rc)) < 0)
+		wake = false;   /* undone or not committed */
 	if (rc == LC_GRANTED && !info->handed)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
 		 * pass the wake on if the lock still has room.  (A handoff's
@@ -241,13 +244,16 @@ wait_withdraw(const struct lockref *ref, const struct lock_waiter_ident *who,
 	bool wake = false;
 	int rc;
 
-	if ((db = db_enter()) == NULL)
+	if ((db = db_enter(true)) == NULL)
 		return;
 	handoff_init(&ho);
 	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
 	LOG_DB_ERROR(rc, "abandon", ref);
-	if ((rc = db_leave(rc)) < 0)
-		ho.waiter_id = 0;       /* not committed: nothing handed on */
+	if ((rc = db_leave(rc)) < 0) {
+		/* Undone or not committed: nothing to act upon. */
+		ho.waiter_id = 0;
+		wake = false;
+	}
 	handed_on(ref->key, wake, &ho);
 }
 
@@ -281,7 +287,10 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 	}
 	if (p < t)
 		t = p;
+	/* (Only while that expiry is ahead: past it, the look that came
+	 * after it decided, and a hint in the past would make us spin.) */
 	if (info->ahead == 0 && info->holder_expires > 0 &&
+	    info->holder_expires + 5 > now &&
 	    info->holder_expires + 5 - now < t)
 		t = info->holder_expires + 5 - now;
 	return t;
@@ -340,8 +349,12 @@ coord_register(struct coord_waiter *cw, const char *name,
 			autostart_coord(errno);
 			return NULL;
 		}
+		/* An expiry already past would have the coordinator wake us
+		 * at once (and again after each registration, while a failing
+		 * database keeps the lock from being granted). */
 		if (coord_waiter_register(cw, name, info->waiter_id,
-		    info->holder_expires, COORD_ACK_MS) == COORDC_OK) {
+		    info->holder_expires > now_ms() ? info->holder_expires : 0,
+		    COORD_ACK_MS) == COORDC_OK) {
 			*ok = true;
 			return cw;
 		}
@@ -477,6 +490,10 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 
 	for (;;) {
 		now = now_ms();
+		/* While the database fails, look every poll_interval only,
+		 * whatever woke us. */
+		if (p->look && p->db_err != LC_OK && now < p->look_at)
+			p->look = false;
 		if (p->look || (p->look_at != 0 && now >= p->look_at)) {
 			p->look = false;
 			p->look_at = 0;
@@ -665,19 +682,22 @@ park_adopt(struct park *p)
 }
 
 /* The worker stops: every parked request is answered 503 at once, then
- * withdrawn (the database may be slow to let us, and a stop is quick). */
+ * withdrawn (the database may be slow to let us, and a stop is quick),
+ * oldest first, so that a lock freed meanwhile is not handed down the
+ * queue from one leaving waiter to the next. */
 static void
 stop_all(void)
 {
-	struct park *p, *next;
+	struct park *p, *prev, *oldest = NULL;
 
 	for (p = parked; p != NULL; p = p->next) {
 		send_error(&p->reply, 503, "unavailable",
 		    "the server is shutting down; retry", NULL, false);
 		park_close(p);
+		oldest = p;
 	}
-	for (p = parked; p != NULL; p = next) {
-		next = p->next;
+	for (p = oldest; p != NULL; p = prev) {
+		prev = p->prev;
 		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
 		log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: worker "
 		    "stopping", LOCK_ARGS(&p->ref), p->info.waiter_id);
@@ -841,7 +861,7 @@ wait_init(void)
 {
 	struct epoll_event ev;
 	struct rlimit rl;
-	rlim_t lim = 1024;
+	rlim_t lim = 1024, reserve;
 	pthread_attr_t attr;
 	pthread_t tid;
 	int rc;
@@ -858,8 +878,11 @@ wait_init(void)
 	}
 	if (lim == RLIM_INFINITY || lim > PARKED_MAX * FDS_PER_WAITER)
 		lim = PARKED_MAX * FDS_PER_WAITER;
-	W.max_parked = lim > FDS_RESERVED + FDS_PER_WAITER * 16 ?
-	    (int)((lim - FDS_RESERVED) / FDS_PER_WAITER) : 16;
+	/* Keep what the pool threads' requests (one connection each) and
+	 * the idle coordinator connections need: releases must get in. */
+	reserve = (rlim_t)W.conf.max_threads + CW_POOL_MAX + FDS_RESERVED;
+	W.max_parked = lim > reserve + FDS_PER_WAITER * 16 ?
+	    (int)((lim - reserve) / FDS_PER_WAITER) : 16;
 	if (wakeup_init() == -1)
 		fatalx("%s: cannot set up direct wakes", __func__);
 	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)

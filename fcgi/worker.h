@@ -123,7 +123,7 @@ int wakeup_read(struct wake_slot *s, struct lock_grant *g);
 /* Handles one accepted request completely; the caller then finishes it
  * (a parked acquire has taken the connection: fr->ipcFd is then -1). */
 void handle_request(FCGX_Request *fr);
-struct lockcore *db_enter(void);
+struct lockcore *db_enter(bool write);
 int db_leave(int rc);
 void coord_seen(bool up);
 void notify(const char *name, bool wake_first, int64_t kick,

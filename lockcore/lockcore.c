@@ -303,6 +303,8 @@ struct lockcore {
 	pid_t            self_pid;         /* this process, as of self_pstart */
 	uint64_t         self_pstart;      /* its start time, 0 if unknown */
 	bool             batch;            /* in lockcore_batch_begin() */
+	bool             batch_failed;     /* a savepoint could not be undone
+	                                      or released: roll back at end */
 	sqlite3_stmt    *sp[3];            /* savepoint, release, rollback to */
 };
 
@@ -579,7 +581,7 @@ tx_begin(struct lockcore *lc, bool write, int64_t *now)
 		 * Some errors (I/O, full disk) end the whole transaction:
 		 * then nothing more may run in it, or each statement would
 		 * commit on its own. */
-		if (sqlite3_get_autocommit(lc->db))
+		if (lc->batch_failed || sqlite3_get_autocommit(lc->db))
 			return LC_E_DB;
 		rc = run(lc, lc->sp[0], SQLITE_OK);
 	} else
@@ -652,10 +654,16 @@ tx_end(struct lockcore *lc, int rc)
 
 		if (sqlite3_get_autocommit(lc->db))
 			return rc < 0 ? rc : LC_E_DB;
-		if (rc < 0)
-			(void)run(lc, lc->sp[2], SQLITE_OK);
-		if ((crc = run(lc, lc->sp[1], SQLITE_OK)) < 0 && rc >= 0)
-			rc = crc;
+		/* A call that failed must leave nothing behind: if its
+		 * savepoint cannot be undone, or released, the batch's
+		 * transaction is no longer trustworthy and is rolled back. */
+		if (rc < 0 && run(lc, lc->sp[2], SQLITE_OK) < 0)
+			lc->batch_failed = true;
+		if ((crc = run(lc, lc->sp[1], SQLITE_OK)) < 0) {
+			lc->batch_failed = true;
+			if (rc >= 0)
+				rc = crc;
+		}
 		return rc;
 	}
 	if (rc >= 0) {
@@ -1209,6 +1217,7 @@ lockcore_batch_begin(struct lockcore *lc)
 	if ((rc = run(lc, lc->st[S_BEGIN], SQLITE_OK)) < 0)
 		return rc;
 	lc->batch = true;
+	lc->batch_failed = false;
 	return 0;
 }
 
@@ -1218,8 +1227,11 @@ lockcore_batch_end(struct lockcore *lc, int rc)
 	if (!lc->batch)
 		return LC_E_INVAL;
 	lc->batch = false;
-	if (rc >= 0 && sqlite3_get_autocommit(lc->db))
-		rc = LC_E_DB;   /* an error ended the transaction early */
+	/* An error may have ended the transaction early, or left it
+	 * untrustworthy. */
+	if (rc >= 0 && (lc->batch_failed || sqlite3_get_autocommit(lc->db)))
+		rc = LC_E_DB;
+	lc->batch_failed = false;
 	return tx_end(lc, rc);
 }
 
