@@ -2002,6 +2002,26 @@ granted_or_gone(struct lockcore *lc, int64_t waiter_id,
 }
 
 /*
+ * The start of a waiter's look: loads its row into *wr.  0 to go on, or
+ * the look's outcome when the row is gone (granted_or_gone) or belongs to
+ * a newer request with the same request_id (LC_E_SUPERSEDED).
+ */
+static int
+poll_row(struct lockcore *lc, int64_t waiter_id,
+    const struct lock_waiter_ident *who, int64_t now,
+    struct lock_grant *grant, struct lock_wait_info *info, struct wrow *wr)
+{
+	int rc;
+	bool found;
+
+	if ((rc = waiter_get(lc, waiter_id, wr, &found)) < 0)
+		return rc;
+	if (!found)
+		return granted_or_gone(lc, waiter_id, who, now, grant, info);
+	return wr->wkey != who->key ? LC_E_SUPERSEDED : 0;
+}
+
+/*
  * The read half of lock_wait_poll: decides without writing when the waiter
  * was granted already, is gone or superseded, or must go on waiting since
  * the lock is full (the release that frees it grants or wakes the first
@@ -2015,14 +2035,9 @@ poll_look(struct lockcore *lc, int64_t waiter_id,
 	struct wrow wr;
 	struct hstate hs;
 	int rc;
-	bool found;
 
-	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
-	if (!found)
-		return granted_or_gone(lc, waiter_id, who, now, grant, info);
-	if (wr.wkey != who->key)
-		return LC_E_SUPERSEDED;
 	if ((rc = holder_state(lc, wr.lock_id, now, &hs)) < 0 ||
 	    hs.count < wr.max_holders)
 		return rc;
@@ -2043,14 +2058,9 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	struct hstate hs;
 	struct walk w;
 	int rest, rc;
-	bool found;
 
-	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
-	if (!found)
-		return granted_or_gone(lc, waiter_id, who, now, grant, info);
-	if (wr.wkey != who->key)
-		return LC_E_SUPERSEDED;
 	if ((rc = purge_holders(lc, wr.lock_id, now, NULL)) < 0 ||
 	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false, &w)) < 0 ||
 	    (rc = holder_state(lc, wr.lock_id, now, &hs)) < 0)
