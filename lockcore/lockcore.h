@@ -42,6 +42,7 @@
 #define LC_OWNER_MAX      128   /* bytes of an owner label */
 #define LC_REQUEST_ID_MAX 128   /* bytes of a request_id */
 #define LC_TOKEN_LEN      32    /* hex characters of a token */
+#define LC_AHEAD_MAX      1000  /* lock_wait_info.ahead is counted to here */
 
 /* Return codes.  0 and positive values are outcomes, negatives are errors. */
 enum {
@@ -130,7 +131,9 @@ struct lock_grant {
 struct lock_wait_info {
 	int64_t waiter_id;       /* this waiter's row; ids grow in arrival order */
 	int64_t holder_expires;  /* earliest expiry among the holders, 0 if none */
-	int     ahead;           /* live waiters ahead of this one */
+	int     ahead;           /* live waiters ahead of this one, counted
+	                            up to LC_AHEAD_MAX (an arrival's from the
+	                            queue's row count, dead rows included) */
 	bool    handed;          /* lock_wait_poll LC_GRANTED: the grant was
 	                            made by another transaction (a handoff),
 	                            this poll only read it */

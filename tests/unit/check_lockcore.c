@@ -1071,6 +1071,7 @@ START_TEST(test_batch)
 }
 END_TEST
 
+
 START_TEST(test_proc)
 {
 	uint64_t start = lockcore_proc_start(getpid());
@@ -1959,7 +1960,9 @@ START_TEST(test_schema_upgrade_v3)
 	    " INTEGER NOT NULL, max_ttl_ms INTEGER NOT NULL, opened_at"
 	    " INTEGER NOT NULL);"
 	    "INSERT INTO locks VALUES (1, 'handed', 3, 1), (2, 'rid', 9, 1),"
-	    " (3, 'gone', 4, 1);"
+	    " (3, 'gone', 4, 1), (4, 'queue', 0, 1);"
+	    "INSERT INTO waiters(lock_id, ttl_ms, deadline, pid, pstart, wkey)"
+	    " VALUES (4, 1000, 1, 1, 1, 1), (4, 1000, 1, 1, 1, 2);"
 	    /* waiter row 5 (key 77) was granted by a handoff */
 	    "INSERT INTO holders VALUES ('0123456789abcdef0123456789abcdef',"
 	    " 1, 3, 'o', NULL, 1700000000000, 1700000010000, 5, 77),"
@@ -1990,6 +1993,10 @@ START_TEST(test_schema_upgrade_v3)
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
 	    " WHERE name IN ('holders_req', 'holders_waiter')"), 2);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 3);
+	/* locks.nwait counted for the rows already there. */
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks"
+	    " WHERE name = 'queue'"), 2);
+	ck_assert_int_eq(count_rows("SELECT sum(nwait) FROM locks"), 2);
 	/* The handed grant: found by its waiter, with its key. */
 	g = must_find(5, 77, T0 + 1);
 	ck_assert_int_eq(g.fence, 3);
@@ -2002,12 +2009,58 @@ START_TEST(test_schema_upgrade_v3)
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 4, &g, &wi), LC_GRANTED);
 	ck_assert_int_eq(g.fence, 9);
 	ck_assert_str_eq(g.token, "fedcba9876543210fedcba9876543210");
-	/* The expired one: the sweep finds it. */
+	/* The expired one: the sweep finds it (and the dead waiters of
+	 * 'queue', whose count goes with them). */
 	ck_assert_int_eq(lockcore_sweep(lc, T0 + 5, &changed), 0);
-	ck_assert_int_eq(changed, 1);
+	ck_assert_int_eq(changed, 2);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 2);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks"
+	    " WHERE name = 'queue'"), 0);
 	ck_assert_int_eq(must_grant(lc, "gone", T0 + 6).fence, 5);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM holders"), 3);
+}
+END_TEST
+
+/* locks.nwait follows every insert and delete of a waiter row, and an
+ * arrival's `ahead` comes from it. */
+START_TEST(test_waiter_count_kept)
+{
+	struct lock_waiter_ident w1 = ident(11), w2 = ident(12);
+	struct lock_acquire_req r = mkreq("nq", true, 14);
+	struct lock_handoff ho;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	int64_t id1, id2;
+	bool wake;
+	int changed;
+
+	g = must_grant(lc, "nq", T0);
+	id1 = must_queue("nq", 11, T0 + 1, 0);
+	id2 = must_queue("nq", 12, T0 + 1, 1);
+	(void)must_queue("nq", 13, T0 + 1, 2);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks WHERE name = 'nq'"),
+	    3);
+	ck_assert_int_eq(lock_wait_abandon(lc, id2, &w2, T0 + 2, &wake, NULL),
+	    LC_OK);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks WHERE name = 'nq'"),
+	    2);
+	memset(&ho, 0, sizeof(ho));
+	ck_assert_int_eq(lock_release(lc, "nq", g.token, T0 + 3, &wake, &ho),
+	    LC_OK);
+	ck_assert_int_eq(ho.waiter_id, id1);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks WHERE name = 'nq'"),
+	    1);
+	/* An arrival counts the rows left behind the holder. */
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 4, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 1);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks WHERE name = 'nq'"),
+	    2);
+	/* Past their deadlines, the sweep removes them. */
+	ck_assert_int_eq(lockcore_sweep(lc, T0 + WAITMS + TTL + 10, &changed), 0);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks WHERE name = 'nq'"),
+	    count_rows("SELECT count(*) FROM waiters WHERE lock_id = (SELECT id"
+	    " FROM locks WHERE name = 'nq')"));
+	(void)w1;
 }
 END_TEST
 
@@ -2071,6 +2124,7 @@ lockcore_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_two_connections);
 	tcase_add_test(tc, test_batch);
+	tcase_add_test(tc, test_waiter_count_kept);
 	tcase_add_test(tc, test_wal_bounded);
 	tcase_add_test(tc, test_live_clock);
 	tcase_add_test(tc, test_busy_handler);
