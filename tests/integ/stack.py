@@ -689,11 +689,20 @@ class Stack:
 
     def kill_all_9(self, timeout_s=5.0):
         """SIGKILLs the front end, every worker and the coordinator and
-        waits until all are gone."""
+        waits until all are gone.  The workers are stopped (SIGSTOP) first:
+        a worker dies with its parent (PR_SET_PDEATHSIG, SIGTERM), and one
+        that ran that clean stop before its SIGKILL arrived would close the
+        database (the last connection to close removes the WAL), which is
+        no crash at all."""
         workers = set(self.worker_pids()) | set(self.stray_workers())
         procs = [p for p in (self.front, self.pool, self.coord) if p is not None]
         if self.apache is not None:
             workers |= set(self.front_pids()[1:])    # Apache's children
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
         for p in procs:
             if p.poll() is None:
                 try:
