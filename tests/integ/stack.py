@@ -1052,6 +1052,30 @@ def raw_post(path, params, host="127.0.0.1", close=True):
 # ---------------------------------------------------------------------------
 # Mutual-exclusion traffic, shared by the concurrency tests.
 
+def queue_fifo_waiters(stack, name, n, timeout_s=30):
+    """Queues n blocking acquires of `name` one after the other (each
+    seen in the queue before the next is sent).  Each releases as soon as
+    it is granted and records (its index, its fence) in `order`, in grant
+    order.  Returns (the BGs, order)."""
+    order = []
+    order_lock = threading.Lock()
+
+    def waiter(i):
+        r = stack.acquire(name, owner="w%d" % i, timeout_s=timeout_s)
+        if r.status != 200:
+            return r
+        with order_lock:
+            order.append((i, r["fence"]))
+        rr = stack.release(name, r["token"])
+        return r if rr.status == 200 else rr
+
+    bgs = []
+    for i in range(n):
+        bgs.append(BG(waiter, i))
+        stack.wait_waiters(name, i + 1, bg=bgs)
+    return bgs, order
+
+
 class CycleLog:
     def __init__(self):
         self.lock = threading.Lock()

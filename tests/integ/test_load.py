@@ -3,8 +3,8 @@
 import threading
 import time
 
-from stack import (BG, CycleLog, check_grant, check_no_overlap, conf, cycle_client, log,
-                   timeout)
+from stack import (CycleLog, check_grant, check_no_overlap, conf, cycle_client, log,
+                   queue_fifo_waiters, timeout)
 
 
 @timeout(150)
@@ -52,23 +52,8 @@ def test_waiters_hold_no_thread(s):
     name = "parked"
     n = 150
     h = s.acquire_ok(name, owner="holder")
-    order = []
-    order_lock = threading.Lock()
-
-    def waiter(i):
-        r = s.acquire(name, owner="w%d" % i, timeout_s=60)
-        if r.status != 200:
-            return r
-        with order_lock:
-            order.append((i, r["fence"]))
-        rr = s.release(name, r["token"])
-        return r if rr.status == 200 else rr
-
-    bgs = []
     t0 = time.monotonic()
-    for i in range(n):
-        bgs.append(BG(waiter, i))
-        s.wait_waiters(name, i + 1, bg=bgs)
+    bgs, order = queue_fifo_waiters(s, name, n, timeout_s=60)
     queued = time.monotonic() - t0
     hz = s.health()
     assert hz["threads"] <= 8, hz.short()

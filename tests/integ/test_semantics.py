@@ -1,10 +1,10 @@
 """Lock semantics: handoff, timeouts, expiry, renew, FIFO, request_id
 retries, cancel, status and listing."""
 
-import threading
 import time
 
-from stack import (BG, check_grant, conf, expect, is_int, log, shared, timeout, wait_for)
+from stack import (BG, check_grant, conf, expect, is_int, log, queue_fifo_waiters, shared, timeout,
+                   wait_for)
 
 
 @shared
@@ -146,22 +146,7 @@ def test_renew_keeps_lease(s):
 def test_fifo_eight_waiters(s):
     name = "s-fifo"
     h = s.acquire_ok(name, owner="holder")
-    order = []
-    order_lock = threading.Lock()
-
-    def waiter(i):
-        r = s.acquire(name, owner="w%d" % i, timeout_s=30)
-        if r.status != 200:
-            return r
-        with order_lock:
-            order.append((i, r["fence"]))
-        rr = s.release(name, r["token"])
-        return r if rr.status == 200 else rr
-
-    bgs = []
-    for i in range(8):
-        bgs.append(BG(waiter, i))
-        s.wait_waiters(name, i + 1, bg=bgs)
+    bgs, order = queue_fifo_waiters(s, name, 8)
     st = s.status(name)
     assert st["waiters"] == 8 and st["holders"][0]["owner"] == "holder", st.short()
     t0 = time.monotonic()
