@@ -106,62 +106,71 @@ static int64_t       coord_retry_at;    /* no registration before (ms) */
 static struct coord_waiter *cw_pool[CW_POOL_MAX];
 static int           cw_npool;
 
+/* A FastCGI record header of `type` for request `reqid`. */
+static FCGI_Header
+fcgi_header(int type, int reqid, size_t clen, size_t pad)
+{
+	FCGI_Header h;
+
+	memset(&h, 0, sizeof(h));
+	h.version = FCGI_VERSION_1;
+	h.type = (unsigned char)type;
+	h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
+	h.requestIdB0 = (unsigned char)(reqid & 0xff);
+	h.contentLengthB1 = (unsigned char)((clen >> 8) & 0xff);
+	h.contentLengthB0 = (unsigned char)(clen & 0xff);
+	h.paddingLength = (unsigned char)pad;
+	return h;
+}
+
 /*
  * Writes a whole response as FastCGI records on a parked request's
- * connection: its content in FCGI_STDOUT records (padded to 8 bytes as
- * libfcgi does), the empty record that ends FCGI_STDOUT, and
- * FCGI_END_REQUEST.  Waits up to REPLY_WRITE_MS for a socket that does
- * not take it at once.
+ * connection: its content (hdr, then body and a newline unless body is
+ * NULL) in FCGI_STDOUT records padded to 8 bytes as libfcgi does, the
+ * empty record that ends FCGI_STDOUT, and FCGI_END_REQUEST.  Waits up to
+ * REPLY_WRITE_MS for a socket that does not take it at once.
  */
 int
 wait_reply_raw(int fd, int reqid, const char *hdr, size_t hlen,
     const char *body, size_t blen)
 {
 	size_t clen = hlen + (body != NULL ? blen + 1 : 0);
-	size_t nrec = clen / 65528 + 1, cap, len = 0, off = 0, done;
+	size_t cap, len = 0, off = 0, done;
 	int64_t deadline = now_ms() + REPLY_WRITE_MS;
 	FCGI_EndRequestRecord end;
 	FCGI_Header h;
-	uint8_t *buf;
-	size_t i;
+	uint8_t *buf, *content;
 	int rc = 0;
 
-	cap = clen + nrec * (FCGI_HEADER_LEN + 8) + FCGI_HEADER_LEN +
-	    sizeof(end);
+	/* The content first, at the end of the buffer; then the records. */
+	cap = 2 * clen + (clen / 65528 + 1) * (FCGI_HEADER_LEN + 8) +
+	    FCGI_HEADER_LEN + sizeof(end);
 	if ((buf = malloc(cap)) == NULL)
 		return -1;
-	/* The content, as one string, split into records. */
-	for (i = 0, done = 0; done < clen; i++) {
+	content = buf + cap - clen;
+	memcpy(content, hdr, hlen);
+	if (body != NULL) {
+		memcpy(content + hlen, body, blen);
+		content[hlen + blen] = '\n';
+	}
+	for (done = 0; done < clen; done += clen - done > 65528 ? 65528 :
+	    clen - done) {
 		size_t n = clen - done > 65528 ? 65528 : clen - done;
-		size_t pad = (8 - n % 8) % 8, k;
+		size_t pad = (8 - n % 8) % 8;
 
-		memset(&h, 0, sizeof(h));
-		h.version = FCGI_VERSION_1;
-		h.type = FCGI_STDOUT;
-		h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
-		h.requestIdB0 = (unsigned char)(reqid & 0xff);
-		h.contentLengthB1 = (unsigned char)((n >> 8) & 0xff);
-		h.contentLengthB0 = (unsigned char)(n & 0xff);
-		h.paddingLength = (unsigned char)pad;
+		h = fcgi_header(FCGI_STDOUT, reqid, n, pad);
 		memcpy(buf + len, &h, sizeof(h));
 		len += sizeof(h);
-		for (k = 0; k < n; k++, done++)
-			buf[len++] = (uint8_t)(done < hlen ? hdr[done] :
-			    done < hlen + blen ? body[done - hlen] : '\n');
+		memmove(buf + len, content + done, n);
+		len += n;
 		memset(buf + len, 0, pad);
 		len += pad;
 	}
-	memset(&h, 0, sizeof(h));
-	h.version = FCGI_VERSION_1;
-	h.type = FCGI_STDOUT;
-	h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
-	h.requestIdB0 = (unsigned char)(reqid & 0xff);
+	h = fcgi_header(FCGI_STDOUT, reqid, 0, 0);
 	memcpy(buf + len, &h, sizeof(h));
 	len += sizeof(h);
 	memset(&end, 0, sizeof(end));
-	end.header = h;
-	end.header.type = FCGI_END_REQUEST;
-	end.header.contentLengthB0 = sizeof(end.body);
+	end.header = fcgi_header(FCGI_END_REQUEST, reqid, sizeof(end.body), 0);
 	end.body.protocolStatus = FCGI_REQUEST_COMPLETE;
 	memcpy(buf + len, &end, sizeof(end));
 	len += sizeof(end);
