@@ -14,8 +14,9 @@
  * lives here, not in a file of its own, because it is main()'s other half:
  * each child returns from it to the same serve().
  *
- * SIGTERM and SIGINT stop the process within a second: waiting requests
- * are withdrawn from their queues and answered 503, then we exit.  libfcgi
+ * SIGTERM and SIGINT stop the process within a second: a worker on the
+ * web server's own socket (fd 0) refuses new connections at once, waiting
+ * requests are withdrawn from their queues and answered 503, then we exit.  libfcgi
  * would otherwise swallow SIGTERM, so our handlers are installed after
  * FCGX_Init().  Unless -D is given we also die with our parent (the web
  * server), so a killed lighttpd leaves no orphaned workers.
@@ -464,11 +465,11 @@ check_listener(int fd)
 }
 
 /*
- * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server)
- * until SIGTERM or SIGINT, then exits.
+ * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server,
+ * ours alone if own_listener) until SIGTERM or SIGINT, then exits.
  */
 static noreturn void
-serve(int listen_fd)
+serve(int listen_fd, bool own_listener)
 {
 	int pfd[2], i;
 
@@ -486,8 +487,10 @@ serve(int listen_fd)
 	else if (FCGX_IsCGI()) {
 		fatalx("%s: fd 0 is not a FastCGI socket: run me from a web "
 		    "server, or give -s PATH", __func__);
-	} else
+	} else {
 		W.listen_fd = 0;
+		W.own_listener = own_listener;
+	}
 	check_listener(W.listen_fd);
 
 	W.pid = getpid();
@@ -513,6 +516,15 @@ serve(int listen_fd)
 	}
 	atomic_store(&W.stopping, true);
 	log_debug("%s: stopping", __func__);
+
+	/* Take no new connection from here on: a web server restarted while
+	 * we finish (lighttpd killed, our PR_SET_PDEATHSIG stop) would find
+	 * our socket still accepting, use us as a backend it did not spawn
+	 * and never respawn one once we are gone.  Refused, it unlinks the
+	 * socket and spawns its own.  Threads blocked in accept() get
+	 * EINVAL.  Not for a pool's socket, which our siblings share. */
+	if (W.own_listener && shutdown(W.listen_fd, SHUT_RDWR) == -1)
+		log_warn("%s: shutdown of the FastCGI socket", __func__);
 
 	/* The parking thread sees stop_rd readable and answers its waiting
 	 * requests 503; give it and any quick request in flight a moment,
@@ -577,6 +589,18 @@ main(int argc, char **argv)
 		usage();
 	log_init("httplock-worker", debug);
 
+	if (!detached) {
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+			fatal("%s: prctl", __func__);
+		if (getppid() != parent) {
+			/* Refuse at once what a restarted web server would
+			 * otherwise hand to a process on its way out. */
+			if (sockpath == NULL)
+				(void)shutdown(0, SHUT_RDWR);
+			fatalx("%s: parent exited during start-up", __func__);
+		}
+	}
+
 	if (confpath == NULL)
 		confpath = conf_default_path();
 	if (conf_load(&W.conf, confpath, err, sizeof(err)) != 0)
@@ -586,17 +610,10 @@ main(int argc, char **argv)
 	W.limits.max_wait_ms = W.conf.max_wait_ms;
 	autostart_init(&W.conf, confpath);
 
-	if (!detached) {
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
-			fatal("%s: prctl", __func__);
-		if (getppid() != parent)
-			fatalx("%s: parent exited during start-up", __func__);
-	}
-
 	if (sockpath != NULL) {
 		listen_fd = listen_unix(sockpath, (mode_t)mode, gid);
 		if (nprocs > 0)
 			pool_run((int)nprocs, sockpath);
 	}
-	serve(listen_fd);
+	serve(listen_fd, !detached);
 }

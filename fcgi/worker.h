@@ -29,6 +29,7 @@ struct worker {
 	pid_t                  pid;
 	uint64_t               pstart;     /* our start time, for waiter rows */
 	int                    listen_fd;
+	bool                   own_listener; /* web server's fd 0, not shared */
 	int                    stop_rd;    /* readable once we are stopping */
 	atomic_bool            stopping;
 	atomic_int             nthreads;

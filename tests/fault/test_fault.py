@@ -265,6 +265,9 @@ class Faults:
             self.note(kind, "pids %s" % pids)
             # lighttpd's workers die with it (they may take a moment)
             left = wait_gone(workers, 3)
+            # and a worker lighttpd forked just then, which no SIGTERM reaches
+            if s.front_name == "lighttpd":
+                left += [p for p in s.stray_workers() if p not in workers]
             if left:
                 self.orphans += len(left)
                 self._kill(left)

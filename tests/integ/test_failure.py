@@ -426,9 +426,9 @@ def test_sigterm_stop(s):
         log("the waiting client's connection closed: %s" % (w.exc,))
 
 
-def _worker_with_connection(s):
-    """The worker pid that holds a connected FastCGI socket (the one serving
-    a request right now), or None when it cannot be told."""
+def _workers_with_connection(s):
+    """The worker pids that hold a connected FastCGI socket (that serve a
+    request right now)."""
     inodes = {}
     try:
         with open("/proc/net/unix") as f:
@@ -438,7 +438,7 @@ def _worker_with_connection(s):
                 if len(parts) >= 8 and parts[5] == "03" and "worker.sock" in parts[7]:
                     inodes[parts[6]] = parts[7]
     except OSError:
-        return None
+        return []
     busy = []
     for pid in s.worker_pids():
         try:
@@ -453,6 +453,13 @@ def _worker_with_connection(s):
             if l.startswith("socket:[") and l[8:-1] in inodes:
                 busy.append(pid)
                 break
+    return busy
+
+
+def _worker_with_connection(s):
+    """The worker pid that serves a request right now, or None when it
+    cannot be told (none, or several)."""
+    busy = _workers_with_connection(s)
     return busy[0] if len(busy) == 1 else None
 
 
@@ -514,3 +521,67 @@ def test_sigterm_worker_with_waiter(s):
     for i in range(10):
         s.assert_healthy_and_working("t-after-%d" % i)
     log("workers now %s" % s.worker_pids())
+
+
+@fronts("lighttpd")
+@timeout(60)
+def test_lighttpd_restarted_while_workers_stop(s):
+    """lighttpd is SIGKILLed and started again at once, while its workers
+    still finish their stop (PR_SET_PDEATHSIG).  A worker must refuse new
+    connections as its stop begins: lighttpd finds a socket that accepts,
+    uses that process as a backend it did not spawn, and never spawns one
+    when it is gone (503 from then on)."""
+    import glob
+    from test_fcgiraw import base_params, request_bytes
+    old = s.worker_pids()
+    socks = sorted(glob.glob(os.path.join(s.rundir, "worker.sock-*")))
+    assert len(old) >= 2 and len(socks) == len(old), (old, socks)
+    # Keep every old worker busy (a request whose body never comes), so
+    # that its stop lasts its full grace period.
+    held = []
+    try:
+        for path in socks:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(path)
+            params = base_params("POST", lpath("t-restart", "acquire"),
+                                 extra=[(b"CONTENT_LENGTH", b"64")])
+            c.sendall(request_bytes(params, stdin=False))
+            held.append(c)
+        wait_for(lambda: set(_workers_with_connection(s)) >= set(old), 10,
+                 "every old worker to accept its request")
+        t0 = time.monotonic()
+        os.kill(s.front.pid, signal.SIGKILL)
+        s.front.wait(5)
+
+        def refused(path):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                c.connect(path)
+                return False
+            except OSError:
+                return True
+            finally:
+                c.close()
+        wait_for(lambda: all(refused(p) for p in socks), 5, "the old sockets to refuse")
+        t_ref = time.monotonic() - t0
+        alive = [p for p in old if pid_alive(p)]
+        log("old sockets refused %.0f ms after lighttpd's SIGKILL; old workers still "
+            "stopping then: %s of %s" % (t_ref * 1000, alive, old))
+        assert alive, "the old sockets accepted connections until their workers had " \
+            "exited (%.0f ms; a busy worker's stop lasts up to 800 ms): a stopping worker " \
+            "still listens, and a restarted lighttpd would use it" % (t_ref * 1000)
+        s.start_front(same_port=True)
+        new = s.worker_pids()
+        log("restarted lighttpd %.0f ms after the kill; its workers %s" % (
+            (time.monotonic() - t0) * 1000, new))
+        assert len(new) == len(old) and not set(new) & set(old), \
+            "lighttpd did not spawn its own workers: %s (old %s)" % (new, old)
+    finally:
+        for c in held:
+            c.close()
+    left = wait_gone(old, 5)
+    assert not left, "old workers %s still alive 5 s after lighttpd's SIGKILL" % left
+    for i in range(5):
+        s.assert_healthy_and_working("t-restart-%d" % i)
+    assert s.worker_pids() == new, "workers changed: %s, were %s" % (s.worker_pids(), new)
+
