@@ -474,17 +474,17 @@ handoff_init(struct lock_handoff *ho)
 }
 
 /*
- * After a transaction on lock `name` that may have handed it on: wakes
- * the waiter it granted, directly with its grant if it is ours (it then
- * withdraws its own registration with the coordinator), through the
- * coordinator's kick otherwise; the new lease re-arms the coordinator's
+ * After a transaction on lock `name` that may have handed it on (and
+ * committed): answers the waiter it granted if that request is parked
+ * here (its parking thread then withdraws its registration with the
+ * coordinator), wakes it through the coordinator's kick otherwise; the new lease re-arms the coordinator's
  * timer either way.  Without a handoff, wakes the first waiter if `wake`.
  */
 void
 handed_on(const char *name, bool wake, const struct lock_handoff *ho)
 {
 	if (ho->waiter_id != 0 && ho->pid == W.pid &&
-	    wakeup_grant(ho))
+	    wait_answer_grant(ho))
 		notify(name, wake, 0, ho->expires_at);
 	else if (ho->waiter_id != 0)
 		notify(name, wake, ho->waiter_id, ho->expires_at);

@@ -67,10 +67,15 @@ enum wait_end {
 	WAIT_TIMEOUT,
 	WAIT_CLIENT_GONE,
 	WAIT_STOPPING,
-	WAIT_ERROR          /* rc holds the lockcore error */
+	WAIT_ERROR,         /* rc holds the lockcore error */
+	WAIT_ANSWERED       /* granted and answered by the thread that
+	                       made the handoff (wait_answer_grant) */
 };
 
-/* A parked acquire.  Only the parking thread touches it once adopted. */
+/* A parked acquire.  Only the parking thread touches it once adopted,
+ * but for a thread that claimed its wake slot to answer a grant: that
+ * one reads reply, ref, who and started, which stay as they are while
+ * the request is parked. */
 struct park {
 	struct park          *prev, *next;  /* parked requests */
 	struct park          *inext;        /* incoming, then dead list */
@@ -86,6 +91,7 @@ struct park {
 	bool                  registered;   /* the coordinator acknowledged */
 	bool                  look;         /* look at the database next */
 	bool                  done;         /* answered; freed after the batch */
+	bool                  answered;     /* by wait_answer_grant */
 	int64_t               retry_coord;  /* next registration attempt */
 	int64_t               look_at;      /* a look after a database error */
 	int                   db_err;       /* the last look's error */
@@ -583,7 +589,21 @@ park_end(struct park *p, enum wait_end end, int rc,
     const struct lock_grant *g)
 {
 	heap_del(p);
-	wakeup_del(&p->ws);
+	switch (wakeup_del(&p->ws)) {
+	case WAKE_CLAIMED:
+		/* Another thread answers its grant right now and hands it
+		 * back (park_wakes); until then nothing here may touch the
+		 * connection, whose events are not watched meanwhile. */
+		(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->reply.fd, NULL);
+		return;
+	case WAKE_ANSWERED:
+		p->answered = true;
+		break;
+	case WAKE_FREE:
+		break;
+	}
+	if (p->answered)
+		end = WAIT_ANSWERED;
 	if (p->cw != NULL) {
 		struct coord_waiter *cw = p->cw;
 
@@ -593,6 +613,8 @@ park_end(struct park *p, enum wait_end end, int rc,
 		p->registered = false;
 	}
 	switch (end) {
+	case WAIT_ANSWERED:
+		goto out;
 	case WAIT_ON:
 	case WAIT_GRANTED:
 		rc = LC_GRANTED;
@@ -656,6 +678,11 @@ park_run(struct park *p)
 
 	if (p->done)
 		return;
+	if (wakeup_state(&p->ws) != WAKE_FREE) {
+		/* Another thread answers (answered) its grant. */
+		park_end(p, WAIT_ANSWERED, LC_OK, NULL);
+		return;
+	}
 	end = park_step(p, &g, &rc);
 	if (end == WAIT_ON && heap_set(p) == 0)
 		return;
@@ -700,16 +727,29 @@ stop_all(void)
 	struct park *p, *prev, *oldest = NULL;
 
 	for (p = parked; p != NULL; p = p->next) {
+		oldest = p;
+		/* Not one another thread answers (or has) its grant. */
+		switch (wakeup_del(&p->ws)) {
+		case WAKE_CLAIMED:
+			continue;
+		case WAKE_ANSWERED:
+			p->answered = true;
+			continue;
+		case WAKE_FREE:
+			break;
+		}
 		send_error(&p->reply, 503, "unavailable",
 		    "the server is shutting down; retry", NULL, false);
 		park_close(p);
-		oldest = p;
 	}
 	for (p = oldest; p != NULL; p = prev) {
 		prev = p->prev;
-		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
-		log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: worker "
-		    "stopping", LOCK_ARGS(&p->ref), p->info.waiter_id);
+		if (p->reply.fd < 0) {
+			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: "
+			    "worker stopping", LOCK_ARGS(&p->ref),
+			    p->info.waiter_id);
+		}
 		park_end(p, WAIT_STOPPING, LC_OK, NULL);
 	}
 }
@@ -761,7 +801,6 @@ park_event(struct park *p, uint64_t which, uint32_t events)
 static void
 park_wakes(void)
 {
-	struct lock_grant g;
 	struct wake_slot *s;
 	struct park *p, *in;
 	int r;
@@ -790,11 +829,10 @@ park_wakes(void)
 		p = s->owner;
 		if (p->done)
 			continue;
-		r = wakeup_read(s, &g);
-		if (r == 2) {
-			p->info.handed = true;
-			park_end(p, WAIT_GRANTED, LC_GRANTED, &g);
-		} else if (r == 1) {
+		r = wakeup_read(s);
+		if (r == 2)
+			park_end(p, WAIT_ANSWERED, LC_OK, NULL);
+		else if (r == 1) {
 			p->look = true;
 			park_run(p);
 		}
@@ -863,6 +901,26 @@ park_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * Answers the request a committed handoff granted, from the calling thread,
+ * if it is parked in this process: the grant does not wait for the parking
+ * thread to wake.  False if there is none (or it is being ended).
+ */
+bool
+wait_answer_grant(const struct lock_handoff *ho)
+{
+	struct wake_slot *s;
+	struct park *p;
+
+	if ((s = wakeup_claim(ho)) == NULL)
+		return false;
+	p = s->owner;
+	acquire_answer(&p->reply, &p->ref, LC_GRANTED, &ho->grant,
+	    p->who.key, p->started, true);
+	wakeup_answered(s);
+	return true;
 }
 
 void

@@ -1,23 +1,24 @@
 /*
  * wakeup.c: waking a parked request of this very process without the
  * coordinator.  A parked acquire (wait.c) registers its waiter id here
- * while it waits; a thread of the same process whose transaction granted
- * that waiter (a handoff) marks its slot, puts it on the ready list and
- * makes one eventfd readable, which the parking thread polls beside its
- * other descriptors.  This saves two process hops (worker -> coordinator
- * -> worker) per handoff between requests served by one process.  The
- * waker also hands over the grant it committed, so the waiter answers
- * without a look at the database (the grant is the one its
- * lock_wait_poll() would read).  A lost wake is covered by the
- * coordinator's WAKE and the waiter's own timers as before.
+ * while it waits.  A thread of the same process whose transaction granted
+ * that waiter (a handoff) claims its slot and answers the request itself
+ * (wait_answer_grant): the grant goes out without another thread's
+ * wake-up on the way.  It then hands the slot back, answered, on the
+ * ready list, and the parking thread, which polls the ready list's
+ * eventfd beside its other descriptors, closes the connection and frees
+ * the request.  A plain wake (cancel, takeover, a request_id retry) puts
+ * the slot on the ready list and the parking thread looks in the
+ * database.  This saves two process hops (worker -> coordinator ->
+ * worker) per handoff between requests served by one process, and a
+ * thread hop.  A lost wake is covered by the coordinator's WAKE and the
+ * waiter's own timers as before.
  */
 #include <sys/eventfd.h>
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -61,8 +62,7 @@ wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key, void *owner)
 	s->waiter_id = waiter_id;
 	s->key = key;
 	s->owner = owner;
-	s->pending = s->woken = false;
-	s->grant = NULL;
+	s->pending = s->woken = s->claimed = s->answered = false;
 	s->rnext = NULL;
 	pthread_mutex_lock(&wake_mu);
 	b = bucket(waiter_id);
@@ -72,14 +72,26 @@ wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key, void *owner)
 	pthread_mutex_unlock(&wake_mu);
 }
 
-void
+static enum wake_state
+state(const struct wake_slot *s)
+{
+	return s->claimed ? WAKE_CLAIMED : s->answered ? WAKE_ANSWERED :
+	    WAKE_FREE;
+}
+
+enum wake_state
 wakeup_del(struct wake_slot *s)
 {
 	struct wake_slot **p;
+	enum wake_state st;
 
 	if (!s->added)
-		return;
+		return WAKE_FREE;
 	pthread_mutex_lock(&wake_mu);
+	if ((st = state(s)) == WAKE_CLAIMED) {
+		pthread_mutex_unlock(&wake_mu);
+		return st;
+	}
 	for (p = bucket(s->waiter_id); *p != NULL; p = &(*p)->next)
 		if (*p == s) {
 			*p = s->next;
@@ -91,68 +103,105 @@ wakeup_del(struct wake_slot *s)
 				*p = s->rnext;
 				break;
 			}
-	free(s->grant);
-	s->grant = NULL;
 	s->added = s->pending = false;
 	pthread_mutex_unlock(&wake_mu);
+	return st;
 }
 
-/* Wakes the requests registered for waiter_id; with `ho`, the one whose
- * key it names is given its grant; without, any grant given before is
- * taken back, so the woken request looks in the database. */
-static bool
-wake(int64_t waiter_id, const struct lock_handoff *ho)
+enum wake_state
+wakeup_state(struct wake_slot *s)
 {
-	struct wake_slot *s;
-	uint64_t one = 1;
-	ssize_t n;
-	bool found = false;
+	enum wake_state st;
 
-	if (waiter_id <= 0)
-		return false;
 	pthread_mutex_lock(&wake_mu);
-	for (s = *bucket(waiter_id); s != NULL; s = s->next) {
-		if (s->waiter_id != waiter_id)
-			continue;
-		if (ho != NULL && s->key == ho->key) {
-			if (s->grant == NULL &&
-			    (s->grant = malloc(sizeof(*s->grant))) == NULL)
-				continue;   /* it finds the grant when it looks */
-			memcpy(s->grant, &ho->grant, sizeof(*s->grant));
-		} else if (ho == NULL) {
-			/* A plain wake (cancel, takeover) may come after a
-			 * handoff: the database decides. */
-			free(s->grant);
-			s->grant = NULL;
-		}
-		s->woken = true;
-		if (!s->pending) {
-			s->pending = true;
-			s->rnext = ready;
-			ready = s;
-		}
-		found = true;
-	}
+	st = state(s);
 	pthread_mutex_unlock(&wake_mu);
-	/* Failing only when the counter is full, which means the parking
-	 * thread has wakes to read already. */
-	if (found) {
-		n = write(wake_efd, &one, sizeof(one));
-		(void)n;
-	}
-	return found;
+	return st;
+}
+
+/* Puts s on the ready list; true if the eventfd must be made readable.
+ * Under wake_mu. */
+static bool
+make_ready(struct wake_slot *s)
+{
+	s->woken = true;
+	if (s->pending)
+		return false;
+	s->pending = true;
+	s->rnext = ready;
+	ready = s;
+	return true;
+}
+
+/* Failing only when the counter is full, which means the parking thread
+ * has wakes to read already. */
+static void
+kick(void)
+{
+	uint64_t one = 1;
+	ssize_t n = write(wake_efd, &one, sizeof(one));
+
+	(void)n;
 }
 
 bool
 wakeup_signal(int64_t waiter_id)
 {
-	return wake(waiter_id, NULL);
+	struct wake_slot *s;
+	bool found = false, k = false;
+
+	if (waiter_id <= 0)
+		return false;
+	pthread_mutex_lock(&wake_mu);
+	for (s = *bucket(waiter_id); s != NULL; s = s->next)
+		if (s->waiter_id == waiter_id && !s->claimed &&
+		    !s->answered) {
+			k |= make_ready(s);
+			found = true;
+		}
+	pthread_mutex_unlock(&wake_mu);
+	if (k)
+		kick();
+	return found;
 }
 
-bool
-wakeup_grant(const struct lock_handoff *ho)
+struct wake_slot *
+wakeup_claim(const struct lock_handoff *ho)
 {
-	return wake(ho->waiter_id, ho);
+	struct wake_slot *s, *mine = NULL;
+	bool k = false;
+
+	if (ho->waiter_id <= 0)
+		return NULL;
+	pthread_mutex_lock(&wake_mu);
+	for (s = *bucket(ho->waiter_id); s != NULL; s = s->next) {
+		if (s->waiter_id != ho->waiter_id || s->claimed ||
+		    s->answered)
+			continue;
+		if (s->key == ho->key && mine == NULL) {
+			s->claimed = true;
+			mine = s;
+		} else
+			k |= make_ready(s);
+	}
+	pthread_mutex_unlock(&wake_mu);
+	if (k)
+		kick();
+	return mine;
+}
+
+void
+wakeup_answered(struct wake_slot *s)
+{
+	bool k;
+
+	pthread_mutex_lock(&wake_mu);
+	s->claimed = false;
+	s->answered = true;
+	k = make_ready(s);
+	pthread_mutex_unlock(&wake_mu);
+	if (k)
+		kick();
 }
 
 void
@@ -179,19 +228,15 @@ wakeup_next(void)
 }
 
 int
-wakeup_read(struct wake_slot *s, struct lock_grant *g)
+wakeup_read(struct wake_slot *s)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&wake_mu);
-	if (s->woken) {
+	if (s->answered)
+		r = 2;
+	else if (s->woken && !s->claimed) {
 		r = 1;
-		if (s->grant != NULL) {
-			memcpy(g, s->grant, sizeof(*g));
-			free(s->grant);
-			s->grant = NULL;
-			r = 2;
-		}
 		s->woken = false;
 	}
 	pthread_mutex_unlock(&wake_mu);

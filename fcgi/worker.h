@@ -93,7 +93,8 @@ struct wake_slot {
 	/* Under wake_mu: */
 	bool               pending;  /* on the ready list */
 	bool               woken;    /* woken since the last wakeup_read */
-	struct lock_grant *grant;    /* a handoff's grant, or NULL */
+	bool               claimed;  /* a thread answers it (wakeup_claim) */
+	bool               answered; /* ... and has (wakeup_answered) */
 	struct wake_slot  *next;     /* hash chain */
 	struct wake_slot  *rnext;    /* ready list */
 };
@@ -104,21 +105,32 @@ int wakeup_fd(void);
 /* Registers s for waiter_id of the request with `key`. */
 void wakeup_add(struct wake_slot *s, int64_t waiter_id, uint64_t key,
     void *owner);
-/* Unregisters s (also from the ready list); a no-op if not added. */
-void wakeup_del(struct wake_slot *s);
+/* What a slot's request is to its parking thread. */
+enum wake_state {
+	WAKE_FREE,              /* the parking thread's to answer */
+	WAKE_CLAIMED,           /* another thread answers it: hands off */
+	WAKE_ANSWERED           /* answered by that thread: only to free */
+};
+/* Unregisters s (also from the ready list; a no-op if not added) and
+ * returns the state it was in; while WAKE_CLAIMED it does nothing. */
+enum wake_state wakeup_del(struct wake_slot *s);
+enum wake_state wakeup_state(struct wake_slot *s);
 /* Wakes this process's registered waiter_id; false if there is none. */
 bool wakeup_signal(int64_t waiter_id);
-/* Gives a committed handoff's grant to the request it was made for, if it
- * waits in this process, and wakes it (and any other request registered
- * for that waiter id, which then looks); false if there is none. */
-bool wakeup_grant(const struct lock_handoff *ho);
+/* Claims the request a committed handoff granted, if it waits in this
+ * process, for the calling thread to answer (any other request registered
+ * for that waiter id is woken to look); NULL if there is none or it is
+ * being ended.  The caller answers, then calls wakeup_answered(). */
+struct wake_slot *wakeup_claim(const struct lock_handoff *ho);
+/* Hands a claimed slot back, answered, to the parking thread. */
+void wakeup_answered(struct wake_slot *s);
 /* Empties wakeup_fd() before the ready list is taken with wakeup_next(). */
 void wakeup_drain(void);
 /* The next woken slot off the ready list, or NULL. */
 struct wake_slot *wakeup_next(void);
-/* Consumes a woken slot's wake: 0 for none, 1 for a wake (look), 2 when a
- * grant was handed over (copied to *g). */
-int wakeup_read(struct wake_slot *s, struct lock_grant *g);
+/* Consumes a woken slot's wake: 0 for none (or claimed), 1 for a wake
+ * (look), 2 when it was answered by the thread that claimed it. */
+int wakeup_read(struct wake_slot *s);
 
 /* handlers.c */
 /* Handles one accepted request completely; the caller then finishes it
@@ -153,6 +165,8 @@ int wait_park(FCGX_Request *fr, const struct request *rq,
 /* Withdraws a waiter row (best effort). */
 void wait_withdraw(const struct lockref *ref,
     const struct lock_waiter_ident *who, int64_t waiter_id);
+/* Answers a committed handoff's grant if its request is parked here. */
+bool wait_answer_grant(const struct lock_handoff *ho);
 /* Writes a whole response (hdr, then body) as FastCGI records and ends
  * the request; 0, or -1 if the connection failed. */
 int wait_reply_raw(int fd, int reqid, const char *hdr, size_t hlen,
