@@ -477,8 +477,9 @@ handoff_init(struct lock_handoff *ho)
  * After a transaction on lock `name` that may have handed it on (and
  * committed): answers the waiter it granted if that request is parked
  * here (its parking thread then withdraws its registration with the
- * coordinator), wakes it through the coordinator's kick otherwise; the new lease re-arms the coordinator's
- * timer either way.  Without a handoff, wakes the first waiter if `wake`.
+ * coordinator), wakes it through the coordinator's kick otherwise; the
+ * new lease re-arms the coordinator's timer either way.  Without a
+ * handoff, wakes the first waiter if `wake`.
  */
 void
 handed_on(const char *name, bool wake, const struct lock_handoff *ho)

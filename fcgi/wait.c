@@ -907,18 +907,29 @@ park_main(void *arg)
  * Answers the request a committed handoff granted, from the calling thread,
  * if it is parked in this process: the grant does not wait for the parking
  * thread to wake.  False if there is none (or it is being ended).
+ *
+ * A grant that cannot be delivered is released and may be handed on to
+ * the next waiter here, whose connection may be dead too (a web server
+ * restart drops them all): answering that one as well would recurse once
+ * per dead waiter, ~1.3 KiB of stack each.  Below the first level the
+ * waiter is only woken, and its parking thread looks in the database.
  */
 bool
 wait_answer_grant(const struct lock_handoff *ho)
 {
+	static _Thread_local bool answering;
 	struct wake_slot *s;
 	struct park *p;
 
+	if (answering)
+		return wakeup_signal(ho->waiter_id);
 	if ((s = wakeup_claim(ho)) == NULL)
 		return false;
 	p = s->owner;
+	answering = true;
 	acquire_answer(&p->reply, &p->ref, LC_GRANTED, &ho->grant,
 	    p->who.key, p->started, true);
+	answering = false;
 	wakeup_answered(s);
 	return true;
 }

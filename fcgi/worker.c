@@ -14,11 +14,11 @@
  * lives here, not in a file of its own, because it is main()'s other half:
  * each child returns from it to the same serve().
  *
- * SIGTERM and SIGINT stop the process within a second: a worker on the
- * web server's own socket (fd 0) refuses new connections at once, waiting
- * requests are withdrawn from their queues and answered 503, then we exit.  libfcgi
- * would otherwise swallow SIGTERM, so our handlers are installed after
- * FCGX_Init().  Unless -D is given we also die with our parent (the web
+ * SIGTERM and SIGINT stop the process within a second: a worker on a
+ * socket lighttpd made for it (fd 0) refuses new connections at once, waiting
+ * requests are withdrawn from their queues and answered 503, then we exit.
+ * libfcgi would otherwise swallow SIGTERM, so our handlers are installed
+ * after FCGX_Init().  Unless -D is given we also die with our parent (the web
  * server), so a killed lighttpd leaves no orphaned workers.
  */
 #include <errno.h>
@@ -411,6 +411,29 @@ parse_num(const char *s, int base, long max)
 }
 
 /* The gid of a group name or number; exits when there is none. */
+/*
+ * True if process `pid` is lighttpd, which spawns each FastCGI process on
+ * a socket of its own (socket + "-" + n): only then is fd 0 ours alone to
+ * shut down when we stop.  Others that hand a listening fd 0 to several
+ * processes (mod_fastcgi, supervisord's fcgi-program, spawn-fcgi -F,
+ * systemd socket units) would lose the socket for all of them.
+ */
+static bool
+is_lighttpd(pid_t pid)
+{
+	char path[64], comm[32];
+	FILE *f;
+	bool yes = false;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return false;
+	if (fgets(comm, sizeof(comm), f) != NULL)
+		yes = strcmp(comm, "lighttpd\n") == 0;
+	fclose(f);
+	return yes;
+}
+
 static gid_t
 parse_group(const char *name)
 {
@@ -517,12 +540,12 @@ serve(int listen_fd, bool own_listener)
 	atomic_store(&W.stopping, true);
 	log_debug("%s: stopping", __func__);
 
-	/* Take no new connection from here on: a web server restarted while
+	/* Take no new connection from here on: a lighttpd restarted while
 	 * we finish (lighttpd killed, our PR_SET_PDEATHSIG stop) would find
 	 * our socket still accepting, use us as a backend it did not spawn
 	 * and never respawn one once we are gone.  Refused, it unlinks the
 	 * socket and spawns its own.  Threads blocked in accept() get
-	 * EINVAL.  Not for a pool's socket, which our siblings share. */
+	 * EINVAL.  Only on a socket of ours alone (see is_lighttpd()). */
 	if (W.own_listener && shutdown(W.listen_fd, SHUT_RDWR) == -1)
 		log_warn("%s: shutdown of the FastCGI socket", __func__);
 
@@ -595,7 +618,7 @@ main(int argc, char **argv)
 		if (getppid() != parent) {
 			/* Refuse at once what a restarted web server would
 			 * otherwise hand to a process on its way out. */
-			if (sockpath == NULL)
+			if (sockpath == NULL && is_lighttpd(parent))
 				(void)shutdown(0, SHUT_RDWR);
 			fatalx("%s: parent exited during start-up", __func__);
 		}
@@ -615,5 +638,5 @@ main(int argc, char **argv)
 		if (nprocs > 0)
 			pool_run((int)nprocs, sockpath);
 	}
-	serve(listen_fd, !detached);
+	serve(listen_fd, !detached && sockpath == NULL && is_lighttpd(parent));
 }

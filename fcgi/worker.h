@@ -29,7 +29,7 @@ struct worker {
 	pid_t                  pid;
 	uint64_t               pstart;     /* our start time, for waiter rows */
 	int                    listen_fd;
-	bool                   own_listener; /* web server's fd 0, not shared */
+	bool                   own_listener; /* fd 0 from lighttpd: ours alone */
 	int                    stop_rd;    /* readable once we are stopping */
 	atomic_bool            stopping;
 	atomic_int             nthreads;
@@ -165,7 +165,8 @@ int wait_park(FCGX_Request *fr, const struct request *rq,
 /* Withdraws a waiter row (best effort). */
 void wait_withdraw(const struct lockref *ref,
     const struct lock_waiter_ident *who, int64_t waiter_id);
-/* Answers a committed handoff's grant if its request is parked here. */
+/* Answers a committed handoff's grant if its request is parked here (or,
+ * inside another such answer, wakes it to look); false if not parked. */
 bool wait_answer_grant(const struct lock_handoff *ho);
 /* Writes a whole response (hdr, then body) as FastCGI records and ends
  * the request; 0, or -1 if the connection failed. */
