@@ -30,6 +30,7 @@ struct worker {
 	uint64_t               pstart;     /* our start time, for waiter rows */
 	int                    listen_fd;
 	bool                   own_listener; /* fd 0 from lighttpd: ours alone */
+	bool                   unix_listener; /* listen_fd is AF_UNIX */
 	int                    stop_rd;    /* readable once we are stopping */
 	atomic_bool            stopping;
 	atomic_int             nthreads;
