@@ -435,7 +435,6 @@ parse_num(const char *s, int base, long max)
 	return v;
 }
 
-/* The gid of a group name or number; exits when there is none. */
 /*
  * True if process `pid` is lighttpd, which spawns each FastCGI process on
  * a socket of its own (socket + "-" + n): only then is fd 0 ours alone to
@@ -459,6 +458,7 @@ is_lighttpd(pid_t pid)
 	return yes;
 }
 
+/* The gid of a group name or number; exits when there is none. */
 static gid_t
 parse_group(const char *name)
 {
@@ -517,11 +517,11 @@ check_listener(int fd)
 }
 
 /*
- * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server,
- * ours alone if own_listener) until SIGTERM or SIGINT, then exits.
+ * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server)
+ * until SIGTERM or SIGINT, then exits.
  */
 static noreturn void
-serve(int listen_fd, bool own_listener)
+serve(int listen_fd)
 {
 	int pfd[2], i;
 
@@ -539,10 +539,8 @@ serve(int listen_fd, bool own_listener)
 	else if (FCGX_IsCGI()) {
 		fatalx("%s: fd 0 is not a FastCGI socket: run me from a web "
 		    "server, or give -s PATH", __func__);
-	} else {
+	} else
 		W.listen_fd = 0;
-		W.own_listener = own_listener;
-	}
 	check_listener(W.listen_fd);
 
 	W.pid = getpid();
@@ -667,5 +665,7 @@ main(int argc, char **argv)
 		if (nprocs > 0)
 			pool_run((int)nprocs, sockpath);
 	}
-	serve(listen_fd, !detached && sockpath == NULL && is_lighttpd(parent));
+	/* fd 0 from lighttpd is ours alone: see is_lighttpd(). */
+	W.own_listener = !detached && sockpath == NULL && is_lighttpd(parent);
+	serve(listen_fd);
 }

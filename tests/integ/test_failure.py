@@ -1,6 +1,7 @@
 """Failures: clients that vanish, crashes and restarts, a dead coordinator,
 malformed input, shutdown."""
 
+import glob
 import os
 import signal
 import socket
@@ -531,7 +532,6 @@ def test_lighttpd_restarted_while_workers_stop(s):
     connections as its stop begins: lighttpd finds a socket that accepts,
     uses that process as a backend it did not spawn, and never spawns one
     when it is gone (503 from then on)."""
-    import glob
     from test_fcgiraw import base_params, request_bytes
     old = s.worker_pids()
     socks = sorted(glob.glob(os.path.join(s.rundir, "worker.sock-*")))
