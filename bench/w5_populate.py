@@ -6,9 +6,10 @@
 DB must already carry lockcore's schema (bench/run starts the stack once,
 which creates it, and stops it cleanly, so `sessions` is empty) and no
 stack may have it open.  Adds HELD locks named PREFIX-h-<i>, each with one
-holder (a unique 32-hex token, fence 1 = the lock's fence_seq, an owner,
-acquired now, expiring in ten years), and UNHELD lock rows PREFIX-u-<i>
-with fence_seq 1 and no holder (a lock that was used and released).
+holder (the hash of a random token, fence 1 = the lock's fence_seq, an
+owner, acquired now, expiring in ten years), and UNHELD lock rows
+PREFIX-u-<i> with fence_seq 1 and no holder (a lock that was used and
+released; marked used in ten years, so that idle_reclaim keeps them).
 Rows are inserted in one transaction, then the WAL is checkpointed and
 truncated, so the stack starts from a plain database file.  Prints one
 line: held=... unheld=... secs=... db_bytes=...
@@ -27,7 +28,7 @@ def main():
     t0 = time.time()
     db = sqlite3.connect(path, isolation_level=None)
     ver = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if ver is None or ver[0] != 4:
+    if ver is None or ver[0] != 5:
         sys.exit("w5_populate: unexpected schema_version %r" % (ver,))
     for (pid,) in db.execute("SELECT pid FROM sessions").fetchall():
         # rows of dead processes are left for lockcore (a process crash of
@@ -47,17 +48,19 @@ def main():
     db.execute("BEGIN IMMEDIATE")
     base = db.execute("SELECT coalesce(max(id), 0) FROM locks").fetchone()[0]
     # locks first, ids base+1..base+held (held), then the unheld ones
-    db.executemany("INSERT INTO locks(id, name, fence_seq, max_holders)"
-                   " VALUES (?, ?, 1, 1)",
-                   ((base + 1 + i, "%s-h-%d" % (prefix, i)) for i in range(held)))
-    db.executemany("INSERT INTO locks(id, name, fence_seq, max_holders)"
-                   " VALUES (?, ?, 1, 1)",
-                   ((base + 1 + held + i, "%s-u-%d" % (prefix, i))
+    # used_at: far ahead, so that idle_reclaim leaves the unheld rows alone
+    db.executemany("INSERT INTO locks(id, name, fence_seq, max_holders, used_at)"
+                   " VALUES (?, ?, 1, 1, ?)",
+                   ((base + 1 + i, "%s-h-%d" % (prefix, i), far) for i in range(held)))
+    db.executemany("INSERT INTO locks(id, name, fence_seq, max_holders, used_at)"
+                   " VALUES (?, ?, 1, 1, ?)",
+                   ((base + 1 + held + i, "%s-u-%d" % (prefix, i), far)
                     for i in range(unheld)))
-    db.executemany("INSERT INTO holders(token, lock_id, fence, owner,"
-                   " request_id, acquired_at, expires_at)"
-                   " VALUES (?, ?, 1, 'w5', NULL, ?, ?)",
-                   ((rnd(16).hex(), base + 1 + i, now, far + i % 1000)
+    # token_hash: the SHA-256 of a token nobody knows
+    db.executemany("INSERT INTO holders(token_hash, lock_id, fence, owner,"
+                   " rid_hash, seal, acquired_at, expires_at, ttl_ms)"
+                   " VALUES (?, ?, 1, 'w5', NULL, NULL, ?, ?, ?)",
+                   ((rnd(32), base + 1 + i, now, far + i % 1000, far - now)
                     for i in range(held)))
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -77,6 +77,12 @@ static const struct conf_key keys[] = {
 	  "must be a number of seconds from 0.1 to 60", NULL },
 	{ "max_waiters", K_INT, F(max_waiters), 0, 1, 1000000,
 	  "must be an integer from 1 to 1000000", NULL },
+	{ "idle_reclaim", K_SECONDS, F(idle_reclaim_ms), 0, 0, 2592000000,
+	  "must be a number of seconds from 0 to 2592000 (30 days)", NULL },
+	{ "tenant_max_held", K_INT, F(tenant_max_held), 0, 0, 10000000,
+	  "must be an integer from 0 (no quota) to 10000000", NULL },
+	{ "tenant_max_waiting", K_INT, F(tenant_max_waiting), 0, 0, 10000000,
+	  "must be an integer from 0 (no quota) to 10000000", NULL },
 	{ "threads", K_INT, F(threads), 0, 1, 4096,
 	  "must be an integer from 1 to 4096", NULL },
 	{ "max_threads", K_INT, F(max_threads), 0, 1, 65536,
@@ -117,6 +123,7 @@ conf_defaults(struct hl_conf *c)
 	c->poll_ms = 100;
 	c->busy_timeout_ms = 5000;
 	c->max_waiters = 1000;
+	c->idle_reclaim_ms = 300 * 1000;
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;

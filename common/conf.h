@@ -26,6 +26,13 @@ struct hl_conf {
 	int64_t poll_ms;                     /* poll_interval = 0.1 */
 	int64_t busy_timeout_ms;             /* busy_timeout = 5 */
 	int     max_waiters;                 /* max_waiters = 1000 (per lock) */
+	int64_t idle_reclaim_ms;             /* idle_reclaim = 300: a lock not
+	                                        held, awaited or granted this
+	                                        long loses its row */
+	int     tenant_max_held;             /* tenant_max_held = 0 (no quota):
+	                                        live grants per tenant */
+	int     tenant_max_waiting;          /* tenant_max_waiting = 0: live
+	                                        waiters per tenant */
 	int     threads;                     /* threads = 8 (per worker, at start) */
 	int     max_threads;                 /* max_threads = 512 (per worker) */
 	int     synchronous_full;            /* synchronous = normal | full */

@@ -8,9 +8,11 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <json.h>
 
@@ -34,6 +36,7 @@ static const struct status_text status_texts[] = {
 	{ 404, "Not Found" },
 	{ 405, "Method Not Allowed" }, { 409, "Conflict" },
 	{ 413, "Payload Too Large" }, { 423, "Locked" },
+	{ 429, "Too Many Requests" },
 	{ 500, "Internal Server Error" }, { 503, "Service Unavailable" },
 };
 
@@ -57,6 +60,12 @@ static const struct lc_error lc_errors[] = {
 	{ LC_E_SUPERSEDED, 409, "superseded",
 	    "a newer request with the same request_id took over this "
 	    "place in the queue" },
+	{ LC_E_QUOTA_HELD, 429, "quota_exceeded",
+	    "your namespace holds as many locks as its quota allows "
+	    "(tenant_max_held): release one first" },
+	{ LC_E_QUOTA_WAIT, 429, "quota_exceeded",
+	    "your namespace has as many waiting acquires as its quota "
+	    "allows (tenant_max_waiting)" },
 	{ LC_E_DB, 503, "unavailable", "the lock database is unavailable" },
 	{ LC_E_NOMEM, 503, "unavailable", "out of memory" },
 	{ LC_E_RECOVERING, 503, "unavailable",
@@ -510,7 +519,7 @@ send_grant(struct reply *r, const struct lock_grant *g,
 
 	snprintf(extra, sizeof(extra), "Lock-Token: %s", g->token);
 	if (send_json(r, 200, extra,
-	    grant_json(g, rq->name, g->expires_at - g->acquired_at), false) == 0)
+	    grant_json(g, rq->name, g->ttl_ms), false) == 0)
 		return;
 	/* Only while the grant is still ours: a retry with our request_id
 	 * may have been given it meanwhile, and its client keeps it. */
@@ -571,6 +580,42 @@ acquire_answer(struct reply *r, const struct lockref *ref, int rc,
 	}
 }
 
+/*
+ * Housekeeping after a request, at most every SWEEP_EVERY_MS in a
+ * process: one batch of lockcore_sweep (expired holders, and the rows of
+ * locks idle for idle_reclaim, so that names used once do not stay in
+ * the file forever).
+ * The interval is measured on the monotonic clock.
+ */
+#define SWEEP_EVERY_MS 1000
+#define SWEEP_BATCH    1000
+
+static void
+db_sweep(void)
+{
+	static _Atomic int_least64_t next;
+	struct timespec ts;
+	struct lockcore *db;
+	int64_t t, due;
+	int changed = 0, rc;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	t = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	due = atomic_load(&next);
+	if (t < due ||
+	    !atomic_compare_exchange_strong(&next, &due, t + SWEEP_EVERY_MS))
+		return;
+	if ((db = db_enter(true)) == NULL)
+		return;
+	rc = lockcore_sweep(db, now_ms(), SWEEP_BATCH, W.conf.idle_reclaim_ms,
+	    &changed);
+	if (rc == LC_E_DB)
+		log_warnx("sweep: %s", lockcore_errmsg(db));
+	if (db_leave(rc) == 0 && changed > 0)
+		log_debug("sweep: %d rows of expired grants and idle locks "
+		    "deleted", changed);
+}
+
 /* Set while this process refuses waiters (too many parked). */
 static atomic_bool parked_full;
 
@@ -579,6 +624,7 @@ handle_acquire(struct reply *r, const struct request *rq)
 {
 	struct lock_acquire_req ar;
 	struct lockref ref = { rq->name, rq->key, rq->tenant, rq->nslen };
+	char ns[LC_KEY_MAX + 1];
 	struct lock_grant g;
 	struct lock_wait_info info;
 	struct lockcore *db;
@@ -596,6 +642,14 @@ handle_acquire(struct reply *r, const struct request *rq)
 	ar.who.pid = W.pid;
 	ar.who.pstart = W.pstart;
 	ar.who.key = random_u64();
+	if (rq->tenant) {
+		/* The tenant's keys start with its namespace (request.h). */
+		memcpy(ns, rq->key, rq->nslen);
+		ns[rq->nslen] = '\0';
+		ar.quota_prefix = ns;
+		ar.quota_held = W.conf.tenant_max_held;
+		ar.quota_waiting = W.conf.tenant_max_waiting;
+	}
 
 	if ((db = db_enter(true)) == NULL) {
 		send_lc_error(r, LC_E_DB, NULL);
@@ -606,6 +660,9 @@ handle_acquire(struct reply *r, const struct request *rq)
 	rc = db_leave(rc);
 
 	if (rc == LC_QUEUED) {
+		/* The token its grant will carry, which only this request
+		 * knows from now on (the database keeps its hash). */
+		memcpy(ar.who.token, info.token, sizeof(ar.who.token));
 		/* A retry with a request_id may have taken over a queue place
 		 * whose old request still waits: wake it to find out. */
 		if (ar.request_id != NULL) {
@@ -692,7 +749,7 @@ handle_renew(struct reply *r, const struct request *rq)
 	}
 	/* The coordinator's timer for this lock's waiters moves too. */
 	notify(rq->key, false, 0, g.expires_at);
-	(void)send_json(r, 200, NULL, grant_json(&g, rq->name, rq->ttl_ms),
+	(void)send_json(r, 200, NULL, grant_json(&g, rq->name, g.ttl_ms),
 	    false);
 }
 
@@ -963,6 +1020,7 @@ handle_request(FCGX_Request *fr)
 	free(body);
 	body = NULL;
 	handlers[rq.route](&rp, &rq);
+	db_sweep();
 out:
 	free(body);
 }

@@ -411,6 +411,33 @@ take_text(const char *what, const char *v, size_t len, size_t min,
 	return 0;
 }
 
+/*
+ * A request_id is a credential (whoever repeats it gets the grant, or can
+ * cancel it), so it must be too long to guess: REQ_RID_MIN..LC_REQUEST_ID_MAX
+ * characters of [A-Za-z0-9_.~-] (a UUID, or 22 random base64url
+ * characters).  Copies it into dst.
+ */
+static int
+take_request_id(const char *v, size_t len, char *dst,
+    struct request_error *err)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!((v[i] >= 'a' && v[i] <= 'z') ||
+		    (v[i] >= 'A' && v[i] <= 'Z') ||
+		    (v[i] >= '0' && v[i] <= '9') || v[i] == '_' ||
+		    v[i] == '.' || v[i] == '~' || v[i] == '-'))
+			break;
+	if (len < REQ_RID_MIN || len > LC_REQUEST_ID_MAX || i < len)
+		return fail(err, 400, "request_id must be %d to %d characters "
+		    "of A-Z a-z 0-9 _ . ~ - (a random id: it is a credential)",
+		    REQ_RID_MIN, LC_REQUEST_ID_MAX);
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+	return 0;
+}
+
 /* Percent-decodes and validates the name segment into out->name. */
 static int
 take_name(struct span raw, struct request *out, struct request_error *err)
@@ -686,9 +713,9 @@ take_params(const struct params *pv, const struct request_in *in,
 		    pv->val[P_OWNER], pv->len[P_OWNER], 0, LC_OWNER_MAX,
 		    out->owner, err) != 0)
 			return -1;
-		if (pv->val[P_REQUEST_ID] != NULL && take_text("request_id",
-		    pv->val[P_REQUEST_ID], pv->len[P_REQUEST_ID], 1,
-		    LC_REQUEST_ID_MAX, out->request_id, err) != 0)
+		if (pv->val[P_REQUEST_ID] != NULL && take_request_id(
+		    pv->val[P_REQUEST_ID], pv->len[P_REQUEST_ID],
+		    out->request_id, err) != 0)
 			return -1;
 		return 0;
 	case ROUTE_RELEASE:
@@ -696,13 +723,15 @@ take_params(const struct params *pv, const struct request_in *in,
 	case ROUTE_RENEW:
 		if (take_token(pv, in->lock_token, out, err) != 0)
 			return -1;
+		/* Without a ttl the grant's own lease: 0 says so. */
+		if (pv->val[P_TTL] == NULL)
+			return 0;
 		return take_ttl(pv, lim, out, err);
 	case ROUTE_CANCEL:
 		if (pv->val[P_REQUEST_ID] == NULL)
 			return fail(err, 400, "request_id is required");
-		return take_text("request_id", pv->val[P_REQUEST_ID],
-		    pv->len[P_REQUEST_ID], 1, LC_REQUEST_ID_MAX,
-		    out->request_id, err);
+		return take_request_id(pv->val[P_REQUEST_ID],
+		    pv->len[P_REQUEST_ID], out->request_id, err);
 	case ROUTE_LIST:
 		if (pv->val[P_PREFIX] != NULL && take_text("prefix",
 		    pv->val[P_PREFIX], pv->len[P_PREFIX], 0, REQ_NAME_MAX,

@@ -46,6 +46,7 @@
 #define REQ_LIST_MAX    1000
 #define REQ_LIST_DEFAULT 100
 #define REQ_NAME_MAX    255           /* bytes of a lock name */
+#define REQ_RID_MIN     16            /* characters of a request_id */
 #define REQ_TENANT_MAX  128           /* bytes of a REMOTE_USER */
 /* "/" + enc(user) + "/": every byte of the user may be percent-encoded. */
 #define REQ_NS_MAX      (2 + 3 * REQ_TENANT_MAX)
@@ -88,7 +89,9 @@ struct request {
 	char    name[REQ_NAME_MAX + 1];        /* decoded, validated */
 	int64_t timeout_ms;                    /* acquire: capped at max_wait */
 	bool    has_timeout;                   /* false: wait up to max_wait */
-	int64_t ttl_ms;                        /* acquire, renew: default filled */
+	int64_t ttl_ms;                        /* acquire: default filled; renew:
+	                                          0 when absent (the grant's
+	                                          own lease) */
 	char    owner[LC_OWNER_MAX + 1];
 	char    request_id[LC_REQUEST_ID_MAX + 1];   /* "" when absent */
 	char    token[LC_TOKEN_LEN + 1];       /* release, renew */

@@ -918,6 +918,7 @@ bool
 wait_answer_grant(const struct lock_handoff *ho)
 {
 	static _Thread_local bool answering;
+	struct lock_grant g;
 	struct wake_slot *s;
 	struct park *p;
 
@@ -926,9 +927,12 @@ wait_answer_grant(const struct lock_handoff *ho)
 	if ((s = wakeup_claim(ho)) == NULL)
 		return false;
 	p = s->owner;
+	/* The grant carries the token only the waiting request knows. */
+	g = ho->grant;
+	memcpy(g.token, p->who.token, sizeof(g.token));
 	answering = true;
-	acquire_answer(&p->reply, &p->ref, LC_GRANTED, &ho->grant,
-	    p->who.key, p->started, true);
+	acquire_answer(&p->reply, &p->ref, LC_GRANTED, &g, p->who.key,
+	    p->started, true);
 	answering = false;
 	wakeup_answered(s);
 	return true;

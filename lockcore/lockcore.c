@@ -11,7 +11,7 @@
  * Statements are prepared once per connection from the table `sqltab` and
  * reset (with their bindings cleared) after every use.
  */
-#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -28,13 +28,13 @@
 #include <sqlite3.h>
 
 #include "lockcore.h"
+#include "secret.h"
 
-#define SCHEMA_VERSION   4
+#define SCHEMA_VERSION   5
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
 #define BUSY_SLEEP_MIN   20     /* first sleep in the busy handler, µs */
 #define BUSY_SLEEP_MAX   1000   /* longest sleep in the busy handler, µs */
-#define TOKEN_BYTES      (LC_TOKEN_LEN / 2)
 #define ERRBUF_LEN       256
 #define CKPT_FRAMES      1000   /* checkpoint when the WAL has this many
                                    frames (SQLite's own default) */
@@ -73,76 +73,101 @@
  */
 
 /*
- * Rows of `locks` are never deleted: fence_seq must keep growing for a name
- * for as long as the database exists, or a new grant could carry a fence an
- * old holder already showed to a resource.  A lock is "unused" when it has
- * no live holder and no waiter, not when its row is gone.
+ * Fences.  A fence must never be issued twice for a name, for as long as
+ * the database exists, or a new grant could carry a fence an old holder
+ * already showed to a resource.  Every fence is at least meta.fence_floor,
+ * which only grows:
+ *  - a lockcore_open that finds no other connection open (the first
+ *    after a stop) raises it to the wall clock in microseconds, so a copy
+ *    of the database restored from a backup (with the server stopped)
+ *    issues fences above every fence the server issued after the copy
+ *    was taken: those grew by one per grant from a floor set at an
+ *    earlier start, far more slowly than the clock.  Later opens leave it,
+ *    so fences of a running server go up by one per grant;
+ *  - lockcore_sweep deletes the rows of locks idle for a while (no live
+ *    holder, no waiter, no grant since `idle_ms`: locks.used_at) and
+ *    raises it above their fence_seq in the same transaction, so a name
+ *    used again starts above every fence it had;
+ *  - an unclean shutdown raises it by FENCE_JUMP (above).
+ * The grant's transaction reads it (S_FENCE_BUMP), so a floor raised by
+ * another connection is in force at once.
  */
 /*
- * `holders`, for schema_sql and the rebuilds.  A grant is found by its lock
- * (and a fence is unique within its lock), so the table is a b-tree keyed
- * by (lock_id, fence), WITHOUT ROWID: a grant or a release writes one leaf
- * of it, where a rowid table wrote a table leaf and leaves of an index on
- * lock_id and one on expires_at (schema version 4; bench/RESULTS.md, W1).
- * The partial indexes are written only by grants with a request_id or
- * made for a waiter.  Expiry needs no index: expired holders are purged
- * by whichever transaction next looks at their lock (lock_id, the key),
- * lockcore_sweep walks the holders by lock, and lock_list reads every
- * live holder anyway.
+ * Tokens and request ids are credentials and are stored only as SHA-256
+ * hashes (secret.h): `token_hash` and `rid_hash`; `seal` lets a retry with
+ * the request_id get its token back.  A waiter row carries the hash and
+ * seal of the token its grant will have: the request that waits knows the
+ * token (lock_wait_info.token), whoever grants the row copies the hashes.
+ */
+/*
+ * `holders`, for schema_sql and the rebuild from version 4.  A grant is
+ * found by its lock (and a fence is unique within its lock), so the table
+ * is a b-tree keyed by (lock_id, fence), WITHOUT ROWID: a grant or a
+ * release writes one leaf of it (bench/RESULTS.md, W1).  The partial
+ * indexes are written only by grants with a request_id or made for a
+ * waiter.  Expiry needs no index: expired holders are purged by whichever
+ * transaction next looks at their lock (lock_id, the key), lockcore_sweep
+ * walks the holders by lock, and lock_list reads every live holder anyway.
+ * `ttl_ms` is the lease a renew without a ttl extends by.
  */
 #define HOLDERS_TABLE "("                                           \
-    " token TEXT NOT NULL,"                                         \
+    " token_hash BLOB NOT NULL,"                                    \
     " lock_id INTEGER NOT NULL,"                                    \
     " fence INTEGER NOT NULL,"                                      \
     " owner TEXT NOT NULL DEFAULT '',"                              \
-    " request_id TEXT,"                                             \
+    " rid_hash BLOB,"                                               \
+    " seal BLOB,"                                                   \
     " acquired_at INTEGER NOT NULL,"                                \
     " expires_at INTEGER NOT NULL,"                                 \
+    " ttl_ms INTEGER NOT NULL,"                                     \
     " waiter_id INTEGER,"                                           \
     " wkey INTEGER,"                                                \
     " PRIMARY KEY (lock_id, fence)) WITHOUT ROWID"
+
+#define LOCKS_TABLE                                                 \
+    "CREATE TABLE IF NOT EXISTS locks("                             \
+    " id INTEGER PRIMARY KEY,"                                      \
+    " name TEXT NOT NULL UNIQUE,"                                   \
+    " fence_seq INTEGER NOT NULL DEFAULT 0,"                        \
+    " max_holders INTEGER NOT NULL DEFAULT 1,"                      \
+    " nwait INTEGER NOT NULL DEFAULT 0,"                            \
+    " used_at INTEGER NOT NULL DEFAULT 0);"
+
+/* locks.nwait: the lock's waiter rows, dead ones included, so that an
+ * enqueue need not count a long queue (O(n) under the write lock). */
+#define NWAIT_TRIGGERS                                              \
+    "CREATE TRIGGER IF NOT EXISTS waiters_ins AFTER INSERT ON waiters"\
+    " BEGIN UPDATE locks SET nwait = nwait + 1 WHERE id = NEW.lock_id; END;"\
+    "CREATE TRIGGER IF NOT EXISTS waiters_del AFTER DELETE ON waiters"\
+    " BEGIN UPDATE locks SET nwait = nwait - 1 WHERE id = OLD.lock_id; END;"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 4);"
-    "CREATE TABLE IF NOT EXISTS locks("
-    " id INTEGER PRIMARY KEY,"
-    " name TEXT NOT NULL UNIQUE,"
-    " fence_seq INTEGER NOT NULL DEFAULT 0,"
-    " max_holders INTEGER NOT NULL DEFAULT 1,"
-    " nwait INTEGER NOT NULL DEFAULT 0);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 5);"
+    LOCKS_TABLE
     "CREATE TABLE IF NOT EXISTS holders" HOLDERS_TABLE ";"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
     " WHERE waiter_id IS NOT NULL;"
-    "CREATE UNIQUE INDEX IF NOT EXISTS holders_req ON holders(lock_id,"
-    " request_id) WHERE request_id IS NOT NULL;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS holders_rid ON holders(lock_id,"
+    " rid_hash) WHERE rid_hash IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS waiters("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " lock_id INTEGER NOT NULL,"
-    " request_id TEXT,"
+    " rid_hash BLOB,"
     " owner TEXT NOT NULL DEFAULT '',"
     " ttl_ms INTEGER NOT NULL,"
     " deadline INTEGER NOT NULL,"
     " pid INTEGER NOT NULL,"
     " pstart INTEGER NOT NULL,"
-    " wkey INTEGER NOT NULL);"
+    " wkey INTEGER NOT NULL,"
+    " token_hash BLOB,"
+    " seal BLOB);"
     "CREATE INDEX IF NOT EXISTS waiters_lock ON waiters(lock_id, id);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS waiters_req ON waiters(lock_id,"
-    " request_id) WHERE request_id IS NOT NULL;"
-    /* locks.nwait: the lock's waiter rows, dead ones included, so that an
-     * enqueue need not count a long queue (O(n) under the write lock). */
-    "CREATE TRIGGER IF NOT EXISTS waiters_ins AFTER INSERT ON waiters"
-    " BEGIN UPDATE locks SET nwait = nwait + 1 WHERE id = NEW.lock_id; END;"
-    "CREATE TRIGGER IF NOT EXISTS waiters_del AFTER DELETE ON waiters"
-    " BEGIN UPDATE locks SET nwait = nwait - 1 WHERE id = OLD.lock_id; END;";
-
-/* locks.nwait, new in version 4, counted once for an older file. */
-static const char add_nwait_sql[] =
-    "ALTER TABLE locks ADD COLUMN nwait INTEGER NOT NULL DEFAULT 0;"
-    "UPDATE locks SET nwait = (SELECT count(*) FROM waiters w"
-    " WHERE w.lock_id = locks.id);";
+    "CREATE UNIQUE INDEX IF NOT EXISTS waiters_rid ON waiters(lock_id,"
+    " rid_hash) WHERE rid_hash IS NOT NULL;"
+    NWAIT_TRIGGERS;
 
 /* Sessions and the fence floor (see "Unclean shutdowns"), new in version 3. */
 static const char sessions_sql[] =
@@ -158,31 +183,72 @@ static const char sessions_sql[] =
     " opened_at INTEGER NOT NULL);";
 
 /*
- * Older versions of `holders` are rebuilt as version 4's (HOLDERS_TABLE),
- * and schema_sql then adds the indexes (the old ones, holders_lock among
- * them, go with the old table).  Version 3 changed `holders`: a grant
- * remembers the waiter row it was made for (waiter_id, and the wkey of the
- * request that owned the row), so that a waiter granted by someone else's
- * transaction finds its grant with a read; and `token` is no longer a
- * PRIMARY KEY.  Its unique index was never used for a lookup (a token is
- * compared among its lock's holders), yet every grant and release wrote a
- * random leaf of it: at 1 M held locks that made checkpoints scatter and
- * p99 grow (bench/RESULTS.md, W5).  Tokens are 128 random bits.  Rows of
- * versions 1 and 2 have no waiter_id.  Version 4 made the table WITHOUT
- * ROWID (see HOLDERS_TABLE); no two rows of a lock share a fence, so the
- * copy cannot fail on the new key unless the data were already broken.
+ * Upgrades.  Versions 1 to 3 are first brought to version 4 (the
+ * statements below, which know version 4's tables), then version 4 to 5.
+ * Version 4's `holders` is rebuilt from older ones: version 3 added
+ * waiter_id and wkey (a waiter granted by someone else's transaction finds
+ * its grant with a read) and dropped token's unique index (never used for
+ * a lookup, yet every grant wrote a random leaf of it: bench/RESULTS.md,
+ * W5); version 4 made the table WITHOUT ROWID; no two rows of a lock
+ * share a fence, so the copy cannot fail on the new key unless the data
+ * were already broken.  Version 4 added locks.nwait, counted once here.
  */
+#define HOLDERS_V4_TABLE "("                                        \
+    " token TEXT NOT NULL, lock_id INTEGER NOT NULL,"               \
+    " fence INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',"      \
+    " request_id TEXT, acquired_at INTEGER NOT NULL,"               \
+    " expires_at INTEGER NOT NULL, waiter_id INTEGER, wkey INTEGER,"\
+    " PRIMARY KEY (lock_id, fence)) WITHOUT ROWID"
 #define HOLDERS_V1_COLUMNS \
     "token, lock_id, fence, owner, request_id, acquired_at, expires_at"
-#define REBUILD_HOLDERS(cols)                                       \
-    "CREATE TABLE holders_v4" HOLDERS_TABLE ";"                     \
+#define REBUILD_HOLDERS_V4(cols)                                    \
+    "CREATE TABLE holders_v4" HOLDERS_V4_TABLE ";"                  \
     "INSERT INTO holders_v4(" cols ") SELECT " cols " FROM holders;"\
     "DROP TABLE holders;"                                           \
     "ALTER TABLE holders_v4 RENAME TO holders;"
 
-static const char rebuild_holders_v1[] = REBUILD_HOLDERS(HOLDERS_V1_COLUMNS);
+static const char rebuild_holders_v1[] = REBUILD_HOLDERS_V4(HOLDERS_V1_COLUMNS);
 static const char rebuild_holders_v3[] =
-    REBUILD_HOLDERS(HOLDERS_V1_COLUMNS ", waiter_id, wkey");
+    REBUILD_HOLDERS_V4(HOLDERS_V1_COLUMNS ", waiter_id, wkey");
+
+/* Version 4's tables and indexes that older files may lack. */
+static const char schema_v4_sql[] =
+    LOCKS_TABLE
+    "CREATE TABLE IF NOT EXISTS waiters("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, lock_id INTEGER NOT NULL,"
+    " request_id TEXT, owner TEXT NOT NULL DEFAULT '',"
+    " ttl_ms INTEGER NOT NULL, deadline INTEGER NOT NULL,"
+    " pid INTEGER NOT NULL, pstart INTEGER NOT NULL,"
+    " wkey INTEGER NOT NULL);";
+
+static const char add_nwait_sql[] =
+    "ALTER TABLE locks ADD COLUMN nwait INTEGER NOT NULL DEFAULT 0;";
+
+/*
+ * Version 5 keeps no token or request_id in plain text.  Holders are
+ * rebuilt with the hashes, a seal for grants with a request_id (so a
+ * retry still gets its token), and ttl_ms (the lease as granted).
+ * Waiter rows are deleted: their requests were served by processes of an
+ * older httplock, which cannot use this file, and without the token their
+ * grant would carry nobody could answer them.  The functions hl_sha256
+ * and hl_seal exist only on the connection that upgrades (upgrade_funcs).
+ */
+static const char upgrade_v5_sql[] =
+    "CREATE TABLE holders_v5" HOLDERS_TABLE ";"
+    "INSERT INTO holders_v5(token_hash, lock_id, fence, owner, rid_hash,"
+    " seal, acquired_at, expires_at, ttl_ms, waiter_id, wkey)"
+    " SELECT hl_sha256(token), lock_id, fence, owner, hl_sha256(request_id),"
+    " hl_seal(token, request_id), acquired_at, expires_at,"
+    " max(expires_at - acquired_at, 1), waiter_id, wkey FROM holders;"
+    "DROP TABLE holders;"
+    "ALTER TABLE holders_v5 RENAME TO holders;"
+    "DELETE FROM waiters;"
+    "ALTER TABLE locks ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE locks SET nwait = 0;"
+    "DROP INDEX IF EXISTS waiters_req;"
+    "ALTER TABLE waiters RENAME COLUMN request_id TO rid_hash;"
+    "ALTER TABLE waiters ADD COLUMN token_hash BLOB;"
+    "ALTER TABLE waiters ADD COLUMN seal BLOB;";
 
 enum stmt_id {
 	S_BEGIN,
@@ -213,12 +279,18 @@ enum stmt_id {
 	S_W_ADD,
 	S_W_DEL,
 	S_LIST,
-	S_SWEEP_NEXT,
+	S_Q_HELD,
+	S_Q_WAIT,
+	S_SWEEP_RANGE,
+	S_SWEEP_PURGE,
+	S_SWEEP_TOP,
+	S_SWEEP_IDLE,
 	S_COUNT
 };
 
-#define HOLDER_COLS \
-    "lock_id, token, fence, owner, acquired_at, expires_at, waiter_id, wkey"
+#define HOLDER_COLS                                                 \
+    "lock_id, token_hash, fence, owner, acquired_at, expires_at,"    \
+    " waiter_id, wkey, seal, ttl_ms"
 
 static const char *const sqltab[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
@@ -246,8 +318,9 @@ static const char *const sqltab[S_COUNT] = {
 	 * ephemeral table, which cost more CPU than the second statement
 	 * (bench/lcbench: +10 us per acquire, a malloc that trimmed and
 	 * regrew the heap every time). */
-	[S_FENCE_BUMP] =
-	    "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2) WHERE id = ?1",
+	[S_FENCE_BUMP] = "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2,"
+	    " (SELECT value FROM meta WHERE key = 'fence_floor')), used_at = ?3"
+	    " WHERE id = ?1",
 	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
 	[S_H_PURGE] =
 	    "DELETE FROM holders WHERE lock_id = ?1 AND expires_at <= ?2",
@@ -256,23 +329,23 @@ static const char *const sqltab[S_COUNT] = {
 	[S_H_LIST] = "SELECT " HOLDER_COLS " FROM holders"
 	    " WHERE lock_id = ?1 AND expires_at > ?2 ORDER BY fence",
 	[S_H_BY_REQ] = "SELECT " HOLDER_COLS " FROM holders"
-	    " WHERE lock_id = ?1 AND request_id = ?2 AND expires_at > ?3",
+	    " WHERE lock_id = ?1 AND rid_hash = ?2 AND expires_at > ?3",
 	[S_H_BY_WAITER] = "SELECT " HOLDER_COLS ", (SELECT name FROM locks"
 	    "  WHERE id = holders.lock_id) FROM holders"
 	    " WHERE waiter_id = ?1 AND expires_at > ?2",
-	[S_H_ADD] = "INSERT INTO holders(token, lock_id, fence, owner,"
-	    " request_id, acquired_at, expires_at, waiter_id, wkey)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[S_H_ADD] = "INSERT INTO holders(token_hash, lock_id, fence, owner,"
+	    " rid_hash, seal, acquired_at, expires_at, ttl_ms, waiter_id, wkey)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[S_H_DEL] = "DELETE FROM holders WHERE lock_id = ?1 AND fence = ?2",
-	[S_H_RENEW] = "UPDATE holders SET expires_at = ?3"
+	[S_H_RENEW] = "UPDATE holders SET expires_at = ?3, ttl_ms = ?4"
 	    " WHERE lock_id = ?1 AND fence = ?2",
 	[S_H_TAKE] = "UPDATE holders SET wkey = ?3"
 	    " WHERE lock_id = ?1 AND fence = ?2",
-	[S_W_GET] = "SELECT w.lock_id, w.owner, w.request_id, w.ttl_ms,"
-	    " w.wkey, l.name, l.max_holders, w.deadline"
+	[S_W_GET] = "SELECT w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
+	    " w.wkey, l.name, l.max_holders, w.deadline, w.token_hash, w.seal"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
-	[S_W_BY_REQ] =
-	    "SELECT id FROM waiters WHERE lock_id = ?1 AND request_id = ?2",
+	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
+	    " WHERE lock_id = ?1 AND rid_hash = ?2",
 	[S_W_TAKE] = "UPDATE waiters SET pid = ?2, pstart = ?3, wkey = ?4,"
 	    " deadline = ?5 WHERE id = ?1",
 	[S_W_WALK] = "SELECT id, pid, pstart, deadline FROM waiters"
@@ -280,9 +353,9 @@ static const char *const sqltab[S_COUNT] = {
 	[S_W_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM waiters"
 	    " WHERE lock_id = ?1 AND id > ?2 AND id < ?3 AND deadline > ?4"
 	    " LIMIT ?5)",
-	[S_W_ADD] = "INSERT INTO waiters(lock_id, request_id, owner, ttl_ms,"
-	    " deadline, pid, pstart, wkey)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_W_ADD] = "INSERT INTO waiters(lock_id, rid_hash, owner, ttl_ms,"
+	    " deadline, pid, pstart, wkey, token_hash, seal)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[S_W_DEL] = "DELETE FROM waiters WHERE id = ?1",
 	/* Driven by the live rows, not by `locks`, which only grows. */
 	[S_LIST] = "WITH act(id) AS ("
@@ -298,10 +371,27 @@ static const char *const sqltab[S_COUNT] = {
 	    " AND (?6 IS NULL OR l.name < ?6"
 	    "  OR (?7 IS NOT NULL AND l.name >= ?7))"
 	    " ORDER BY l.name LIMIT ?5",
-	[S_SWEEP_NEXT] = "SELECT min(x) FROM ("
-	    " SELECT min(lock_id) AS x FROM holders"
-	    "  WHERE expires_at <= ?1 AND lock_id > ?2"
-	    " UNION ALL SELECT min(lock_id) FROM waiters WHERE lock_id > ?2)"
+	/* lockcore_sweep: the last id of a batch of lock rows after ?1, its
+	 * expired holders, the highest fence among its idle locks, and
+	 * those idle locks (no holder left, no waiter row). */
+	/* Quotas: live grants and live waiters of the locks whose keys lie
+	 * in [?1, ?2) (?2 NULL: no end), counted up to ?4. */
+	[S_Q_HELD] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
+	    " JOIN holders h ON h.lock_id = l.id WHERE l.name >= ?1"
+	    " AND (?2 IS NULL OR l.name < ?2) AND h.expires_at > ?3 LIMIT ?4)",
+	[S_Q_WAIT] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
+	    " JOIN waiters w ON w.lock_id = l.id WHERE l.name >= ?1"
+	    " AND (?2 IS NULL OR l.name < ?2) AND w.deadline > ?3 LIMIT ?4)",
+	[S_SWEEP_RANGE] = "SELECT max(id) FROM (SELECT id FROM locks"
+	    " WHERE id > ?1 ORDER BY id LIMIT ?2)",
+	[S_SWEEP_PURGE] = "DELETE FROM holders"
+	    " WHERE lock_id > ?1 AND lock_id <= ?2 AND expires_at <= ?3",
+	[S_SWEEP_TOP] = "SELECT coalesce(max(fence_seq), 0) FROM locks l"
+	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
+	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = l.id)",
+	[S_SWEEP_IDLE] = "DELETE FROM locks"
+	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
+	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = locks.id)"
 };
 
 struct lockcore {
@@ -321,6 +411,8 @@ struct lockcore {
 	bool             batch_failed;     /* a savepoint could not be undone
 	                                      or released: roll back at end */
 	sqlite3_stmt    *sp[3];            /* savepoint, release, rollback to */
+	int64_t          sweep_cursor;     /* lockcore_sweep's next batch
+	                                      starts after this lock id */
 };
 
 /* The lock row a transaction works on. */
@@ -344,24 +436,33 @@ struct hstate {
 	int64_t min_expires;  /* 0 if count == 0 */
 };
 
+/* The secrets of a grant as stored (secret.h). */
+struct hsecret {
+	unsigned char token_hash[SECRET_HASH_LEN];
+	unsigned char seal[SECRET_SEAL_LEN];
+	bool    has_seal;
+};
+
 /* A holder row as HOLDER_COLS returns it. */
 struct hrow {
 	int64_t lock_id;     /* with fence, the row's key */
-	char    token[LC_TOKEN_LEN + 1];
+	struct hsecret sec;
 	int64_t fence;
 	char    owner[LC_OWNER_MAX + 1];
 	int64_t acquired_at;
 	int64_t expires_at;
 	int64_t waiter_id;   /* the waiter row it was granted to, 0 if none */
 	uint64_t wkey;       /* that row's wkey when it was granted */
+	int64_t ttl_ms;      /* the lease as granted or last renewed */
 };
 
 /* A waiter row with the lock it waits for, as S_W_GET returns it. */
 struct wrow {
 	int64_t lock_id;
 	char    owner[LC_OWNER_MAX + 1];
-	char    request_id[LC_REQUEST_ID_MAX + 1];
-	bool    has_request_id;
+	unsigned char rid_hash[SECRET_HASH_LEN];
+	bool    has_rid;
+	struct hsecret sec;  /* of the token its grant will carry */
 	int64_t ttl_ms;
 	uint64_t wkey;
 	char    name[LC_KEY_MAX + 1];
@@ -404,6 +505,35 @@ bind_txt(sqlite3_stmt *s, int i, const char *v, int *rc)
 		*rc = sqlite3_bind_null(s, i);
 	else
 		*rc = sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+/* Binds n bytes, or NULL when v is NULL; the caller keeps v until done(). */
+static void
+bind_blob(sqlite3_stmt *s, int i, const void *v, size_t n, int *rc)
+{
+	if (*rc != SQLITE_OK)
+		return;
+	if (v == NULL)
+		*rc = sqlite3_bind_null(s, i);
+	else
+		*rc = sqlite3_bind_blob(s, i, v, (int)n, SQLITE_STATIC);
+}
+
+/*
+ * Copies blob column `col` of exactly n bytes into dst: 1 if it did, 0 if
+ * the column is NULL or has another size (rows of an older version).
+ */
+static int
+copy_blob(void *dst, size_t n, sqlite3_stmt *s, int col)
+{
+	const void *b;
+
+	if (sqlite3_column_type(s, col) != SQLITE_BLOB ||
+	    (size_t)sqlite3_column_bytes(s, col) != n ||
+	    (b = sqlite3_column_blob(s, col)) == NULL)
+		return 0;
+	memcpy(dst, b, n);
+	return 1;
 }
 
 /*
@@ -475,18 +605,6 @@ copy_str(char *dst, size_t size, const char *src)
 	return 0;
 }
 
-/* Compares n bytes in time independent of where they differ. */
-static bool
-ct_equal(const char *a, const char *b, size_t n)
-{
-	volatile unsigned char d = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		d |= (unsigned char)(a[i] ^ b[i]);
-	return d == 0;
-}
-
 /* True if s is a NUL-terminated string of 1..max bytes. */
 static bool
 valid_str(const char *s, size_t max)
@@ -513,32 +631,43 @@ opt_rid(const char *rid)
 	return rid == NULL || rid[0] == '\0' ? NULL : rid;
 }
 
-/* Fills buf with a fresh random token.  0, or LC_E_DB with lc->err set. */
+/* Notes a failure of secret.h in lc->err.  LC_E_DB. */
 static int
-make_token(struct lockcore *lc, char buf[LC_TOKEN_LEN + 1])
+secretfail(struct lockcore *lc, const char *what)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char raw[TOKEN_BYTES];
-	size_t got = 0;
-	ssize_t n;
-	size_t i;
+	(void)snprintf(lc->err, sizeof(lc->err), "%s failed", what);
+	return LC_E_DB;
+}
 
-	while (got < sizeof(raw)) {
-		n = getrandom(raw + got, sizeof(raw) - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			(void)snprintf(lc->err, sizeof(lc->err),
-			    "getrandom: %s", strerror(errno));
-			return LC_E_DB;
-		}
-		got += (size_t)n;
-	}
-	for (i = 0; i < sizeof(raw); i++) {
-		buf[2 * i] = hex[raw[i] >> 4];
-		buf[2 * i + 1] = hex[raw[i] & 0xf];
-	}
-	buf[LC_TOKEN_LEN] = '\0';
+/*
+ * The secrets of a new grant or waiter row: a fresh token into token[],
+ * its hash, and with a request_id its seal.  0 or LC_E_DB.
+ */
+static int
+secret_new(struct lockcore *lc, const char *rid, char token[LC_TOKEN_LEN + 1],
+    struct hsecret *sec)
+{
+	if (secret_token(token) < 0)
+		return secretfail(lc, "getrandom");
+	if (secret_hash(token, LC_TOKEN_LEN, sec->token_hash) < 0)
+		return secretfail(lc, "SHA-256");
+	sec->has_seal = rid != NULL;
+	if (rid != NULL && secret_seal(token, rid, sec->seal) < 0)
+		return secretfail(lc, "seal");
+	return 0;
+}
+
+/* The hash of a request_id, or NULL for none.  0 or LC_E_DB. */
+static int
+rid_hash(struct lockcore *lc, const char *rid,
+    unsigned char buf[SECRET_HASH_LEN], const unsigned char **out)
+{
+	*out = NULL;
+	if (rid == NULL)
+		return 0;
+	if (secret_hash(rid, strlen(rid), buf) < 0)
+		return secretfail(lc, "SHA-256");
+	*out = buf;
 	return 0;
 }
 
@@ -770,48 +899,140 @@ schema_version(sqlite3 *db)
 	return v;
 }
 
+/* hl_sha256(x): the SHA-256 of text x as a blob; NULL for NULL. */
+static void
+fn_sha256(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	unsigned char h[SECRET_HASH_LEN];
+	const unsigned char *t;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) == SQLITE_NULL)
+		return;
+	if ((t = sqlite3_value_text(argv[0])) == NULL ||
+	    secret_hash((const char *)t, (size_t)sqlite3_value_bytes(argv[0]),
+	    h) < 0) {
+		sqlite3_result_error(ctx, "hl_sha256 failed", -1);
+		return;
+	}
+	sqlite3_result_blob(ctx, h, sizeof(h), SQLITE_TRANSIENT);
+}
+
+/* hl_seal(token, rid): the seal of token for rid; NULL when rid is. */
+static void
+fn_seal(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	unsigned char seal[SECRET_SEAL_LEN];
+	const unsigned char *tok, *rid;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[1]) == SQLITE_NULL)
+		return;
+	tok = sqlite3_value_text(argv[0]);
+	rid = sqlite3_value_text(argv[1]);
+	if (tok == NULL || rid == NULL ||
+	    secret_seal((const char *)tok, (const char *)rid, seal) < 0) {
+		sqlite3_result_error(ctx, "hl_seal failed", -1);
+		return;
+	}
+	sqlite3_result_blob(ctx, seal, sizeof(seal), SQLITE_TRANSIENT);
+}
+
+/* Adds (or with `on` false removes) the functions of upgrade_v5_sql. */
+static int
+upgrade_funcs(sqlite3 *db, bool on)
+{
+	int rc;
+
+	rc = sqlite3_create_function(db, "hl_sha256", 1, SQLITE_UTF8, NULL,
+	    on ? fn_sha256 : NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_create_function(db, "hl_seal", 2, SQLITE_UTF8,
+		    NULL, on ? fn_seal : NULL, NULL, NULL);
+	return rc;
+}
+
+/* Brings a file of version 1 to 3 to version 4 (see "Upgrades"). */
+static int
+upgrade_v4(sqlite3 *db)
+{
+	int rc = SQLITE_OK;
+
+	/* Before version 4 `holders` had a rowid.  Version 2 was either of
+	 * two halves of 3; the one with waiter_id existed only on a
+	 * development branch. */
+	if (has_column(db, "holders", "rowid"))
+		rc = sqlite3_exec(db, has_column(db, "holders", "waiter_id") ?
+		    rebuild_holders_v3 : rebuild_holders_v1, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, schema_v4_sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK && !has_column(db, "locks", "nwait"))
+		rc = sqlite3_exec(db, add_nwait_sql, NULL, NULL, NULL);
+	return rc;
+}
+
 /*
- * Creates the schema if absent, or migrates versions 1 to 3 to 4, in one
+ * Creates the schema if absent, or upgrades versions 1 to 4 to 5, in one
  * transaction.  Another version is left for check_version() to refuse.
- * 0 or -1.
+ * *upgraded is set when an existing file was upgraded.  0 or -1.
  */
 static int
-make_schema(sqlite3 *db, const char **why)
+make_schema(sqlite3 *db, bool *upgraded, const char **why)
 {
+	static _Thread_local char schema_err[ERRBUF_LEN];
 	int64_t v;
 	int rc;
 
+	*upgraded = false;
 	if (schema_version(db) >= SCHEMA_VERSION)
 		return 0;
 	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	/* Another process may have done it while we waited.  Every step may
-	 * run again: an older version gets what it lacks. */
+	/* Another process may have done it while we waited. */
 	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
-		/* Before version 4 `holders` had a rowid.  Version 2 was
-		 * either of two halves of 3; the one with waiter_id existed
-		 * only on a development branch. */
-		if (has_column(db, "holders", "rowid"))
-			rc = sqlite3_exec(db, has_column(db, "holders",
-			    "waiter_id") ? rebuild_holders_v3 :
-			    rebuild_holders_v1, NULL, NULL, NULL);
+		if (v != 0 && v < 4)
+			rc = upgrade_v4(db);
+		if (rc == SQLITE_OK && v != 0) {
+			/* Plain-text secrets must not stay behind in freed
+			 * pages of the file. */
+			rc = sqlite3_exec(db, "PRAGMA secure_delete=ON", NULL,
+			    NULL, NULL);
+			if (rc == SQLITE_OK)
+				rc = upgrade_funcs(db, true);
+			if (rc == SQLITE_OK)
+				rc = sqlite3_exec(db, upgrade_v5_sql, NULL,
+				    NULL, NULL);
+			*upgraded = true;
+		}
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
-		if (rc == SQLITE_OK && !has_column(db, "locks", "nwait"))
-			rc = sqlite3_exec(db, add_nwait_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, sessions_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK && v != 0)
-			rc = sqlite3_exec(db, "UPDATE meta SET value = 4"
+			rc = sqlite3_exec(db, "UPDATE meta SET value = 5"
 			    " WHERE key = 'schema_version'", NULL, NULL, NULL);
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		return 0;
-	*why = sqlite3_errmsg(db);
-	if (!sqlite3_get_autocommit(db))
-		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-	return -1;
+	if (rc != SQLITE_OK) {
+		(void)snprintf(schema_err, sizeof(schema_err), "%s",
+		    sqlite3_errmsg(db));
+		*why = schema_err;
+		if (!sqlite3_get_autocommit(db))
+			(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	if (*upgraded) {
+		(void)upgrade_funcs(db, false);
+		(void)sqlite3_exec(db, "PRAGMA secure_delete=OFF", NULL, NULL,
+		    NULL);
+	}
+	if (rc != SQLITE_OK)
+		return -1;
+	/* The WAL still holds the old pages: write them back and empty it
+	 * (if a reader holds it, the next checkpoint does). */
+	if (*upgraded)
+		(void)sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL,
+		    NULL, NULL);
+	return 0;
 }
 
 /* Prepares every statement of sqltab.  0 or -1. */
@@ -947,15 +1168,32 @@ meta_set(struct lockcore *lc, const char *key, int64_t v)
 	return rc;
 }
 
+/* Raises meta `key` to v if it is lower. */
+static int
+meta_raise(struct lockcore *lc, const char *key, int64_t v)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, brc = SQLITE_OK;
+
+	if ((rc = prepare1(lc, "UPDATE meta SET value = max(value, ?2)"
+	    " WHERE key = ?1", &s)) < 0)
+		return rc;
+	bind_txt(s, 1, key, &brc);
+	bind_i64(s, 2, v, &brc);
+	rc = run(lc, s, brc);
+	(void)sqlite3_finalize(s);
+	return rc;
+}
+
 /*
  * Removes the sessions that are over: those of another boot (noting in
  * *lost whether one of them ran with synchronous=NORMAL, and in *ttl the
  * longest lease one of them could grant) and those of this boot whose
- * process is gone.  Like walk_waiters(), the scan restarts after a delete.
+ * process is gone.  *alone is set when no session is left.  Like walk_waiters(), the scan restarts after a delete.
  */
 static int
 reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
-    int64_t *ttl)
+    int64_t *ttl, bool *alone)
 {
 	sqlite3_stmt *s = NULL, *d = NULL;
 	int64_t last = 0;
@@ -963,6 +1201,7 @@ reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
 
 	*lost = false;
 	*ttl = 0;
+	*alone = true;
 	if ((rc = prepare1(lc, "SELECT id, boot_id, pid, pstart, sync_full,"
 	    " max_ttl_ms FROM sessions WHERE id > ?1 ORDER BY id", &s)) < 0 ||
 	    (rc = prepare1(lc, "DELETE FROM sessions WHERE id = ?1", &d)) < 0)
@@ -993,8 +1232,10 @@ reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
 		}
 		done(s);
 		last = id;
-		if (!drop)
+		if (!drop) {
+			*alone = false;
 			continue;
+		}
 		bind_i64(d, 1, id, &brc);
 		if ((rc = run(lc, d, brc)) < 0)
 			break;
@@ -1019,7 +1260,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 	sqlite3_stmt *s = NULL;
 	int64_t now = lockcore_now_ms(), ttl, floor, top, until, my_ttl;
 	int rc, brc = SQLITE_OK;
-	bool lost, found, full = opts != NULL && opts->synchronous_full;
+	bool lost, alone, found, full = opts != NULL && opts->synchronous_full;
 
 	my_ttl = opts != NULL && opts->max_ttl_ms > 0 ? opts->max_ttl_ms :
 	    LC_GRACE_DEFAULT_MS;
@@ -1034,10 +1275,17 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 	}
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		goto out;
-	if ((rc = reap_sessions(lc, boot, &lost, &ttl)) < 0 ||
+	if ((rc = reap_sessions(lc, boot, &lost, &ttl, &alone)) < 0 ||
 	    (rc = meta_get(lc, "fence_floor", &floor)) < 0 ||
 	    (rc = meta_get(lc, "grace_until", &until)) < 0)
 		goto end;
+	/* The first connection after a stop: no fence below the wall clock
+	 * in microseconds (see "Fences"). */
+	if (alone && now < INT64_MAX / 1000 && floor < now * 1000) {
+		floor = now * 1000;
+		if ((rc = meta_set(lc, "fence_floor", floor)) < 0)
+			goto end;
+	}
 	if (lost) {
 		lc->rec.recovered = 1;
 		if ((rc = prepare1(lc, "SELECT max(fence_seq) FROM locks",
@@ -1095,6 +1343,69 @@ out:
 	return rc < 0 ? -1 : 0;
 }
 
+/*
+ * The database and its -wal and -shm files hold grants: no other user may
+ * read them, whatever the umask.  A new database file is created here
+ * (SQLite gives its -wal and -shm the database file's mode) with mode
+ * 0660 in a directory its group may write (the group shares the service,
+ * docs/install.md), else 0600; files that exist lose every permission of
+ * other users, and execute bits.  Names SQLite does not take as a plain
+ * path (":memory:", URIs) are left alone.  0, or -1 with *why set.
+ */
+static int
+secure_files(const char *path, const char **why)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	char dir[PATH_MAX], name[PATH_MAX];
+	const char *slash;
+	struct stat st;
+	mode_t mode = 0600;
+	size_t i;
+	int fd;
+
+	if (path[0] == '\0' || strcmp(path, ":memory:") == 0 ||
+	    strncmp(path, "file:", 5) == 0)
+		return 0;
+	slash = strrchr(path, '/');
+	if (slash == NULL)
+		(void)snprintf(dir, sizeof(dir), ".");
+	else if ((size_t)(slash - path) < sizeof(dir))
+		(void)snprintf(dir, sizeof(dir), "%.*s",
+		    slash == path ? 1 : (int)(slash - path), path);
+	else {
+		*why = "path too long";
+		return -1;
+	}
+	if (stat(dir, &st) == 0 && (st.st_mode & S_IWGRP))
+		mode = 0660;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    mode);
+	if (fd >= 0) {
+		/* The umask may have taken bits the group needs. */
+		(void)fchmod(fd, mode);
+		(void)close(fd);
+		return 0;
+	}
+	if (errno != EEXIST) {
+		*why = strerror(errno);
+		return -1;
+	}
+	for (i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		if ((size_t)snprintf(name, sizeof(name), "%s%s", path,
+		    sfx[i]) >= sizeof(name))
+			continue;
+		fd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (st.st_mode & (S_IRWXO | S_IXUSR | S_IXGRP)) != 0 &&
+		    st.st_uid == geteuid())
+			(void)fchmod(fd, st.st_mode & 0660);
+		(void)close(fd);
+	}
+	return 0;
+}
+
 int
 lockcore_open(struct lockcore **out, const char *path,
     const struct lockcore_opts *opts, char *err, size_t errlen)
@@ -1103,6 +1414,7 @@ lockcore_open(struct lockcore **out, const char *path,
 	const char *what = "sqlite3_open_v2", *why = NULL;
 	char pragma[64];
 	int rc = LC_E_DB;
+	bool upgraded;
 
 	if (out == NULL || path == NULL)
 		return LC_E_INVAL;
@@ -1119,6 +1431,10 @@ lockcore_open(struct lockcore **out, const char *path,
 	lc->self_pstart = lockcore_proc_start(lc->self_pid);
 	if (lc->busy_ms < 0)
 		lc->busy_ms = 0;
+	what = "permissions";
+	if (secure_files(path, &why) < 0)
+		goto out;
+	what = "sqlite3_open_v2";
 	if (sqlite3_open_v2(path, &lc->db, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		why = lc->db != NULL ? sqlite3_errmsg(lc->db) :
@@ -1149,7 +1465,8 @@ lockcore_open(struct lockcore **out, const char *path,
 		goto out;
 	}
 	what = "schema";
-	if (make_schema(lc->db, &why) < 0 || prepare_all(lc, &why) < 0 ||
+	if (make_schema(lc->db, &upgraded, &why) < 0 ||
+	    prepare_all(lc, &why) < 0 ||
 	    check_version(lc, &why) < 0)
 		goto out;
 	what = "session";
@@ -1399,33 +1716,37 @@ read_holder(sqlite3_stmt *s, struct hrow *h)
 	h->expires_at = sqlite3_column_int64(s, 5);
 	h->waiter_id = sqlite3_column_int64(s, 6);      /* NULL: 0 */
 	h->wkey = (uint64_t)sqlite3_column_int64(s, 7);
-	rc = copy_col(h->token, sizeof(h->token), s, 1);
-	if (rc == 0)
-		rc = copy_col(h->owner, sizeof(h->owner), s, 3);
+	h->ttl_ms = sqlite3_column_int64(s, 9);
+	if (!copy_blob(h->sec.token_hash, SECRET_HASH_LEN, s, 1))
+		memset(h->sec.token_hash, 0, SECRET_HASH_LEN);  /* no match */
+	h->sec.has_seal = copy_blob(h->sec.seal, SECRET_SEAL_LEN, s, 8);
+	rc = copy_col(h->owner, sizeof(h->owner), s, 3);
 	return rc;
 }
 
 /*
- * Finds the live holder of a lock whose token equals `token`.  Every
- * holder's token is compared, in constant time, so neither SQL nor an
- * early exit tells how much of a guess was right.
+ * Finds the live holder of a lock whose token is `token`.  The token's
+ * hash is compared with every holder's, in constant time, so neither SQL
+ * nor an early exit tells how much of a guess was right.
  */
 static int
 holder_by_token(struct lockcore *lc, int64_t lock_id, const char *token,
     int64_t now, struct hrow *out, bool *found)
 {
 	sqlite3_stmt *s = lc->st[S_H_LIST];
+	unsigned char th[SECRET_HASH_LEN];
 	struct hrow h;
 	int rc = SQLITE_OK;
 
 	*found = false;
+	if (secret_hash(token, LC_TOKEN_LEN, th) < 0)
+		return secretfail(lc, "SHA-256");
 	bind_i64(s, 1, lock_id, &rc);
 	bind_i64(s, 2, now, &rc);
 	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if ((rc = read_holder(s, &h)) < 0)
 			goto out;
-		if (strlen(h.token) == LC_TOKEN_LEN &&
-		    ct_equal(h.token, token, LC_TOKEN_LEN)) {
+		if (secret_equal(h.sec.token_hash, th, SECRET_HASH_LEN)) {
 			*out = h;
 			*found = true;
 		}
@@ -1443,10 +1764,15 @@ holder_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
     int64_t now, struct hrow *h, bool *found)
 {
 	sqlite3_stmt *s = lc->st[S_H_BY_REQ];
+	unsigned char buf[SECRET_HASH_LEN];
+	const unsigned char *rh;
 	int rc, brc = SQLITE_OK;
 
+	*found = false;
+	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0)
+		return rc;
 	bind_i64(s, 1, lock_id, &brc);
-	bind_txt(s, 2, rid, &brc);
+	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
 	bind_i64(s, 3, now, &brc);
 	rc = step_row(lc, s, brc, found);
 	if (rc == 0 && *found)
@@ -1465,14 +1791,20 @@ holder_delete(struct lockcore *lc, const struct hrow *h)
 	return run(lc, lc->st[S_H_DEL], brc);
 }
 
-/* Fills a grant from a holder row of lock `name`. */
+/*
+ * Fills a grant from a holder row of lock `name`, with `token` (which the
+ * row keeps only as a hash; NULL: the caller does not know it, and
+ * g->token is "").
+ */
 static int
-fill_grant(struct lock_grant *g, const char *name, const struct hrow *h)
+fill_grant(struct lock_grant *g, const char *name, const struct hrow *h,
+    const char *token)
 {
 	if (copy_str(g->name, sizeof(g->name), name) < 0 ||
-	    copy_str(g->owner, sizeof(g->owner), h->owner) < 0)
+	    copy_str(g->owner, sizeof(g->owner), h->owner) < 0 ||
+	    copy_str(g->token, sizeof(g->token), token != NULL ? token : "") < 0)
 		return LC_E_INVAL;
-	memcpy(g->token, h->token, sizeof(g->token));
+	g->ttl_ms = h->ttl_ms;
 	g->fence = h->fence;
 	g->acquired_at = h->acquired_at;
 	g->expires_at = h->expires_at;
@@ -1480,11 +1812,12 @@ fill_grant(struct lock_grant *g, const char *name, const struct hrow *h)
 }
 
 /*
- * Increments the lock's fence_seq (to at least the fence floor) and
- * returns the new value in *fence.
+ * Increments the lock's fence_seq (to at least the fence floors: this
+ * connection's and meta's, see "Fences") and returns the new value in
+ * *fence.
  */
 static int
-next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
+next_fence(struct lockcore *lc, int64_t lock_id, int64_t now, int64_t *fence)
 {
 	sqlite3_stmt *s = lc->st[S_FENCE_GET];
 	int rc, brc = SQLITE_OK;
@@ -1492,6 +1825,7 @@ next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 
 	bind_i64(lc->st[S_FENCE_BUMP], 1, lock_id, &brc);
 	bind_i64(lc->st[S_FENCE_BUMP], 2, lc->rec.fence_floor, &brc);
+	bind_i64(lc->st[S_FENCE_BUMP], 3, now, &brc);
 	if ((rc = run(lc, lc->st[S_FENCE_BUMP], brc)) < 0)
 		return rc;
 	bind_i64(s, 1, lock_id, &brc);
@@ -1507,14 +1841,17 @@ next_fence(struct lockcore *lc, int64_t lock_id, int64_t *fence)
 }
 
 /*
- * Grants lock `lr` of `name`: a new holder row with a fresh token and the
- * next fence, valid until now + ttl_ms.  Fills *g.  Every grant is made
- * here.  waiter_id and wkey (0: none) name the waiter row it is made for.
+ * Grants lock `lock_id` of `name`: a new holder row with the next fence,
+ * valid until now + ttl_ms, keeping the secrets `sec` of its token and
+ * the hash of its request_id (rh, NULL for none).  Fills *g with `token`
+ * (NULL: unknown to the caller).  Every grant is made here.  waiter_id
+ * and wkey (0: none) name the waiter row it is made for.
  */
 static int
 grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
-    const char *owner, const char *rid, int64_t ttl_ms, int64_t now,
-    int64_t waiter_id, uint64_t wkey, struct lock_grant *g)
+    const char *owner, const unsigned char *rh, const struct hsecret *sec,
+    const char *token, int64_t ttl_ms, int64_t now, int64_t waiter_id,
+    uint64_t wkey, struct lock_grant *g)
 {
 	sqlite3_stmt *s = lc->st[S_H_ADD];
 	struct hrow h;
@@ -1528,24 +1865,27 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	    copy_str(h.owner, sizeof(h.owner), owner) < 0)
 		return LC_E_INVAL;
 	h.acquired_at = now;
+	h.ttl_ms = ttl_ms;
 	h.lock_id = lock_id;
-	if ((rc = next_fence(lc, lock_id, &h.fence)) < 0 ||
-	    (rc = make_token(lc, h.token)) < 0)
+	if ((rc = next_fence(lc, lock_id, now, &h.fence)) < 0)
 		return rc;
-	bind_txt(s, 1, h.token, &brc);
+	bind_blob(s, 1, sec->token_hash, SECRET_HASH_LEN, &brc);
 	bind_i64(s, 2, lock_id, &brc);
 	bind_i64(s, 3, h.fence, &brc);
 	bind_txt(s, 4, h.owner, &brc);
-	bind_txt(s, 5, rid, &brc);
-	bind_i64(s, 6, h.acquired_at, &brc);
-	bind_i64(s, 7, h.expires_at, &brc);
+	bind_blob(s, 5, rh, SECRET_HASH_LEN, &brc);
+	bind_blob(s, 6, sec->has_seal ? sec->seal : NULL, SECRET_SEAL_LEN,
+	    &brc);
+	bind_i64(s, 7, h.acquired_at, &brc);
+	bind_i64(s, 8, h.expires_at, &brc);
+	bind_i64(s, 9, ttl_ms, &brc);
 	if (waiter_id != 0)
-		bind_i64(s, 8, waiter_id, &brc);
+		bind_i64(s, 10, waiter_id, &brc);
 	if (wkey != 0)
-		bind_i64(s, 9, (int64_t)wkey, &brc);
+		bind_i64(s, 11, (int64_t)wkey, &brc);
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
-	return fill_grant(g, name, &h);
+	return fill_grant(g, name, &h, token);
 }
 
 /* Loads waiter `id` with its lock.  0 with *found, or an LC_E_ code. */
@@ -1559,15 +1899,15 @@ waiter_get(struct lockcore *lc, int64_t id, struct wrow *w, bool *found)
 	rc = step_row(lc, s, brc, found);
 	if (rc == 0 && *found) {
 		w->lock_id = sqlite3_column_int64(s, 0);
-		w->has_request_id = sqlite3_column_type(s, 2) != SQLITE_NULL;
+		w->has_rid = copy_blob(w->rid_hash, SECRET_HASH_LEN, s, 2);
 		w->ttl_ms = sqlite3_column_int64(s, 3);
 		w->wkey = (uint64_t)sqlite3_column_int64(s, 4);
 		w->max_holders = sqlite3_column_int(s, 6);
 		w->deadline = sqlite3_column_int64(s, 7);
+		if (!copy_blob(w->sec.token_hash, SECRET_HASH_LEN, s, 8))
+			memset(w->sec.token_hash, 0, SECRET_HASH_LEN);
+		w->sec.has_seal = copy_blob(w->sec.seal, SECRET_SEAL_LEN, s, 9);
 		rc = copy_col(w->owner, sizeof(w->owner), s, 1);
-		if (rc == 0)
-			rc = copy_col(w->request_id, sizeof(w->request_id),
-			    s, 2);
 		if (rc == 0)
 			rc = copy_col(w->name, sizeof(w->name), s, 5);
 	}
@@ -1575,21 +1915,35 @@ waiter_get(struct lockcore *lc, int64_t id, struct wrow *w, bool *found)
 	return rc;
 }
 
-/* Finds the waiter row of a lock with request_id; *id is 0 if none. */
+/*
+ * Finds the waiter row of a lock with request_id; *id is 0 if none.  The
+ * row's secrets go to *sec (sec may be NULL).
+ */
 static int
 waiter_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
-    int64_t *id)
+    int64_t *id, struct hsecret *sec)
 {
 	sqlite3_stmt *s = lc->st[S_W_BY_REQ];
+	unsigned char buf[SECRET_HASH_LEN];
+	const unsigned char *rh;
 	int rc, brc = SQLITE_OK;
 	bool found;
 
 	*id = 0;
+	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0)
+		return rc;
 	bind_i64(s, 1, lock_id, &brc);
-	bind_txt(s, 2, rid, &brc);
+	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
 	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && found)
+	if (rc == 0 && found) {
 		*id = sqlite3_column_int64(s, 0);
+		if (sec != NULL) {
+			if (!copy_blob(sec->token_hash, SECRET_HASH_LEN, s, 1))
+				memset(sec->token_hash, 0, SECRET_HASH_LEN);
+			sec->has_seal = copy_blob(sec->seal, SECRET_SEAL_LEN,
+			    s, 2);
+		}
+	}
 	done(s);
 	return rc;
 }
@@ -1783,8 +2137,8 @@ holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
 	bind_i64(s, 2, now, &brc);
 	rc = step_row(lc, s, brc, found);
 	if (rc == 0 && *found && (rc = read_holder(s, h)) == 0) {
-		name = (const char *)sqlite3_column_text(s, 8);
-		rc = name != NULL ? fill_grant(g, name, h) : LC_E_NOMEM;
+		name = (const char *)sqlite3_column_text(s, 10);
+		rc = name != NULL ? fill_grant(g, name, h, NULL) : LC_E_NOMEM;
 	}
 	done(s);
 	return rc;
@@ -1836,9 +2190,10 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 		(void)snprintf(lc->err, sizeof(lc->err), "waiter row vanished");
 		return LC_E_DB;
 	}
+	/* The token is the waiting request's: only it knows it. */
 	if ((rc = waiter_delete(lc, w.head)) < 0 ||
 	    (rc = grant_new(lc, lr->id, wr.name, wr.owner,
-	    wr.has_request_id ? wr.request_id : NULL, wr.ttl_ms, now,
+	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, NULL, wr.ttl_ms, now,
 	    w.head, wr.wkey, &ho->grant)) < 0)
 		return rc;
 	ho->waiter_id = w.head;
@@ -1857,9 +2212,26 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 /* lock_acquire. */
 
 /*
+ * Opens the seal of a row made for request_id `rid` into token[].  0, or
+ * LC_E_DB when it does not open (a row without a seal, damaged data).
+ */
+static int
+unseal(struct lockcore *lc, const struct hsecret *sec, const char *rid,
+    char token[LC_TOKEN_LEN + 1])
+{
+	if (!sec->has_seal ||
+	    secret_unseal(sec->seal, rid, sec->token_hash, token) < 0) {
+		(void)snprintf(lc->err, sizeof(lc->err),
+		    "the token of a request_id's row cannot be unsealed");
+		return LC_E_DB;
+	}
+	return 0;
+}
+
+/*
  * The request_id half of lock_acquire: a live grant for request_id is
- * returned again, a waiter row is taken over by req->who.  *handled is
- * false if neither exists.
+ * returned again (its token unsealed with the request_id), a waiter row
+ * is taken over by req->who.  *handled is false if neither exists.
  */
 static int
 acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
@@ -1867,6 +2239,8 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
     struct lock_grant *grant, struct lock_wait_info *info, bool *handled)
 {
 	sqlite3_stmt *s = lc->st[S_W_TAKE];
+	char token[LC_TOKEN_LEN + 1];
+	struct hsecret sec;
 	struct hrow h;
 	struct hstate hs;
 	struct walk w;
@@ -1878,6 +2252,8 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 	if ((rc = holder_by_rid(lc, lr->id, rid, now, &h, &found)) < 0)
 		return rc;
 	if (found) {
+		if ((rc = unseal(lc, &h.sec, rid, token)) < 0)
+			return rc;
 		/* The grant is now this request's: the one it was made for
 		 * (still waiting, or sending it) must not undo it. */
 		if (h.wkey != req->who.key) {
@@ -1888,13 +2264,15 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 			if ((rc = run(lc, lc->st[S_H_TAKE], brc)) < 0)
 				return rc;
 		}
-		return (rc = fill_grant(grant, req->name, &h)) < 0 ?
+		return (rc = fill_grant(grant, req->name, &h, token)) < 0 ?
 		    rc : LC_GRANTED;
 	}
-	if ((rc = waiter_by_rid(lc, lr->id, rid, &id)) < 0 || id == 0) {
+	if ((rc = waiter_by_rid(lc, lr->id, rid, &id, &sec)) < 0 || id == 0) {
 		*handled = false;
 		return rc;
 	}
+	if ((rc = unseal(lc, &sec, rid, info->token)) < 0)
+		return rc;
 	bind_i64(s, 1, id, &brc);
 	bind_i64(s, 2, req->who.pid, &brc);
 	bind_i64(s, 3, (int64_t)req->who.pstart, &brc);
@@ -1908,25 +2286,74 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 	return LC_QUEUED;
 }
 
-/* Appends a waiter row for req and returns its id in *id. */
+/*
+ * Appends a waiter row for req and returns its id in *id and in token[]
+ * the token its grant will carry.
+ */
 static int
 enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
-    const char *rid, int64_t lock_id, int64_t *id)
+    const char *rid, int64_t lock_id, int64_t *id,
+    char token[LC_TOKEN_LEN + 1])
 {
 	sqlite3_stmt *s = lc->st[S_W_ADD];
+	unsigned char buf[SECRET_HASH_LEN];
+	const unsigned char *rh;
+	struct hsecret sec;
 	int rc, brc = SQLITE_OK;
 
+	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0 ||
+	    (rc = secret_new(lc, rid, token, &sec)) < 0)
+		return rc;
 	bind_i64(s, 1, lock_id, &brc);
-	bind_txt(s, 2, rid, &brc);
+	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
 	bind_txt(s, 3, req->owner != NULL ? req->owner : "", &brc);
 	bind_i64(s, 4, req->ttl_ms, &brc);
 	bind_i64(s, 5, req->deadline, &brc);
 	bind_i64(s, 6, req->who.pid, &brc);
 	bind_i64(s, 7, (int64_t)req->who.pstart, &brc);
 	bind_i64(s, 8, (int64_t)req->who.key, &brc);
+	bind_blob(s, 9, sec.token_hash, SECRET_HASH_LEN, &brc);
+	bind_blob(s, 10, sec.has_seal ? sec.seal : NULL, SECRET_SEAL_LEN,
+	    &brc);
 	if ((rc = run(lc, s, brc)) == 0)
 		*id = sqlite3_last_insert_rowid(lc->db);
 	return rc;
+}
+
+static void prefix_end(const char *prefix, char hi[LC_KEY_MAX + 1], int *len);
+
+/*
+ * Whether req's namespace may have one more grant (st = S_Q_HELD) or
+ * waiter (S_Q_WAIT) under `quota` (0: no limit).  0, `refusal`, or an
+ * LC_E_ code.  Dead waiters count until removed: the count stops at the
+ * quota, and its cost with it.
+ */
+static int
+quota_check(struct lockcore *lc, const struct lock_acquire_req *req,
+    enum stmt_id st, int quota, int64_t now, int refusal)
+{
+	sqlite3_stmt *s = lc->st[st];
+	char hi[LC_KEY_MAX + 1];
+	int rc, brc = SQLITE_OK, hilen, n = 0;
+	bool found;
+
+	if (quota <= 0 || req->quota_prefix == NULL ||
+	    req->quota_prefix[0] == '\0')
+		return 0;
+	prefix_end(req->quota_prefix, hi, &hilen);
+	bind_txt(s, 1, req->quota_prefix, &brc);
+	if (brc == SQLITE_OK)
+		brc = hilen < 0 ? sqlite3_bind_null(s, 2) :
+		    sqlite3_bind_text(s, 2, hi, hilen, SQLITE_STATIC);
+	bind_i64(s, 3, now, &brc);
+	bind_i64(s, 4, quota, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found)
+		n = sqlite3_column_int(s, 0);
+	done(s);
+	if (rc < 0)
+		return rc;
+	return n >= quota ? refusal : 0;
 }
 
 /*
@@ -1949,9 +2376,19 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 	    &w)) < 0)
 		return rc;
 	if (hs.count < lr->max_holders && w.live == 0) {
+		char token[LC_TOKEN_LEN + 1];
+		unsigned char buf[SECRET_HASH_LEN];
+		const unsigned char *rh;
+		struct hsecret sec;
+
+		if ((rc = quota_check(lc, req, S_Q_HELD, req->quota_held, now,
+		    LC_E_QUOTA_HELD)) != 0 ||
+		    (rc = rid_hash(lc, rid, buf, &rh)) < 0 ||
+		    (rc = secret_new(lc, rid, token, &sec)) < 0)
+			return rc;
 		rc = grant_new(lc, lr->id, req->name,
-		    req->owner != NULL ? req->owner : "", rid, req->ttl_ms,
-		    now, 0, req->who.key, grant);
+		    req->owner != NULL ? req->owner : "", rh, &sec, token,
+		    req->ttl_ms, now, 0, req->who.key, grant);
 		return rc < 0 ? rc : LC_GRANTED;
 	}
 	wait_info_new(lr, &w, &hs, info);
@@ -1967,7 +2404,12 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 			return LC_E_TOO_MANY;
 		info->ahead = w.live;
 	}
-	if ((rc = enqueue(lc, req, rid, lr->id, &id)) < 0)
+	/* A namespace at its quota of grants may not queue for more. */
+	if ((rc = quota_check(lc, req, S_Q_HELD, req->quota_held, now,
+	    LC_E_QUOTA_HELD)) != 0 ||
+	    (rc = quota_check(lc, req, S_Q_WAIT, req->quota_waiting, now,
+	    LC_E_QUOTA_WAIT)) != 0 ||
+	    (rc = enqueue(lc, req, rid, lr->id, &id, info->token)) < 0)
 		return rc;
 	info->waiter_id = id;
 	return LC_QUEUED;
@@ -1981,6 +2423,8 @@ acquire_valid(const struct lock_acquire_req *req, int64_t now)
 	return req != NULL && valid_str(req->name, LC_KEY_MAX) &&
 	    valid_opt(req->owner, LC_OWNER_MAX) &&
 	    valid_opt(req->request_id, LC_REQUEST_ID_MAX) &&
+	    valid_opt(req->quota_prefix, LC_KEY_MAX) &&
+	    req->quota_held >= 0 && req->quota_waiting >= 0 &&
 	    req->ttl_ms > 0 && req->max_waiters > 0 &&
 	    !__builtin_add_overflow(now, req->ttl_ms, &end);
 }
@@ -2024,6 +2468,27 @@ out:
 /* lock_wait_poll and lock_wait_abandon. */
 
 /*
+ * The token of a grant made for the waiting request `who`: the one it
+ * was told when it queued (who->token), if that is the one whose hash the
+ * row keeps.  Copies it into token[]; LC_E_INVAL if it does not match.
+ */
+static int
+own_token(struct lockcore *lc, const struct hsecret *sec,
+    const struct lock_waiter_ident *who, char token[LC_TOKEN_LEN + 1])
+{
+	unsigned char th[SECRET_HASH_LEN];
+
+	if (strnlen(who->token, LC_TOKEN_LEN + 1) != LC_TOKEN_LEN)
+		return LC_E_INVAL;
+	if (secret_hash(who->token, LC_TOKEN_LEN, th) < 0)
+		return secretfail(lc, "SHA-256");
+	if (!secret_equal(th, sec->token_hash, SECRET_HASH_LEN))
+		return LC_E_INVAL;
+	memcpy(token, who->token, LC_TOKEN_LEN + 1);
+	return 0;
+}
+
+/*
  * For a waiter whose row is gone: LC_GRANTED with *grant if the row was
  * granted to `who` and the grant still lives, LC_E_SUPERSEDED if it was
  * granted to another request that owned the row then, else LC_E_GONE.
@@ -2043,6 +2508,8 @@ granted_or_gone(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_GONE;
 	if (h.wkey != who->key)
 		return LC_E_SUPERSEDED;
+	if ((rc = own_token(lc, &h.sec, who, grant->token)) < 0)
+		return rc;
 	info->handed = true;
 	return LC_GRANTED;
 }
@@ -2100,6 +2567,7 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
     const struct lock_waiter_ident *who, int64_t now,
     struct lock_grant *grant, struct lock_wait_info *info, bool *wake_next)
 {
+	char token[LC_TOKEN_LEN + 1];
 	struct wrow wr;
 	struct hstate hs;
 	struct walk w;
@@ -2119,9 +2587,10 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 		rc = wait_info(lc, wr.lock_id, waiter_id, &w, &hs, now, info);
 		return rc < 0 ? rc : LC_QUEUED;
 	}
-	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
+	if ((rc = own_token(lc, &wr.sec, who, token)) < 0 ||
+	    (rc = waiter_delete(lc, waiter_id)) < 0 ||
 	    (rc = grant_new(lc, wr.lock_id, wr.name, wr.owner,
-	    wr.has_request_id ? wr.request_id : NULL, wr.ttl_ms, now,
+	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, token, wr.ttl_ms, now,
 	    waiter_id, wr.wkey, grant)) < 0)
 		return rc;
 	if (hs.count + 1 < wr.max_holders) {
@@ -2321,25 +2790,36 @@ lock_undo(struct lockcore *lc, const char *name, const char *token,
 	return release(lc, name, token, key, now, wake_next, ho);
 }
 
+/*
+ * Extends the grant with `token` by ttl_ms from now, or by its own lease
+ * (as granted or last renewed) when ttl_ms is 0.
+ */
 static int
 renew_tx(struct lockcore *lc, const char *name, const char *token,
-    int64_t expires, int64_t now, struct lock_grant *grant)
+    int64_t ttl_ms, int64_t now, struct lock_grant *grant)
 {
 	sqlite3_stmt *s = lc->st[S_H_RENEW];
 	struct lockrow lr;
 	struct hrow h;
+	int64_t expires;
 	int rc, brc = SQLITE_OK;
 	bool queued;
 
 	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
+	if (ttl_ms == 0)
+		ttl_ms = h.ttl_ms > 0 ? h.ttl_ms : h.expires_at - h.acquired_at;
+	if (ttl_ms <= 0 || __builtin_add_overflow(now, ttl_ms, &expires))
+		return LC_E_INVAL;
 	bind_i64(s, 1, h.lock_id, &brc);
 	bind_i64(s, 2, h.fence, &brc);
 	bind_i64(s, 3, expires, &brc);
+	bind_i64(s, 4, ttl_ms, &brc);
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	h.expires_at = expires;
-	return fill_grant(grant, name, &h);
+	h.ttl_ms = ttl_ms;
+	return fill_grant(grant, name, &h, token);
 }
 
 int
@@ -2350,17 +2830,14 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 	int rc;
 
 	if (lc == NULL || !valid_str(name, LC_KEY_MAX) || token == NULL ||
-	    grant == NULL || ttl_ms <= 0 ||
+	    grant == NULL || ttl_ms < 0 ||
 	    __builtin_add_overflow(now, ttl_ms, &expires))
 		return LC_E_INVAL;
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	if (__builtin_add_overflow(now, ttl_ms, &expires))
-		rc = LC_E_INVAL;
-	else
-		rc = renew_tx(lc, name, token, expires, now, grant);
+	rc = renew_tx(lc, name, token, ttl_ms, now, grant);
 	return tx_end(lc, rc);
 }
 
@@ -2379,7 +2856,7 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 		return rc;
 	if (!found)
 		return LC_E_NOT_HELD;
-	if ((rc = waiter_by_rid(lc, lr.id, rid, &id)) < 0)
+	if ((rc = waiter_by_rid(lc, lr.id, rid, &id, NULL)) < 0)
 		return rc;
 	if (id != 0) {
 		if ((rc = waiter_delete(lc, id)) < 0)
@@ -2584,58 +3061,84 @@ lock_list(struct lockcore *lc, const char *prefix, const char *skip,
 	return tx_end(lc, rc);
 }
 
-/* Housekeeping. */
-
-/* The next lock id after `after` with expired holders or any waiter. */
+/*
+ * Housekeeping: one batch of lock rows after the connection's cursor.
+ * Their expired holders are deleted, then the rows of idle locks (no
+ * holder, no waiter row, no grant for idle_ms), and the fence floor is raised above
+ * the fences those rows had issued (see "Fences"), all in one
+ * transaction.  The cursor starts over after the last row.
+ */
 static int
-sweep_next(struct lockcore *lc, int64_t after, int64_t now, int64_t *id)
+sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
+    int *changed)
 {
-	sqlite3_stmt *s = lc->st[S_SWEEP_NEXT];
-	int rc, brc = SQLITE_OK;
+	sqlite3_stmt *s = lc->st[S_SWEEP_RANGE];
+	int64_t lo = lc->sweep_cursor, hi = 0, top = 0;
+	int rc, brc = SQLITE_OK, n;
 	bool found;
 
-	*id = 0;
-	bind_i64(s, 1, now, &brc);
-	bind_i64(s, 2, after, &brc);
+	bind_i64(s, 1, lo, &brc);
+	bind_i64(s, 2, batch, &brc);
 	rc = step_row(lc, s, brc, &found);
 	if (rc == 0 && found)
-		*id = sqlite3_column_int64(s, 0);  /* NULL: 0 */
+		hi = sqlite3_column_int64(s, 0);   /* NULL (no row): 0 */
 	done(s);
-	return rc;
-}
-
-static int
-sweep_tx(struct lockcore *lc, int64_t now, int *changed)
-{
-	struct walk w;
-	int64_t id = 0;
-	int n, rc;
-
-	for (;;) {
-		if ((rc = sweep_next(lc, id, now, &id)) < 0 || id == 0)
-			return rc;
-		if ((rc = purge_holders(lc, id, now, &n)) < 0 ||
-		    (rc = walk_waiters(lc, id, INT64_MAX, now, true, &w)) < 0)
-			return rc;
-		if (n > 0 || w.removed > 0)
-			(*changed)++;
+	if (rc < 0)
+		return rc;
+	if (hi == 0) {
+		lc->sweep_cursor = 0;
+		return 0;
 	}
+	s = lc->st[S_SWEEP_PURGE];
+	bind_i64(s, 1, lo, &brc);
+	bind_i64(s, 2, hi, &brc);
+	bind_i64(s, 3, now, &brc);
+	if ((rc = run(lc, s, brc)) < 0)
+		return rc;
+	*changed += sqlite3_changes(lc->db);
+	s = lc->st[S_SWEEP_TOP];
+	bind_i64(s, 1, lo, &brc);
+	bind_i64(s, 2, hi, &brc);
+	bind_i64(s, 3, now - idle_ms, &brc);
+	rc = step_row(lc, s, brc, &found);
+	if (rc == 0 && found)
+		top = sqlite3_column_int64(s, 0);
+	done(s);
+	if (rc < 0)
+		return rc;
+	s = lc->st[S_SWEEP_IDLE];
+	bind_i64(s, 1, lo, &brc);
+	bind_i64(s, 2, hi, &brc);
+	bind_i64(s, 3, now - idle_ms, &brc);
+	if ((rc = run(lc, s, brc)) < 0)
+		return rc;
+	n = sqlite3_changes(lc->db);
+	*changed += n;
+	if (n > 0 && (rc = meta_raise(lc, "fence_floor", top + 1)) < 0)
+		return rc;
+	lc->sweep_cursor = hi;
+	return 0;
 }
 
 int
-lockcore_sweep(struct lockcore *lc, int64_t now, int *changed)
+lockcore_sweep(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
+    int *changed)
 {
+	int64_t cursor;
 	int rc;
 
-	if (lc == NULL || changed == NULL)
+	if (lc == NULL || changed == NULL || batch <= 0 || idle_ms < 0 ||
+	    idle_ms > now)
 		return LC_E_INVAL;
 	*changed = 0;
+	cursor = lc->sweep_cursor;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	rc = sweep_tx(lc, now, changed);
-	rc = tx_end(lc, rc);
-	if (rc < 0)
+	rc = sweep_tx(lc, now, batch, idle_ms, changed);
+	if ((rc = tx_end(lc, rc)) < 0) {
 		*changed = 0;
+		lc->sweep_cursor = cursor;
+	}
 	return rc;
 }
 

@@ -17,6 +17,12 @@
  * Times are milliseconds since the Unix epoch (wall clock), passed in by the
  * caller as `now`, so the semantics can be tested without sleeping.
  *
+ * Tokens and request ids are credentials: the database keeps only their
+ * hashes (secret.h), so a copy of the file grants nothing.  Fences only
+ * grow per name, also across restarts, restores of older copies and
+ * idle locks whose rows were reclaimed: the first open after a stop
+ * floors them at the wall clock in microseconds (lockcore.c, "Fences").
+ *
  * A struct lockcore is one SQLite connection.  It is not thread-safe: a
  * process that shares one among threads serialises calls with its own
  * mutex (which is also how writers are serialised inside a process).
@@ -59,9 +65,11 @@ enum {
 	LC_E_DB = -6,            /* SQLite failed (busy past the timeout, I/O,
 	                            full disk, read-only, corrupt) */
 	LC_E_NOMEM = -7,
-	LC_E_RECOVERING = -8     /* after an unclean shutdown, no new grant
+	LC_E_RECOVERING = -8,    /* after an unclean shutdown, no new grant
 	                            until every lease that may have been lost
 	                            has expired (lockcore_grace_until) */
+	LC_E_QUOTA_HELD = -9,    /* the namespace holds its quota of locks */
+	LC_E_QUOTA_WAIT = -10    /* the namespace has its quota of waiters */
 };
 
 struct lockcore;
@@ -105,6 +113,9 @@ struct lock_waiter_ident {
 	pid_t    pid;
 	uint64_t pstart;
 	uint64_t key;
+	char     token[LC_TOKEN_LEN + 1];  /* the token its grant carries
+	                                      (lock_wait_info.token); unused
+	                                      by lock_acquire */
 };
 
 struct lock_acquire_req {
@@ -116,6 +127,14 @@ struct lock_acquire_req {
 	bool wait;               /* false: try once, never enqueue */
 	int max_waiters;         /* per-lock cap on queued waiters, > 0 */
 	struct lock_waiter_ident who;
+	/* Quotas of a namespace: the keys that start with quota_prefix (NULL
+	 * or "": no quota) may have at most quota_held live grants and
+	 * quota_waiting live waiters (0: no limit).  A new grant or waiter
+	 * beyond them is LC_E_QUOTA_HELD or LC_E_QUOTA_WAIT; a retry by
+	 * request_id is not counted again. */
+	const char *quota_prefix;
+	int quota_held;
+	int quota_waiting;
 };
 
 struct lock_grant {
@@ -124,6 +143,7 @@ struct lock_grant {
 	int64_t fence;
 	int64_t acquired_at;
 	int64_t expires_at;
+	int64_t ttl_ms;                  /* the lease as granted or renewed */
 	char    owner[LC_OWNER_MAX + 1];
 };
 
@@ -137,6 +157,11 @@ struct lock_wait_info {
 	bool    handed;          /* lock_wait_poll LC_GRANTED: the grant was
 	                            made by another transaction (a handoff),
 	                            this poll only read it */
+	char    token[LC_TOKEN_LEN + 1];  /* lock_acquire LC_QUEUED: the token
+	                            this waiter's grant will carry.  The
+	                            database keeps only its hash: the caller
+	                            keeps it and passes it back in
+	                            lock_waiter_ident.token */
 };
 
 /*
@@ -157,7 +182,8 @@ struct lock_handoff {
 	int64_t expires_at;      /* OUT: its lease's end */
 	struct lock_grant grant; /* OUT: the grant, committed once the call
 	                            returns LC_OK (a waiter of the same process
-	                            may be given it without a look) */
+	                            may be given it without a look); its token
+	                            is "": only the waiting request knows it */
 };
 
 struct lock_holder {
@@ -228,7 +254,9 @@ int lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
     int64_t now, struct lock_grant *grant, struct lock_wait_info *info) LC_WUR;
 
 /*
- * Called by a waiter when woken.  If another transaction granted this
+ * Called by a waiter when woken; who->token is the token lock_acquire
+ * gave it (lock_wait_info.token), and a grant carries it (LC_E_INVAL if
+ * it is not the row's).  If another transaction granted this
  * waiter (struct lock_handoff), that live grant is returned (LC_GRANTED),
  * found with a read only; so is it while the lock is full (LC_QUEUED).
  * Otherwise, in a write transaction, expired holders and dead waiters
@@ -279,8 +307,9 @@ int lock_undo(struct lockcore *lc, const char *name, const char *token,
     uint64_t key, int64_t now, bool *wake_next, struct lock_handoff *ho) LC_WUR;
 
 /*
- * Extends the lease of the live grant with `token` to now + ttl_ms and fills
- * *grant.  LC_E_NOT_HELD once the lease is gone.
+ * Extends the lease of the live grant with `token` to now + ttl_ms, or with
+ * ttl_ms 0 by the grant's own lease (as granted or last renewed), and
+ * fills *grant.  LC_E_NOT_HELD once the lease is gone.
  */
 int lock_renew(struct lockcore *lc, const char *name, const char *token,
     int64_t ttl_ms, int64_t now, struct lock_grant *grant) LC_WUR;
@@ -315,10 +344,17 @@ int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
     bool *more) LC_WUR;
 
 /*
- * Housekeeping: removes expired holders and waiters that are dead or past
- * their deadline.  *changed gets a count of locks whose state changed.
+ * Housekeeping, one batch at a time: takes the next `batch` lock rows
+ * (after where the connection's previous call stopped, starting over
+ * after the last), deletes their expired holders and the rows of those
+ * that are idle (no holder, no waiter row, and no grant since
+ * now - idle_ms), in one write transaction.
+ * Fences stay unique per name: the next grant of a name whose row was
+ * deleted carries a fence above every one it had.  *changed gets the rows
+ * deleted.
  */
-int lockcore_sweep(struct lockcore *lc, int64_t now, int *changed) LC_WUR;
+int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
+    int64_t idle_ms, int *changed) LC_WUR;
 
 /*
  * Proves the database is usable for writes (for /healthz): one small write

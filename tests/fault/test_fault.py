@@ -132,7 +132,7 @@ class Client(threading.Thread):
                 raise AssertionError("cycle %d on %r not served within %.0f s" % (
                     n, name, CYCLE_BOUND))
             attempt += 1
-            rid = "c%d-n%d-a%d" % (self.idx, n, attempt)
+            rid = "rid-fault-c%d-n%d-a%d" % (self.idx, n, attempt)
             tries = 0
             while True:     # same request_id until an answer
                 tries += 1

@@ -76,12 +76,12 @@ def test_acquire_owner_and_request_id_lengths(s):
 
 @shared
 def test_request_id_retry_same_grant(s):
-    r1 = s.acquire_ok("c-rid", request_id="r1", owner="x")
-    r2 = s.acquire_ok("c-rid", request_id="r1", owner="x")
+    r1 = s.acquire_ok("c-rid", request_id="rid-contract-0001", owner="x")
+    r2 = s.acquire_ok("c-rid", request_id="rid-contract-0001", owner="x")
     assert (r2["token"], r2["fence"]) == (r1["token"], r1["fence"]), \
         "retry with the same request_id: %s vs %s" % (r1.short(), r2.short())
     # another request_id on the held lock is refused, not granted
-    expect(s.acquire("c-rid", request_id="other", timeout=0), 423, "timeout")
+    expect(s.acquire("c-rid", request_id="rid-contract-0002", timeout=0), 423, "timeout")
     st = s.status("c-rid")
     assert len(st["holders"]) == 1 and st["holders"][0]["fence"] == r1["fence"], st.short()
     s.release_ok("c-rid", r1["token"])
@@ -118,6 +118,33 @@ def test_release_variants(s):
 # -- renew ------------------------------------------------------------------
 
 @shared
+def test_renew_without_ttl_keeps_the_grants_lease(s):
+    """A renew without ttl extends by the grant's own ttl (300 s here),
+    never cuts it to the server's default_ttl (30 s)."""
+    a = s.acquire_ok("c-renew-own", ttl=300)
+    r = s.renew("c-renew-own", a["token"])
+    check_grant(r, "c-renew-own", lease=300)
+    assert r["ttl"] == 300, r.short()
+    st = s.status("c-renew-own")
+    assert st["holders"][0]["expires_at"] > time.time() + 290, st.short()
+    s.release_ok("c-renew-own", a["token"])
+
+
+@shared
+def test_request_ids_are_credentials(s):
+    """request_ids too short to be random are refused, naming the rule; a
+    UUID and 22 base64url characters pass."""
+    for bad in ("req-81", "r1", "x" * 15, "a b" * 8, "\u00e9" * 16, "x" * 129):
+        r = expect(s.acquire("c-rid-rule", request_id=bad, timeout=0), 400, "bad_request")
+        assert "request_id must be 16 to 128 characters" in r["message"], r.short()
+        r = expect(s.cancel("c-rid-rule", bad), 400, "bad_request")
+        assert "request_id" in r["message"], r.short()
+    for good in ("123e4567-e89b-12d3-a456-426614174000", "Zm9vYmFyYmF6cXV4cXV1eA"):
+        g = s.acquire_ok("c-rid-rule", request_id=good)
+        s.release_ok("c-rid-rule", g["token"])
+
+
+@shared
 def test_renew(s):
     a = s.acquire_ok("c-renew", ttl=2, owner="rn")
     time.sleep(0.05)
@@ -128,9 +155,9 @@ def test_renew(s):
         a["expires_at"], r["expires_at"])
     st = s.status("c-renew")
     assert abs(st["holders"][0]["expires_at"] - r["expires_at"]) < 0.002, st.short()
-    # default ttl on renew
+    # without a ttl: the lease it was last given (10), not default_ttl
     r2 = s.renew("c-renew", a["token"])
-    check_grant(r2, "c-renew", lease=30)
+    check_grant(r2, "c-renew", lease=10)
     # Lock-Token header works for renew too
     r3 = expect(s.post(lpath("c-renew", "renew"), headers={"Lock-Token": a["token"]},
                        form={"ttl": "5"}), 200)
@@ -166,13 +193,13 @@ def test_renew_reports_the_new_ttl(s):
 def test_cancel_errors(s):
     expect(s.post(lpath("c-cancel", "cancel")), 400, "bad_request")
     expect(s.cancel("c-cancel", ""), 400, "bad_request")
-    expect(s.cancel("c-cancel", "never-seen"), 409, "not_held")
-    a = s.acquire_ok("c-cancel", request_id="held-1")
-    r = expect(s.cancel("c-cancel", "held-1"), 200)
+    expect(s.cancel("c-cancel", "rid-never-seen-0000"), 409, "not_held")
+    a = s.acquire_ok("c-cancel", request_id="rid-contract-held1")
+    r = expect(s.cancel("c-cancel", "rid-contract-held1"), 200)
     assert r["lock"] == "c-cancel" and r["cancelled"] is True and r["was"] == "held", r.short()
     assert s.status("c-cancel")["held"] is False
     expect(s.release("c-cancel", a["token"]), 409, "not_held")
-    expect(s.cancel("c-cancel", "held-1"), 409, "not_held")
+    expect(s.cancel("c-cancel", "rid-contract-held1"), 409, "not_held")
 
 
 # -- status and listing -----------------------------------------------------
@@ -320,7 +347,7 @@ def test_unknown_and_duplicate_params(s):
     r = expect(s.post(lpath("c-param", "release"), form={"token": "0" * 32, "ttl": "5"}),
                400, "bad_request")
     assert "ttl" in r["message"], r.short()
-    expect(s.post(lpath("c-param", "cancel"), form={"request_id": "a", "owner": "b"}),
+    expect(s.post(lpath("c-param", "cancel"), form={"request_id": "rid-contract-0003", "owner": "b"}),
            400, "bad_request")
     expect(s.get(lpath("c-param"), query={"x": "1"}), 400, "bad_request")
     expect(s.get("/healthz", query={"x": "1"}), 400, "bad_request")

@@ -176,7 +176,7 @@ def test_reset_waiter_apache_not_passed_on(s):
 def test_durability_kill9_restart(s):
     a = s.acquire_ok("d-a", owner="oa", ttl=600)
     b = s.acquire_ok("d-b", owner="ob", ttl=600)
-    c = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-c")
+    c = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-failure-0000c")
     grants = {"d-a": a, "d-b": b, "d-c": c}
     old_workers = s.worker_pids()
     s.kill_all_9()
@@ -191,7 +191,7 @@ def test_durability_kill9_restart(s):
         assert hd["fence"] == g["fence"], (n, hd, g.short())
         assert abs(hd["expires_at"] - g["expires_at"]) < 0.002, (n, hd, g.short())
         assert hd["owner"] == g["owner"], (n, hd, g.short())
-    r = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-c")
+    r = s.acquire_ok("d-c", owner="oc", ttl=600, request_id="rid-failure-0000c")
     assert (r["token"], r["fence"]) == (c["token"], c["fence"]), \
         "request_id retry after restart: %s vs %s" % (r.short(), c.short())
     expect(s.acquire("d-a", timeout=0), 423, "timeout")
@@ -221,8 +221,10 @@ def test_durability_waiter_across_worker_kill(s):
     s.release_ok(name, h["token"])
     g = s.acquire_ok(name, timeout=3)
     log("after restart, next acquire granted in %.0f ms" % ((time.monotonic() - t0) * 1000))
-    assert g["fence"] == h["fence"] + 1, "a dead waiter was granted: fence %d after %d" % (
-        g["fence"], h["fence"])
+    # Granted at once (timeout=3): a dead waiter granted in between would
+    # have held the lock for its lease (default_ttl).  The restart floored
+    # fences at the clock, so the fence is only known to be higher.
+    assert g["fence"] > h["fence"], "fence %d after %d" % (g["fence"], h["fence"])
     s.release_ok(name, g["token"])
     assert s.waiters(name) == 0
 

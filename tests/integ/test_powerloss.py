@@ -112,7 +112,8 @@ def _lose_a_grant(s):
     keep = len(_wal_commits(s.db_path + "-wal"))
     lost = s.acquire_ok("pl-gone", ttl=MAX_TTL, owner="lost", timeout=0)
     fresh = s.acquire_ok("pl-fresh", ttl=MAX_TTL, owner="lost", timeout=0)
-    assert lost["fence"] == g["fence"] + 1 and fresh["fence"] == 1, (g, lost, fresh)
+    # The first grant of each lock since the start carries the same floor.
+    assert lost["fence"] == g["fence"] + 1 and fresh["fence"] == g["fence"], (g, lost, fresh)
     return kept, lost, fresh, keep
 
 
@@ -165,9 +166,9 @@ def test_power_loss_grace(s):
         late * 1000, time.time() - boot_ms / 1000.0))
     assert late > -0.05, late
     g = got["r"]
-    assert g["fence"] > lost["fence"] and g["fence"] >= FENCE_JUMP, (g.short(), lost.short())
+    assert g["fence"] >= lost["fence"] + FENCE_JUMP, (g.short(), lost.short())
     f = s.acquire_ok("pl-fresh", timeout=0)
-    assert f["fence"] > fresh["fence"] and f["fence"] >= FENCE_JUMP, f.short()
+    assert f["fence"] >= fresh["fence"] + FENCE_JUMP, f.short()
     log("fences after recovery: %d (lost: %d), %d (lost: %d)" % (
         g["fence"], lost["fence"], f["fence"], fresh["fence"]))
     s.release_ok("pl-gone", g["token"])
@@ -196,8 +197,8 @@ def test_power_loss_no_grace(s):
     s.restart()
     g = s.acquire_ok("pl-gone", timeout=0)
     f = s.acquire_ok("pl-fresh", timeout=0)
-    assert g["fence"] > lost["fence"] and g["fence"] >= FENCE_JUMP, g.short()
-    assert f["fence"] > fresh["fence"] and f["fence"] >= FENCE_JUMP, f.short()
+    assert g["fence"] >= lost["fence"] + FENCE_JUMP, g.short()
+    assert f["fence"] >= fresh["fence"] + FENCE_JUMP, f.short()
     text = s.log_text("lighttpd.out")
     assert "never closed" in text and "no grace" in text, s.log_tail("lighttpd.out")
     s.stop()
@@ -217,12 +218,13 @@ def test_power_loss_synchronous_full(s):
     s.restart()
     st = s.status("pl-gone")
     assert st["held"] is True and st["holders"][0]["fence"] == lost["fence"], st.short()
+    # A start after a stop floors fences at the clock: above all before.
     g = s.acquire_ok("pl-other", timeout=0)
-    assert g["fence"] == 1, g.short()
+    assert g["fence"] > lost["fence"], (g.short(), lost.short())
     expect(s.acquire("pl-gone", timeout=0), 423, "timeout")
     s.release_ok("pl-gone", lost["token"])
     g = s.acquire_ok("pl-gone", timeout=0)
-    assert g["fence"] == lost["fence"] + 1, (g.short(), lost.short())
+    assert g["fence"] > lost["fence"], (g.short(), lost.short())
     assert "never closed" not in s.log_text("lighttpd.out"), s.log_tail("lighttpd.out")
     s.stop()
     _integrity(s)

@@ -167,9 +167,9 @@ def test_fifo_eight_waiters(s):
 def test_request_id_retry_queued(s):
     name = "s-ridq"
     h = s.acquire_ok(name)
-    first = BG(s.acquire, name, request_id="r2", owner="one")
+    first = BG(s.acquire, name, request_id="rid-semantics-0r2", owner="one")
     s.wait_waiters(name, 1, bg=first)
-    second = BG(s.acquire, name, request_id="r2", owner="one")
+    second = BG(s.acquire, name, request_id="rid-semantics-0r2", owner="one")
     r1 = first.get(8)
     log("superseded request answered %.0f ms after the retry was sent" % (
         (first.t_done - second.t_start) * 1000))
@@ -181,7 +181,7 @@ def test_request_id_retry_queued(s):
     check_grant(r2, name, owner="one")
     assert r2["fence"] == h["fence"] + 1, (h["fence"], r2["fence"])
     # another retry now returns the same grant
-    r3 = s.acquire_ok(name, request_id="r2", owner="one")
+    r3 = s.acquire_ok(name, request_id="rid-semantics-0r2", owner="one")
     assert (r3["token"], r3["fence"]) == (r2["token"], r2["fence"]), (r2.short(), r3.short())
     s.release_ok(name, r2["token"])
     # exactly one grant was made for r2: the next one is fence + 1
@@ -194,37 +194,37 @@ def test_request_id_retry_queued(s):
 def test_cancel_waiting_and_held(s):
     name = "s-cancel"
     h = s.acquire_ok(name)
-    w = BG(s.acquire, name, request_id="c1")
+    w = BG(s.acquire, name, request_id="rid-semantics-0c1")
     s.wait_waiters(name, 1, bg=w)
     t0 = time.monotonic()
-    c = expect(s.cancel(name, "c1"), 200)
+    c = expect(s.cancel(name, "rid-semantics-0c1"), 200)
     assert c["lock"] == name and c["cancelled"] is True and c["was"] == "waiting", c.short()
     r = w.get(8)
     log("cancelled waiter answered %.0f ms after the cancel" % ((w.t_done - t0) * 1000))
     expect(r, 409, "cancelled")
     assert (w.t_done - t0) < 2.0, "cancelled waiter answered only after %.3f s" % (w.t_done - t0)
     assert s.waiters(name) == 0
-    expect(s.cancel(name, "c1"), 409, "not_held")
+    expect(s.cancel(name, "rid-semantics-0c1"), 409, "not_held")
     s.release_ok(name, h["token"])
-    g = s.acquire_ok(name, request_id="c2")
+    g = s.acquire_ok(name, request_id="rid-semantics-0c2")
     assert g["fence"] == h["fence"] + 1, "the cancelled waiter was granted"
-    c = expect(s.cancel(name, "c2"), 200)
+    c = expect(s.cancel(name, "rid-semantics-0c2"), 200)
     assert c["cancelled"] is True and c["was"] == "held", c.short()
     st = s.status(name)
     assert st["held"] is False, st.short()
     expect(s.release(name, g["token"]), 409, "not_held")
-    expect(s.cancel(name, "c2"), 409, "not_held")
+    expect(s.cancel(name, "rid-semantics-0c2"), 409, "not_held")
 
 
 @shared
 def test_cancel_grants_next_waiter(s):
     """Cancelling a held request_id hands the lock to the next waiter."""
     name = "s-cancel-next"
-    g = s.acquire_ok(name, request_id="holder-rid")
+    g = s.acquire_ok(name, request_id="rid-semantics-hold")
     w = BG(s.acquire, name)
     s.wait_waiters(name, 1, bg=w)
     t0 = time.monotonic()
-    expect(s.cancel(name, "holder-rid"), 200)
+    expect(s.cancel(name, "rid-semantics-hold"), 200)
     r = w.get(8)
     log("waiter granted %.0f ms after the holder's cancel" % ((w.t_done - t0) * 1000))
     check_grant(r, name)

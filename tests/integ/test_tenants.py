@@ -259,10 +259,10 @@ def test_other_tenants_token_is_not_held(s):
     """A token stolen or guessed from alice acts on nothing of bob's: his
     key for the same name differs.  409 not_held, alice's lock untouched."""
     alice, bob = users(s)
-    a = alice.acquire_ok("t-tok", owner="A", request_id="rid-a")
+    a = alice.acquire_ok("t-tok", owner="A", request_id="rid-tenants-000a")
     expect(bob.release("t-tok", a["token"]), 409, "not_held")
     expect(bob.renew("t-tok", a["token"], ttl=1), 409, "not_held")
-    expect(bob.cancel("t-tok", "rid-a"), 409, "not_held")
+    expect(bob.cancel("t-tok", "rid-tenants-000a"), 409, "not_held")
     # Even with bob holding the same name.
     b = bob.acquire_ok("t-tok", owner="B")
     expect(bob.release("t-tok", a["token"]), 409, "not_held")
@@ -272,7 +272,7 @@ def test_other_tenants_token_is_not_held(s):
     assert st["holders"][0]["expires_at"] > time.time() + 10, st.short()
     st = bob.status("t-tok")
     assert st["held"] is True and st["holders"][0]["owner"] == "B", st.short()
-    r = expect(alice.cancel("t-tok", "rid-a"), 200)
+    r = expect(alice.cancel("t-tok", "rid-tenants-000a"), 200)
     assert r["lock"] == "t-tok" and r["was"] == "held", r.short()
     expect(bob.release("t-tok", b["token"]), 200)
 
@@ -415,8 +415,8 @@ def test_log_lines(s):
     expect(alice.release("t-log", a["token"]), 200)
     g = expect(w.get(8), 200)
     expect(alice.release("t-log", g["token"]), 200)
-    alice.acquire_ok("t-log", owner="third", request_id="rid-log")
-    r = expect(alice.cancel("t-log", "rid-log"), 200)
+    alice.acquire_ok("t-log", owner="third", request_id="rid-tenants-0log")
+    r = expect(alice.cancel("t-log", "rid-tenants-0log"), 200)
     assert r["was"] == "held", r.short()
 
 

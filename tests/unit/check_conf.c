@@ -43,6 +43,9 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.anonymous_deny, 0);
 	ck_assert_int_eq(c.coord_autostart, 0);
 	ck_assert_int_eq(c.coord_idle_exit_ms, 300000);
+	ck_assert_int_eq(c.idle_reclaim_ms, 300000);
+	ck_assert_int_eq(c.tenant_max_held, 0);
+	ck_assert_int_eq(c.tenant_max_waiting, 0);
 	ck_assert_str_eq(c.coord_binary, "");
 	ck_assert_str_eq(c.coord_log, "");
 }
@@ -196,6 +199,19 @@ static const struct ccase ccases[] = {
 	    "from 0.1 to 60"),
 	ERR("busy_timeout = 61", "busy_timeout: must be a number of seconds"),
 
+	/* idle_reclaim, tenant quotas */
+	OK("idle_reclaim = 0", "idle_reclaim", 0),
+	OK("idle_reclaim = 2592000", "idle_reclaim", 2592000000),
+	ERR("idle_reclaim = 2592000.001", "idle_reclaim: must be a number of "
+	    "seconds from 0 to 2592000"),
+	ERR("idle_reclaim = -1", "idle_reclaim: must be"),
+	OK("tenant_max_held = 0", "tenant_max_held", 0),
+	OK("tenant_max_held = 10000000", "tenant_max_held", 10000000),
+	ERR("tenant_max_held = 10000001", "tenant_max_held: must be an "
+	    "integer from 0 (no quota) to 10000000"),
+	OK("tenant_max_waiting = 5", "tenant_max_waiting", 5),
+	ERR("tenant_max_waiting = -1", "tenant_max_waiting: must be"),
+
 	/* max_waiters, threads, max_threads */
 	OK("max_waiters = 1", "max_waiters", 1),
 	OK("max_waiters = 1000000", "max_waiters", 1000000),
@@ -301,6 +317,12 @@ field_val(const struct hl_conf *c, const char *f)
 		return c->busy_timeout_ms;
 	if (strcmp(f, "max_waiters") == 0)
 		return c->max_waiters;
+	if (strcmp(f, "idle_reclaim") == 0)
+		return c->idle_reclaim_ms;
+	if (strcmp(f, "tenant_max_held") == 0)
+		return c->tenant_max_held;
+	if (strcmp(f, "tenant_max_waiting") == 0)
+		return c->tenant_max_waiting;
 	if (strcmp(f, "threads") == 0)
 		return c->threads;
 	if (strcmp(f, "max_threads") == 0)
@@ -564,7 +586,7 @@ START_TEST(test_sample)
 	}
 	/* coord_binary and coord_log default to empty, which no line can
 	 * say: the sample shows them commented out. */
-	ck_assert_int_eq(nkeys, 15);
+	ck_assert_int_eq(nkeys, 18);
 }
 END_TEST
 
