@@ -719,14 +719,15 @@ peer_handle(struct peer *p, const struct proto_msg *m)
 {
 	switch (m->type) {
 	case PROTO_WAIT:
-		log_debug("%s: fd %d: WAIT %.*s id %llu expires %lld", __func__,
-		    p->fd, (int)m->namelen, m->name,
+		log_debug("%s: fd %d: WAIT \"%s\" id %llu expires %lld",
+		    __func__, p->fd, LOG_ESCN(m->name, m->namelen),
 		    (unsigned long long)m->waiter_id, (long long)m->expires);
 		do_wait(p, m);
 		break;
 	case PROTO_NOTIFY:
-		log_debug("%s: fd %d: NOTIFY %.*s flags %u kick %llu "
-		    "expires %lld", __func__, p->fd, (int)m->namelen, m->name,
+		log_debug("%s: fd %d: NOTIFY \"%s\" flags %u kick %llu "
+		    "expires %lld", __func__, p->fd,
+		    LOG_ESCN(m->name, m->namelen),
 		    m->flags, (unsigned long long)m->waiter_id,
 		    (long long)m->expires);
 		do_notify(m);

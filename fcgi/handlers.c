@@ -412,10 +412,9 @@ log_list_db_error(int rc, const struct request *rq)
 {
 	if (rc != LC_E_DB || W.db == NULL)
 		return;
-	log_warnx("list of prefix '%s'%s%.*s%s: %s", rq->prefix,
+	log_warnx("list of prefix '%s'%s%s%s: %s", LOG_ESC(rq->prefix),
 	    rq->tenant ? " of '" : "",
-	    rq->tenant ? (int)rq->nslen - 2 : 0,
-	    rq->tenant ? rq->key_prefix + 1 : "",
+	    rq->tenant ? LOG_ESCN(rq->key_prefix + 1, rq->nslen - 2) : "",
 	    rq->tenant ? "'" : "", lockcore_errmsg(W.db));
 }
 
@@ -549,7 +548,7 @@ log_acquire(const struct lockref *rq, int rc, const struct lock_grant *g,
 	if (rc == LC_GRANTED)
 		log_debug(LOCK_FMT ": granted, fence %" PRId64 ", owner '%s', "
 		    "waited %" PRId64 " ms%s", LOCK_ARGS(rq), g->fence,
-		    g->owner, waited, g->acquired_at < started ?
+		    LOG_ESC(g->owner), waited, g->acquired_at < started ?
 		    " (replayed for its request_id)" : "");
 	else if (rc == LC_BUSY)
 		log_debug(LOCK_FMT ": %s after %" PRId64 " ms", LOCK_ARGS(rq),
@@ -888,6 +887,14 @@ handle_list(struct reply *r, const struct request *rq)
 	(void)send_json(r, 200, NULL, o, rq->head);
 }
 
+/*
+ * GET /healthz.  Everyone sees whether the database and the coordinator
+ * work (and a recovery's end).  The figures of the whole service (the
+ * coordinator's count of waiting requests, over every namespace) and of
+ * this process are shown only to an authenticated request: an anonymous
+ * one may come from anywhere, as /healthz is left open for monitors, and
+ * must not learn how busy the tenants are.
+ */
 static void
 handle_health(struct reply *r, const struct request *rq)
 {
@@ -905,12 +912,15 @@ handle_health(struct reply *r, const struct request *rq)
 	json_object_object_add(o, "ok", json_object_new_boolean(db_ok));
 	json_object_object_add(o, "database", jstr(db_ok ? "ok" : "unavailable"));
 	json_object_object_add(o, "coordinator", jstr(coord_ok ? "ok" : "down"));
-	if (coord_ok)
-		json_object_object_add(o, "waiters",
-		    json_object_new_int64((int64_t)cs.waiters));
-	json_object_object_add(o, "worker_pid", json_object_new_int(W.pid));
-	json_object_object_add(o, "threads",
-	    json_object_new_int(atomic_load(&W.nthreads)));
+	if (rq->tenant) {
+		if (coord_ok)
+			json_object_object_add(o, "waiters",
+			    json_object_new_int64((int64_t)cs.waiters));
+		json_object_object_add(o, "worker_pid",
+		    json_object_new_int(W.pid));
+		json_object_object_add(o, "threads",
+		    json_object_new_int(atomic_load(&W.nthreads)));
+	}
 	/* Still 200: reads, renewals and releases work meanwhile. */
 	if (db_ok && (grace = atomic_load(&W.grace_until)) >
 	    lockcore_now_ms())

@@ -54,7 +54,10 @@ struct reply {
 /*
  * A lock as log lines name it (LOCK_FMT): the name its client uses and
  * lockcore's key, which for a tenant is "/" + enc(user) + "/" + name.
- * struct request has the same fields, so LOCK_ARGS takes either.
+ * struct request has the same fields, so LOCK_ARGS takes either.  Both
+ * the name and the tenant are the client's bytes: LOCK_ARGS escapes them
+ * (log.h LOG_ESC), in buffers that last until the end of the block
+ * holding the log call.
  */
 struct lockref {
 	const char *name;
@@ -63,10 +66,11 @@ struct lockref {
 	size_t      nslen;
 };
 
-#define LOCK_FMT "lock '%s'%s%.*s%s"
-#define LOCK_ARGS(rq) (rq)->name, (rq)->tenant ? " of '" : "", \
-	(rq)->tenant ? (int)(rq)->nslen - 2 : 0, \
-	(rq)->tenant ? (rq)->key + 1 : "", (rq)->tenant ? "'" : ""
+#define LOCK_FMT "lock '%s'%s%s%s"
+#define LOCK_ARGS(rq) LOG_ESC((rq)->name), \
+	(rq)->tenant ? " of '" : "", \
+	(rq)->tenant ? LOG_ESCN((rq)->key + 1, (rq)->nslen - 2) : "", \
+	(rq)->tenant ? "'" : ""
 
 /* On LC_E_DB, logs SQLite's reason (never a token); x is a lockref or a
  * request naming one lock. */
