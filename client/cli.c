@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/types.h>
@@ -506,10 +507,9 @@ signals_take(const sigset_t *set, sigset_t *old)
 	return fd;
 }
 
-/* Reads one pending signal: its number (and *kernel: 1 if the kernel sent
- * it, e.g. Ctrl-C at the terminal), or 0 if none is pending. */
+/* Reads one pending signal: its number, or 0 if none is pending. */
 static int
-signal_read(int sfd, int *kernel)
+signal_read(int sfd)
 {
 	struct signalfd_siginfo si;
 	ssize_t n;
@@ -517,8 +517,6 @@ signal_read(int sfd, int *kernel)
 	n = read(sfd, &si, sizeof(si));
 	if (n != (ssize_t)sizeof(si))
 		return 0;
-	if (kernel != NULL)
-		*kernel = si.ssi_code == SI_KERNEL;
 	return (int)si.ssi_signo;
 }
 
@@ -665,7 +663,7 @@ acquire_interruptible(struct httplock *h, const struct args *a, int sfd,
 			break;          /* cannot happen: then just wait */
 		if ((pfd[0].revents & POLLIN) && read(p[0], &c, 1) == 1)
 			break;
-		if (!(pfd[1].revents & POLLIN) || (s = signal_read(sfd, NULL)) == 0)
+		if (!(pfd[1].revents & POLLIN) || (s = signal_read(sfd)) == 0)
 			continue;
 		if (*sig != 0) {
 			/* Insisted: leave at once, maybe still queued. */
@@ -1061,12 +1059,17 @@ mark_ours_cloexec(void)
 static struct sigaction orig_sigpipe;    /* restored in the command */
 
 /*
- * Starts argv with the signal mask `mask`.  Returns its pid, or -1 with
+ * Starts argv in a process group of its own, with the signal mask `mask`;
+ * if `tty` is set, that group becomes the foreground group of the terminal
+ * on standard input.  Both sides call setpgid() and tcsetpgrp(), so that
+ * neither the exec nor our first signal to the group can come first.  The
+ * caller blocks SIGTTOU, which tcsetpgrp() from the new background group
+ * would raise.  Returns the pid (which is also the group's id), or -1 with
  * errno set, the exec's own errno if it was the exec that failed (the
- * child is then reaped).
+ * child is then reaped and the terminal taken back).
  */
 static pid_t
-spawn(char **argv, const sigset_t *mask)
+spawn(char **argv, const sigset_t *mask, int tty)
 {
 	pid_t pid;
 	ssize_t n;
@@ -1084,6 +1087,9 @@ spawn(char **argv, const sigset_t *mask)
 	if (pid == 0) {
 		/* Only async-signal-safe calls from here on. */
 		close(p[0]);
+		(void)setpgid(0, 0);
+		if (tty)
+			(void)tcsetpgrp(STDIN_FILENO, getpid());
 		mark_ours_cloexec();
 		(void)sigaction(SIGPIPE, &orig_sigpipe, NULL);
 		(void)sigprocmask(SIG_SETMASK, mask, NULL);
@@ -1095,6 +1101,10 @@ spawn(char **argv, const sigset_t *mask)
 		_exit(127);
 	}
 	close(p[1]);
+	/* EACCES: the child has exec'd, after its own setpgid(). */
+	(void)setpgid(pid, pid);
+	if (tty)
+		(void)tcsetpgrp(STDIN_FILENO, pid);
 	do
 		n = read(p[0], &e, sizeof(e));
 	while (n == -1 && errno == EINTR);
@@ -1102,6 +1112,8 @@ spawn(char **argv, const sigset_t *mask)
 	if (n == (ssize_t)sizeof(e)) {
 		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 			;
+		if (tty)
+			(void)tcsetpgrp(STDIN_FILENO, getpgrp());
 		errno = e;
 		return -1;
 	}
@@ -1129,17 +1141,67 @@ report_lost(const struct lease *l)
 	}
 }
 
+#define REAP_WAIT 1.0   /* after SIGKILL: seconds for the group to be reaped */
+
+/* Reaps every child that has ended (we are the subreaper of the command's
+ * descendants).  Returns 1 with *status set if `pid` is among them (or, with
+ * `stops`, has stopped), else 0. */
+static int
+reap(pid_t pid, int stops, int *status)
+{
+	pid_t r;
+	int st, found = 0;
+
+	while ((r = waitpid(-1, &st, WNOHANG | (stops ? WUNTRACED : 0))) > 0) {
+		if (r == pid) {
+			*status = st;
+			found = 1;
+		}
+	}
+	return found;
+}
+
+/* 1 while any process of the group `pgid` remains (zombies included). */
+static int
+group_alive(pid_t pgid)
+{
+	return kill(-pgid, 0) == 0 || errno != ESRCH;
+}
+
 /*
- * Waits for the command `pid` while passing on signals and watching the
- * lease.  When the lease is lost, sets *lost and sends the command SIGTERM,
- * then SIGKILL `grace` seconds later.  Returns the command's wait status.
+ * The command was stopped (Ctrl-Z at the terminal it has): take the
+ * terminal back and stop ourselves, so that the shell sees the job stopped.
+ * Once continued, hand the terminal on again if the shell gave it to us
+ * (fg, not bg), and continue the command.
+ */
+static void
+job_stopped(pid_t pgid)
+{
+	if (tcgetpgrp(STDIN_FILENO) == pgid)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+	(void)raise(SIGTSTP);
+	if (tcgetpgrp(STDIN_FILENO) == getpgrp())
+		(void)tcsetpgrp(STDIN_FILENO, pgid);
+	(void)kill(-pgid, SIGCONT);
+}
+
+/*
+ * Waits for the command `pid` (the leader of its own process group) while
+ * passing on signals to its group and watching the lease.  `tty`: the
+ * command's group is the terminal's foreground group.  When the lease is
+ * lost, sets *lost and sends the group SIGTERM, then SIGKILL `grace`
+ * seconds later if any of it is left; returns once the command has exited
+ * and the group is gone (or REAP_WAIT after the SIGKILL).  Otherwise
+ * returns when the command itself exits.  Returns the command's wait
+ * status.
  */
 static int
-supervise(struct lease *l, pid_t pid, int sfd, double grace, int *lost)
+supervise(struct lease *l, pid_t pid, int sfd, int tty, double grace,
+    int *lost)
 {
 	struct pollfd pfd[2];
-	double deadline, kill_at = 0, now;
-	int status, s, kernel, gone;
+	double deadline, kill_at = 0, give_up = 0, now, until;
+	int status = 0, s, gone, exited = 0;
 	char buf[64];
 
 	pfd[0].fd = sfd;
@@ -1154,32 +1216,39 @@ supervise(struct lease *l, pid_t pid, int sfd, double grace, int *lost)
 		if (!*lost && (gone || now >= deadline)) {
 			*lost = 1;
 			report_lost(l);
-			(void)kill(pid, SIGTERM);
+			(void)kill(-pid, SIGTERM);
 			kill_at = now + grace;
 		}
 		pthread_mutex_unlock(&l->mu);
 		if (*lost && kill_at > 0 && now >= kill_at) {
-			(void)kill(pid, SIGKILL);
+			(void)kill(-pid, SIGKILL);
 			kill_at = 0;
+			give_up = now + REAP_WAIT;
 		}
-		if (poll(pfd, 2, poll_ms(*lost ? kill_at : deadline)) == -1 &&
-		    errno != EINTR)
+		if (exited && (!*lost || !group_alive(pid) ||
+		    (give_up > 0 && now >= give_up)))
+			return status;
+		until = !*lost ? deadline : kill_at > 0 ? kill_at : give_up;
+		if (poll(pfd, 2, poll_ms(until)) == -1 && errno != EINTR)
 			kill_at = 0;    /* cannot happen; do not spin on it */
 		if (pfd[1].revents & POLLIN)
 			while (read(l->wake[0], buf, sizeof(buf)) > 0)
 				;
 		if (!(pfd[0].revents & POLLIN))
 			continue;
-		while ((s = signal_read(sfd, &kernel)) != 0) {
-			if (s == SIGCHLD) {
-				if (waitpid(pid, &status, WNOHANG) == pid)
-					return status;
-			} else if (!kernel) {
-				/* A signal for us alone (kill, not the
-				 * terminal, which reaches our process group
-				 * and so the command by itself). */
-				(void)kill(pid, s);
+		while ((s = signal_read(sfd)) != 0) {
+			if (s != SIGCHLD) {
+				/* kill(1) to us, or the terminal's signal
+				 * when the command does not have it. */
+				(void)kill(-pid, s);
+				continue;
 			}
+			if (!reap(pid, tty && !exited, &status))
+				continue;
+			if (WIFSTOPPED(status))
+				job_stopped(pid);
+			else
+				exited = 1;
 		}
 	}
 }
@@ -1249,14 +1318,21 @@ cmd_run(struct httplock *h, const struct args *a)
 	struct httplock_error err;
 	enum httplock_code rc;
 	struct lease l;
-	sigset_t set, old;
+	sigset_t set, old, ttou;
 	double t_send, t_recv, ttl;
-	int sfd, sig, status, lost = 0, xs;
+	int sfd, sig, status, lost = 0, xs, tty;
 	pid_t pid;
 
 	signal_set(&set, 1);
 	if ((sfd = signals_take(&set, &old)) == -1)
 		return XS_UNAVAILABLE;
+	/* While the command has the terminal we are in the background: our
+	 * messages and taking the terminal back must not stop us. */
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);
+	(void)sigprocmask(SIG_BLOCK, &ttou, NULL);
+	/* Orphans of the command become our children: their ends wake us. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	memset(&err, 0, sizeof(err));
 	t_send = mono_now();
 	rc = acquire_interruptible(h, a, sfd, &g, &err, &sig);
@@ -1290,7 +1366,9 @@ cmd_run(struct httplock *h, const struct args *a)
 		goto out;
 	}
 	l.started = 1;
-	if ((pid = spawn(a->command, &old)) == -1) {
+	/* The command gets the terminal if we have it now. */
+	tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	if ((pid = spawn(a->command, &old, tty)) == -1) {
 		fprintf(stderr, "httplock: run %s: cannot run %s: %s\n", a->pos[0],
 		    a->command[0], strerror(errno));
 		release_report(h, a->pos[0], g.token);
@@ -1298,7 +1376,9 @@ cmd_run(struct httplock *h, const struct args *a)
 		goto out;
 	}
 
-	status = supervise(&l, pid, sfd, a->grace, &lost);
+	status = supervise(&l, pid, sfd, tty, a->grace, &lost);
+	if (tty && tcgetpgrp(STDIN_FILENO) == pid)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
 
 	if (lost) {
 		/* Gone, or about to expire on a server we cannot reach. */
