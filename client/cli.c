@@ -1,6 +1,7 @@
 /*
  * httplock: the command-line client, "flock(1) for the network".  One
- * program with subcommands (acquire, release, renew, status, ls, run) on
+ * program with subcommands (acquire, release, renew, cancel, status, ls,
+ * run) on
  * top of libhttplock; httplock.1 is the reference for the options and the
  * exit statuses, and this file must agree with it.
  *
@@ -93,6 +94,7 @@ struct args;
 struct cmd {
 	const char *name;
 	int         nargs;           /* positional arguments after the name */
+	const char *arg2;            /* the second one's name, for messages */
 	unsigned    opts;            /* OPT_* it accepts */
 	int         command;         /* 1: followed by COMMAND [ARGS...] */
 	int       (*fn)(struct httplock *, const struct args *);
@@ -100,7 +102,7 @@ struct cmd {
 
 struct args {
 	const struct cmd *cmd;
-	const char *pos[2];          /* NAME, TOKEN */
+	const char *pos[2];          /* NAME, TOKEN or REQUEST_ID */
 	int         npos;
 	char      **command;         /* run: argv of the command */
 	const char *url;
@@ -120,19 +122,21 @@ struct args {
 static int cmd_acquire(struct httplock *, const struct args *);
 static int cmd_release(struct httplock *, const struct args *);
 static int cmd_renew(struct httplock *, const struct args *);
+static int cmd_cancel(struct httplock *, const struct args *);
 static int cmd_status(struct httplock *, const struct args *);
 static int cmd_ls(struct httplock *, const struct args *);
 static int cmd_run(struct httplock *, const struct args *);
 
 static const struct cmd cmds[] = {
-	{ "acquire", 1, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER | OPT_REQID |
-	    OPT_JSON, 0, cmd_acquire },
-	{ "release", 2, 0, 0, cmd_release },
-	{ "renew", 2, OPT_TTL | OPT_JSON, 0, cmd_renew },
-	{ "status", 1, OPT_JSON, 0, cmd_status },
-	{ "ls", 0, OPT_PREFIX | OPT_JSON, 0, cmd_ls },
-	{ "run", 1, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER | OPT_CONFLICT |
-	    OPT_GRACE, 1, cmd_run },
+	{ "acquire", 1, NULL, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER |
+	    OPT_REQID | OPT_JSON, 0, cmd_acquire },
+	{ "release", 2, "TOKEN", 0, 0, cmd_release },
+	{ "renew", 2, "TOKEN", OPT_TTL | OPT_JSON, 0, cmd_renew },
+	{ "cancel", 2, "REQUEST_ID", OPT_JSON, 0, cmd_cancel },
+	{ "status", 1, NULL, OPT_JSON, 0, cmd_status },
+	{ "ls", 0, NULL, OPT_PREFIX | OPT_JSON, 0, cmd_ls },
+	{ "run", 1, NULL, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER |
+	    OPT_CONFLICT | OPT_GRACE, 1, cmd_run },
 };
 
 static const struct option longopts[] = {
@@ -164,6 +168,9 @@ static const char usage_text[] =
 "                   give the lock back\n"
 "  renew NAME TOKEN [--ttl SECS] [--json]\n"
 "                   extend the lease; print the new expiry (Unix time)\n"
+"  cancel NAME REQUEST_ID [--json]\n"
+"                   withdraw the acquire with that id from the queue, or\n"
+"                   release its grant; print \"waiting\" or \"held\"\n"
 "  status NAME [--json]\n"
 "                   who holds the lock and how many wait\n"
 "  ls [--prefix P] [--json]\n"
@@ -193,7 +200,8 @@ static const char usage_text[] =
 "  1  the lock stayed held: timeout or queue full (run: -E CODE)\n"
 "  2  usage error\n"
 "  3  the server refused the request (4xx, e.g. bad_request, auth)\n"
-"  4  not held: the token does not hold the lock (expired, released, wrong)\n"
+"  4  not held: the token does not hold the lock (expired, released, wrong),\n"
+"     or cancel found no acquire with that id waiting or holding it\n"
 "  5  the server is unreachable or unavailable (5xx), or a local failure\n"
 "  6  run: the lease was lost; the command was terminated\n"
 "  7  run: the command could not be started\n"
@@ -415,8 +423,20 @@ format_error(char *buf, size_t len, enum httplock_code code,
 		snprintf(buf, len, "%s: %s", what, msg);
 }
 
-/* Prints "httplock: <verb> <name>: <code>: <message>" and returns the
- * exit status for `code`. */
+static int user_given;                   /* -u or $HTTPLOCK_USER was given */
+
+/* What to add to a 401's message: where credentials come from. */
+static const char *
+auth_hint(void)
+{
+	return user_given ?
+	    "; the server refused the credentials of -u or $HTTPLOCK_USER" :
+	    "; the server asks for credentials: give them with -u USER:PASS, "
+	    "$HTTPLOCK_USER or ~/.netrc";
+}
+
+/* Prints "httplock: <verb> <name>: <code>: <message>" (and, after a 401,
+ * where credentials come from) and returns the exit status for `code`. */
 static int
 fail(const char *verb, const char *name, enum httplock_code code,
     const struct httplock_error *err, const char *secret)
@@ -429,7 +449,8 @@ fail(const char *verb, const char *name, enum httplock_code code,
 		putc(' ', stderr);
 		text_str(stderr, name);        /* still one line */
 	}
-	fprintf(stderr, ": %s\n", buf);
+	fprintf(stderr, ": %s%s\n", buf, code == HTTPLOCK_AUTH &&
+	    err->http_status == 401 ? auth_hint() : "");
 	return exit_status(code);
 }
 
@@ -755,6 +776,27 @@ cmd_renew(struct httplock *h, const struct args *a)
 	else
 		printf("%.3f\n", g.expires_at);
 	return flush_stdout("renew");
+}
+
+static int
+cmd_cancel(struct httplock *h, const struct args *a)
+{
+	struct httplock_error err;
+	enum httplock_code rc;
+	int was_held = 0;
+
+	memset(&err, 0, sizeof(err));
+	rc = httplock_cancel(h, a->pos[0], a->pos[1], &was_held, &err);
+	if (rc != HTTPLOCK_OK)
+		return fail("cancel", a->pos[0], rc, &err, a->pos[1]);
+	if (a->json) {
+		fputs("{\"lock\":", stdout);
+		json_str(stdout, a->pos[0]);
+		printf(",\"cancelled\":true,\"was\":\"%s\"}\n",
+		    was_held ? "held" : "waiting");
+	} else
+		puts(was_held ? "held" : "waiting");
+	return flush_stdout("cancel");
 }
 
 static int
@@ -1612,7 +1654,7 @@ parse_args(int argc, char **argv, struct args *a)
 	}
 	if (a->npos < a->cmd->nargs) {
 		usage_error("%s: missing %s", a->cmd->name,
-		    a->npos == 0 ? "NAME" : "TOKEN");
+		    a->npos == 0 ? "NAME" : a->cmd->arg2);
 		return -1;
 	}
 	if (a->cmd->command) {
@@ -1648,6 +1690,7 @@ main(int argc, char **argv)
 		return flush_stdout("--help") == XS_OK ? XS_OK : XS_USAGE;
 	}
 	memset(&ho, 0, sizeof(ho));
+	user_given = a.user != NULL;
 	ho.user = a.user;
 	ho.netrc = a.user == NULL;        /* optional, as curl --netrc-optional */
 	ho.netrc_file = a.netrc_file;

@@ -6,6 +6,7 @@ else, or a server that stops answering), signals."""
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 
 from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for,
                    wait_gone)
+from test_tenants import USERS, on_auth_stack
 
 CLI = os.path.join(BUILDDIR, "client", "httplock")
 
@@ -218,7 +220,8 @@ def held(s, name):
 @shared
 def test_cli_usage(s):
     r = cli(s, "--help", expect_rc=0)
-    for word in ("acquire", "release", "renew", "status", "ls", "run", "exit status"):
+    for word in ("acquire", "release", "renew", "cancel", "status", "ls", "run",
+                 "exit status"):
         assert word in r.out, "--help does not mention %r" % word
     for code in range(8):
         assert "\n  %d " % code in r.out, "--help does not list exit status %d" % code
@@ -230,6 +233,8 @@ def test_cli_usage(s):
         ["acquire"],                            # missing NAME
         ["release", "x"],                       # missing TOKEN
         ["release", "x", "0" * 32, "extra"],    # too many
+        ["cancel", "x"],                        # missing REQUEST_ID
+        ["cancel", "x", "--ttl", "5", "y" * 22],  # not an option of cancel
         ["acquire", "x", "-w", "abc"],
         ["acquire", "x", "-w", "-1"],
         ["acquire", "x", "-w", "1", "-n"],
@@ -300,9 +305,10 @@ def test_cli_acquire_conflict(s):
 @shared
 def test_cli_acquire_json(s):
     name = "cli-json"
+    rid = secrets.token_urlsafe(16)
     t0 = time.time()
     r = cli(s, "acquire", name, "--json", "--ttl", "7.5", "--owner", "web \"3\"",
-            "--request-id", "req-cli-1", expect_rc=0)
+            "--request-id", rid, expect_rc=0)
     lines = r.out.splitlines()
     assert len(lines) == 1, r
     g = json.loads(lines[0])
@@ -314,7 +320,7 @@ def test_cli_acquire_json(s):
     assert abs(g["ttl"] - 7.5) < 0.002, g
     assert abs(g["expires_at"] - g["acquired_at"] - 7.5) < 0.01, g
     assert t0 - 5 <= g["acquired_at"] <= time.time() + 5, g
-    assert g["owner"] == "web \"3\"" and g["request_id"] == "req-cli-1", g
+    assert g["owner"] == "web \"3\"" and g["request_id"] == rid, g
     st = s.status(name)
     assert st["holders"][0]["fence"] == g["fence"], st.short()
     # Without --request-id one is made up, and reported.
@@ -342,6 +348,59 @@ def test_cli_renew(s):
     cli(s, "release", name, tok, expect_rc=0)
     r = cli(s, "renew", name, tok, expect_rc=NOT_HELD)
     assert r.err.startswith("httplock: renew %s: not_held: " % name), r
+
+
+@shared
+def test_cli_cancel(s):
+    """cancel withdraws a queued acquire by its request_id, or releases the
+    grant it got; exit 4 when there is neither."""
+    name = "cli-cancel"
+    a = s.acquire_ok(name)
+    rid = secrets.token_urlsafe(16)
+    w = BG(s.acquire, name, request_id=rid, timeout=8)
+    try:
+        s.wait_waiters(name, 1, bg=w)
+        r = cli(s, "cancel", name, rid, expect_rc=0)
+        assert r.out == "waiting\n", r
+        expect(w.get(10), 409, "cancelled")
+        assert s.waiters(name) == 0
+    finally:
+        s.release_ok(name, a["token"])
+    # The grant of an acquire (here the CLI's own) is released by its id.
+    rid2 = secrets.token_urlsafe(16)
+    r = cli(s, "acquire", name, "--json", "--request-id", rid2, expect_rc=0)
+    remember(s, json.loads(r.out)["token"])
+    r = cli(s, "cancel", name, rid2, "--json", expect_rc=0)
+    assert json.loads(r.out) == {"lock": name, "cancelled": True, "was": "held"}, r
+    assert not held(s, name)
+    # Nothing left with that id: not held, and the id is not echoed.
+    r = cli(s, "cancel", name, rid2, expect_rc=NOT_HELD)
+    assert r.err.startswith("httplock: cancel %s: not_held: " % name), r
+    assert rid2 not in r.err, r
+    log("cancel: waiting -> 'waiting', held -> 'was: held'; again: exit %d %r" % (
+        r.rc, r.err.strip()))
+
+
+@on_auth_stack()
+def test_cli_auth_hint(s):
+    """A 401 says where credentials come from; credentials from -u,
+    $HTTPLOCK_USER and ~/.netrc are used."""
+    r = cli(s, "status", "x", expect_rc=REFUSED)
+    for word in ("-u USER:PASS", "$HTTPLOCK_USER", "~/.netrc"):
+        assert word in r.err, "the 401 message does not mention %s: %r" % (word, r.err)
+    log("no credentials: %r" % r.err.strip())
+    r = cli(s, "-u", "alice:wrong", "status", "x", expect_rc=REFUSED)
+    assert "refused the credentials" in r.err, r
+    assert "wrong" not in r.err, r
+    r = cli(s, "status", "x", env={"HTTPLOCK_USER": "alice:nope"}, expect_rc=REFUSED)
+    assert "refused the credentials" in r.err, r
+    log("wrong credentials: %r" % r.err.strip())
+    cli(s, "-u", "alice:" + USERS["alice"], "status", "x", expect_rc=0)
+    cli(s, "status", "x", env={"HTTPLOCK_USER": "alice:" + USERS["alice"]}, expect_rc=0)
+    with open(os.path.join(s.dir, ".netrc"), "w") as f:
+        f.write("machine 127.0.0.1 login alice password %s\n" % USERS["alice"])
+    os.chmod(os.path.join(s.dir, ".netrc"), 0o600)
+    cli(s, "status", "x", expect_rc=0)
 
 
 @shared
