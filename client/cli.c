@@ -19,7 +19,10 @@
  * renews the lease on another thread while the main thread waits for the
  * command, the signals and the lease's deadline: the deadline is kept by
  * the main thread, so a renewal stuck in a server that does not answer
- * still ends the command in time.  libcurl's implicit global initialisation is
+ * still ends the command in time.  The command runs in a process group of
+ * its own (the terminal's foreground group if we had the terminal), which
+ * is what run signals, and we are the subreaper of its descendants, so
+ * that their ends wake us too.  libcurl's implicit global initialisation is
  * thread-safe since 7.84 (the "threadsafe" feature), so we do not call
  * curl_global_init() ourselves and need not link libcurl directly.
  */
@@ -1255,21 +1258,23 @@ supervise(struct lease *l, pid_t pid, int sfd, int tty, double grace,
 		deadline = l->deadline;
 		gone = l->not_held;
 		now = mono_now();
-		if (!*lost && (gone || now >= deadline)) {
+		if (!*lost && !exited && (gone || now >= deadline)) {
 			*lost = 1;
 			report_lost(l);
 			(void)kill(-pid, SIGTERM);
 			kill_at = now + grace;
 		}
 		pthread_mutex_unlock(&l->mu);
+		/* Before any signal: once the group is gone, its id may be
+		 * reused. */
+		if (exited && (!*lost || !group_alive(pid) ||
+		    (give_up > 0 && now >= give_up)))
+			return status;
 		if (*lost && kill_at > 0 && now >= kill_at) {
 			(void)kill(-pid, SIGKILL);
 			kill_at = 0;
 			give_up = now + REAP_WAIT;
 		}
-		if (exited && (!*lost || !group_alive(pid) ||
-		    (give_up > 0 && now >= give_up)))
-			return status;
 		until = !*lost ? deadline : kill_at > 0 ? kill_at : give_up;
 		if (poll(pfd, 2, poll_ms(until)) == -1 && errno != EINTR)
 			kill_at = 0;    /* cannot happen; do not spin on it */

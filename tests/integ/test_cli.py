@@ -1,7 +1,9 @@
 """The httplock command-line client (client/cli.c, httplock(1)) against the
-real stack: every subcommand and exit status, and `run`: the command's
-status, its environment, renewals, losing the lease (released by someone
-else, or a server that stops answering), signals."""
+real stack: every subcommand and exit status (cancel included, and the
+401 message on a basic-auth stack), and `run`: the command's status, its
+environment, renewals, losing the lease (released by someone else, or a
+server that stops answering), signals reaching the command's whole process
+group, and a terminal (reads, Ctrl-C, Ctrl-Z under bash)."""
 
 import json
 import os
