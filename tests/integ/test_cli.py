@@ -8,6 +8,7 @@ group, and a terminal (reads, Ctrl-C, Ctrl-Z under bash)."""
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -329,7 +330,7 @@ def test_cli_acquire_json(s):
     r = cli(s, "acquire", "cli-json2", "--json", expect_rc=0)
     g2 = json.loads(r.out)
     remember(s, g2["token"])
-    assert len(g2["request_id"]) >= 16, g2
+    assert re.fullmatch(r"[A-Za-z0-9_.~-]{16,128}", g2["request_id"]), g2
     cli(s, "release", name, g["token"], expect_rc=0)
     cli(s, "release", "cli-json2", g2["token"], expect_rc=0)
 
