@@ -1,6 +1,7 @@
 /*
  * httplock: the command-line client, "flock(1) for the network".  One
- * program with subcommands (acquire, release, renew, status, ls, run) on
+ * program with subcommands (acquire, release, renew, cancel, status, ls,
+ * run) on
  * top of libhttplock; httplock.1 is the reference for the options and the
  * exit statuses, and this file must agree with it.
  *
@@ -18,7 +19,10 @@
  * renews the lease on another thread while the main thread waits for the
  * command, the signals and the lease's deadline: the deadline is kept by
  * the main thread, so a renewal stuck in a server that does not answer
- * still ends the command in time.  libcurl's implicit global initialisation is
+ * still ends the command in time.  The command runs in a process group of
+ * its own (the terminal's foreground group if we had the terminal), which
+ * is what run signals, and we are the subreaper of its descendants, so
+ * that their ends wake us too.  libcurl's implicit global initialisation is
  * thread-safe since 7.84 (the "threadsafe" feature), so we do not call
  * curl_global_init() ourselves and need not link libcurl directly.
  */
@@ -36,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/types.h>
@@ -92,6 +97,7 @@ struct args;
 struct cmd {
 	const char *name;
 	int         nargs;           /* positional arguments after the name */
+	const char *arg2;            /* the second one's name, for messages */
 	unsigned    opts;            /* OPT_* it accepts */
 	int         command;         /* 1: followed by COMMAND [ARGS...] */
 	int       (*fn)(struct httplock *, const struct args *);
@@ -99,7 +105,7 @@ struct cmd {
 
 struct args {
 	const struct cmd *cmd;
-	const char *pos[2];          /* NAME, TOKEN */
+	const char *pos[2];          /* NAME, TOKEN or REQUEST_ID */
 	int         npos;
 	char      **command;         /* run: argv of the command */
 	const char *url;
@@ -119,19 +125,21 @@ struct args {
 static int cmd_acquire(struct httplock *, const struct args *);
 static int cmd_release(struct httplock *, const struct args *);
 static int cmd_renew(struct httplock *, const struct args *);
+static int cmd_cancel(struct httplock *, const struct args *);
 static int cmd_status(struct httplock *, const struct args *);
 static int cmd_ls(struct httplock *, const struct args *);
 static int cmd_run(struct httplock *, const struct args *);
 
 static const struct cmd cmds[] = {
-	{ "acquire", 1, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER | OPT_REQID |
-	    OPT_JSON, 0, cmd_acquire },
-	{ "release", 2, 0, 0, cmd_release },
-	{ "renew", 2, OPT_TTL | OPT_JSON, 0, cmd_renew },
-	{ "status", 1, OPT_JSON, 0, cmd_status },
-	{ "ls", 0, OPT_PREFIX | OPT_JSON, 0, cmd_ls },
-	{ "run", 1, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER | OPT_CONFLICT |
-	    OPT_GRACE, 1, cmd_run },
+	{ "acquire", 1, NULL, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER |
+	    OPT_REQID | OPT_JSON, 0, cmd_acquire },
+	{ "release", 2, "TOKEN", 0, 0, cmd_release },
+	{ "renew", 2, "TOKEN", OPT_TTL | OPT_JSON, 0, cmd_renew },
+	{ "cancel", 2, "REQUEST_ID", OPT_JSON, 0, cmd_cancel },
+	{ "status", 1, NULL, OPT_JSON, 0, cmd_status },
+	{ "ls", 0, NULL, OPT_PREFIX | OPT_JSON, 0, cmd_ls },
+	{ "run", 1, NULL, OPT_WAIT | OPT_NOWAIT | OPT_TTL | OPT_OWNER |
+	    OPT_CONFLICT | OPT_GRACE, 1, cmd_run },
 };
 
 static const struct option longopts[] = {
@@ -163,6 +171,9 @@ static const char usage_text[] =
 "                   give the lock back\n"
 "  renew NAME TOKEN [--ttl SECS] [--json]\n"
 "                   extend the lease; print the new expiry (Unix time)\n"
+"  cancel NAME REQUEST_ID [--json]\n"
+"                   withdraw the acquire with that id from the queue, or\n"
+"                   release its grant; print \"waiting\" or \"held\"\n"
 "  status NAME [--json]\n"
 "                   who holds the lock and how many wait\n"
 "  ls [--prefix P] [--json]\n"
@@ -192,7 +203,8 @@ static const char usage_text[] =
 "  1  the lock stayed held: timeout or queue full (run: -E CODE)\n"
 "  2  usage error\n"
 "  3  the server refused the request (4xx, e.g. bad_request, auth)\n"
-"  4  not held: the token does not hold the lock (expired, released, wrong)\n"
+"  4  not held: the token does not hold the lock (expired, released, wrong),\n"
+"     or cancel found no acquire with that id waiting or holding it\n"
 "  5  the server is unreachable or unavailable (5xx), or a local failure\n"
 "  6  run: the lease was lost; the command was terminated\n"
 "  7  run: the command could not be started\n"
@@ -414,8 +426,20 @@ format_error(char *buf, size_t len, enum httplock_code code,
 		snprintf(buf, len, "%s: %s", what, msg);
 }
 
-/* Prints "httplock: <verb> <name>: <code>: <message>" and returns the
- * exit status for `code`. */
+static int user_given;                   /* -u or $HTTPLOCK_USER was given */
+
+/* What to add to a 401's message: where credentials come from. */
+static const char *
+auth_hint(void)
+{
+	return user_given ?
+	    "; the server refused the credentials of -u or $HTTPLOCK_USER" :
+	    "; the server asks for credentials: give them with -u USER:PASS, "
+	    "$HTTPLOCK_USER or ~/.netrc";
+}
+
+/* Prints "httplock: <verb> <name>: <code>: <message>" (and, after a 401,
+ * where credentials come from) and returns the exit status for `code`. */
 static int
 fail(const char *verb, const char *name, enum httplock_code code,
     const struct httplock_error *err, const char *secret)
@@ -428,7 +452,8 @@ fail(const char *verb, const char *name, enum httplock_code code,
 		putc(' ', stderr);
 		text_str(stderr, name);        /* still one line */
 	}
-	fprintf(stderr, ": %s\n", buf);
+	fprintf(stderr, ": %s%s\n", buf, code == HTTPLOCK_AUTH &&
+	    err->http_status == 401 ? auth_hint() : "");
 	return exit_status(code);
 }
 
@@ -506,10 +531,9 @@ signals_take(const sigset_t *set, sigset_t *old)
 	return fd;
 }
 
-/* Reads one pending signal: its number (and *kernel: 1 if the kernel sent
- * it, e.g. Ctrl-C at the terminal), or 0 if none is pending. */
+/* Reads one pending signal: its number, or 0 if none is pending. */
 static int
-signal_read(int sfd, int *kernel)
+signal_read(int sfd)
 {
 	struct signalfd_siginfo si;
 	ssize_t n;
@@ -517,8 +541,6 @@ signal_read(int sfd, int *kernel)
 	n = read(sfd, &si, sizeof(si));
 	if (n != (ssize_t)sizeof(si))
 		return 0;
-	if (kernel != NULL)
-		*kernel = si.ssi_code == SI_KERNEL;
 	return (int)si.ssi_signo;
 }
 
@@ -665,7 +687,7 @@ acquire_interruptible(struct httplock *h, const struct args *a, int sfd,
 			break;          /* cannot happen: then just wait */
 		if ((pfd[0].revents & POLLIN) && read(p[0], &c, 1) == 1)
 			break;
-		if (!(pfd[1].revents & POLLIN) || (s = signal_read(sfd, NULL)) == 0)
+		if (!(pfd[1].revents & POLLIN) || (s = signal_read(sfd)) == 0)
 			continue;
 		if (*sig != 0) {
 			/* Insisted: leave at once, maybe still queued. */
@@ -757,6 +779,27 @@ cmd_renew(struct httplock *h, const struct args *a)
 	else
 		printf("%.3f\n", g.expires_at);
 	return flush_stdout("renew");
+}
+
+static int
+cmd_cancel(struct httplock *h, const struct args *a)
+{
+	struct httplock_error err;
+	enum httplock_code rc;
+	int was_held = 0;
+
+	memset(&err, 0, sizeof(err));
+	rc = httplock_cancel(h, a->pos[0], a->pos[1], &was_held, &err);
+	if (rc != HTTPLOCK_OK)
+		return fail("cancel", a->pos[0], rc, &err, a->pos[1]);
+	if (a->json) {
+		fputs("{\"lock\":", stdout);
+		json_str(stdout, a->pos[0]);
+		printf(",\"cancelled\":true,\"was\":\"%s\"}\n",
+		    was_held ? "held" : "waiting");
+	} else
+		puts(was_held ? "held" : "waiting");
+	return flush_stdout("cancel");
 }
 
 static int
@@ -1061,12 +1104,17 @@ mark_ours_cloexec(void)
 static struct sigaction orig_sigpipe;    /* restored in the command */
 
 /*
- * Starts argv with the signal mask `mask`.  Returns its pid, or -1 with
+ * Starts argv in a process group of its own, with the signal mask `mask`;
+ * if `tty` is set, that group becomes the foreground group of the terminal
+ * on standard input.  Both sides call setpgid() and tcsetpgrp(), so that
+ * neither the exec nor our first signal to the group can come first.  The
+ * caller blocks SIGTTOU, which tcsetpgrp() from the new background group
+ * would raise.  Returns the pid (which is also the group's id), or -1 with
  * errno set, the exec's own errno if it was the exec that failed (the
- * child is then reaped).
+ * child is then reaped and the terminal taken back).
  */
 static pid_t
-spawn(char **argv, const sigset_t *mask)
+spawn(char **argv, const sigset_t *mask, int tty)
 {
 	pid_t pid;
 	ssize_t n;
@@ -1084,6 +1132,9 @@ spawn(char **argv, const sigset_t *mask)
 	if (pid == 0) {
 		/* Only async-signal-safe calls from here on. */
 		close(p[0]);
+		(void)setpgid(0, 0);
+		if (tty)
+			(void)tcsetpgrp(STDIN_FILENO, getpid());
 		mark_ours_cloexec();
 		(void)sigaction(SIGPIPE, &orig_sigpipe, NULL);
 		(void)sigprocmask(SIG_SETMASK, mask, NULL);
@@ -1095,6 +1146,10 @@ spawn(char **argv, const sigset_t *mask)
 		_exit(127);
 	}
 	close(p[1]);
+	/* EACCES: the child has exec'd, after its own setpgid(). */
+	(void)setpgid(pid, pid);
+	if (tty)
+		(void)tcsetpgrp(STDIN_FILENO, pid);
 	do
 		n = read(p[0], &e, sizeof(e));
 	while (n == -1 && errno == EINTR);
@@ -1102,6 +1157,8 @@ spawn(char **argv, const sigset_t *mask)
 	if (n == (ssize_t)sizeof(e)) {
 		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 			;
+		if (tty)
+			(void)tcsetpgrp(STDIN_FILENO, getpgrp());
 		errno = e;
 		return -1;
 	}
@@ -1129,17 +1186,67 @@ report_lost(const struct lease *l)
 	}
 }
 
+#define REAP_WAIT 1.0   /* after SIGKILL: seconds for the group to be reaped */
+
+/* Reaps every child that has ended (we are the subreaper of the command's
+ * descendants).  Returns 1 with *status set if `pid` is among them (or, with
+ * `stops`, has stopped), else 0. */
+static int
+reap(pid_t pid, int stops, int *status)
+{
+	pid_t r;
+	int st, found = 0;
+
+	while ((r = waitpid(-1, &st, WNOHANG | (stops ? WUNTRACED : 0))) > 0) {
+		if (r == pid) {
+			*status = st;
+			found = 1;
+		}
+	}
+	return found;
+}
+
+/* 1 while any process of the group `pgid` remains (zombies included). */
+static int
+group_alive(pid_t pgid)
+{
+	return kill(-pgid, 0) == 0 || errno != ESRCH;
+}
+
 /*
- * Waits for the command `pid` while passing on signals and watching the
- * lease.  When the lease is lost, sets *lost and sends the command SIGTERM,
- * then SIGKILL `grace` seconds later.  Returns the command's wait status.
+ * The command was stopped (Ctrl-Z at the terminal it has): take the
+ * terminal back and stop ourselves, so that the shell sees the job stopped.
+ * Once continued, hand the terminal on again if the shell gave it to us
+ * (fg, not bg), and continue the command.
+ */
+static void
+job_stopped(pid_t pgid)
+{
+	if (tcgetpgrp(STDIN_FILENO) == pgid)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+	(void)raise(SIGTSTP);
+	if (tcgetpgrp(STDIN_FILENO) == getpgrp())
+		(void)tcsetpgrp(STDIN_FILENO, pgid);
+	(void)kill(-pgid, SIGCONT);
+}
+
+/*
+ * Waits for the command `pid` (the leader of its own process group) while
+ * passing on signals to its group and watching the lease.  `tty`: the
+ * command's group is the terminal's foreground group.  When the lease is
+ * lost, sets *lost and sends the group SIGTERM, then SIGKILL `grace`
+ * seconds later if any of it is left; returns once the command has exited
+ * and the group is gone (or REAP_WAIT after the SIGKILL).  Otherwise
+ * returns when the command itself exits.  Returns the command's wait
+ * status.
  */
 static int
-supervise(struct lease *l, pid_t pid, int sfd, double grace, int *lost)
+supervise(struct lease *l, pid_t pid, int sfd, int tty, double grace,
+    int *lost)
 {
 	struct pollfd pfd[2];
-	double deadline, kill_at = 0, now;
-	int status, s, kernel, gone;
+	double deadline, kill_at = 0, give_up = 0, now, until;
+	int status = 0, s, gone, exited = 0;
 	char buf[64];
 
 	pfd[0].fd = sfd;
@@ -1151,35 +1258,44 @@ supervise(struct lease *l, pid_t pid, int sfd, double grace, int *lost)
 		deadline = l->deadline;
 		gone = l->not_held;
 		now = mono_now();
-		if (!*lost && (gone || now >= deadline)) {
+		if (!*lost && !exited && (gone || now >= deadline)) {
 			*lost = 1;
 			report_lost(l);
-			(void)kill(pid, SIGTERM);
+			(void)kill(-pid, SIGTERM);
 			kill_at = now + grace;
 		}
 		pthread_mutex_unlock(&l->mu);
+		/* Before any signal: once the group is gone, its id may be
+		 * reused. */
+		if (exited && (!*lost || !group_alive(pid) ||
+		    (give_up > 0 && now >= give_up)))
+			return status;
 		if (*lost && kill_at > 0 && now >= kill_at) {
-			(void)kill(pid, SIGKILL);
+			(void)kill(-pid, SIGKILL);
 			kill_at = 0;
+			give_up = now + REAP_WAIT;
 		}
-		if (poll(pfd, 2, poll_ms(*lost ? kill_at : deadline)) == -1 &&
-		    errno != EINTR)
+		until = !*lost ? deadline : kill_at > 0 ? kill_at : give_up;
+		if (poll(pfd, 2, poll_ms(until)) == -1 && errno != EINTR)
 			kill_at = 0;    /* cannot happen; do not spin on it */
 		if (pfd[1].revents & POLLIN)
 			while (read(l->wake[0], buf, sizeof(buf)) > 0)
 				;
 		if (!(pfd[0].revents & POLLIN))
 			continue;
-		while ((s = signal_read(sfd, &kernel)) != 0) {
-			if (s == SIGCHLD) {
-				if (waitpid(pid, &status, WNOHANG) == pid)
-					return status;
-			} else if (!kernel) {
-				/* A signal for us alone (kill, not the
-				 * terminal, which reaches our process group
-				 * and so the command by itself). */
-				(void)kill(pid, s);
+		while ((s = signal_read(sfd)) != 0) {
+			if (s != SIGCHLD) {
+				/* kill(1) to us, or the terminal's signal
+				 * when the command does not have it. */
+				(void)kill(-pid, s);
+				continue;
 			}
+			if (!reap(pid, tty && !exited, &status))
+				continue;
+			if (WIFSTOPPED(status))
+				job_stopped(pid);
+			else
+				exited = 1;
 		}
 	}
 }
@@ -1249,14 +1365,21 @@ cmd_run(struct httplock *h, const struct args *a)
 	struct httplock_error err;
 	enum httplock_code rc;
 	struct lease l;
-	sigset_t set, old;
+	sigset_t set, old, ttou;
 	double t_send, t_recv, ttl;
-	int sfd, sig, status, lost = 0, xs;
+	int sfd, sig, status, lost = 0, xs, tty;
 	pid_t pid;
 
 	signal_set(&set, 1);
 	if ((sfd = signals_take(&set, &old)) == -1)
 		return XS_UNAVAILABLE;
+	/* While the command has the terminal we are in the background: our
+	 * messages and taking the terminal back must not stop us. */
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);
+	(void)sigprocmask(SIG_BLOCK, &ttou, NULL);
+	/* Orphans of the command become our children: their ends wake us. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	memset(&err, 0, sizeof(err));
 	t_send = mono_now();
 	rc = acquire_interruptible(h, a, sfd, &g, &err, &sig);
@@ -1290,7 +1413,9 @@ cmd_run(struct httplock *h, const struct args *a)
 		goto out;
 	}
 	l.started = 1;
-	if ((pid = spawn(a->command, &old)) == -1) {
+	/* The command gets the terminal if we have it now. */
+	tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	if ((pid = spawn(a->command, &old, tty)) == -1) {
 		fprintf(stderr, "httplock: run %s: cannot run %s: %s\n", a->pos[0],
 		    a->command[0], strerror(errno));
 		release_report(h, a->pos[0], g.token);
@@ -1298,7 +1423,9 @@ cmd_run(struct httplock *h, const struct args *a)
 		goto out;
 	}
 
-	status = supervise(&l, pid, sfd, a->grace, &lost);
+	status = supervise(&l, pid, sfd, tty, a->grace, &lost);
+	if (tty && tcgetpgrp(STDIN_FILENO) == pid)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
 
 	if (lost) {
 		/* Gone, or about to expire on a server we cannot reach. */
@@ -1532,7 +1659,7 @@ parse_args(int argc, char **argv, struct args *a)
 	}
 	if (a->npos < a->cmd->nargs) {
 		usage_error("%s: missing %s", a->cmd->name,
-		    a->npos == 0 ? "NAME" : "TOKEN");
+		    a->npos == 0 ? "NAME" : a->cmd->arg2);
 		return -1;
 	}
 	if (a->cmd->command) {
@@ -1568,6 +1695,7 @@ main(int argc, char **argv)
 		return flush_stdout("--help") == XS_OK ? XS_OK : XS_USAGE;
 	}
 	memset(&ho, 0, sizeof(ho));
+	user_given = a.user != NULL;
 	ho.user = a.user;
 	ho.netrc = a.user == NULL;        /* optional, as curl --netrc-optional */
 	ho.netrc_file = a.netrc_file;

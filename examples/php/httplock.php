@@ -12,8 +12,10 @@
  * with_lock() acquires, runs the callable, and always releases (also when
  * the callable throws).  PHP has no threads to renew a lease in the
  * background: choose a ttl longer than the work, or call
- * $locks->renew($name, $grant['token']) now and then.  If the lease ran out
- * before the release, with_lock() throws HttpLockLeaseLost.
+ * $locks->renew($name, $grant['token']) now and then.  If the lease was
+ * gone at the release (it expired, or someone released or cancelled it),
+ * with_lock() throws HttpLockLeaseLost, whose message says which; so does
+ * renew().
  *
  * Every failure is an HttpLockException whose getErrorCode() is the
  * server's error code ("timeout", "not_held", ...) or "connection" /
@@ -42,7 +44,10 @@ class HttpLockException extends RuntimeException
 /** The lock was still held when the acquire's timeout ran out (423). */
 class HttpLockTimeout extends HttpLockException {}
 
-/** The lease ended before the release: someone else may have held the lock. */
+/**
+ * The lease was gone (expired, or released or cancelled by someone else)
+ * at a renew or release: someone else may have held the lock meanwhile.
+ */
 class HttpLockLeaseLost extends HttpLockException {}
 
 class HttpLock
@@ -53,6 +58,8 @@ class HttpLock
     const RETRY_FOR = 10.0;         // keep retrying an unreachable server this long
 
     private string $url;
+    /** token => expires_at (Unix time, the server's) of our grants */
+    private array $expiresAt = [];
 
     public function __construct(?string $url = null)
     {
@@ -104,7 +111,28 @@ class HttpLock
             throw $e;
         }
         $grant['request_id'] = $requestId;
+        $this->expiresAt[$grant['token']] = (float)$grant['expires_at'];
         return $grant;
+    }
+
+    /**
+     * Why the grant with $token no longer holds lock $name, after the
+     * server said not_held: it answers that both when the lease expired
+     * and when the grant was released or cancelled, so tell them apart by
+     * the grant's last known expires_at and this machine's clock.
+     */
+    public function lostReason(string $name, string $token): string
+    {
+        $expires = $this->expiresAt[$token] ?? null;
+        if ($expires === null) {
+            return "the lock '$name' is not held with this token";
+        }
+        $left = $expires - microtime(true);
+        if ($left <= 0) {
+            return sprintf("the lease on '%s' expired %.1f s ago", $name, -$left);
+        }
+        return sprintf("the lock '%s' was released or cancelled by someone else "
+            . "(its lease had %.1f s left)", $name, $left);
     }
 
     /** Releases the grant with $token; "not_held" if it no longer holds the lock. */
@@ -113,26 +141,41 @@ class HttpLock
         $attempts = 0;
         $count = function (array &$p) use (&$attempts) { $attempts++; };
         try {
-            return $this->retrying('POST', $this->path($name, 'release'), ['token' => $token],
+            $r = $this->retrying('POST', $this->path($name, 'release'), ['token' => $token],
                 self::HTTP_MARGIN, self::RETRY_FOR, $count);
         } catch (HttpLockException $e) {
             // An earlier attempt got through but its answer was lost.
             if ($e->getErrorCode() === 'not_held' && $attempts > 1) {
+                unset($this->expiresAt[$token]);
                 return ['lock' => $name, 'released' => true];
             }
             throw $e;
         }
+        unset($this->expiresAt[$token]);
+        return $r;
     }
 
-    /** Extends the lease to now + $ttl (null: the server's default). */
+    /**
+     * Extends the lease to now + $ttl (null: the server's default).  Throws
+     * HttpLockLeaseLost (code "not_held") once the lease is gone.
+     */
     public function renew(string $name, string $token, ?float $ttl = null): array
     {
         $params = ['token' => $token];
         if ($ttl !== null) {
             $params['ttl'] = (string)$ttl;
         }
-        return $this->retrying('POST', $this->path($name, 'renew'), $params,
-            self::HTTP_MARGIN, self::RETRY_FOR);
+        try {
+            $grant = $this->retrying('POST', $this->path($name, 'renew'), $params,
+                self::HTTP_MARGIN, self::RETRY_FOR);
+        } catch (HttpLockException $e) {
+            if ($e->getErrorCode() === 'not_held') {
+                throw new HttpLockLeaseLost('not_held', $this->lostReason($name, $token), 409);
+            }
+            throw $e;
+        }
+        $this->expiresAt[$token] = (float)$grant['expires_at'];
+        return $grant;
     }
 
     /** Withdraws the queued acquire with $requestId, or releases its grant. */
@@ -238,8 +281,9 @@ class HttpLock
 /**
  * Runs $fn($grant) while holding lock $name, and always releases it.
  * $opts as for HttpLock::acquire().  Returns what $fn returns.  Throws
- * HttpLockLeaseLost if the lease was gone when $fn returned: another
- * process may have held the lock meanwhile.
+ * HttpLockLeaseLost if the lease was gone when $fn returned (its message
+ * says whether it expired or someone released it): another process may
+ * have held the lock meanwhile.
  */
 function with_lock(HttpLock $locks, string $name, callable $fn, array $opts = [])
 {
@@ -255,7 +299,7 @@ function with_lock(HttpLock $locks, string $name, callable $fn, array $opts = []
             // Report a lost lease, unless $fn's own exception is on its way.
             if ($ok && $e->getErrorCode() === 'not_held') {
                 throw new HttpLockLeaseLost('not_held',
-                    "the lease on '$name' ran out before the release", 409);
+                    $locks->lostReason($name, $grant['token']) . ' (found at the release)', 409);
             }
             if ($ok) {
                 // Unreachable server: the lease will run out by itself.

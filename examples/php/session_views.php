@@ -7,11 +7,16 @@
  * records its visit and bumps a counter, and saves it.  Without a lock the
  * later save throws away the earlier one's change.
  *
- *     php session_views.php [--no-lock] [--views N] [--session ID] [--file PATH]
+ *     php session_views.php [--no-lock] [--views=N] [--session=ID] [--file=PATH]
+ *         [--wait=SECS]
+ *
+ * --wait: how long a view waits for the lock (default 30 s).
  *
  * Prints e.g. "views=20 updates_expected=20 updates_kept=20 lost=0" and
- * exits 0 (it reports; judge the numbers).  The server is $HTTPLOCK_URL
- * (default http://127.0.0.1:8080/).  Needs the pcntl and curl extensions.
+ * exits 0 if every view ran and kept its update, 1 otherwise (a view
+ * failed, or an update was lost: so --no-lock usually exits 1).  The server
+ * is $HTTPLOCK_URL (default http://127.0.0.1:8080/).  Needs the pcntl and
+ * curl extensions.
  */
 
 require __DIR__ . '/httplock.php';
@@ -40,9 +45,10 @@ function view(string $path, string $viewId): void
     save_session($path, $session);
 }
 
-$opts = getopt('', ['no-lock', 'views:', 'session:', 'file:']);
+$opts = getopt('', ['no-lock', 'views:', 'session:', 'file:', 'wait:']);
 $useLock = !isset($opts['no-lock']);
 $views = (int)($opts['views'] ?? 20);
+$wait = (float)($opts['wait'] ?? 30);
 $sessionId = $opts['session'] ?? '42';
 $path = $opts['file'] ?? sys_get_temp_dir() . "/httplock-session-$sessionId.json";
 
@@ -72,7 +78,7 @@ for ($i = 0; $i < $views; $i++) {
                 $locks = new HttpLock();
                 with_lock($locks, "session:$sessionId", function (array $grant) use ($path, $viewId) {
                     view($path, $viewId);
-                }, ['timeout' => 30, 'ttl' => 10, 'owner' => $viewId]);
+                }, ['timeout' => $wait, 'ttl' => 10, 'owner' => $viewId]);
             } else {
                 view($path, $viewId);
             }
@@ -99,4 +105,4 @@ $session = load_session($path);
 $kept = count($session['visited']);
 printf("views=%d updates_expected=%d updates_kept=%d lost=%d counter=%d failed=%d mode=%s\n",
     $views, $views, $kept, $views - $kept, $session['counter'], $failed, $useLock ? 'lock' : 'nolock');
-exit(0);
+exit($failed === 0 && $kept === $views ? 0 : 1);

@@ -252,6 +252,16 @@ class Lease:
         if self.lost:
             raise LeaseLost("not_held", "lease on %r lost: %s" % (self.name, self.lost_reason))
 
+    def _gone_reason(self, when):
+        """Why the server said not_held: it says so both when the lease
+        expired and when the grant was released or cancelled, so tell them
+        apart by expires_at and this machine's clock."""
+        left = self.expires_at - time.time()
+        if left <= 0:
+            return "it expired %.1f s ago (%s)" % (-left, when)
+        return "someone else released or cancelled it, %.1f s before it would " \
+            "have expired (%s)" % (left, when)
+
     def _mark_lost(self, reason):
         if not self.lost:
             self.lost_reason = reason
@@ -281,7 +291,7 @@ class _Renewer(threading.Thread):
                 grant = self.client.renew(lease.name, lease.token, ttl=lease.ttl)
             except LockError as e:
                 if e.code == "not_held":
-                    lease._mark_lost("the server no longer has it (renew: %s)" % e.message)
+                    lease._mark_lost(lease._gone_reason("renew: %s" % e.message))
                     return
                 if time.monotonic() >= ends:
                     lease._mark_lost("could not renew it before it expired (%s)" % e)
@@ -336,7 +346,7 @@ def _finish(client, lease, renewer):
         client.release(lease.name, lease.token)
     except LockError as e:
         if e.code == "not_held":
-            lease._mark_lost("it was gone when we released it")
+            lease._mark_lost(lease._gone_reason("at the release"))
         else:
             # The lease will run out by itself within its ttl.
             log.warning("httplock: could not release %r: %s", lease.name, e)

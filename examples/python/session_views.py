@@ -16,8 +16,10 @@ It prints one line, e.g.
 
     views=20 updates_expected=20 updates_kept=20 lost=0
 
-and exits 0 whatever it found (it reports; judge the numbers).  The server
-is $HTTPLOCK_URL (default http://127.0.0.1:8080/).
+and exits 0 if every view ran and kept its update, 1 otherwise (a view
+failed, e.g. the server could not be reached, or an update was lost: so
+--no-lock usually exits 1, which is the race it shows).  The server is
+$HTTPLOCK_URL (default http://127.0.0.1:8080/).
 """
 
 import argparse
@@ -59,7 +61,7 @@ def view(path, view_id, before_save=None):
     save_session(path, session)
 
 
-def run_view(path, view_id, session_id, use_lock, start_line):
+def run_view(path, view_id, session_id, use_lock, wait, start_line):
     """The body of one view process."""
     # Start all views at the same moment, like a burst of AJAX requests.
     start_line.wait(timeout=30)
@@ -68,7 +70,7 @@ def run_view(path, view_id, session_id, use_lock, start_line):
         return
     # The fix: hold the session's lock around the read-modify-write.  Every
     # process and machine that uses the same lock name takes turns.
-    with lock("session:%s" % session_id, timeout=30, ttl=10, owner=view_id) as lease:
+    with lock("session:%s" % session_id, timeout=wait, ttl=10, owner=view_id) as lease:
         # lease.check raises LeaseLost rather than save over someone else's
         # work if the lease ran out while we were busy.
         view(path, view_id, before_save=lease.check)
@@ -79,6 +81,8 @@ def main():
     ap.add_argument("--no-lock", action="store_true", help="run the views without the lock")
     ap.add_argument("--views", type=int, default=20, help="concurrent views (default 20)")
     ap.add_argument("--session", default="42", help="session id; the lock is session:<id>")
+    ap.add_argument("--wait", type=float, default=30.0,
+                    help="seconds a view waits for the lock (default 30)")
     ap.add_argument("--file", help="the session file (default: one in the temporary directory)")
     args = ap.parse_args()
 
@@ -89,7 +93,7 @@ def main():
     procs = []
     for i in range(args.views):
         p = multiprocessing.Process(target=run_view, args=(
-            path, "view-%d" % i, args.session, not args.no_lock, start_line))
+            path, "view-%d" % i, args.session, not args.no_lock, args.wait, start_line))
         p.start()
         procs.append(p)
     failed = 0
@@ -102,7 +106,7 @@ def main():
     print("views=%d updates_expected=%d updates_kept=%d lost=%d counter=%d failed=%d mode=%s" % (
         args.views, args.views, kept, args.views - kept, session["counter"], failed,
         "nolock" if args.no_lock else "lock"))
-    return 0
+    return 0 if failed == 0 and kept == args.views else 1
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 """The httplock command-line client (client/cli.c, httplock(1)) against the
-real stack: every subcommand and exit status, and `run`: the command's
-status, its environment, renewals, losing the lease (released by someone
-else, or a server that stops answering), signals."""
+real stack: every subcommand and exit status (cancel included, and the
+401 message on a basic-auth stack), and `run`: the command's status, its
+environment, renewals, losing the lease (released by someone else, or a
+server that stops answering), signals reaching the command's whole process
+group, and a terminal (reads, Ctrl-C, Ctrl-Z under bash)."""
 
 import json
 import os
 import queue
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for)
+from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for,
+                   wait_gone)
+from test_tenants import USERS, on_auth_stack
 
 CLI = os.path.join(BUILDDIR, "client", "httplock")
 
@@ -217,7 +223,8 @@ def held(s, name):
 @shared
 def test_cli_usage(s):
     r = cli(s, "--help", expect_rc=0)
-    for word in ("acquire", "release", "renew", "status", "ls", "run", "exit status"):
+    for word in ("acquire", "release", "renew", "cancel", "status", "ls", "run",
+                 "exit status"):
         assert word in r.out, "--help does not mention %r" % word
     for code in range(8):
         assert "\n  %d " % code in r.out, "--help does not list exit status %d" % code
@@ -229,6 +236,8 @@ def test_cli_usage(s):
         ["acquire"],                            # missing NAME
         ["release", "x"],                       # missing TOKEN
         ["release", "x", "0" * 32, "extra"],    # too many
+        ["cancel", "x"],                        # missing REQUEST_ID
+        ["cancel", "x", "--ttl", "5", "y" * 22],  # not an option of cancel
         ["acquire", "x", "-w", "abc"],
         ["acquire", "x", "-w", "-1"],
         ["acquire", "x", "-w", "1", "-n"],
@@ -299,9 +308,10 @@ def test_cli_acquire_conflict(s):
 @shared
 def test_cli_acquire_json(s):
     name = "cli-json"
+    rid = secrets.token_urlsafe(16)
     t0 = time.time()
     r = cli(s, "acquire", name, "--json", "--ttl", "7.5", "--owner", "web \"3\"",
-            "--request-id", "req-cli-1", expect_rc=0)
+            "--request-id", rid, expect_rc=0)
     lines = r.out.splitlines()
     assert len(lines) == 1, r
     g = json.loads(lines[0])
@@ -313,14 +323,14 @@ def test_cli_acquire_json(s):
     assert abs(g["ttl"] - 7.5) < 0.002, g
     assert abs(g["expires_at"] - g["acquired_at"] - 7.5) < 0.01, g
     assert t0 - 5 <= g["acquired_at"] <= time.time() + 5, g
-    assert g["owner"] == "web \"3\"" and g["request_id"] == "req-cli-1", g
+    assert g["owner"] == "web \"3\"" and g["request_id"] == rid, g
     st = s.status(name)
     assert st["holders"][0]["fence"] == g["fence"], st.short()
     # Without --request-id one is made up, and reported.
     r = cli(s, "acquire", "cli-json2", "--json", expect_rc=0)
     g2 = json.loads(r.out)
     remember(s, g2["token"])
-    assert len(g2["request_id"]) >= 16, g2
+    assert re.fullmatch(r"[A-Za-z0-9_.~-]{16,128}", g2["request_id"]), g2
     cli(s, "release", name, g["token"], expect_rc=0)
     cli(s, "release", "cli-json2", g2["token"], expect_rc=0)
 
@@ -341,6 +351,59 @@ def test_cli_renew(s):
     cli(s, "release", name, tok, expect_rc=0)
     r = cli(s, "renew", name, tok, expect_rc=NOT_HELD)
     assert r.err.startswith("httplock: renew %s: not_held: " % name), r
+
+
+@shared
+def test_cli_cancel(s):
+    """cancel withdraws a queued acquire by its request_id, or releases the
+    grant it got; exit 4 when there is neither."""
+    name = "cli-cancel"
+    a = s.acquire_ok(name)
+    rid = secrets.token_urlsafe(16)
+    w = BG(s.acquire, name, request_id=rid, timeout=8)
+    try:
+        s.wait_waiters(name, 1, bg=w)
+        r = cli(s, "cancel", name, rid, expect_rc=0)
+        assert r.out == "waiting\n", r
+        expect(w.get(10), 409, "cancelled")
+        assert s.waiters(name) == 0
+    finally:
+        s.release_ok(name, a["token"])
+    # The grant of an acquire (here the CLI's own) is released by its id.
+    rid2 = secrets.token_urlsafe(16)
+    r = cli(s, "acquire", name, "--json", "--request-id", rid2, expect_rc=0)
+    remember(s, json.loads(r.out)["token"])
+    r = cli(s, "cancel", name, rid2, "--json", expect_rc=0)
+    assert json.loads(r.out) == {"lock": name, "cancelled": True, "was": "held"}, r
+    assert not held(s, name)
+    # Nothing left with that id: not held, and the id is not echoed.
+    r = cli(s, "cancel", name, rid2, expect_rc=NOT_HELD)
+    assert r.err.startswith("httplock: cancel %s: not_held: " % name), r
+    assert rid2 not in r.err, r
+    log("cancel: waiting -> 'waiting', held -> 'was: held'; again: exit %d %r" % (
+        r.rc, r.err.strip()))
+
+
+@on_auth_stack()
+def test_cli_auth_hint(s):
+    """A 401 says where credentials come from; credentials from -u,
+    $HTTPLOCK_USER and ~/.netrc are used."""
+    r = cli(s, "status", "x", expect_rc=REFUSED)
+    for word in ("-u USER:PASS", "$HTTPLOCK_USER", "~/.netrc"):
+        assert word in r.err, "the 401 message does not mention %s: %r" % (word, r.err)
+    log("no credentials: %r" % r.err.strip())
+    r = cli(s, "-u", "alice:wrong", "status", "x", expect_rc=REFUSED)
+    assert "refused the credentials" in r.err, r
+    assert "wrong" not in r.err, r
+    r = cli(s, "status", "x", env={"HTTPLOCK_USER": "alice:nope"}, expect_rc=REFUSED)
+    assert "refused the credentials" in r.err, r
+    log("wrong credentials: %r" % r.err.strip())
+    cli(s, "-u", "alice:" + USERS["alice"], "status", "x", expect_rc=0)
+    cli(s, "status", "x", env={"HTTPLOCK_USER": "alice:" + USERS["alice"]}, expect_rc=0)
+    with open(os.path.join(s.dir, ".netrc"), "w") as f:
+        f.write("machine 127.0.0.1 login alice password %s\n" % USERS["alice"])
+    os.chmod(os.path.join(s.dir, ".netrc"), 0o600)
+    cli(s, "status", "x", expect_rc=0)
 
 
 @shared
@@ -606,3 +669,224 @@ def test_cli_run_server_paused(s):
         p.cleanup()
     wait_for(lambda: not held(s, name), 5, "the lease to be gone after the pause")
     s.assert_healthy_and_working()
+
+
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _kill_quietly(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# A command that leaves two children: A a plain sleep, B a sleep that
+# ignores SIGTERM.  It prints "PIDS token A B" once both run and waits.
+GROUP_CMD = ('sleep 300 & a=$!; (trap "" TERM; exec sleep 301) & b=$!; '
+             'echo "PIDS $HTTPLOCK_TOKEN $a $b"; wait')
+
+
+@shared
+def test_cli_run_lost_stops_the_group(s):
+    """When the lease is lost, SIGTERM goes to the command's whole process
+    group, not just to its first process, and SIGKILL follows after --grace
+    for what is left; httplock exits only once all of it is gone."""
+    name = "cli-run-group"
+    grace = 2.0
+    p = Proc(s, ["run", name, "--ttl", "1.5", "--grace", grace, "--", "sh", "-c", GROUP_CMD])
+    pids = []
+    try:
+        ln = p.line().split(" ")
+        assert ln[0] == "PIDS" and len(ln) == 4, ln
+        remember(s, ln[1])
+        a, b = int(ln[2]), int(ln[3])
+        pids = [a, b]
+        # B has exec'd sleep (with SIGTERM ignored) before the lease goes.
+        wait_for(lambda: _comm(a) == "sleep" and _comm(b) == "sleep", 5,
+                 "both sleeps to run")
+        t0 = time.monotonic()
+        s.release_ok(name, ln[1])
+        assert wait_gone([a], 5) == [], "the command's child survived SIGTERM for 5 s"
+        el_a = time.monotonic() - t0
+        assert wait_gone([b], grace + 5) == [], \
+            "the child that ignores SIGTERM survived %.1f s past the grace" % (grace + 5)
+        el_b = time.monotonic() - t0
+        rc = p.wait()
+        el = p.t_exit - t0
+        log("lease lost: TERM-obeying grandchild gone after %.0f ms, TERM-ignoring one "
+            "after %.0f ms (grace %.1f s), httplock exit %d after %.0f ms" % (
+                el_a * 1000, el_b * 1000, grace, rc, el * 1000))
+        assert rc == LOST, (rc, p.stderr())
+        check_stderr(s, p.args, p.stderr(), rc)
+        assert el_b >= grace - 0.1, "SIGKILL before the grace ran out: %.2f s" % el_b
+        assert el + 0.2 >= el_b, "httplock exited %.2f s before the group was gone" % (el_b - el)
+    finally:
+        _kill_quietly(pids)
+        p.cleanup()
+
+
+@shared
+def test_cli_run_signal_reaches_group(s):
+    """SIGTERM sent to httplock alone reaches the command's children too."""
+    name = "cli-run-group-sig"
+    p = Proc(s, ["run", name, "--", "sh", "-c",
+                 'sleep 300 & echo "PIDS $HTTPLOCK_TOKEN $!"; wait'])
+    pids = []
+    try:
+        ln = p.line().split(" ")
+        remember(s, ln[1])
+        pids = [int(ln[2])]
+        wait_for(lambda: _comm(pids[0]) == "sleep", 5, "the sleep to run")
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+        rc = p.wait()
+        left = wait_gone(pids, 5)
+        log("SIGTERM to httplock: exit %d; grandchild gone %.0f ms later" % (
+            rc, (time.monotonic() - t0) * 1000))
+        assert rc == 128 + signal.SIGTERM, (rc, p.stderr())
+        assert left == [], "the command's child survived SIGTERM to httplock"
+        assert not held(s, name)
+    finally:
+        _kill_quietly(pids)
+        p.cleanup()
+
+
+class Pty:
+    """A program on a pseudo-terminal of its own (it is the session leader
+    and the terminal is its controlling terminal); its output is collected
+    and searched by expect()."""
+
+    def __init__(self, argv, env):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.buf = ""
+
+    def send(self, text):
+        os.write(self.fd, text.encode())
+
+    def expect(self, what, timeout_s=10.0):
+        """Waits until `what` (a string) has appeared in the output since
+        the last match; returns the output up to it."""
+        import select
+        deadline = time.monotonic() + timeout_s
+        while what not in self.buf:
+            left = deadline - time.monotonic()
+            r = select.select([self.fd], [], [], max(left, 0))[0] if left > 0 else []
+            if not r:
+                raise AssertionError("no %r on the terminal within %.0f s; output %r" % (
+                    what, timeout_s, self.buf[-600:]))
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                raise AssertionError("the terminal closed before %r; output %r" % (
+                    what, self.buf[-600:]))
+            self.buf += data.decode("utf-8", "replace")
+        i = self.buf.index(what) + len(what)
+        seen, self.buf = self.buf[:i], self.buf[i:]
+        return seen
+
+    def wait(self, timeout_s=10.0):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.pid = None
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(st)
+            assert time.monotonic() < deadline, "still running after %.0f s" % timeout_s
+            time.sleep(0.02)
+
+    def cleanup(self):
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+
+
+def _tpgid(pid):
+    """The foreground process group of pid's controlling terminal, and pid's
+    own process group."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[5]), int(fields[2])
+
+
+@shared
+def test_cli_run_terminal(s):
+    """On a terminal, the command's process group is the foreground one: it
+    can read the terminal, and Ctrl-C reaches it; the lock is then released
+    and httplock exits 130."""
+    name = "cli-run-tty"
+    cmd = 'echo "READY $$"; read x; echo "GOT $x"; sleep 300'
+    t = Pty([CLI, "run", name, "--", "sh", "-c", cmd], _env(s))
+    try:
+        out = t.expect("\n", 10)
+        while "READY" not in out:
+            out = t.expect("\n", 10)
+        sh = int(out.split("READY ")[1].split()[0])
+        tpgid, pgrp = _tpgid(sh)
+        assert pgrp == sh and tpgid == sh, \
+            "the command is not the foreground group: pgrp %d, foreground %d" % (pgrp, tpgid)
+        t.send("hello\n")
+        t.expect("GOT hello", 10)
+        assert held(s, name)
+        t0 = time.monotonic()
+        t.send("\x03")
+        rc = t.wait(10)
+        log("httplock run on a terminal: the command read it; Ctrl-C: exit %d after %.0f ms" % (
+            rc, (time.monotonic() - t0) * 1000))
+        assert rc == 128 + signal.SIGINT, rc
+        assert not held(s, name)
+        assert wait_gone([sh], 5) == []
+    finally:
+        t.cleanup()
+
+
+@shared
+def test_cli_run_job_control(s):
+    """Under an interactive shell, Ctrl-Z stops the job (httplock and its
+    command) and gives the terminal back to the shell; fg gives it to the
+    command again, which can read it."""
+    name = "cli-run-jobs"
+    env = _env(s, extra={"PS1": "PROMPT$ ", "TERM": "dumb"})
+    t = Pty(["/bin/bash", "--norc", "--noprofile", "-i"], env)
+    try:
+        # Quotes split the words we wait for, so that the terminal's echo
+        # of the input does not match.
+        t.send("stty -echo; echo SY''NC\n")
+        t.expect("SYNC", 10)
+        t.send("%s run %s -- sh -c 'echo RE\"\"ADY; read x; echo \"GOT $x\"'\n" % (CLI, name))
+        t.expect("READY", 10)
+        t.send("\x1a")
+        t.expect("Stopped", 10)
+        t.expect("PROMPT$ ", 10)
+        assert held(s, name)
+        t.send("fg\n")
+        t.send("hello\n")
+        t.expect("GOT hello", 10)
+        t.expect("PROMPT$ ", 10)
+        t.send("echo \"RC=$?\"\n")
+        t.expect("RC=0", 10)
+        assert not held(s, name)
+        t.send("exit\n")
+        t.wait(10)
+        log("Ctrl-Z stopped httplock run and its command; fg resumed it")
+    finally:
+        t.cleanup()

@@ -1,7 +1,9 @@
 """The examples in examples/ against the real stack: the session_views
 scenario in Python, PHP and shell (curl, `httplock run`) loses no update with
-the lock and does lose updates without it; the Python client's context
-manager releases, retries and reports a lost lease."""
+the lock and does lose updates without it, and exits non-zero when a view
+failed or an update was lost; the Python client's context manager releases,
+retries and reports a lost lease; the PHP client says whether a lost lease
+expired or was released by someone else."""
 
 import os
 import re
@@ -11,7 +13,7 @@ import sys
 import threading
 import time
 
-from stack import BUILDDIR, SRCDIR, log, rst_close, shared, wait_for
+from stack import BUILDDIR, SRCDIR, fronts, log, rst_close, shared, wait_for
 
 EXAMPLES = os.path.join(SRCDIR, "examples")
 PYTHON = os.environ.get("PYTHON3") or sys.executable or "/usr/bin/python3"
@@ -19,6 +21,7 @@ PHP = os.environ.get("PHP") or "/usr/bin/php"
 HTTPLOCK_BIN = os.path.join(BUILDDIR, "client", "httplock")
 
 VIEWS = 16              # concurrent view processes per run
+DOWN_URL = "http://127.0.0.1:1/"    # nothing listens there
 NOLOCK_ATTEMPTS = 3     # a run without the lock must lose updates in one of these
 
 SUMMARY_RE = re.compile(r"^views=(\d+) updates_expected=(\d+) updates_kept=(\d+) lost=(\d+)"
@@ -35,36 +38,40 @@ def _session_id(tag):
     return "ex-%s-%d-%d" % (tag, os.getpid(), time.monotonic_ns())
 
 
-def _example_argv(kind, mode, sid, path):
+def _example_argv(kind, mode, sid, path, views=VIEWS, wait=30):
     """argv and extra environment of one session_views run."""
     if kind == "python":
         argv = [PYTHON, os.path.join(EXAMPLES, "python", "session_views.py"),
-                "--views", str(VIEWS), "--session", sid, "--file", path]
+                "--views", str(views), "--session", sid, "--file", path, "--wait", str(wait)]
         return argv + (["--no-lock"] if mode == "nolock" else []), {}
     if kind == "php":
         if not os.access(PHP, os.X_OK):
             raise AssertionError("PHP not found at %s (set $PHP); the PHP example needs php-cli "
                                  "with the curl and pcntl extensions" % PHP)
         argv = [PHP, os.path.join(EXAMPLES, "php", "session_views.php"),
-                "--views=%d" % VIEWS, "--session=%s" % sid, "--file=%s" % path]
+                "--views=%d" % views, "--session=%s" % sid, "--file=%s" % path,
+                "--wait=%s" % wait]
         return argv + (["--no-lock"] if mode == "nolock" else []), {}
     if kind == "shell":
         if mode == "run" and not os.access(HTTPLOCK_BIN, os.X_OK):
             raise AssertionError("the httplock CLI is not built: %s (make client/httplock)"
                                  % HTTPLOCK_BIN)
         argv = ["/bin/sh", os.path.join(EXAMPLES, "shell", "session_views.sh"), mode]
-        return argv, {"VIEWS": str(VIEWS), "SESSION": sid, "SESSION_FILE": path,
-                      "HTTPLOCK_BIN": HTTPLOCK_BIN}
+        return argv, {"VIEWS": str(views), "SESSION": sid, "SESSION_FILE": path,
+                      "HTTPLOCK_BIN": HTTPLOCK_BIN, "WAIT": str(wait)}
     raise ValueError(kind)
 
 
-def run_example(s, kind, mode, sid):
-    """Runs session_views once; returns its summary as a dict."""
+def run_example(s, kind, mode, sid, url=None, views=VIEWS, wait=30, env_extra=None):
+    """Runs session_views once; returns its summary as a dict (with "rc").
+    Its exit status must be 0 exactly when no view failed and no update was
+    lost."""
     path = os.path.join(s.dir, "session-%s.json" % sid)
-    argv, extra = _example_argv(kind, mode, sid, path)
+    argv, extra = _example_argv(kind, mode, sid, path, views, wait)
     env = dict(os.environ)
     env.update(extra)
-    env["HTTPLOCK_URL"] = s.url("/")
+    env.update(env_extra or {})
+    env["HTTPLOCK_URL"] = url or s.url("/")
     t0 = time.monotonic()
     try:
         p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -74,13 +81,16 @@ def run_example(s, kind, mode, sid):
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
     m = SUMMARY_RE.search(out)
-    if p.returncode != 0 or m is None:
+    if m is None:
         raise AssertionError("%s exited %d without a summary line\nstdout: %s\nstderr: %s" % (
             " ".join(argv), p.returncode, out[-2000:], err[-2000:]))
     res = {"views": int(m.group(1)), "expected": int(m.group(2)), "kept": int(m.group(3)),
            "lost": int(m.group(4)), "counter": int(m.group(5) or -1),
            "failed": int(m.group(6) or 0), "line": m.group(0), "stderr": err,
-           "ms": (time.monotonic() - t0) * 1000}
+           "ms": (time.monotonic() - t0) * 1000, "rc": p.returncode}
+    good = res["failed"] == 0 and res["lost"] == 0
+    assert p.returncode == (0 if good else 1), \
+        "%s: %s but exit %d\nstderr: %s" % (" ".join(argv), m.group(0), p.returncode, err[-2000:])
     try:
         os.unlink(path)
     except OSError:
@@ -173,6 +183,61 @@ def test_shell_httplock_run_views(s):
     check_with_lock(s, "shell", "run")
 
 
+def check_failing_run(s, kind, mode, **kw):
+    """A run whose views cannot get the lock reports them failed and exits
+    1 (run_example checks the status)."""
+    kw.setdefault("url", DOWN_URL)
+    r = run_example(s, kind, mode, _session_id(kind + "-fail"), views=2, wait=1, **kw)
+    log("%s %s, failing: exit %d, %s (%.0f ms)" % (kind, mode, r["rc"], r["line"], r["ms"]))
+    assert r["failed"] == 2 and r["rc"] == 1, r["line"]
+
+
+@shared
+@fronts("lighttpd")
+def test_python_views_server_down(s):
+    check_failing_run(s, "python", "lock")
+
+
+@shared
+@fronts("lighttpd")
+def test_php_views_server_down(s):
+    check_failing_run(s, "php", "lock")
+
+
+@shared
+@fronts("lighttpd")
+def test_shell_views_server_down(s):
+    check_failing_run(s, "shell", "curl")
+    check_failing_run(s, "shell", "run")
+    # The httplock command not where HTTPLOCK_BIN says.
+    check_failing_run(s, "shell", "run", url=s.url("/"),
+                      env_extra={"HTTPLOCK_BIN": os.path.join(s.dir, "no-such-httplock")})
+
+
+@shared
+def test_readme_shell_command(s):
+    """examples/README's `httplock run` command names the httplock command
+    where `./quickstart build` puts it (./build/ at the top of the source
+    tree), and works as written there."""
+    with open(os.path.join(EXAMPLES, "README")) as f:
+        text = f.read()
+    paths = re.findall(r"HTTPLOCK_BIN=(\S+) sh examples/shell/session_views.sh run", text)
+    assert paths == ["./build/client/httplock"], "examples/README runs %r" % paths
+    if os.path.realpath(BUILDDIR) != os.path.realpath(os.path.join(SRCDIR, "build")):
+        log("the build is not in ./build (%s): the README's path is checked, not run" % BUILDDIR)
+        return
+    sid = _session_id("readme")
+    path = os.path.join(s.dir, "session-%s.json" % sid)
+    env = dict(os.environ, HTTPLOCK_URL=s.url("/"), VIEWS="4", SESSION=sid, SESSION_FILE=path,
+               HTTPLOCK_BIN=paths[0])
+    p = subprocess.run(["sh", "examples/shell/session_views.sh", "run"], cwd=SRCDIR, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    out = p.stdout.decode("utf-8", "replace")
+    log("the README's command: exit %d, %s" % (p.returncode, out.strip()))
+    assert p.returncode == 0 and "lost=0" in out and "failed=0" in out, (
+        p.returncode, out, p.stderr.decode("utf-8", "replace")[-2000:])
+
+
 # ---------------------------------------------------------------------------
 # The Python client on its own.
 
@@ -257,6 +322,7 @@ def test_python_lock_lost_lease(s):
             s.release_ok(name, lease.token)
             wait_for(lambda: lease.lost, 3, "the renewal thread to notice the lost lease")
             log("noticed: %s" % lease.lost_reason)
+            assert "someone else released" in lease.lost_reason, lease.lost_reason
             try:
                 lease.check()
                 raise AssertionError("lease.check() passed on a lost lease")
@@ -275,6 +341,7 @@ def test_python_lock_lost_lease(s):
         raise AssertionError("leaving the block did not raise LeaseLost")
     except LeaseLost as e:
         log("at release: %s" % e)
+        assert "someone else released" in str(e), str(e)
 
     # 3. Renewals cannot get through; the lease runs out on the server and
     # the thread gives it up on its own clock.
@@ -306,6 +373,66 @@ def test_python_lock_lost_lease(s):
     except KeyError as e:
         notes = getattr(e, "__notes__", [])
         assert any("lost" in n for n in notes), notes
+    assert s.status(name)["held"] is False
+
+
+PHP_LOST = r'''<?php
+require getenv('EXAMPLES') . '/php/httplock.php';
+$name = getenv('LOCK');
+$locks = new HttpLock();
+// 1. Someone else releases the grant (with its token) while we work.
+try {
+    with_lock($locks, $name, function (array $g) use ($name) {
+        (new HttpLock())->release($name, $g['token']);
+    }, ['ttl' => 30]);
+    echo "1 no exception\n";
+} catch (HttpLockLeaseLost $e) {
+    echo '1 ', $e->getMessage(), "\n";
+}
+// 2. The work outlasts the lease.
+try {
+    with_lock($locks, $name, function (array $g) {
+        usleep(1000000);
+    }, ['ttl' => 0.5]);
+    echo "2 no exception\n";
+} catch (HttpLockLeaseLost $e) {
+    echo '2 ', $e->getMessage(), "\n";
+}
+// 3. A renew after someone else released the grant.
+$g = $locks->acquire($name, ['ttl' => 30]);
+(new HttpLock())->release($name, $g['token']);
+try {
+    $locks->renew($name, $g['token']);
+    echo "3 no exception\n";
+} catch (HttpLockLeaseLost $e) {
+    echo '3 ', $e->getMessage(), "\n";
+}
+'''
+
+
+@shared
+def test_php_lease_lost_reason(s):
+    """The PHP client's HttpLockLeaseLost says "expired" only when the lease
+    ran out by the client's clock, and that someone else released it
+    otherwise (the server answers not_held to both)."""
+    if not os.access(PHP, os.X_OK):
+        raise AssertionError("PHP not found at %s (set $PHP)" % PHP)
+    script = os.path.join(s.dir, "lost.php")
+    with open(script, "w") as f:
+        f.write(PHP_LOST)
+    name = "ex-php-lost"
+    env = dict(os.environ, HTTPLOCK_URL=s.url("/"), EXAMPLES=EXAMPLES, LOCK=name)
+    p = subprocess.run([PHP, script], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=30)
+    out = p.stdout.decode("utf-8", "replace")
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode == 0, (p.returncode, out, err)
+    lines = {ln[0]: ln[2:] for ln in out.splitlines() if ln[:2] in ("1 ", "2 ", "3 ")}
+    for k in "123":
+        log("PHP case %s: %s" % (k, lines.get(k)))
+    assert "released or cancelled by someone else" in lines.get("1", ""), out
+    assert "expired" in lines.get("2", "") and "someone else" not in lines["2"], out
+    assert "released or cancelled by someone else" in lines.get("3", ""), out
     assert s.status(name)["held"] is False
 
 

@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <check.h>
@@ -60,6 +61,25 @@ lname(char *buf, const char *what)
 	int n = snprintf(buf, HTTPLOCK_NAME_MAX + 1, "%s%s", pfx, what);
 
 	ck_assert(n > 0 && n <= HTTPLOCK_NAME_MAX);
+}
+
+/* A request_id for `what` into rid[64]: "<what>-" and 22 random
+ * characters of [A-Za-z0-9_-], as the server wants request ids to be hard
+ * to guess. */
+static void
+rand_rid(char *rid, const char *what)
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-_";
+	unsigned char r[22];
+	size_t i, n;
+
+	ck_assert(getrandom(r, sizeof(r), 0) == (ssize_t)sizeof(r));
+	n = (size_t)snprintf(rid, 64, "%s-", what);
+	ck_assert(n + sizeof(r) < 64);
+	for (i = 0; i < sizeof(r); i++)
+		rid[n + i] = abc[r[i] % 64];
+	rid[n + sizeof(r)] = '\0';
 }
 
 static struct httplock *
@@ -460,7 +480,7 @@ START_TEST(test_request_id_explicit)
 	struct httplock *h = hnew();
 
 	lname(name, "rid");
-	snprintf(rid, sizeof(rid), "%sexplicit-1", pfx);
+	rand_rid(rid, "explicit");
 	ao.timeout = 0;
 	ao.request_id = rid;
 	ck_assert_int_eq(httplock_acquire(h, name, &ao, &g1, &e), HTTPLOCK_OK);
@@ -538,7 +558,7 @@ START_TEST(test_cancel_waiting)
 	int was_held = -1;
 
 	lname(name, "cancelwait");
-	snprintf(rid, sizeof(rid), "%swaiting", pfx);
+	rand_rid(rid, "waiting");
 	must_acquire(h, name, &g);
 	waiter_start(&w, h, name, 10, rid);
 	wait_waiters(h, name, 1);
@@ -564,7 +584,7 @@ START_TEST(test_superseded)
 	struct httplock *h = hnew();
 
 	lname(name, "superseded");
-	snprintf(rid, sizeof(rid), "%ssuper", pfx);
+	rand_rid(rid, "super");
 	must_acquire(h, name, &g);
 	waiter_start(&w1, h, name, 10, rid);
 	wait_waiters(h, name, 1);
