@@ -992,6 +992,7 @@ handle_request(FCGX_Request *fr)
 	in.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
 	in.uri = FCGX_GetParam("REQUEST_URI", fr->envp);
 	in.script_name = FCGX_GetParam("SCRIPT_NAME", fr->envp);
+	in.path_info = FCGX_GetParam("PATH_INFO", fr->envp);
 	in.content_type = FCGX_GetParam("CONTENT_TYPE", fr->envp);
 	in.lock_token = FCGX_GetParam("HTTP_LOCK_TOKEN", fr->envp);
 	/* REMOTE_USER is the web server's; a client's Remote-User header

@@ -283,7 +283,7 @@ split_uri(const struct request_in *in, struct span *path, struct span *query,
 {
 	const char *uri = in->uri, *q;
 	const char *sn = in->script_name;
-	size_t ulen, snlen;
+	size_t ulen, snlen, i;
 
 	if (uri == NULL)
 		return fail(err, 400, "request URI is missing");
@@ -291,6 +291,19 @@ split_uri(const struct request_in *in, struct span *path, struct span *query,
 	if (ulen > REQ_URI_MAX)
 		return fail(err, 413, "request URI is longer than %d bytes",
 		    REQ_URI_MAX);
+	/*
+	 * A raw control byte has no place in a URI (RFC 3986), and web servers
+	 * disagree on what it means: lighttpd resolves "/a\x01/../b" as "/b".
+	 * (A NUL never gets here: libfcgi cuts the parameter at it; see
+	 * check_server_path().)
+	 */
+	for (i = 0; i < ulen; i++) {
+		unsigned char c = (unsigned char)uri[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return fail(err, 400, "the request URI contains a "
+			    "control byte (0x%02X); encode it as %%%02X", c, c);
+	}
 	q = memchr(uri, '?', ulen);
 	path->p = uri;
 	path->len = q != NULL ? (size_t)(q - uri) : ulen;
@@ -309,6 +322,47 @@ split_uri(const struct request_in *in, struct span *path, struct span *query,
 		path->p += snlen;
 		path->len -= snlen;
 	}
+	return 0;
+}
+
+/*
+ * Checks that the path httplock routes on is the one the web server judged.
+ * lighttpd matches its access rules (auth.require, conditionals) against
+ * its own percent-decoded path with dot segments resolved, and sends that
+ * path as SCRIPT_NAME + PATH_INFO; REQUEST_URI is the raw request target.
+ * For a path that routed (no empty, "." or ".." segment, no '/' in a name)
+ * both agree, but for one thing the worker cannot see by itself: libfcgi
+ * passes parameters as C strings, so a raw NUL byte in the request target
+ * cuts REQUEST_URI short ("/lock/a/acquire\0/../../../x" arrives as
+ * "/lock/a/acquire", while lighttpd judged "/x").  So the percent-decoded
+ * path of REQUEST_URI must equal SCRIPT_NAME + PATH_INFO, byte for byte.
+ * Without PATH_INFO (Apache's mod_proxy_fcgi sends none; Apache refuses
+ * control bytes in the request line itself) there is nothing to compare.
+ */
+static int
+check_server_path(const struct request_in *in, struct request_error *err)
+{
+	char buf[REQ_URI_MAX + 1];
+	const char *sn = in->script_name != NULL ? in->script_name : "";
+	const char *end;
+	size_t plen, snlen, pilen, len;
+
+	if (in->path_info == NULL)
+		return 0;
+	/* split_uri() has bounded the URI and refused control bytes. */
+	plen = strcspn(in->uri, "?");
+	memcpy(buf, in->uri, plen);
+	buf[plen] = '\0';
+	end = uriUnescapeInPlaceExA(buf, URI_FALSE, URI_BR_DONT_TOUCH);
+	len = (size_t)(end - buf);
+	snlen = strnlen(sn, REQ_URI_MAX + 1);
+	pilen = strnlen(in->path_info, REQ_URI_MAX + 1);
+	if (snlen > len || pilen != len - snlen ||
+	    memcmp(buf, sn, snlen) != 0 ||
+	    memcmp(buf + snlen, in->path_info, pilen) != 0)
+		return fail(err, 400, "the web server saw another path than "
+		    "the request URI (SCRIPT_NAME and PATH_INFO do not match "
+		    "REQUEST_URI; does the URI hold a NUL byte?)");
 	return 0;
 }
 
@@ -467,6 +521,15 @@ take_name(struct span raw, struct request *out, struct request_error *err)
 		    REQ_NAME_MAX);
 	if (memchr(buf, '/', len) != NULL)
 		return fail(err, 400, "'/' is not allowed in a lock name");
+	/*
+	 * Web servers resolve "." and ".." (also spelt "%2e%2e") as path
+	 * segments before they apply their access rules, so such a name would
+	 * be judged as another path than the one httplock serves.
+	 */
+	if ((len == 1 && buf[0] == '.') ||
+	    (len == 2 && buf[0] == '.' && buf[1] == '.'))
+		return fail(err, 400, "'.' and '..' are not lock names (web "
+		    "servers resolve them as path segments)");
 	return take_text("lock name", buf, len, 1, REQ_NAME_MAX, out->name,
 	    err);
 }
@@ -796,6 +859,8 @@ request_parse(const struct request_in *in, const struct request_limits *lim,
 	if (check_method(in->method, rd, &out->head, err) != 0)
 		goto out;
 	if (rd->named && take_name(name, out, err) != 0)
+		goto out;
+	if (check_server_path(in, err) != 0)
 		goto out;
 	if (in->bodylen > 0 && check_body(in, err) != 0)
 		goto out;

@@ -70,6 +70,9 @@ struct request_in {
 	const char *method;         /* REQUEST_METHOD */
 	const char *uri;            /* REQUEST_URI: raw path and query */
 	const char *script_name;    /* SCRIPT_NAME: the mount prefix, if any */
+	const char *path_info;      /* PATH_INFO: lighttpd's decoded, normalised
+	                               path after SCRIPT_NAME (NULL: absent,
+	                               as from Apache's mod_proxy_fcgi) */
 	const char *content_type;   /* CONTENT_TYPE */
 	const char *lock_token;     /* HTTP_LOCK_TOKEN */
 	const char *body;           /* not NUL-terminated */

@@ -308,9 +308,10 @@ def test_waiters_in_a_tenant(s):
 
 @on_auth_stack()
 def test_authentication_by_web_server(s):
-    """Wrong or missing credentials are the web server's 401 (not JSON); a
-    Remote-User header authenticates nobody; /healthz stays open; a path
-    spelled with %-escapes is still behind the password."""
+    """Wrong or missing credentials are the web server's 401 (its JSON
+    error document, not httplock's answer); a Remote-User header
+    authenticates nobody; /healthz stays open; a path spelled with
+    %-escapes is still behind the password."""
     cases = [
         ("wrong password", User(s, "alice", "nope")),
         ("unknown user", User(s, "mallory", "x")),
@@ -323,7 +324,10 @@ def test_authentication_by_web_server(s):
             r = s.request(method, path, headers=u.h, expect_json=False)
             assert r.status == 401, "%s: %s" % (what, r.short())
             ct = r.header("Content-Type") or ""
-            assert not ct.startswith("application/json"), "%s: %s %s" % (what, ct, r.short())
+            assert ct.startswith("application/json"), "%s: %s %s" % (what, ct, r.short())
+            assert r.json["error"] == "unauthorized", "%s: %s" % (what, r.short())
+            assert "anonymous" not in r.json["message"], \
+                "%s: httplock's 401, not the web server's: %s" % (what, r.short())
             assert (r.header("WWW-Authenticate") or "").startswith("Basic"), r.headers
     expect(s.get("/healthz"), 200)
     # The right password works, a Remote-User header beside it changes
@@ -332,11 +336,10 @@ def test_authentication_by_web_server(s):
     g = alice.acquire_ok("t-auth")
     assert db_keys(s) == ["/alice/t-auth"], db_keys(s)
     expect(alice.release("t-auth", g["token"]), 200)
-    if s.front_name == "apache":
-        # apache-auth.conf protects everything but /healthz, so an escape
-        # in the path does not get around it ("%6C" is "l").
-        r = s.request("GET", "/%6Cocks", expect_json=False)
-        assert r.status == 401, r.short()
+    # Both auth samples protect everything but /healthz, so an escape in
+    # the path does not get around it ("%6C" is "l").
+    r = s.request("GET", "/%6Cocks", expect_json=False)
+    assert r.status == 401, r.short()
 
 
 @on_auth_stack()

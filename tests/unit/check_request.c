@@ -46,6 +46,7 @@ struct rcase {
 	const char  *method;
 	const char  *uri;
 	const char  *script_name;
+	const char  *path_info;
 	const char  *content_type;
 	const char  *lock_token;
 	const char  *body;
@@ -101,7 +102,50 @@ static const struct rcase cases[] = {
 	{ C("GET", "/healthz/"), .route = ROUTE_HEALTH },
 	{ C("HEAD", "/healthz"), .route = ROUTE_HEALTH, F1("head", "1") },
 	{ C("GET", "/healthz?"), .route = ROUTE_HEALTH },
-	{ C("GET", "/lock/..?"), .route = ROUTE_STATUS, F1("name", "..") },
+	{ C("GET", "/lock/...?"), .route = ROUTE_STATUS, F1("name", "...") },
+	{ C("GET", "/lock/.a"), .route = ROUTE_STATUS, F1("name", ".a") },
+
+	/* Dot segments: web servers resolve them before their access rules. */
+	{ C("GET", "/lock/..?"), BAD, .route = ROUTE_STATUS,
+	  .msg = "'.' and '..' are not lock names" },
+	{ C("GET", "/lock/."), BAD, .msg = "'.' and '..' are not lock names" },
+	{ C("POST", "/lock/../acquire"), BAD, .route = ROUTE_ACQUIRE,
+	  .msg = "'.' and '..' are not lock names" },
+	{ C("POST", "/lock/%2e%2e/acquire"), BAD,
+	  .msg = "'.' and '..' are not lock names" },
+	{ C("POST", "/lock/%2E./acquire"), BAD,
+	  .msg = "'.' and '..' are not lock names" },
+	{ C("POST", "/lock/%2e/release"), BAD,
+	  .msg = "'.' and '..' are not lock names" },
+
+	/* Control bytes anywhere in the raw URI. */
+	{ C("POST", "/lock/a\x01" "b/acquire"), BAD,
+	  .msg = "control byte (0x01); encode it as %01" },
+	{ C("GET", "/lock/a\x7f"), BAD, .msg = "control byte (0x7F)" },
+	{ C("GET", "/locks?prefix=a\nb"), BAD, .msg = "control byte (0x0A)" },
+	{ C("GET", "/healthz\x1f"), BAD, .msg = "control byte" },
+
+	/* lighttpd's own view of the path (SCRIPT_NAME + PATH_INFO) must be
+	 * REQUEST_URI's, decoded: a NUL in the request target cuts
+	 * REQUEST_URI (libfcgi) but not what lighttpd judged. */
+	{ C("POST", "/lock/a/acquire"), .path_info = "/lock/a/acquire",
+	  .route = ROUTE_ACQUIRE, F1("name", "a") },
+	{ C("POST", "/lock/a/acquire/?ttl=5"), .script_name = "",
+	  .path_info = "/lock/a/acquire/", .route = ROUTE_ACQUIRE },
+	{ C("POST", "/httplock/lock/a/acquire"), .script_name = "/httplock",
+	  .path_info = "/lock/a/acquire", .route = ROUTE_ACQUIRE },
+	{ C("GET", "/lock/s%C3%A9+x"), .path_info = "/lock/s\xc3\xa9+x",
+	  .route = ROUTE_STATUS, F1("name", "s\xc3\xa9+x") },
+	{ C("GET", "/healthz"), .script_name = "/httplock",
+	  .path_info = "/healthz", BAD, .msg = "another path" },
+	{ C("POST", "/lock/acct/acquire"), .path_info = "/x", BAD,
+	  .route = ROUTE_ACQUIRE, .msg = "the web server saw another path" },
+	{ C("POST", "/lock/acct/acquire"), .path_info = "/lock/acct/acquir",
+	  BAD, .msg = "another path" },
+	{ C("POST", "/lock/acct/acquire"), .path_info = "/lock/acct/acquire/",
+	  BAD, .msg = "another path" },
+	{ C("POST", "/lock/acct/acquire"), .path_info = "", BAD,
+	  .msg = "another path" },
 
 	/* Paths that are no endpoint: 404, and before any 405. */
 	{ C("GET", NULL), BAD, .msg = "request URI is missing" },
@@ -180,7 +224,7 @@ static const struct rcase cases[] = {
 	{ C("GET", "/lock/a%0A"), BAD, .msg = "control character" },
 	{ C("GET", "/lock/a%0d%0aX-Injected:%201"), BAD,
 	  .msg = "control character" },
-	{ C("GET", "/lock/a\tb"), BAD, .msg = "control character" },
+	{ C("GET", "/lock/a\tb"), BAD, .msg = "control byte (0x09)" },
 	{ C("GET", "/lock/%7F"), BAD, .msg = "control character" },
 	{ C("GET", "/lock/%C2%80"), BAD, .msg = "control character" },
 	{ C("GET", "/lock/%C2%9F"), BAD, .msg = "control character" },
@@ -627,6 +671,7 @@ START_TEST(test_cases)
 		.method = c->method,
 		.uri = c->uri,
 		.script_name = c->script_name,
+		.path_info = c->path_info,
 		.content_type = c->content_type,
 		.lock_token = c->lock_token,
 		.body = c->body,
