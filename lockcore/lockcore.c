@@ -30,6 +30,8 @@
 #include "lockcore.h"
 #include "secret.h"
 
+_Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN, "a token is what secret.h makes");
+
 #define SCHEMA_VERSION   5
 #define BUSY_DEFAULT_MS  5000
 #define BUSY_YIELDS      4      /* sched_yield() this often before sleeping */
@@ -285,6 +287,7 @@ enum stmt_id {
 	S_SWEEP_PURGE,
 	S_SWEEP_TOP,
 	S_SWEEP_IDLE,
+	S_SWEEP_FLOOR,
 	S_COUNT
 };
 
@@ -391,7 +394,9 @@ static const char *const sqltab[S_COUNT] = {
 	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = l.id)",
 	[S_SWEEP_IDLE] = "DELETE FROM locks"
 	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
-	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = locks.id)"
+	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = locks.id)",
+	[S_SWEEP_FLOOR] = "UPDATE meta SET value = max(value, ?1)"
+	    " WHERE key = 'fence_floor'"
 };
 
 struct lockcore {
@@ -1160,23 +1165,6 @@ meta_set(struct lockcore *lc, const char *key, int64_t v)
 
 	if ((rc = prepare1(lc, "INSERT OR REPLACE INTO meta(key, value)"
 	    " VALUES (?1, ?2)", &s)) < 0)
-		return rc;
-	bind_txt(s, 1, key, &brc);
-	bind_i64(s, 2, v, &brc);
-	rc = run(lc, s, brc);
-	(void)sqlite3_finalize(s);
-	return rc;
-}
-
-/* Raises meta `key` to v if it is lower. */
-static int
-meta_raise(struct lockcore *lc, const char *key, int64_t v)
-{
-	sqlite3_stmt *s = NULL;
-	int rc, brc = SQLITE_OK;
-
-	if ((rc = prepare1(lc, "UPDATE meta SET value = max(value, ?2)"
-	    " WHERE key = ?1", &s)) < 0)
 		return rc;
 	bind_txt(s, 1, key, &brc);
 	bind_i64(s, 2, v, &brc);
@@ -3114,8 +3102,11 @@ sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 		return rc;
 	n = sqlite3_changes(lc->db);
 	*changed += n;
-	if (n > 0 && (rc = meta_raise(lc, "fence_floor", top + 1)) < 0)
-		return rc;
+	if (n > 0) {
+		bind_i64(lc->st[S_SWEEP_FLOOR], 1, top + 1, &brc);
+		if ((rc = run(lc, lc->st[S_SWEEP_FLOOR], brc)) < 0)
+			return rc;
+	}
 	lc->sweep_cursor = hi;
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <sys/random.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -14,7 +15,7 @@
 
 #include "secret.h"
 
-_Static_assert(LC_TOKEN_LEN <= SECRET_HASH_LEN,
+_Static_assert(SECRET_TOKEN_LEN <= SECRET_HASH_LEN,
     "one HMAC block must cover a token");
 
 int
@@ -50,10 +51,10 @@ secret_random(void *buf, size_t n)
 }
 
 int
-secret_token(char token[LC_TOKEN_LEN + 1])
+secret_token(char token[SECRET_TOKEN_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char raw[LC_TOKEN_LEN / 2];
+	unsigned char raw[SECRET_TOKEN_LEN / 2];
 	size_t i;
 
 	if (secret_random(raw, sizeof(raw)) < 0)
@@ -62,7 +63,7 @@ secret_token(char token[LC_TOKEN_LEN + 1])
 		token[2 * i] = hex[raw[i] >> 4];
 		token[2 * i + 1] = hex[raw[i] & 0xf];
 	}
-	token[LC_TOKEN_LEN] = '\0';
+	token[SECRET_TOKEN_LEN] = '\0';
 	OPENSSL_cleanse(raw, sizeof(raw));
 	return 0;
 }
@@ -75,7 +76,7 @@ pad(const char *rid, const unsigned char *salt,
 	unsigned int n = 0;
 	size_t len = strlen(rid);
 
-	if (len > (size_t)INT32_MAX ||
+	if (len > (size_t)INT_MAX ||
 	    HMAC(EVP_sha256(), rid, (int)len, salt, SECRET_SALT_LEN, out,
 	    &n) == NULL || n != SECRET_HASH_LEN)
 		return -1;
@@ -89,10 +90,10 @@ secret_seal(const char *token, const char *rid,
 	unsigned char p[SECRET_HASH_LEN];
 	size_t i;
 
-	if (strnlen(token, LC_TOKEN_LEN + 1) != LC_TOKEN_LEN ||
+	if (strnlen(token, SECRET_TOKEN_LEN + 1) != SECRET_TOKEN_LEN ||
 	    secret_random(seal, SECRET_SALT_LEN) < 0 || pad(rid, seal, p) < 0)
 		return -1;
-	for (i = 0; i < LC_TOKEN_LEN; i++)
+	for (i = 0; i < SECRET_TOKEN_LEN; i++)
 		seal[SECRET_SALT_LEN + i] = (unsigned char)token[i] ^ p[i];
 	OPENSSL_cleanse(p, sizeof(p));
 	return 0;
@@ -100,7 +101,7 @@ secret_seal(const char *token, const char *rid,
 
 int
 secret_unseal(const unsigned char seal[SECRET_SEAL_LEN], const char *rid,
-    const unsigned char hash[SECRET_HASH_LEN], char token[LC_TOKEN_LEN + 1])
+    const unsigned char hash[SECRET_HASH_LEN], char token[SECRET_TOKEN_LEN + 1])
 {
 	unsigned char p[SECRET_HASH_LEN], h[SECRET_HASH_LEN];
 	size_t i;
@@ -109,14 +110,14 @@ secret_unseal(const unsigned char seal[SECRET_SEAL_LEN], const char *rid,
 	token[0] = '\0';
 	if (pad(rid, seal, p) < 0)
 		goto out;
-	for (i = 0; i < LC_TOKEN_LEN; i++)
+	for (i = 0; i < SECRET_TOKEN_LEN; i++)
 		token[i] = (char)(seal[SECRET_SALT_LEN + i] ^ p[i]);
-	token[LC_TOKEN_LEN] = '\0';
-	if (secret_hash(token, LC_TOKEN_LEN, h) == 0 &&
+	token[SECRET_TOKEN_LEN] = '\0';
+	if (secret_hash(token, SECRET_TOKEN_LEN, h) == 0 &&
 	    secret_equal(h, hash, SECRET_HASH_LEN))
 		rc = 0;
 	else
-		OPENSSL_cleanse(token, LC_TOKEN_LEN + 1);
+		OPENSSL_cleanse(token, SECRET_TOKEN_LEN + 1);
 out:
 	OPENSSL_cleanse(p, sizeof(p));
 	return rc;

@@ -1,7 +1,7 @@
 /*
  * secret: how lockcore keeps tokens and request ids without storing them.
  *
- * A token is 128 random bits in hex (LC_TOKEN_LEN characters); the
+ * A token is 128 random bits in hex (SECRET_TOKEN_LEN characters); the
  * database keeps only its SHA-256.  A request_id is kept only as its
  * SHA-256 too, which is enough to find its grant or waiter row.  A retry
  * with the same request_id must get the same token back, so a grant made
@@ -15,11 +15,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "lockcore.h"
-
-#define SECRET_HASH_LEN 32                          /* SHA-256 */
-#define SECRET_SALT_LEN 16
-#define SECRET_SEAL_LEN (SECRET_SALT_LEN + LC_TOKEN_LEN)
+#define SECRET_TOKEN_LEN 32                         /* hex digits */
+#define SECRET_HASH_LEN  32                         /* SHA-256 */
+#define SECRET_SALT_LEN  16
+#define SECRET_SEAL_LEN  (SECRET_SALT_LEN + SECRET_TOKEN_LEN)
 
 /* SHA-256 of s[0..len) into out.  0, or -1 if the library failed. */
 int secret_hash(const char *s, size_t len, unsigned char out[SECRET_HASH_LEN])
@@ -28,12 +27,12 @@ int secret_hash(const char *s, size_t len, unsigned char out[SECRET_HASH_LEN])
 /* n random bytes from the kernel.  0, or -1 with errno set. */
 int secret_random(void *buf, size_t n) __attribute__((warn_unused_result));
 
-/* A fresh random token (LC_TOKEN_LEN lower-case hex digits and a NUL). */
-int secret_token(char token[LC_TOKEN_LEN + 1])
+/* A fresh random token (SECRET_TOKEN_LEN lower-case hex digits and a NUL). */
+int secret_token(char token[SECRET_TOKEN_LEN + 1])
     __attribute__((warn_unused_result));
 
 /*
- * Seals `token` (LC_TOKEN_LEN characters) with request id `rid` under a
+ * Seals `token` (SECRET_TOKEN_LEN characters) with request id `rid` under a
  * fresh random salt.  0 or -1.
  */
 int secret_seal(const char *token, const char *rid,
@@ -45,7 +44,7 @@ int secret_seal(const char *token, const char *rid,
  * open to a token with that hash (another request_id, or damaged data).
  */
 int secret_unseal(const unsigned char seal[SECRET_SEAL_LEN], const char *rid,
-    const unsigned char hash[SECRET_HASH_LEN], char token[LC_TOKEN_LEN + 1])
+    const unsigned char hash[SECRET_HASH_LEN], char token[SECRET_TOKEN_LEN + 1])
     __attribute__((warn_unused_result));
 
 /* True if a and b (n bytes each) are equal; the time does not tell where
