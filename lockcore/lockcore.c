@@ -46,6 +46,8 @@ _Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN, "a token is what secret.h makes
 #define FENCE_JUMP       ((int64_t)1 << 32)  /* fences skipped after an
                                    unclean shutdown (see below) */
 #define BOOT_ID_LEN      64
+#define SWEEP_WAITER_LATE_MS (60 * 1000)  /* lockcore_sweep deletes waiter
+                                   rows this long past their deadline */
 
 /*
  * Unclean shutdowns.  With synchronous=NORMAL in WAL mode a commit survives
@@ -285,6 +287,7 @@ enum stmt_id {
 	S_Q_WAIT,
 	S_SWEEP_RANGE,
 	S_SWEEP_PURGE,
+	S_SWEEP_WAITERS,
 	S_SWEEP_TOP,
 	S_SWEEP_IDLE,
 	S_SWEEP_FLOOR,
@@ -389,6 +392,8 @@ static const char *const sqltab[S_COUNT] = {
 	    " WHERE id > ?1 ORDER BY id LIMIT ?2)",
 	[S_SWEEP_PURGE] = "DELETE FROM holders"
 	    " WHERE lock_id > ?1 AND lock_id <= ?2 AND expires_at <= ?3",
+	[S_SWEEP_WAITERS] = "DELETE FROM waiters"
+	    " WHERE lock_id > ?1 AND lock_id <= ?2 AND deadline <= ?3",
 	[S_SWEEP_TOP] = "SELECT coalesce(max(fence_seq), 0) FROM locks l"
 	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
 	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = l.id)",
@@ -1032,11 +1037,16 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 	}
 	if (rc != SQLITE_OK)
 		return -1;
-	/* The WAL still holds the old pages: write them back and empty it
-	 * (if a reader holds it, the next checkpoint does). */
-	if (*upgraded)
+	/* Pages that were free before the upgrade may still hold plain
+	 * tokens (secure_delete zeroes only what the upgrade frees): VACUUM
+	 * rewrites the file.  The WAL then holds the old pages: write them
+	 * back and empty it (if a reader holds it, the next checkpoint
+	 * does). */
+	if (*upgraded) {
+		(void)sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
 		(void)sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL,
 		    NULL, NULL);
+	}
 	return 0;
 }
 
@@ -2007,7 +2017,7 @@ waiter_live(const struct lockcore *lc, struct alive_cache *c, pid_t pid,
  * ones.  With `all` unset it stops at the first live waiter, which is all
  * a grant decision needs: it saves a /proc read per queued waiter in every
  * transaction, and dead waiters further back are removed when they reach
- * the head or by lockcore_sweep().  The SELECT is restarted after each
+ * the head (or, long past their deadline, by lockcore_sweep()).  The SELECT is restarted after each
  * delete rather than stepped across a change to the table it scans.
  */
 static int
@@ -3051,8 +3061,10 @@ lock_list(struct lockcore *lc, const char *prefix, const char *skip,
 
 /*
  * Housekeeping: one batch of lock rows after the connection's cursor.
- * Their expired holders are deleted, then the rows of idle locks (no
- * holder, no waiter row, no grant for idle_ms), and the fence floor is raised above
+ * Their expired holders and the waiter rows long past their deadline
+ * (SWEEP_WAITER_LATE_MS: their requests have answered by then, and the
+ * processes of the others are gone) are deleted, then the rows of idle
+ * locks (no holder, no waiter row, no grant for idle_ms), and the fence floor is raised above
  * the fences those rows had issued (see "Fences"), all in one
  * transaction.  The cursor starts over after the last row.
  */
@@ -3065,22 +3077,33 @@ sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 	int rc, brc = SQLITE_OK, n;
 	bool found;
 
-	bind_i64(s, 1, lo, &brc);
-	bind_i64(s, 2, batch, &brc);
-	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && found)
-		hi = sqlite3_column_int64(s, 0);   /* NULL (no row): 0 */
-	done(s);
-	if (rc < 0)
-		return rc;
-	if (hi == 0) {
+	for (;;) {
+		bind_i64(s, 1, lo, &brc);
+		bind_i64(s, 2, batch, &brc);
+		rc = step_row(lc, s, brc, &found);
+		if (rc == 0 && found)
+			hi = sqlite3_column_int64(s, 0);   /* NULL (no row): 0 */
+		done(s);
+		if (rc < 0)
+			return rc;
+		if (hi != 0)
+			break;
 		lc->sweep_cursor = 0;
-		return 0;
+		if (lo == 0)
+			return 0;          /* no lock rows at all */
+		lo = 0;                    /* past the last: start over */
 	}
 	s = lc->st[S_SWEEP_PURGE];
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, hi, &brc);
 	bind_i64(s, 3, now, &brc);
+	if ((rc = run(lc, s, brc)) < 0)
+		return rc;
+	*changed += sqlite3_changes(lc->db);
+	s = lc->st[S_SWEEP_WAITERS];
+	bind_i64(s, 1, lo, &brc);
+	bind_i64(s, 2, hi, &brc);
+	bind_i64(s, 3, now - SWEEP_WAITER_LATE_MS, &brc);
 	if ((rc = run(lc, s, brc)) < 0)
 		return rc;
 	*changed += sqlite3_changes(lc->db);

@@ -346,9 +346,10 @@ int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
 /*
  * Housekeeping, one batch at a time: takes the next `batch` lock rows
  * (after where the connection's previous call stopped, starting over
- * after the last), deletes their expired holders and the rows of those
- * that are idle (no holder, no waiter row, and no grant since
- * now - idle_ms), in one write transaction.
+ * after the last), deletes their expired holders, their waiter rows a
+ * minute past their deadline, and the rows of those that are idle (no
+ * holder, no waiter row, and no grant since now - idle_ms), in one write
+ * transaction.
  * Fences stay unique per name: the next grant of a name whose row was
  * deleted carries a fence above every one it had.  *changed gets the rows
  * deleted.
