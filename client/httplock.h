@@ -141,8 +141,8 @@ enum httplock_code httplock_release(struct httplock *h, const char *name,
     const char *token, struct httplock_error *err);
 
 /*
- * Extends the lease of `token` to now + ttl seconds (0: the server's
- * default).  *grant (may be NULL) gets the renewed grant, all but its
+ * Extends the lease of `token` to now + ttl seconds (0: by the grant's
+ * own lease, as acquired or last renewed).  *grant (may be NULL) gets the renewed grant, all but its
  * request_id, which is kept: pass the grant acquire gave.  HTTPLOCK_NOT_HELD
  * once the lease is gone: stop using the resource.
  */

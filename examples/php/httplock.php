@@ -156,7 +156,7 @@ class HttpLock
     }
 
     /**
-     * Extends the lease to now + $ttl (null: the server's default).  Throws
+     * Extends the lease to now + $ttl (null: the grant's own ttl).  Throws
      * HttpLockLeaseLost (code "not_held") once the lease is gone.
      */
     public function renew(string $name, string $token, ?float $ttl = null): array

@@ -201,8 +201,8 @@ class Client:
             raise
 
     def renew(self, name, token, ttl=None):
-        """Extends the lease to now + ttl (None: the server's default) and
-        returns the grant.  LockError "not_held" once the lease is gone."""
+        """Extends the lease to now + ttl (None: the grant's own ttl, as
+        acquired or last renewed) and returns the grant.  LockError "not_held" once the lease is gone."""
         params = {"token": token}
         if ttl is not None:
             params["ttl"] = "%g" % ttl
