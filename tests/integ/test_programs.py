@@ -11,10 +11,10 @@ import time
 from stack import COORD_BIN, WORKER_BIN, fronts, log, shared, wait_for
 
 
-def _run(argv, env=None, timeout_s=5.0):
+def _run(argv, env=None, timeout_s=5.0, cwd=None):
     t0 = time.monotonic()
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=env, timeout=timeout_s)
+                       stderr=subprocess.PIPE, env=env, timeout=timeout_s, cwd=cwd)
     return p.returncode, p.stderr.decode("utf-8", "replace"), time.monotonic() - t0
 
 
@@ -149,7 +149,7 @@ def test_socket_argument_must_be_a_path(s):
         for arg in ("0.0.0.0:18097", "127.0.0.1:9000", "localhost:9000", "9000"):
             for prog, extra in ((WORKER_BIN, ["-D"]), (COORD_BIN, [])):
                 name = os.path.basename(prog)
-                rc, err, el = _run([prog, "-c", conf] + extra + ["-s", arg])
+                rc, err, el = _run([prog, "-c", conf] + extra + ["-s", arg], cwd=d)
                 assert rc == 1, "%s -s %s: exit %d: %r" % (name, arg, rc, err)
                 assert "looks like a TCP address" in err and "path" in err, \
                     "%s -s %s: %r" % (name, arg, err)
