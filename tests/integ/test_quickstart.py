@@ -276,3 +276,52 @@ def test_quickstart_sigint_to_a_background_serve(s):
             p.wait(10)
         _kill_leftovers(p.pid, d)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _children(pid):
+    """(pid, command line) of pid's children."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        st = _live(int(d))
+        if st is None or int(st[1]) != pid or st[0] in ("Z", "X"):
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                kids.append((int(d), f.read().replace(b"\0", b" ").decode("utf-8", "replace")))
+        except OSError:
+            pass
+    return kids
+
+
+@shared
+@timeout(90)
+def test_quickstart_stops_when_a_part_dies(s):
+    """The worker pool (behind Apache) or lighttpd ends by itself while
+    serving: quickstart says so, stops the rest and exits 1; nothing is
+    left running."""
+    d = _tmpdir("hlqsd")
+    data = os.path.join(d, "data")
+    port = free_port()
+    sv = Serve(["--port", str(port), "--data", data] + FRONT_ARGS)
+    try:
+        assert sv.ready.wait(45), "no \"try:\" line in 45 s: %s" % sv.text()
+        want = "httplock-worker" if FRONT == "apache" else "lighttpd"
+        victims = [(pid, cmd) for pid, cmd in _children(sv.p.pid) if want in cmd]
+        assert len(victims) == 1, "children: %s" % _children(sv.p.pid)
+        t0 = time.monotonic()
+        os.kill(victims[0][0], signal.SIGTERM)
+        rc = sv.wait(30)
+        log("%s stopped by SIGTERM -> quickstart exit %d in %.0f ms: %s" % (
+            want, rc, (time.monotonic() - t0) * 1000,
+            [l for l in sv.lines if "exited" in l]))
+        assert rc == 1, "exit %d: %s" % (rc, sv.text())
+        assert "exited" in sv.text() and "stopped" in sv.text(), sv.text()
+        _assert_nothing_left(sv, d, "%s died" % want)
+    finally:
+        if sv.p.poll() is None:
+            os.killpg(sv.p.pid, signal.SIGKILL)
+            sv.p.wait(10)
+        _kill_leftovers(sv.p.pid, d)
+        shutil.rmtree(d, ignore_errors=True)
