@@ -82,11 +82,11 @@ class Serve:
     collected line by line, and `ready` is set at its "try:" line or when
     it ends."""
 
-    def __init__(self, args):
+    def __init__(self, args, cwd=SRCDIR):
         self.t0 = time.monotonic()
         self.lines = []
         self.ready = threading.Event()
-        self.p = subprocess.Popen([QUICKSTART, "serve"] + args, cwd=SRCDIR, env=_env(),
+        self.p = subprocess.Popen([QUICKSTART, "serve"] + args, cwd=cwd, env=_env(),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -258,8 +258,8 @@ def test_quickstart_sigint_to_a_background_serve(s):
               'done\n'
               'kill -INT $qs; wait $qs; echo "exit $?"\n') % " ".join(FRONT_ARGS)
     t0 = time.monotonic()
-    p = subprocess.Popen(["bash", "-c", script, "bash", QUICKSTART, str(port), data],
-                         cwd=SRCDIR, env=_env(), stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(["bash", "-c", script, "bash", QUICKSTART, str(port), "data"],
+                         cwd=d, env=_env(), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
     try:
@@ -268,6 +268,8 @@ def test_quickstart_sigint_to_a_background_serve(s):
         log("background serve, kill -INT: %s after %.0f ms" % (
             out.strip(), (time.monotonic() - t0) * 1000))
         assert out.strip() == "exit 130", "%r %r" % (out, err.decode("utf-8", "replace"))
+        assert os.path.isfile(os.path.join(data, "httplock.conf")), \
+            "a relative --data not taken from the script's directory: %s" % os.listdir(d)
         left = _leftovers(p.pid, d)
         assert not left, "still running: %s" % left
     finally:
@@ -304,10 +306,12 @@ def test_quickstart_stops_when_a_part_dies(s):
     d = _tmpdir("hlqsd")
     data = os.path.join(d, "data")
     port = free_port()
-    sv = Serve(["--port", str(port), "--data", data] + FRONT_ARGS)
+    # A relative --data is taken from where quickstart was started.
+    sv = Serve(["--port", str(port), "--data", "data"] + FRONT_ARGS, cwd=d)
     try:
         assert sv.ready.wait(45), "no \"try:\" line in 45 s: %s" % sv.text()
         want = "httplock-worker" if FRONT == "apache" else "lighttpd"
+        assert os.path.isfile(os.path.join(data, "httplock.db")), os.listdir(d)
         victims = [(pid, cmd) for pid, cmd in _children(sv.p.pid) if want in cmd]
         assert len(victims) == 1, "children: %s" % _children(sv.p.pid)
         t0 = time.monotonic()
