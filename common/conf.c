@@ -151,6 +151,34 @@ is_digit(char ch)
 }
 
 int
+conf_check_sockpath(const char *path, char *err, size_t errlen)
+{
+	size_t len = strlen(path), i;
+	bool digits = true;
+
+	if (len == 0) {
+		snprintf(err, errlen, "the socket path is empty");
+		return -1;
+	}
+	if (len >= CONF_SOCK_MAX) {
+		snprintf(err, errlen, "%s: socket path too long (at most %d "
+		    "bytes)", path, CONF_SOCK_MAX - 1);
+		return -1;
+	}
+	if (strchr(path, '/') != NULL)
+		return 0;
+	for (i = 0; i < len; i++)
+		digits = digits && is_digit(path[i]);
+	if (strchr(path, ':') != NULL || digits) {
+		snprintf(err, errlen, "%s looks like a TCP address, not the "
+		    "path of a Unix socket (write ./%s for a file of that "
+		    "name here)", path, path);
+		return -1;
+	}
+	return 0;
+}
+
+int
 parse_seconds(const char *s, size_t len, int64_t max_ms, int64_t *ms)
 {
 	int64_t secs = 0, frac = 0;

@@ -73,6 +73,17 @@ int conf_load(struct hl_conf *c, const char *path, char *err, size_t errlen)
 const char *conf_default_path(void);
 
 /*
+ * Checks the argument of a program's -s SOCKET, which names a Unix socket
+ * to create.  Refuses what looks like a TCP address rather than a path:
+ * no '/' and a ':' in it ("127.0.0.1:9000", "localhost:9000", "[::1]:9000")
+ * or only digits ("9000"); "./name:1" and "/run/x:y.sock" are paths.  Also
+ * refuses an empty path and one too long for sun_path.  Returns 0, or -1
+ * with what is wrong in err[0..errlen).
+ */
+int conf_check_sockpath(const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
  * Parses a decimal number of seconds ("30", "0.25", "1.5"): 1 to 9 digits,
  * then optionally '.' and at least one digit, nothing else (no sign, no
  * blanks, no exponent; "1." and ".5" are invalid).  Digits past the

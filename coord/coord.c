@@ -39,6 +39,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -1319,12 +1320,31 @@ teardown(void)
 	close(co.lockfd);                   /* and with it the flock */
 }
 
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+
+static const char usage_text[] =
+"usage: httplock-coord [-d] [-c config] [-i seconds] [-s socket]\n"
+"\n"
+"The httplock coordinator: wakes waiting acquires and runs lease-expiry\n"
+"timers for the workers, on a Unix socket.\n"
+"\n"
+"  -c FILE     configuration (default: $HTTPLOCK_CONF, else " SYSCONFDIR "/httplock.conf)\n"
+"  -s PATH     the Unix socket (default: coord_socket of the configuration)\n"
+"  -i SECONDS  exit after SECONDS without a waiter (0: never, the default)\n"
+"  -d          debug logging\n"
+"  -h, --help     this text\n"
+"  -V, --version  the version\n"
+"\n"
+"See httplock-coord(8).\n";
+
+/* Prints the usage to stderr and exits 2. */
 static noreturn void
 usage(void)
 {
-	fprintf(stderr, "usage: httplock-coord [-d] [-c config] [-i seconds] "
-	    "[-s socket]\n");
-	exit(1);
+	fputs(usage_text, stderr);
+	exit(2);
 }
 
 int
@@ -1334,11 +1354,23 @@ main(int argc, char *argv[])
 	const char *confpath = NULL, *sockpath = NULL;
 	char err[512];
 	int ch, debug = 0;
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 
-	while ((ch = getopt(argc, argv, "c:di:s:")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:dhi:s:V", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
 		case 'c': confpath = optarg; break;
 		case 'd': debug = 1; break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+		case 'V':
+			printf("httplock-coord %s\n", PACKAGE_VERSION);
+			exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
 		case 'i':
 			if (parse_seconds(optarg, strlen(optarg), 86400000,
 			    &co.idle_ms) != 0)
@@ -1351,6 +1383,9 @@ main(int argc, char *argv[])
 	if (optind != argc)
 		usage();
 	log_init("httplock-coord", debug);
+	if (sockpath != NULL &&
+	    conf_check_sockpath(sockpath, err, sizeof(err)) != 0)
+		fatalx("%s: -s %s", __func__, err);
 
 	if (confpath == NULL)
 		confpath = conf_default_path();

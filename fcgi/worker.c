@@ -472,11 +472,33 @@ parse_group(const char *name)
 	return (gid_t)v;
 }
 
-static void
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+
+static const char usage_text[] =
+"usage: httplock-worker [-dD] [-c config] [-s socket [-n procs] [-m mode] [-g group]]\n"
+"\n"
+"The httplock FastCGI application.  Without -s it serves the listening\n"
+"socket on fd 0 that a web server (lighttpd's bin-path) or systemd hands it.\n"
+"\n"
+"  -c FILE    configuration (default: $HTTPLOCK_CONF, else " SYSCONFDIR "/httplock.conf)\n"
+"  -s PATH    create and serve the Unix socket PATH (a path, not HOST:PORT)\n"
+"  -n PROCS   with -s: a pool of PROCS worker processes (1-256) sharing it\n"
+"  -m MODE    with -s: the socket's mode, octal, no bits for others (default 0660)\n"
+"  -g GROUP   with -s: the socket's group (the web server's)\n"
+"  -d         debug logging\n"
+"  -D         detached: do not exit with the parent process\n"
+"  -h, --help     this text\n"
+"  -V, --version  the version\n"
+"\n"
+"See httplock-worker(8).\n";
+
+/* Prints the usage to stderr and exits 2. */
+static noreturn void
 usage(void)
 {
-	fprintf(stderr, "usage: httplock-worker [-dD] [-c config] "
-	    "[-s socket [-n procs] [-m mode] [-g group]]\n");
+	fputs(usage_text, stderr);
 	exit(2);
 }
 
@@ -611,12 +633,24 @@ main(int argc, char **argv)
 	long nprocs = 0, mode = 0660;
 	gid_t gid = (gid_t)-1;
 	pid_t parent = getppid();
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 
-	while ((ch = getopt(argc, argv, "c:dDg:m:n:s:")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:dDg:hm:n:s:V", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
 		case 'c': confpath = optarg; break;
 		case 'd': debug = 1; break;
 		case 'D': detached = 1; break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+		case 'V':
+			printf("httplock-worker %s\n", PACKAGE_VERSION);
+			exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
 		case 'g': gid = parse_group(optarg); break;
 		case 'm':
 			/* Owner and group only: see check_listener(). */
@@ -638,6 +672,11 @@ main(int argc, char **argv)
 	if (optind != argc || (nprocs > 0 && sockpath == NULL))
 		usage();
 	log_init("httplock-worker", debug);
+	if (sockpath != NULL &&
+	    conf_check_sockpath(sockpath, err, sizeof(err)) != 0)
+		fatalx("%s: -s %s; for TCP, let the web server or systemd hand "
+		    "the worker a listening socket on fd 0 (loopback only)",
+		    __func__, err);
 
 	if (!detached) {
 		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)

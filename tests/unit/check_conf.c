@@ -601,6 +601,41 @@ START_TEST(test_default_path)
 }
 END_TEST
 
+/* conf_check_sockpath: a path, or what looks like a TCP address. */
+START_TEST(test_sockpath)
+{
+	static const char *const good[] = {
+		"/run/httplock/worker.sock", "worker.sock", "./0.0.0.0:18097",
+		"/run/x:y.sock", "./9000", "sock-1", "a.b",
+	};
+	static const char *const tcp[] = {
+		"0.0.0.0:18097", "127.0.0.1:9000", "localhost:9000",
+		"[::1]:9000", "9000", "unix:", ":9000",
+	};
+	char err[256], longp[CONF_SOCK_MAX + 1];
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(conf_check_sockpath(good[i], err,
+		    sizeof(err)) == 0, "%s refused: %s", good[i], err);
+	for (i = 0; i < sizeof(tcp) / sizeof(tcp[0]); i++) {
+		err[0] = '\0';
+		ck_assert_msg(conf_check_sockpath(tcp[i], err,
+		    sizeof(err)) == -1, "%s accepted", tcp[i]);
+		ck_assert_msg(strstr(err, "looks like a TCP address") != NULL,
+		    "%s: %s", tcp[i], err);
+	}
+	ck_assert_int_eq(conf_check_sockpath("", err, sizeof(err)), -1);
+	memset(longp, 'a', sizeof(longp) - 1);
+	longp[0] = '/';
+	longp[CONF_SOCK_MAX] = '\0';
+	ck_assert_int_eq(conf_check_sockpath(longp, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "too long"));
+	longp[CONF_SOCK_MAX - 1] = '\0';
+	ck_assert_int_eq(conf_check_sockpath(longp, err, sizeof(err)), 0);
+}
+END_TEST
+
 /* parse_seconds */
 struct scase {
 	int         line;
@@ -711,6 +746,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_load);
 	tcase_add_test(tc, test_sample);
 	tcase_add_test(tc, test_default_path);
+	tcase_add_test(tc, test_sockpath);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("seconds");
