@@ -376,6 +376,35 @@ class StackError(Exception):
     pass
 
 
+def _proto_version():
+    with open(os.path.join(SRCDIR, "coord", "proto.h")) as f:
+        m = re.search(r"#define PROTO_VERSION\s+(\d+)", f.read())
+    return int(m.group(1))
+
+
+def coord_ping(path, timeout_s=5.0):
+    """(peers, waiters, locks) from a PING to the coordinator at `path`, on
+    a fresh connection (coord/proto.h: an 8-byte header, PONG of 12)."""
+    t_ping, t_pong = 5, 6
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout_s)
+        s.connect(path)
+        s.sendall(struct.pack("!BBHI", _proto_version(), t_ping, 0, 0))
+        buf = b""
+        while len(buf) < 8 + 12:
+            b = s.recv(8 + 12 - len(buf))
+            if not b:
+                break
+            buf += b
+        hdr = struct.unpack("!BBHI", buf[:8]) if len(buf) == 20 else None
+        if hdr is None or hdr[1] != t_pong or hdr[3] != 12:
+            raise AssertionError("PING: bad answer %r" % (buf,))
+        return struct.unpack("!III", buf[8:])
+    finally:
+        s.close()
+
+
 class Stack:
     """front: "lighttpd" or "apache" (default HTTPLOCK_FRONT); mount: the
     URL prefix httplock is mounted at ("/" or e.g. "/httplock"), which
@@ -1004,6 +1033,28 @@ class Stack:
 
     def waiters(self, name):
         return self.status(name)["waiters"]
+
+    def coord_waiters(self, timeout_s=2.0):
+        """Waiters registered with the coordinator (a PING on its socket);
+        None when it does not answer.  /healthz shows this count only to
+        requests the web server authenticated."""
+        try:
+            return coord_ping(self.coord_sock, timeout_s)[1]
+        except (OSError, AssertionError):
+            return None
+
+    def worker_threads(self):
+        """Threads of each live worker process, by pid (/proc)."""
+        out = {}
+        for pid in self.worker_pids():
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    for line in f:
+                        if line.startswith("Threads:"):
+                            out[pid] = int(line.split()[1])
+            except OSError:
+                pass
+        return out
 
     def wait_waiters(self, name, n, timeout_s=5.0, bg=None):
         """Polls the status until waiters == n.  If bg (a BG or list of them)

@@ -55,8 +55,9 @@ def test_waiters_hold_no_thread(s):
     t0 = time.monotonic()
     bgs, order = queue_fifo_waiters(s, name, n, timeout_s=60)
     queued = time.monotonic() - t0
-    hz = s.health()
-    assert hz["threads"] <= 8, hz.short()
+    threads = s.worker_threads()
+    # Per worker: 8 pool threads, the parking thread, main().
+    assert threads and max(threads.values()) <= 8 + 2, threads
     st = s.status(name)
     assert st["waiters"] == n and st["holders"][0]["owner"] == "holder", st.short()
     t1 = time.monotonic()
@@ -64,8 +65,8 @@ def test_waiters_hold_no_thread(s):
     for b in bgs:
         check_grant(b.get(60), name)
     el = time.monotonic() - t1
-    log("%d waiters queued in %.2f s with %d threads in the answering worker; "
-        "served in %.0f ms" % (n, queued, hz["threads"], el * 1000))
+    log("%d waiters queued in %.2f s with %s threads per worker; "
+        "served in %.0f ms" % (n, queued, sorted(threads.values()), el * 1000))
     assert [i for i, _ in order] == list(range(n)), "not FIFO: %s" % [i for i, _ in order]
     fences = [f for _, f in order]
     assert fences == sorted(fences) and len(set(fences)) == n, fences

@@ -219,7 +219,7 @@ def test_nonroot_shared_hosting(_unused_shared_stack):
             assert len(pids) <= 1, "more than one coordinator: %s" % pids
             return pids[0] if pids and s.health()["coordinator"] == "ok" else None
         cpid = wait_for(one_coord, 10, "the auto-started coordinator")
-        wait_for(lambda: s.health().get("waiters") == 1, 5, "the waiter registered")
+        wait_for(lambda: s.coord_waiters() == 1, 5, "the waiter registered")
         assert os.readlink("/proc/%d/exe" % cpid) == s.coord_bin, \
             "coordinator %d runs %s" % (cpid, os.readlink("/proc/%d/exe" % cpid))
 

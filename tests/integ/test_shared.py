@@ -30,7 +30,7 @@ def _one_coord(s, timeout_s=5.0, other_than=None):
 
 
 def _registered(s, n, timeout_s=30.0):
-    wait_for(lambda: s.health().get("waiters") == n, timeout_s,
+    wait_for(lambda: s.coord_waiters() == n, timeout_s,
              "%d waiter(s) registered with the coordinator" % n)
 
 
