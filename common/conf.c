@@ -77,6 +77,10 @@ static const struct conf_key keys[] = {
 	  "must be a number of seconds from 0.1 to 60", NULL },
 	{ "max_waiters", K_INT, F(max_waiters), 0, 1, 1000000,
 	  "must be an integer from 1 to 1000000", NULL },
+	{ "max_waiting", K_INT, F(max_waiting), 0, 1, 1000000,
+	  "must be an integer from 1 to 1000000", NULL },
+	{ "max_waiting_per_client", K_INT, F(max_waiting_per_client), 0, 1,
+	  1000000, "must be an integer from 1 to 1000000", NULL },
 	{ "threads", K_INT, F(threads), 0, 1, 4096,
 	  "must be an integer from 1 to 4096", NULL },
 	{ "max_threads", K_INT, F(max_threads), 0, 1, 65536,
@@ -117,6 +121,8 @@ conf_defaults(struct hl_conf *c)
 	c->poll_ms = 100;
 	c->busy_timeout_ms = 5000;
 	c->max_waiters = 1000;
+	c->max_waiting = 1000;
+	c->max_waiting_per_client = 100;
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;

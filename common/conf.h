@@ -26,6 +26,12 @@ struct hl_conf {
 	int64_t poll_ms;                     /* poll_interval = 0.1 */
 	int64_t busy_timeout_ms;             /* busy_timeout = 5 */
 	int     max_waiters;                 /* max_waiters = 1000 (per lock) */
+	int     max_waiting;                 /* max_waiting = 1000 (per worker
+	                                        process, all locks; never more
+	                                        than its descriptors allow) */
+	int     max_waiting_per_client;      /* max_waiting_per_client = 100
+	                                        (per worker process and client
+	                                        address, REMOTE_ADDR) */
 	int     threads;                     /* threads = 8 (per worker, at start) */
 	int     max_threads;                 /* max_threads = 512 (per worker) */
 	int     synchronous_full;            /* synchronous = normal | full */

@@ -1,0 +1,389 @@
+"""One abusive client address against everyone else, behind each front end.
+
+- test_abusive_address: a client bound to 127.0.0.2 opens thousands of
+  connections that never finish their request headers and thousands of
+  acquires that wait on locks somebody holds, while a well-behaved client
+  on 127.0.0.1 keeps acquiring and releasing a lock of its own.  Every one
+  of the good client's cycles completes well under a second; the abuser,
+  not the good client, gets the refusals (503 too_many_waiters from the
+  worker's per-address cap, connections the web server closes when their
+  headers do not arrive in time); when the abuser has gone no waiter row
+  is left and the stack is healthy.
+- test_per_client_cap: max_waiting_per_client refuses one address's
+  waiter past its share with 503 too_many_waiters naming the cap, while
+  another address still queues; the share is given back when its waiters
+  end.
+- test_waiting_cap: max_waiting caps a worker's waiters over all locks and
+  addresses.
+
+Loopback only; counts and time are bounded; the measured figures are
+printed.
+"""
+
+import errno
+import http.client
+import json
+import resource
+import secrets
+import selectors
+import socket
+import threading
+import time
+import urllib.parse
+
+from stack import FRONT, PROCS, conf, expect, log, lpath, timeout, wait_for
+
+ABUSER = "127.0.0.2"
+GOOD_BOUND = 1.0         # seconds: each of the good client's cycles
+# What the abuser opens, per front end.  Behind Apache every connection
+# whose headers have not arrived holds one of its threads (MaxRequestWorkers
+# in conf/apache.conf), and Apache cannot limit that per address: the count
+# stays below that limit there (README, Limits).
+SLOW = {"lighttpd": 5000, "apache": 600}
+WAITING = {"lighttpd": 5000, "apache": 3000}
+HELD_LOCKS = 10          # the abuser's waiters spread over these (max_waiters each)
+HEADER_TIMEOUT = 10      # server.max-read-idle; RequestReadTimeout header=10
+HOLD_S = HEADER_TIMEOUT + 6.0  # the abuser stays this long after its last open
+
+
+def _raise_nofile(want):
+    """Raises this process's descriptor limit towards `want`; returns the
+    old limits and the soft limit now in force."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = old
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))   # root
+            return old, want
+        except (ValueError, OSError):
+            want = hard
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return old, soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return old, want
+
+
+def _acquire_bytes(path, params):
+    body = urllib.parse.urlencode(params).encode()
+    return ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+            % (path, len(body))).encode() + body
+
+
+def _outcome(data):
+    """'STATUS error' of a whole response, or 'garbled'."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return "garbled"
+    try:
+        err = json.loads(body.decode()).get("error", "")
+    except ValueError:
+        err = "(not JSON)"
+    return "%d %s" % (status, err) if err else str(status)
+
+
+class Abuser(threading.Thread):
+    """One thread, one epoll set: opens `slow` connections that send half a
+    request header and then nothing, and `waiting` acquires spread over
+    `locks` (held by somebody else), all from ABUSER; stays until stop is
+    set, then closes everything.  Counts what became of each connection."""
+
+    def __init__(self, port, path_of, slow, waiting, locks, stop):
+        super().__init__(daemon=True)
+        self.port, self.path_of, self.stop = port, path_of, stop
+        self.todo = [("slow", None)] * slow + [("wait", locks[i % len(locks)])
+                                              for i in range(waiting)]
+        self.out = {"slow": {}, "wait": {}}
+        self.slow_closed_after = []    # seconds from its bytes to the server's close
+        self.last_open = None
+        self.exc = None
+        self.sel = selectors.DefaultSelector()
+        self.start()
+
+    def _count(self, kind, what):
+        self.out[kind][what] = self.out[kind].get(what, 0) + 1
+
+    def _open(self, kind, lock):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setblocking(False)
+            s.bind((ABUSER, 0))
+            rc = s.connect_ex(("127.0.0.1", self.port))
+        except OSError as e:
+            s.close()
+            self._count(kind, "not opened (%s)" % errno.errorcode.get(e.errno, e.errno))
+            return
+        if rc not in (0, errno.EINPROGRESS):
+            s.close()
+            self._count(kind, "refused")
+            return
+        if kind == "slow":
+            data = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % self.path_of("abuse-slow")).encode()
+        else:
+            data = _acquire_bytes(self.path_of(lock), {
+                "timeout": 30, "ttl": 5, "owner": "abuser",
+                "request_id": secrets.token_urlsafe(16)})
+        st = {"kind": kind, "data": data, "sent": None, "buf": b""}
+        self.sel.register(s, selectors.EVENT_WRITE, st)
+
+    def _event(self, s, st, ev):
+        kind = st["kind"]
+        if st["sent"] is None:
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._count(kind, "refused")
+                self._drop(s)
+                return
+            try:
+                n = s.send(st["data"])
+            except OSError:
+                self._count(kind, "closed")
+                self._drop(s)
+                return
+            st["data"] = st["data"][n:]
+            if not st["data"]:
+                st["sent"] = time.monotonic()
+                self.sel.modify(s, selectors.EVENT_READ, st)
+            return
+        try:
+            b = s.recv(65536)
+        except OSError:
+            b = None
+        if b:
+            st["buf"] += b
+            return
+        if st["buf"]:
+            self._count(kind, _outcome(st["buf"]))
+        else:
+            self._count(kind, "closed")
+            if kind == "slow" and b is not None:
+                self.slow_closed_after.append(time.monotonic() - st["sent"])
+        self._drop(s)
+
+    def _drop(self, s):
+        self.sel.unregister(s)
+        s.close()
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                # Opens in batches, between rounds of events, so that the
+                # listen backlog is not simply overrun.
+                for kind, lock in self.todo[:200]:
+                    self._open(kind, lock)
+                del self.todo[:200]
+                if not self.todo and self.last_open is None:
+                    self.last_open = time.monotonic()
+                for key, ev in self.sel.select(0.05 if not self.todo else 0):
+                    self._event(key.fileobj, key.data, ev)
+        except BaseException as e:  # noqa: reported by the test
+            self.exc = e
+        finally:
+            for key in list(self.sel.get_map().values()):
+                st = key.data
+                self._count(st["kind"], "open at the end" if st["sent"] is not None
+                            else "connecting at the end")
+                key.fileobj.close()
+            self.sel.close()
+
+
+def _good_client(s, name, stop, lats, errors):
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            g = s.acquire_ok(name, timeout=0, ttl=10, owner="good")
+            s.release_ok(name, g["token"])
+        except AssertionError as e:
+            errors.append("%.3f s: %s" % (time.monotonic() - t0, str(e)[:300]))
+        lats.append(time.monotonic() - t0)
+
+
+def _pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+@timeout(90)
+def test_abusive_address(s):
+    slow, waiting = SLOW[FRONT], WAITING[FRONT]
+    old, nofile = _raise_nofile(slow + waiting + 4096)
+    try:
+        if nofile < slow + waiting + 1024:
+            scale = (nofile - 1024) / float(slow + waiting)
+            slow, waiting = int(slow * scale), int(waiting * scale)
+            log("descriptor limit %d: the abuser opens %d + %d" % (nofile, slow, waiting))
+        _abuse(s, slow, waiting)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def _abuse(s, slow, waiting):
+    tag = secrets.token_hex(4)
+    locks = ["abuse-%s-%d" % (tag, i) for i in range(HELD_LOCKS)]
+    held = [(n, s.acquire_ok(n, timeout=0, ttl=300, owner="somebody")["token"]) for n in locks]
+    good = "abuse-%s-good" % tag
+    stop_good, stop_abuse = threading.Event(), threading.Event()
+    lats, errors = [], []
+    gt = threading.Thread(target=_good_client, args=(s, good, stop_good, lats, errors),
+                          daemon=True)
+    t0 = time.monotonic()
+    gt.start()
+    ab = Abuser(s.port, lambda n: s.prefix + lpath(n, "acquire"), slow, waiting, locks,
+                stop_abuse)
+    try:
+        wait_for(lambda: ab.last_open is not None or ab.exc is not None, 30,
+                 "the abuser to open its connections")
+        t_open = ab.last_open - t0 if ab.last_open else float("nan")
+        # Stays past the header timeout, so that the server is seen to
+        # close the half-sent requests.
+        while time.monotonic() < ab.last_open + HOLD_S and ab.exc is None and gt.is_alive():
+            stop_abuse.wait(0.2)
+        parked = [s.waiters(n) for n in locks]
+    finally:
+        stop_abuse.set()
+        ab.join(10)
+    stop_good.wait(1.0)      # the good client goes on just after the abuser left
+    stop_good.set()
+    gt.join(30)
+    t_end = time.monotonic() - t0
+    if ab.exc is not None:
+        raise ab.exc
+    log("%s: the abuser opened %d slow + %d waiting connections in %.1f s; "
+        "waiters parked at the end: %d" % (FRONT, slow, waiting, t_open, sum(parked)))
+    log("abuser's slow connections: %s" % ab.out["slow"])
+    log("abuser's waiting acquires: %s" % ab.out["wait"])
+    if ab.slow_closed_after:
+        log("slow connections closed by the server after %.1f-%.1f s (median %.1f)" % (
+            min(ab.slow_closed_after), max(ab.slow_closed_after),
+            _pct(ab.slow_closed_after, 0.5)))
+    if lats:
+        log("good client: %d cycles in %.1f s, p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
+            len(lats), t_end, _pct(lats, 0.5) * 1000, _pct(lats, 0.99) * 1000,
+            max(lats) * 1000))
+    assert not errors, "the good client failed %d times, e.g. %s" % (len(errors), errors[:3])
+    assert len(lats) >= 20, "the good client completed only %d cycles in %.1f s" % (
+        len(lats), t_end)
+    assert max(lats) < GOOD_BOUND, "a good cycle took %.3f s (bound %.1f s)" % (
+        max(lats), GOOD_BOUND)
+    # The abuser got the refusals: at most its share of waiters was ever
+    # queued (max_waiting_per_client per worker process); the rest were
+    # answered 503 too_many_waiters, or never got in.
+    share = 100 * int(PROCS)
+    refused = ab.out["wait"].get("503 too_many_waiters", 0)
+    assert refused >= waiting - share - ab.out["wait"].get("refused", 0), \
+        "only %d of the abuser's %d waiting acquires were refused" % (refused, waiting)
+    assert sum(parked) <= share, "%d abusive waiters queued (share %d)" % (sum(parked), share)
+    # The half-sent requests were closed by the server once the header
+    # timeout ran out, not kept until the abuser left.
+    closed = ab.out["slow"].get("closed", 0)
+    assert closed >= 0.9 * slow, "the server closed only %d of %d half-sent requests in %.0f s" % (
+        closed, slow, HOLD_S)
+    assert max(ab.slow_closed_after) < HEADER_TIMEOUT + 5, \
+        "a half-sent request was kept %.1f s" % max(ab.slow_closed_after)
+    # Nothing left behind: the abuser's waiter rows end with its requests
+    # (the web server does not tell the worker that the abuser closed, so
+    # a parked one ends at its timeout at the latest).
+    wait_for(lambda: all(s.waiters(n) == 0 for n in locks), 40,
+             "the abuser's waiter rows to go")
+    for n, t in held:
+        s.release_ok(n, t)
+    s.assert_healthy_and_working("abuse-%s-probe" % tag)
+
+
+def _acquire_from(s, source, name, **params):
+    """An acquire sent from address `source`; (status, JSON body)."""
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30, source_address=(source, 0))
+    try:
+        body = urllib.parse.urlencode(params)
+        c.request("POST", s.prefix + lpath(name, "acquire"), body=body,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = c.getresponse()
+        return r.status, json.loads(r.read().decode() or "null")
+    finally:
+        c.close()
+
+
+def _queue_until_refused(s, sources, names, most, timeout_s):
+    """Sends waiting acquires one at a time, from sources[i % len] on
+    names[i % len], each seen queued before the next, until one is refused
+    (at most `most`).  Returns (the BGs still queued, the refusal's
+    (status, body)) -- (bgs, None) if none was refused."""
+    from stack import BG
+    bgs, refusal = [], None
+    for i in range(most):
+        bgs.append(BG(_acquire_from, s, sources[i % len(sources)], names[i % len(names)],
+                      timeout=timeout_s, ttl=5, request_id=secrets.token_urlsafe(16)))
+        # A refused one is queued for a moment before it is withdrawn:
+        # the count alone does not tell, its answer does.
+        wait_for(lambda: any(b.done() for b in bgs) or
+                 sum(s.waiters(n) for n in names) == len(bgs), 5,
+                 "waiter %d to queue or be answered" % i)
+        done = [b for b in bgs if b.done()]
+        if done:
+            refusal = done[0].get(1)
+            bgs = [b for b in bgs if not b.done()]
+            break
+    return bgs, refusal
+
+
+@timeout(60)
+@conf(max_waiting_per_client=3)
+def test_per_client_cap(s):
+    from stack import BG
+    name = "percap-" + secrets.token_hex(4)
+    held = s.acquire_ok(name, timeout=0, ttl=120)["token"]
+    # Each worker process gives 127.0.0.2 three places; which process a
+    # request reaches is the web server's choice.
+    bgs, refusal = _queue_until_refused(s, [ABUSER], [name], 3 * int(PROCS) + 1, 4)
+    assert refusal is not None, "%d waiters of one address queued, none refused" % len(bgs)
+    st, body = refusal
+    assert (st, body["error"]) == (503, "too_many_waiters"), refusal
+    assert "max_waiting_per_client" in body["message"], body
+    assert 3 <= len(bgs) <= 3 * int(PROCS), "%d queued before a refusal" % len(bgs)
+    queued = len(bgs)
+    # Another address still queues behind them.
+    other = BG(_acquire_from, s, "127.0.0.1", name, timeout=8, ttl=5,
+               request_id=secrets.token_urlsafe(16))
+    s.wait_waiters(name, queued + 1, bg=[other])
+    # The abuser's waiters time out (423); their places are given back.
+    for b in bgs:
+        st, body = b.get(10)
+        assert (st, body["error"]) == (423, "timeout"), (st, body)
+    again = BG(_acquire_from, s, ABUSER, name, timeout=8, ttl=5,
+               request_id=secrets.token_urlsafe(16))
+    s.wait_waiters(name, 2, bg=[other, again])
+    s.release_ok(name, held)
+    st, first = other.get(10)
+    assert st == 200, (st, first)
+    s.release_ok(name, first["token"])
+    st, second = again.get(10)
+    assert st == 200, (st, second)
+    s.release_ok(name, second["token"])
+    log("%s: %d waiters of one address queued, the next refused; its places "
+        "were given back when they timed out" % (FRONT, queued))
+
+
+@timeout(60)
+@conf(max_waiting=2, max_waiting_per_client=1000)
+def test_waiting_cap(s):
+    names = ["wcap-%s-%d" % (secrets.token_hex(3), i) for i in range(2)]
+    held = [(n, s.acquire_ok(n, timeout=0, ttl=120)["token"]) for n in names]
+    # Waiters from both addresses on two locks: the worker processes hold
+    # 2 each, all told, and refuse the next.
+    bgs, refusal = _queue_until_refused(s, ["127.0.0.1", ABUSER], names,
+                                        2 * int(PROCS) + 1, 8)
+    assert refusal is not None, "%d waiters queued, none refused" % len(bgs)
+    st, body = refusal
+    assert (st, body["error"]) == (503, "too_many_waiters"), refusal
+    assert "max_waiting" in body["message"] and "per_client" not in body["message"], body
+    assert 2 <= len(bgs) <= 2 * int(PROCS), "%d waiters queued before a refusal" % len(bgs)
+    for n, t in held:
+        s.release_ok(n, t)
+    for b in bgs:
+        st, body = b.get(10)
+        assert st == 200, (st, body)
+        s.release_ok(body["lock"], body["token"])
+    log("%s: %d waiters queued (max_waiting 2 in each of %s worker processes), "
+        "the next refused" % (FRONT, len(bgs), PROCS))
