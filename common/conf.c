@@ -122,7 +122,7 @@ conf_defaults(struct hl_conf *c)
 	c->busy_timeout_ms = 5000;
 	c->max_waiters = 1000;
 	c->max_waiting = 1000;
-	c->max_waiting_per_client = 100;
+	c->max_waiting_per_client = 256;
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;

@@ -29,7 +29,7 @@ struct hl_conf {
 	int     max_waiting;                 /* max_waiting = 1000 (per worker
 	                                        process, all locks; never more
 	                                        than its descriptors allow) */
-	int     max_waiting_per_client;      /* max_waiting_per_client = 100
+	int     max_waiting_per_client;      /* max_waiting_per_client = 256
 	                                        (per worker process and client
 	                                        address, REMOTE_ADDR) */
 	int     threads;                     /* threads = 8 (per worker, at start) */

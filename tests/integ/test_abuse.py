@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.parse
 
-from stack import FRONT, PROCS, conf, log, lpath, parse_raw_response, timeout, wait_for
+from stack import FRONT, PROCS, conf, expect, log, lpath, parse_raw_response, timeout, wait_for
 
 ABUSER = "127.0.0.2"
 GOOD_BOUND = 1.0         # seconds: each of the good client's cycles
@@ -42,6 +42,7 @@ GOOD_BOUND = 1.0         # seconds: each of the good client's cycles
 # stays below that limit there (README, Limits).
 SLOW = {"lighttpd": 9000, "apache": 1500}
 WAITING = {"lighttpd": 5000, "apache": 3000}
+PER_CLIENT = 256         # max_waiting_per_client's default
 HELD_LOCKS = 10          # the abuser's waiters spread over these (max_waiters each)
 HEADER_TIMEOUT = 10      # server.max-read-idle; RequestReadTimeout header=10
 HOLD_S = HEADER_TIMEOUT + 6.0  # the abuser stays this long after its last open
@@ -264,7 +265,7 @@ def _abuse(s, slow, waiting):
         t_open = ab.last_open - t0 if ab.last_open else float("nan")
         # The abuser gets its share of places for waiters, and no more.
         # (Asserted below, after the figures are printed.)
-        share = 100 * int(PROCS)
+        share = int(s.conf.get("max_waiting_per_client", PER_CLIENT)) * int(PROCS)
         parked = [None]
         try:
             wait_for(lambda: _queued(s, locks, parked) >= share, 5, "")
@@ -425,3 +426,23 @@ def test_waiting_cap(s):
         s.release_ok(body["lock"], body["token"])
     log("%s: %d waiters queued (max_waiting 2 in each of %s worker processes), "
         "the next refused" % (FRONT, len(bgs), PROCS))
+
+
+@timeout(60)
+@conf(max_wait=30)
+def test_wait_outlasts_read_timeout(s):
+    """The web server's read timeouts (HEADER_TIMEOUT) apply while it reads
+    a request, not while the request waits: an acquire that waits longer
+    is answered by httplock (423 timeout at its own timeout), not cut off."""
+    name = "outlast-" + secrets.token_hex(4)
+    held = s.acquire_ok(name, timeout=0, ttl=120)["token"]
+    wait = HEADER_TIMEOUT + 3
+    t0 = time.monotonic()
+    r = s.acquire(name, timeout_s=wait + 20, timeout=wait, ttl=5,
+                  request_id=secrets.token_urlsafe(16))
+    took = time.monotonic() - t0
+    log("%s: an acquire waited %.1f s (read timeout %d s), answered %d %s" % (
+        FRONT, took, HEADER_TIMEOUT, r.status, r.get("error")))
+    expect(r, 423, "timeout")
+    assert took >= wait - 0.1, "answered after %.1f s" % took
+    s.release_ok(name, held)

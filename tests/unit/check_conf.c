@@ -37,7 +37,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.busy_timeout_ms, 5000);
 	ck_assert_int_eq(c.max_waiters, 1000);
 	ck_assert_int_eq(c.max_waiting, 1000);
-	ck_assert_int_eq(c.max_waiting_per_client, 100);
+	ck_assert_int_eq(c.max_waiting_per_client, 256);
 	ck_assert_int_eq(c.threads, 8);
 	ck_assert_int_eq(c.max_threads, 512);
 	ck_assert_int_eq(c.synchronous_full, 0);
@@ -586,7 +586,7 @@ START_TEST(test_sample)
 	}
 	/* coord_binary and coord_log default to empty, which no line can
 	 * say: the sample shows them commented out. */
-	ck_assert_int_eq(nkeys, 15);
+	ck_assert_int_eq(nkeys, 17);
 }
 END_TEST
 
