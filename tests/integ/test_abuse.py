@@ -15,6 +15,11 @@
   end.
 - test_waiting_cap: max_waiting caps a worker's waiters over all locks and
   addresses.
+- test_wait_outlasts_read_timeout: the web servers' read timeouts do not
+  cut a waiting acquire short.
+
+HTTPLOCK_ABUSE_SLOW=N replaces the number of half-sent requests (to find
+where a front end gives way).
 
 Loopback only; counts and time are bounded; the measured figures are
 printed.
@@ -24,6 +29,7 @@ import errno
 import http.client
 import json
 import multiprocessing
+import os
 import re
 import resource
 import secrets
@@ -271,7 +277,7 @@ def _queued(s, locks, seen):
     return n
 
 
-def _good_client(s, name, stop, lats, errors):
+def _good_client(s, name, stop, lats, starts, errors):
     while not stop.is_set():
         t0 = time.monotonic()
         try:
@@ -282,6 +288,7 @@ def _good_client(s, name, stop, lats, errors):
             errors.append("%.3f s: %s" % (time.monotonic() - t0,
                                           re.sub(r"token=\w+", "token=...", str(e))[:300]))
         lats.append(time.monotonic() - t0)
+        starts.append(t0)
 
 
 def _pct(xs, q):
@@ -289,9 +296,12 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-@timeout(90)
+@timeout(100)
+@conf(max_wait=30)
 def test_abusive_address(s):
     slow, waiting = SLOW[FRONT], WAITING[FRONT]
+    # To measure where a front end gives way (README, Limits).
+    slow = int(os.environ.get("HTTPLOCK_ABUSE_SLOW") or slow)
     old, nofile = _raise_nofile(slow + WAITING_OPEN + 4096)
     try:
         if nofile < slow + WAITING_OPEN + 1024:
@@ -308,16 +318,20 @@ def _abuse(s, slow, waiting):
     held = [(n, s.acquire_ok(n, timeout=0, ttl=300, owner="somebody")["token"]) for n in locks]
     good = "abuse-%s-good" % tag
     stop_good = threading.Event()
-    lats, errors = [], []
-    gt = threading.Thread(target=_good_client, args=(s, good, stop_good, lats, errors),
+    lats, starts, errors = [], [], []
+    gt = threading.Thread(target=_good_client, args=(s, good, stop_good, lats, starts, errors),
                           daemon=True)
     t0 = time.monotonic()
     gt.start()
     ab = AbuserProcess(s.port, s.prefix, slow, waiting, WAITING_OPEN, locks)
     try:
-        wait_for(lambda: ab.last_open is not None or not ab.alive(), 30,
-                 "the abuser to open its connections")
-        t_open = ab.last_open - t0 if ab.last_open else float("nan")
+        # (Not asserted here: the figures below come first.)
+        try:
+            wait_for(lambda: ab.last_open is not None or not ab.alive(), 30, "")
+        except AssertionError:
+            pass
+        t_open = ab.last_open - t0 if ab.last_open else None
+        t_hold = (ab.last_open or time.monotonic()) + HOLD_S
         # The abuser gets its share of places for waiters, and no more.
         # (Asserted below, after the figures are printed.)
         share = int(s.conf.get("max_waiting_per_client", PER_CLIENT)) * int(PROCS)
@@ -328,18 +342,20 @@ def _abuse(s, slow, waiting):
             pass
         # Stays past the header timeout, so that the server is seen to
         # close the half-sent requests.
-        while ab.last_open and time.monotonic() < ab.last_open + HOLD_S and ab.alive() \
-                and gt.is_alive():
+        while time.monotonic() < t_hold and ab.alive() and gt.is_alive():
             stop_good.wait(0.2)
     finally:
         out, slow_closed_after, err = ab.finish(30)
+        t_left = time.monotonic()
     stop_good.wait(1.0)      # the good client goes on just after the abuser left
     stop_good.set()
     gt.join(30)
     t_end = time.monotonic() - t0
     assert err is None, "the abuser failed: %s" % err
-    log("%s: the abuser opened %d slow + %d waiting connections in %.1f s; "
-        "%s of its waiters queued" % (FRONT, slow, waiting, t_open, parked[0]))
+    log("%s: the abuser opened %d slow + %d waiting connections %s; "
+        "%s of its waiters queued" % (
+            FRONT, slow, waiting, "in %.1f s" % t_open if t_open else "(not all in 30 s)",
+            parked[0]))
     log("abuser's slow connections: %s" % out["slow"])
     log("abuser's waiting acquires: %s" % out["wait"])
     if slow_closed_after:
@@ -347,25 +363,28 @@ def _abuse(s, slow, waiting):
             min(slow_closed_after), max(slow_closed_after),
             _pct(slow_closed_after, 0.5)))
     if lats:
-        log("good client: %d cycles in %.1f s, p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
-            len(lats), t_end, _pct(lats, 0.5) * 1000, _pct(lats, 0.99) * 1000,
-            max(lats) * 1000))
+        worst = max(range(len(lats)), key=lats.__getitem__)
+        log("good client: %d cycles in %.1f s, p50 %.1f ms, p99 %.1f ms, max %.1f ms "
+            "(at +%.1f s)" % (len(lats), t_end, _pct(lats, 0.5) * 1000,
+                              _pct(lats, 0.99) * 1000, lats[worst] * 1000,
+                              starts[worst] - t0))
     assert not errors, "the good client failed %d times, e.g. %s" % (len(errors), errors[:3])
     assert len(lats) >= 20, "the good client completed only %d cycles in %.1f s" % (
         len(lats), t_end)
     assert max(lats) < GOOD_BOUND, "a good cycle took %.3f s (bound %.1f s)" % (
         max(lats), GOOD_BOUND)
+    assert t_open is not None, "the abuser could not open its connections in 30 s"
     # The abuser got the refusals: at most its share of waiters was ever
-    # queued (max_waiting_per_client in each worker process), and they
-    # ended at their timeout; every other waiting acquire was answered 503
-    # too_many_waiters, or never got in.
+    # queued (max_waiting_per_client in each worker process; they wait
+    # longer than the abuser stays); every other waiting acquire was
+    # answered 503 too_many_waiters, or never got in.
     wout = out["wait"]
-    queued = wout.get("423 timeout", 0)
+    queued = wout.get("open at the end", 0)
     refusals = ("503 too_many_waiters", "refused", "reset", "closed")
     assert queued <= share, "%d abusive waiters queued (share %d)" % (queued, share)
     assert wout.get("503 too_many_waiters", 0) >= waiting - share - sum(
         wout.get(k, 0) for k in refusals[1:]), "the abuser's waiting acquires: %s" % wout
-    assert set(wout) <= set(refusals + ("423 timeout",)), \
+    assert set(wout) <= set(refusals + ("open at the end",)), \
         "the abuser's waiting acquires: %s" % wout
     # (The snapshot above may also count acquires about to be refused: a
     # refused one is queued for a moment.  Their answers are exact.)
@@ -382,8 +401,10 @@ def _abuse(s, slow, waiting):
     # Nothing left behind: the abuser's waiter rows end with its requests
     # (the web server does not tell the worker that the abuser closed, so
     # a parked one ends at its timeout at the latest).
-    wait_for(lambda: all(s.waiters(n) == 0 for n in locks), 40,
+    wait_for(lambda: all(s.waiters(n) == 0 for n in locks), 30 + 10,
              "the abuser's waiter rows to go")
+    log("the abuser's waiter rows were gone %.1f s after it left" % (
+        time.monotonic() - t_left))
     for n, t in held:
         s.release_ok(n, t)
     s.assert_healthy_and_working("abuse-%s-probe" % tag)
