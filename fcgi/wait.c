@@ -133,13 +133,15 @@ static int64_t       coord_retry_at;    /* no registration before (ms) */
 static struct coord_waiter *cw_pool[CW_POOL_MAX];
 static int           cw_npool;
 
+/* The bucket of an address, by the bytes an entry keeps of it. */
 static size_t
 client_bucket(const char *addr)
 {
 	uint32_t h = 2166136261u;          /* FNV-1a */
+	size_t i;
 
-	for (; *addr != '\0'; addr++)
-		h = (h ^ (unsigned char)*addr) * 16777619u;
+	for (i = 0; i < CLIENT_ADDR_MAX - 1 && addr[i] != '\0'; i++)
+		h = (h ^ (unsigned char)addr[i]) * 16777619u;
 	return h % CLIENT_BUCKETS;
 }
 
@@ -1086,10 +1088,9 @@ wait_park(FCGX_Request *fr, const struct request *rq,
     const struct lock_wait_info *info, int64_t started)
 {
 	struct park *p;
+	struct client *c;
 	uint64_t one = 1;
 	ssize_t n;
-
-	struct client *c;
 	bool full;
 
 	if (atomic_fetch_add(&W.waiting, 1) >= W.max_parked) {
