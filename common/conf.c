@@ -83,6 +83,10 @@ static const struct conf_key keys[] = {
 	  "must be an integer from 0 (no quota) to 10000000", NULL },
 	{ "tenant_max_waiting", K_INT, F(tenant_max_waiting), 0, 0, 10000000,
 	  "must be an integer from 0 (no quota) to 10000000", NULL },
+	{ "max_waiting", K_INT, F(max_waiting), 0, 1, 1000000,
+	  "must be an integer from 1 to 1000000", NULL },
+	{ "max_waiting_per_client", K_INT, F(max_waiting_per_client), 0, 1,
+	  1000000, "must be an integer from 1 to 1000000", NULL },
 	{ "threads", K_INT, F(threads), 0, 1, 4096,
 	  "must be an integer from 1 to 4096", NULL },
 	{ "max_threads", K_INT, F(max_threads), 0, 1, 65536,
@@ -124,6 +128,8 @@ conf_defaults(struct hl_conf *c)
 	c->busy_timeout_ms = 5000;
 	c->max_waiters = 1000;
 	c->idle_reclaim_ms = 300 * 1000;
+	c->max_waiting = 1000;
+	c->max_waiting_per_client = 256;
 	c->threads = 8;
 	c->max_threads = 512;
 	c->synchronous_full = 0;

@@ -33,6 +33,12 @@ struct hl_conf {
 	                                        live grants per tenant */
 	int     tenant_max_waiting;          /* tenant_max_waiting = 0: live
 	                                        waiters per tenant */
+	int     max_waiting;                 /* max_waiting = 1000 (per worker
+	                                        process, all locks; never more
+	                                        than its descriptors allow) */
+	int     max_waiting_per_client;      /* max_waiting_per_client = 256
+	                                        (per worker process and client
+	                                        address, REMOTE_ADDR) */
 	int     threads;                     /* threads = 8 (per worker, at start) */
 	int     max_threads;                 /* max_threads = 512 (per worker) */
 	int     synchronous_full;            /* synchronous = normal | full */

@@ -669,24 +669,34 @@ handle_acquire(struct reply *r, const struct request *rq)
 			(void)wakeup_signal(info.waiter_id);
 		}
 		/* The parking thread answers it from now on. */
-		if (wait_park(r->fr, rq, &ar.who, ar.deadline, &info,
-		    now) == 0) {
+		if ((rc = wait_park(r->fr, rq, &ar.who, ar.deadline, &info,
+		    now)) == 0) {
 			if (atomic_load(&parked_full) &&
 			    atomic_exchange(&parked_full, false))
 				log_info("waiters are accepted again");
 			return;
 		}
 		wait_withdraw(&ref, &ar.who, info.waiter_id);
+		if (rc == WAIT_PARK_CLIENT) {
+			log_debug(LOCK_FMT ": acquire refused: "
+			    "too_many_waiters (client)", LOCK_ARGS(rq));
+			send_error(r, 503, "too_many_waiters", "this client "
+			    "address has as many waiting requests as one "
+			    "address may have (max_waiting_per_client); "
+			    "retry", NULL, false);
+			return;
+		}
 		if (!atomic_load(&parked_full) &&
 		    !atomic_exchange(&parked_full, true))
 			log_warnx("%d requests are waiting, this worker's cap "
-			    "(file descriptors): new waiters are refused "
-			    "(too_many_waiters)", atomic_load(&W.waiting));
+			    "(max_waiting, file descriptors): new waiters are "
+			    "refused (too_many_waiters)",
+			    atomic_load(&W.waiting));
 		log_debug(LOCK_FMT ": acquire refused: too_many_waiters "
 		    "(worker)", LOCK_ARGS(rq));
 		send_error(r, 503, "too_many_waiters", "this worker holds as "
-		    "many waiting requests as it has file descriptors for; "
-		    "retry", NULL, false);
+		    "many waiting requests as it may (max_waiting, file "
+		    "descriptors); retry", NULL, false);
 		return;
 	}
 	acquire_answer(r, &ref, rc, &g, ar.who.key, now, ar.wait);

@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -95,8 +96,28 @@ struct park {
 	int64_t               retry_coord;  /* next registration attempt */
 	int64_t               look_at;      /* a look after a database error */
 	int                   db_err;       /* the last look's error */
+	struct client        *client;       /* its share of the client's cap */
 	struct wake_slot      ws;
 };
+
+/*
+ * Waiting requests per client address (REMOTE_ADDR, as the web server
+ * saw it), so that one address cannot take every place this worker has
+ * for waiters (max_waiting_per_client).  An entry lives while the address
+ * has a parked request.  Pool threads add (wait_park), the parking thread
+ * removes (park_end); both under client_mu.
+ */
+#define CLIENT_ADDR_MAX  64     /* an IPv6 address with a zone fits */
+#define CLIENT_BUCKETS   1024
+
+struct client {
+	struct client *next;
+	int            waiting;
+	char           addr[CLIENT_ADDR_MAX];
+};
+
+static pthread_mutex_t client_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct client  *clients[CLIENT_BUCKETS];
 
 static int epfd = -1;
 static pthread_mutex_t in_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -111,6 +132,76 @@ static bool          stop_seen;
 static int64_t       coord_retry_at;    /* no registration before (ms) */
 static struct coord_waiter *cw_pool[CW_POOL_MAX];
 static int           cw_npool;
+
+/* The bucket of an address, by the bytes an entry keeps of it. */
+static size_t
+client_bucket(const char *addr)
+{
+	uint32_t h = 2166136261u;          /* FNV-1a */
+	size_t i;
+
+	for (i = 0; i < CLIENT_ADDR_MAX - 1 && addr[i] != '\0'; i++)
+		h = (h ^ (unsigned char)addr[i]) * 16777619u;
+	return h % CLIENT_BUCKETS;
+}
+
+/*
+ * Counts one more waiting request for `addr`; NULL when the address has
+ * max_waiting_per_client already, or on no memory (*full tells which).
+ */
+static struct client *
+client_take(const char *addr, bool *full)
+{
+	struct client *c;
+	size_t b;
+
+	*full = false;
+	if (addr == NULL)
+		addr = "";
+	b = client_bucket(addr);
+	pthread_mutex_lock(&client_mu);
+	for (c = clients[b]; c != NULL; c = c->next)
+		if (strncmp(c->addr, addr, sizeof(c->addr) - 1) == 0)
+			break;
+	if (c == NULL) {
+		if ((c = calloc(1, sizeof(*c))) != NULL) {
+			/* A longer "address" shares the entry of its first
+			 * 63 bytes; the web server sends none that long. */
+			snprintf(c->addr, sizeof(c->addr), "%s", addr);
+			c->next = clients[b];
+			clients[b] = c;
+		}
+	} else if (c->waiting >= W.conf.max_waiting_per_client) {
+		*full = true;
+		c = NULL;
+	}
+	if (c != NULL)
+		c->waiting++;
+	pthread_mutex_unlock(&client_mu);
+	return c;
+}
+
+/* Gives back a waiting request's share; frees the entry at zero. */
+static void
+client_give(struct client *c)
+{
+	struct client **pp;
+
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&client_mu);
+	if (--c->waiting == 0) {
+		for (pp = &clients[client_bucket(c->addr)]; *pp != NULL;
+		    pp = &(*pp)->next) {
+			if (*pp == c) {
+				*pp = c->next;
+				free(c);
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&client_mu);
+}
 
 /* A FastCGI record header of `type` for request `reqid`. */
 static FCGI_Header
@@ -665,6 +756,8 @@ out:
 	p->prev = p->next = NULL;
 	p->inext = dead;
 	dead = p;
+	client_give(p->client);
+	p->client = NULL;
 	atomic_fetch_sub(&W.waiting, 1);
 }
 
@@ -965,6 +1058,12 @@ wait_init(void)
 	reserve = (rlim_t)W.conf.max_threads + CW_POOL_MAX + FDS_RESERVED;
 	W.max_parked = lim > reserve + FDS_PER_WAITER * 16 ?
 	    (int)((lim - reserve) / FDS_PER_WAITER) : 16;
+	/* max_waiting is what the web server in front can hold: each
+	 * waiter also takes one of its connections (and under lighttpd two
+	 * of its descriptors; under Apache one of its threads), and the
+	 * worker must refuse before the web server runs out. */
+	if (W.max_parked > W.conf.max_waiting)
+		W.max_parked = W.conf.max_waiting;
 	if (wakeup_init() == -1)
 		fatalx("%s: cannot set up direct wakes", __func__);
 	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)
@@ -993,21 +1092,30 @@ wait_park(FCGX_Request *fr, const struct request *rq,
     const struct lock_wait_info *info, int64_t started)
 {
 	struct park *p;
+	struct client *c;
 	uint64_t one = 1;
 	ssize_t n;
+	bool full;
 
 	if (atomic_fetch_add(&W.waiting, 1) >= W.max_parked) {
 		atomic_fetch_sub(&W.waiting, 1);
-		return -1;
+		return WAIT_PARK_FULL;
+	}
+	if ((c = client_take(FCGX_GetParam("REMOTE_ADDR", fr->envp),
+	    &full)) == NULL) {
+		atomic_fetch_sub(&W.waiting, 1);
+		return full ? WAIT_PARK_CLIENT : WAIT_PARK_FULL;
 	}
 	if ((p = calloc(1, sizeof(*p))) == NULL ||
 	    (p->ref.key = strdup(rq->key)) == NULL ||
 	    (p->ref.name = strdup(rq->name)) == NULL) {
 		if (p != NULL)
 			park_free(p);
+		client_give(c);
 		atomic_fetch_sub(&W.waiting, 1);
-		return -1;
+		return WAIT_PARK_FULL;
 	}
+	p->client = c;
 	p->ref.tenant = rq->tenant;
 	p->ref.nslen = rq->nslen;
 	p->hidx = SIZE_MAX;

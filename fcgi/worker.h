@@ -37,7 +37,8 @@ struct worker {
 	atomic_int             idle;       /* threads waiting in accept */
 	atomic_int             busy;       /* requests on a thread */
 	atomic_int             waiting;    /* acquires parked in a queue */
-	int                    max_parked; /* cap on `waiting` (descriptors) */
+	int                    max_parked; /* cap on `waiting` (max_waiting,
+	                                      descriptors) */
 };
 
 /*
@@ -161,9 +162,13 @@ void wait_init(void);
 /*
  * Parks the queued acquire of request rq (its waiter row `info`, made for
  * `who`, deadline `deadline`, arrived at `started`): takes over fr's
- * connection and answers it when the wait ends.  0, or -1 when it cannot
- * be parked (too many, or no memory): fr is then untouched.
+ * connection and answers it when the wait ends.  0; or, when it cannot be
+ * parked, WAIT_PARK_FULL (max_waiting, the descriptors, or no memory) or
+ * WAIT_PARK_CLIENT (its REMOTE_ADDR has max_waiting_per_client parked
+ * here already): fr is then untouched.
  */
+#define WAIT_PARK_FULL   (-1)
+#define WAIT_PARK_CLIENT (-2)
 int wait_park(FCGX_Request *fr, const struct request *rq,
     const struct lock_waiter_ident *who, int64_t deadline,
     const struct lock_wait_info *info, int64_t started);

@@ -36,6 +36,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.poll_ms, 100);
 	ck_assert_int_eq(c.busy_timeout_ms, 5000);
 	ck_assert_int_eq(c.max_waiters, 1000);
+	ck_assert_int_eq(c.max_waiting, 1000);
+	ck_assert_int_eq(c.max_waiting_per_client, 256);
 	ck_assert_int_eq(c.threads, 8);
 	ck_assert_int_eq(c.max_threads, 512);
 	ck_assert_int_eq(c.synchronous_full, 0);
@@ -64,6 +66,8 @@ static const char FULL[] =
     "poll_interval = 0.01\n"
     "busy_timeout = 60\n"
     "max_waiters = 1000000\n"
+    "max_waiting = 4000\n"
+    "max_waiting_per_client = 25\n"
     "threads = 4\n"
     "max_threads = 4\n"
     "anonymous = deny\n"
@@ -90,6 +94,8 @@ START_TEST(test_full)
 	ck_assert_int_eq(c.poll_ms, 10);
 	ck_assert_int_eq(c.busy_timeout_ms, 60000);
 	ck_assert_int_eq(c.max_waiters, 1000000);
+	ck_assert_int_eq(c.max_waiting, 4000);
+	ck_assert_int_eq(c.max_waiting_per_client, 25);
 	ck_assert_int_eq(c.threads, 4);
 	ck_assert_int_eq(c.max_threads, 4);
 	ck_assert_int_eq(c.synchronous_full, 1);
@@ -224,6 +230,18 @@ static const struct ccase ccases[] = {
 	ERR("max_waiters = 12345678901234567890", "max_waiters: must be an "
 	    "integer"),
 	ERR("max_waiters = 0x10", "max_waiters: must be an integer"),
+	OK("max_waiting = 1", "max_waiting", 1),
+	OK("max_waiting = 1000000", "max_waiting", 1000000),
+	ERR("max_waiting = 0", FILE_NAME ":1: max_waiting: must be an integer "
+	    "from 1 to 1000000"),
+	ERR("max_waiting = 1000001", "max_waiting: must be an integer"),
+	OK("max_waiting_per_client = 1", "max_waiting_per_client", 1),
+	OK("max_waiting_per_client = 1000000", "max_waiting_per_client",
+	    1000000),
+	ERR("max_waiting_per_client = 0", FILE_NAME ":1: "
+	    "max_waiting_per_client: must be an integer from 1 to 1000000"),
+	ERR("max_waiting_per_client = -1", "max_waiting_per_client: must be "
+	    "an integer"),
 	OK("threads = 1", "threads", 1),
 	OK("threads = 512", "threads", 512),
 	ERR("threads = 0", "threads: must be an integer from 1 to 4096"),
@@ -323,6 +341,10 @@ field_val(const struct hl_conf *c, const char *f)
 		return c->tenant_max_held;
 	if (strcmp(f, "tenant_max_waiting") == 0)
 		return c->tenant_max_waiting;
+	if (strcmp(f, "max_waiting") == 0)
+		return c->max_waiting;
+	if (strcmp(f, "max_waiting_per_client") == 0)
+		return c->max_waiting_per_client;
 	if (strcmp(f, "threads") == 0)
 		return c->threads;
 	if (strcmp(f, "max_threads") == 0)
@@ -586,7 +608,7 @@ START_TEST(test_sample)
 	}
 	/* coord_binary and coord_log default to empty, which no line can
 	 * say: the sample shows them commented out. */
-	ck_assert_int_eq(nkeys, 18);
+	ck_assert_int_eq(nkeys, 20);
 }
 END_TEST
 
