@@ -4,14 +4,17 @@ locks reclaimed without a fence ever being issued twice, fences above
 every earlier one after a restore of an older copy, and quotas per tenant.
 """
 
+import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
 import stat
-import time
+import subprocess
 
-from stack import conf, expect, log, wait_for
+import stack as stackmod
+from stack import conf, expect, log, shared, wait_for
 
 import test_tenants as tenants
 
@@ -181,3 +184,39 @@ def test_tenant_quotas(s):
     expect(alice.release("q2", a2["token"]), 200)
     alice.acquire_ok("q3")
     expect(alice.release("q1", a1["token"]), 200)
+
+
+@shared
+def test_readme_first_example(s):
+    """The README's first commands, run as written against this server: the
+    request_id they make passes the rule, the acquire is granted, the
+    release frees the lock, and the cancel of a released grant is 409."""
+    readme = open(os.path.join(stackmod.SRCDIR, "README")).read()
+    start = readme.index("gives every language a lock through two HTTP calls:")
+    block = readme[start:readme.index("An acquire blocks", start)]
+    lines = [ln[4:] for ln in block.splitlines() if ln.startswith("    ")]
+    script = "\n".join(lines)
+    assert "request_id=$RID" in script and "/cancel" in script, script
+    base = s.url("/").rstrip("/")
+    script = script.replace("http://127.0.0.1:8080", base)
+    # The release needs the token the acquire printed.
+    script = script.replace("curl -m 15 -d", "OUT=$(curl -sS -m 15 -d", 1)
+    script = script.replace("/acquire\n", "/acquire)\necho \"$OUT\"\n"
+                            "TOKEN=$(printf '%s' \"$OUT\" | sed 's/.*\"token\":\"\\([0-9a-f]*\\)\".*/\\1/')\n", 1)
+    script = script.replace("token=TOKEN", "token=$TOKEN")
+    script = script.replace("curl -d", "curl -sS -w '%{http_code}\\n' -d")
+    r = subprocess.run(["bash", "-ec", script + "\necho \"RID=$RID\"\n"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    out = r.stdout.splitlines()
+    log("README's commands: acquire granted, release %s, cancel %s, request_id of %d "
+        "characters" % (out[2] if len(out) > 2 else "?", out[4] if len(out) > 4 else "?",
+                        len(out[5]) - 4 if len(out) > 5 else 0))
+    grant = json.loads(out[0])
+    assert grant["lock"] == "session:42" and len(grant["token"]) == 32, out
+    # Each JSON body ends with a newline, then curl's status code.
+    assert '"released":true' in out[1] and out[2] == "200", out
+    assert "not_held" in out[3] and out[4] == "409", out
+    rid = out[5][len("RID="):]
+    assert re.fullmatch(r"[A-Za-z0-9_.~-]{16,128}", rid), rid
+    assert s.status("session:42")["held"] is False
