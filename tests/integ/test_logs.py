@@ -52,6 +52,11 @@ def raw_log(s, name):
         return b""
 
 
+# lighttpd writes what it says before it opens its error log (setrlimit
+# warnings, say) to the stderr it shares with the workers it spawns.
+LIGHTTPD_OWN_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: \([a-z_]+\.c\.\d+\) ")
+
+
 def own_logs(s):
     """The files the workers and the coordinator write to (their stderr)."""
     worker = "lighttpd.out" if s.front_name == "lighttpd" else "pool.log"
@@ -124,6 +129,8 @@ def check_own_lines(s, t0):
     n = 0
     for name in own_logs(s):
         for line in raw_log(s, name).decode("utf-8", "replace").splitlines():
+            if LIGHTTPD_OWN_RE.match(line):
+                continue        # lighttpd's own stderr, before its error log
             m = STAMP_RE.match(line)
             assert m, "%s: line without a time: %r" % (name, line[:200])
             t = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
