@@ -7,7 +7,7 @@
  * changes on a noisy machine (alternate the builds, compare ratios).
  *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Ilockcore bench/lcbench.c \
- *       lockcore/lockcore.c lockcore/secret.c -o lcbench -lsqlite3 -lcrypto
+ *       lockcore/lockcore.c lockcore/secret.c -o lcbench -lsqlite3 -lnettle
  *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR
  *
  * DIR gets a fresh lcbench.db.  -H grants HELD more locks first (never

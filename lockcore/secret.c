@@ -1,31 +1,43 @@
 /*
  * secret.c: hashing and sealing of tokens and request ids (secret.h), on
- * OpenSSL's libcrypto for SHA-256, HMAC and constant-time comparison, and
- * the kernel's getrandom() for randomness.
+ * Nettle for SHA-256, HMAC and constant-time comparison (pure functions
+ * on the caller's context: no allocation, no global or per-thread state)
+ * and the kernel's getrandom() for randomness.
  */
 #include <sys/random.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <nettle/hmac.h>
+#include <nettle/memops.h>
+#include <nettle/sha2.h>
 
 #include "secret.h"
 
 _Static_assert(SECRET_TOKEN_LEN <= SECRET_HASH_LEN,
     "one HMAC block must cover a token");
 
+_Static_assert(SECRET_HASH_LEN == SHA256_DIGEST_SIZE, "SHA-256");
+
+/* Overwrites n bytes in a way the compiler may not drop. */
+static void
+wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+
+	while (n-- > 0)
+		*v++ = 0;
+}
+
 int
 secret_hash(const char *s, size_t len, unsigned char out[SECRET_HASH_LEN])
 {
-	unsigned int n = 0;
+	struct sha256_ctx ctx;
 
-	if (EVP_Digest(s, len, out, &n, EVP_sha256(), NULL) != 1 ||
-	    n != SECRET_HASH_LEN)
-		return -1;
+	sha256_init(&ctx);
+	sha256_update(&ctx, len, (const uint8_t *)s);
+	sha256_digest(&ctx, SHA256_DIGEST_SIZE, out);
 	return 0;
 }
 
@@ -64,7 +76,7 @@ secret_token(char token[SECRET_TOKEN_LEN + 1])
 		token[2 * i + 1] = hex[raw[i] & 0xf];
 	}
 	token[SECRET_TOKEN_LEN] = '\0';
-	OPENSSL_cleanse(raw, sizeof(raw));
+	wipe(raw, sizeof(raw));
 	return 0;
 }
 
@@ -73,13 +85,12 @@ static int
 pad(const char *rid, const unsigned char *salt,
     unsigned char out[SECRET_HASH_LEN])
 {
-	unsigned int n = 0;
-	size_t len = strlen(rid);
+	struct hmac_sha256_ctx ctx;
 
-	if (len > (size_t)INT_MAX ||
-	    HMAC(EVP_sha256(), rid, (int)len, salt, SECRET_SALT_LEN, out,
-	    &n) == NULL || n != SECRET_HASH_LEN)
-		return -1;
+	hmac_sha256_set_key(&ctx, strlen(rid), (const uint8_t *)rid);
+	hmac_sha256_update(&ctx, SECRET_SALT_LEN, salt);
+	hmac_sha256_digest(&ctx, SHA256_DIGEST_SIZE, out);
+	wipe(&ctx, sizeof(ctx));
 	return 0;
 }
 
@@ -95,7 +106,7 @@ secret_seal(const char *token, const char *rid,
 		return -1;
 	for (i = 0; i < SECRET_TOKEN_LEN; i++)
 		seal[SECRET_SALT_LEN + i] = (unsigned char)token[i] ^ p[i];
-	OPENSSL_cleanse(p, sizeof(p));
+	wipe(p, sizeof(p));
 	return 0;
 }
 
@@ -117,14 +128,14 @@ secret_unseal(const unsigned char seal[SECRET_SEAL_LEN], const char *rid,
 	    secret_equal(h, hash, SECRET_HASH_LEN))
 		rc = 0;
 	else
-		OPENSSL_cleanse(token, SECRET_TOKEN_LEN + 1);
+		wipe(token, SECRET_TOKEN_LEN + 1);
 out:
-	OPENSSL_cleanse(p, sizeof(p));
+	wipe(p, sizeof(p));
 	return rc;
 }
 
 bool
 secret_equal(const void *a, const void *b, size_t n)
 {
-	return CRYPTO_memcmp(a, b, n) == 0;
+	return memeql_sec(a, b, n) != 0;
 }
