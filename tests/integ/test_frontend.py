@@ -197,10 +197,12 @@ def test_pool_supervisor(s):
     assert not left and el < 1.5 and s.pool.returncode == 0, (left, el, s.pool.returncode)
     assert not os.path.exists(sock), "socket left behind"
 
-    # SIGKILL of the supervisor: its workers die with it (PR_SET_PDEATHSIG)
+    # SIGKILL of the supervisor: its workers die with it (PR_SET_PDEATHSIG).
+    # start_pool() returns once the socket accepts, which the supervisor
+    # may open before it has forked both workers.
     s.start_pool()
-    w = s.worker_pids()
-    assert len(w) == 2, w
+    w = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(s.worker_pids()), 5,
+                 "the restarted pool's two workers")
     s.assert_healthy_and_working("pool-restarted")
     t0 = time.monotonic()
     s.pool.kill()
