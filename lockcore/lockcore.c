@@ -252,7 +252,8 @@ static const char upgrade_v5_sql[] =
     "DROP INDEX IF EXISTS waiters_req;"
     "ALTER TABLE waiters RENAME COLUMN request_id TO rid_hash;"
     "ALTER TABLE waiters ADD COLUMN token_hash BLOB;"
-    "ALTER TABLE waiters ADD COLUMN seal BLOB;";
+    "ALTER TABLE waiters ADD COLUMN seal BLOB;"
+    "INSERT OR REPLACE INTO meta(key, value) VALUES ('scrub_pending', 1);";
 
 enum stmt_id {
 	S_BEGIN,
@@ -423,6 +424,8 @@ struct lockcore {
 	sqlite3_stmt    *sp[3];            /* savepoint, release, rollback to */
 	int64_t          sweep_cursor;     /* lockcore_sweep's next batch
 	                                      starts after this lock id */
+	int64_t          max_ttl_ms;       /* the longest lease we grant (the
+	                                      crash grace counts on it) */
 };
 
 /* The lock row a transaction works on. */
@@ -962,6 +965,38 @@ upgrade_funcs(sqlite3 *db, bool on)
 	return rc;
 }
 
+/*
+ * After the upgrade to version 5 (meta.scrub_pending): pages that were free
+ * before it may still hold plain tokens (secure_delete zeroes only what
+ * the upgrade frees), and so may the WAL.  VACUUM rewrites the file, a
+ * TRUNCATE checkpoint empties the WAL.  Either may fail (busy, disk
+ * full, a reader in the WAL): then the flag stays, and every open tries
+ * again until both have been done.
+ */
+static void
+scrub(sqlite3 *db)
+{
+	sqlite3_stmt *s = NULL;
+	int pending = 0, busy = 1;
+
+	if (sqlite3_prepare_v2(db, "SELECT value FROM meta"
+	    " WHERE key = 'scrub_pending'", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		pending = sqlite3_column_int(s, 0);
+	(void)sqlite3_finalize(s);
+	s = NULL;
+	if (!pending ||
+	    sqlite3_exec(db, "VACUUM", NULL, NULL, NULL) != SQLITE_OK)
+		return;
+	if (sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &s,
+	    NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		busy = sqlite3_column_int(s, 0);
+	(void)sqlite3_finalize(s);
+	if (busy == 0)
+		(void)sqlite3_exec(db, "DELETE FROM meta"
+		    " WHERE key = 'scrub_pending'", NULL, NULL, NULL);
+}
+
 /* Brings a file of version 1 to 3 to version 4 (see "Upgrades"). */
 static int
 upgrade_v4(sqlite3 *db)
@@ -994,8 +1029,10 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 	int rc;
 
 	*upgraded = false;
-	if (schema_version(db) >= SCHEMA_VERSION)
+	if (schema_version(db) >= SCHEMA_VERSION) {
+		scrub(db);
 		return 0;
+	}
 	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	/* Another process may have done it while we waited. */
 	if (rc == SQLITE_OK && (v = schema_version(db)) < SCHEMA_VERSION) {
@@ -1037,16 +1074,7 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 	}
 	if (rc != SQLITE_OK)
 		return -1;
-	/* Pages that were free before the upgrade may still hold plain
-	 * tokens (secure_delete zeroes only what the upgrade frees): VACUUM
-	 * rewrites the file.  The WAL then holds the old pages: write them
-	 * back and empty it (if a reader holds it, the next checkpoint
-	 * does). */
-	if (*upgraded) {
-		(void)sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
-		(void)sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL,
-		    NULL, NULL);
-	}
+	scrub(db);
 	return 0;
 }
 
@@ -1260,8 +1288,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 	int rc, brc = SQLITE_OK;
 	bool lost, alone, found, full = opts != NULL && opts->synchronous_full;
 
-	my_ttl = opts != NULL && opts->max_ttl_ms > 0 ? opts->max_ttl_ms :
-	    LC_GRACE_DEFAULT_MS;
+	my_ttl = lc->max_ttl_ms;
 	if (opts != NULL && opts->boot_id != NULL)
 		(void)snprintf(boot, sizeof(boot), "%s", opts->boot_id);
 	else
@@ -1424,6 +1451,8 @@ lockcore_open(struct lockcore **out, const char *path,
 		goto out;
 	}
 	lc->busy_ms = opts != NULL ? opts->busy_timeout_ms : BUSY_DEFAULT_MS;
+	lc->max_ttl_ms = opts != NULL && opts->max_ttl_ms > 0 ?
+	    opts->max_ttl_ms : LC_GRACE_DEFAULT_MS;
 	lc->live_clock = opts != NULL && opts->live_clock;
 	lc->self_pid = getpid();
 	lc->self_pstart = lockcore_proc_start(lc->self_pid);
@@ -1434,7 +1463,8 @@ lockcore_open(struct lockcore **out, const char *path,
 		goto out;
 	what = "sqlite3_open_v2";
 	if (sqlite3_open_v2(path, &lc->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+	    NULL) != SQLITE_OK) {
 		why = lc->db != NULL ? sqlite3_errmsg(lc->db) :
 		    "out of memory";
 		goto out;
@@ -2805,8 +2835,13 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 
 	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
 		return rc;
-	if (ttl_ms == 0)
+	/* The grant's own lease, but never longer than we may grant now:
+	 * the crash grace (open_session) is sized by max_ttl. */
+	if (ttl_ms == 0) {
 		ttl_ms = h.ttl_ms > 0 ? h.ttl_ms : h.expires_at - h.acquired_at;
+		if (ttl_ms > lc->max_ttl_ms)
+			ttl_ms = lc->max_ttl_ms;
+	}
 	if (ttl_ms <= 0 || __builtin_add_overflow(now, ttl_ms, &expires))
 		return LC_E_INVAL;
 	bind_i64(s, 1, h.lock_id, &brc);

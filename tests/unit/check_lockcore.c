@@ -2584,6 +2584,18 @@ START_TEST(test_renew_own_ttl)
 	ck_assert_int_eq(lock_renew(lc, "own", g2.token, 0, T0 + 9000, &g2),
 	    LC_OK);
 	ck_assert_int_eq(g2.expires_at, T0 + 9000 + 5000);
+	/* Never longer than the renewing connection's max_ttl: the crash
+	 * grace after a power loss is sized by it. */
+	r = mkreq("own-long", false, 3);
+	r.ttl_ms = 300000;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
+	c = open_db(dbpath, &(struct lockcore_opts){ .busy_timeout_ms = 5000,
+	    .max_ttl_ms = 30000 });
+	ck_assert_int_eq(lock_renew(c, "own-long", g.token, 0, T0 + 1000, &g2),
+	    LC_OK);
+	ck_assert_int_eq(g2.expires_at, T0 + 1000 + 30000);
+	ck_assert_int_eq(g2.ttl_ms, 30000);
+	lockcore_close(c);
 }
 END_TEST
 
@@ -2873,6 +2885,9 @@ START_TEST(test_schema_upgrade_v4)
 	lc = open_db(dbpath, &opts);
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
 	    " WHERE key = 'schema_version'"), 5);
+	/* The file was rewritten and its WAL emptied: nothing left to do. */
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM meta"
+	    " WHERE key = 'scrub_pending'"), 0);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
 	    " WHERE name IN ('holders_req', 'waiters_req')"), 0);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM waiters"), 0);
@@ -2912,6 +2927,15 @@ START_TEST(test_schema_upgrade_v4)
 		ck_assert_msg(!file_has(dbpath, plain[i]), "%s", plain[i]);
 		ck_assert_msg(!wal_has(dbpath, plain[i]), "%s", plain[i]);
 	}
+	/* A rewrite that could not be done then (busy, disk full) is left
+	 * flagged, and the next open does it. */
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO meta(key, value)"
+	    " VALUES ('scrub_pending', 1)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	lc = open_db(dbpath, &opts);
+	ck_assert_int_eq(count_rows("SELECT count(*) FROM meta"
+	    " WHERE key = 'scrub_pending'"), 0);
 }
 END_TEST
 
