@@ -16,7 +16,7 @@
  * registration withdrawn, in reap() at the end of the loop iteration, so
  * no code ever holds a pointer to a freed peer.
  *
- * Hostile or broken peers cannot starve the others (issue 5): every
+ * Hostile or broken peers cannot starve the others: every
  * legitimate peer sends a frame as soon as it connects (a WAIT, a NOTIFY,
  * a PING), so a peer that has not sent one complete valid frame within
  * HELLO_MS is dropped, and when accept() runs out of descriptors the
@@ -34,8 +34,8 @@
  * holder's expiry along.  Connected notifiers do not count either: every
  * worker keeps one open.
  *
- * Housekeeping of the database (lockcore_sweep) may be added here later;
- * for now the coordinator does not open SQLite.
+ * The coordinator never opens the database: the workers sweep it
+ * (lockcore_sweep, fcgi/handlers.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "proto.h"
@@ -123,7 +124,7 @@ struct lock {
 	struct lock *hnext;          /* hash chain */
 	uint32_t     hash;
 	struct reg  *head, *tail;
-	int64_t      timer;          /* ms wall clock; 0: not armed */
+	int64_t      timer;          /* ms monotonic; 0: not armed */
 	size_t       heap_idx;       /* position in co.heap while armed */
 	size_t       namelen;
 	char         name[];         /* not terminated */
@@ -156,15 +157,6 @@ static struct {
 static int listen_tag, signal_tag;
 
 static void peer_kill(struct peer *, const char *);
-
-static int64_t
-clock_ms(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --------------------------------------------------------- silent peers */
 
@@ -372,23 +364,31 @@ timer_clear(struct lock *l)
 }
 
 /*
- * Arms (or re-arms: the latest report wins) the expiry timer of `l`.  No
- * lease lasts longer than max_ttl, so a later time is a peer's nonsense:
- * it is pulled in to the horizon (an early timer only makes the first
- * waiter look once more).
+ * Arms (or re-arms: the latest report wins) the expiry timer of `l` for
+ * `when`, a wall-clock time (the lease's stored expiry).  The heap runs on
+ * the monotonic clock, so the wall time is turned into a delay here, once:
+ * a step of the system clock afterwards neither stalls nor hurries the
+ * timer.  No lease lasts longer than max_ttl, so a later time is a peer's
+ * nonsense: it is pulled in to the horizon (an early timer only makes the
+ * first waiter look once more).
  */
 static void
 timer_set(struct lock *l, int64_t when)
 {
-	int64_t horizon;
+	int64_t wall, delay;
 
 	if (when == 0) {
 		timer_clear(l);
 		return;
 	}
-	horizon = clock_ms(CLOCK_REALTIME) + co.timer_horizon;
-	if (when > horizon)
-		when = horizon;
+	wall = clock_wall_ms();
+	/* Compared first: `when` comes from a peer, any int64 value. */
+	delay = when <= wall ? 0 : when - wall;
+	if (delay > co.timer_horizon)
+		delay = co.timer_horizon;
+	when = clock_mono_ms() + delay;
+	if (when == 0)
+		when = 1;       /* 0 means "not armed" */
 	if (l->timer != 0) {
 		l->timer = when;
 		heap_up(l->heap_idx);
@@ -646,7 +646,7 @@ peer_unregister(struct peer *p, bool wake_next)
 	lock_maybe_free(l);
 }
 
-/* Fires every timer that is due at `now` (ms, wall clock). */
+/* Fires every timer that is due at `now` (ms, monotonic clock). */
 static void
 run_timers(int64_t now)
 {
@@ -944,7 +944,7 @@ accept_pause(bool pause)
 		fatal("%s: epoll_ctl", __func__);
 	co.accept_paused = pause;
 	if (pause)
-		co.accept_resume = clock_ms(CLOCK_MONOTONIC) + ACCEPT_PAUSE_MS;
+		co.accept_resume = clock_mono_ms() + ACCEPT_PAUSE_MS;
 }
 
 /*
@@ -956,7 +956,7 @@ static void
 accept_trouble(int err)
 {
 	static int64_t logged_at;
-	int64_t now = clock_ms(CLOCK_MONOTONIC);
+	int64_t now = clock_mono_ms();
 	int n;
 
 	n = silent_drop(now, EVICT_PER_EMFILE);
@@ -1013,7 +1013,7 @@ do_accept(void)
 			return;
 		}
 		p->fd = fd;
-		silent_add(p, clock_ms(CLOCK_MONOTONIC));
+		silent_add(p, clock_mono_ms());
 		memset(&ev, 0, sizeof(ev));
 		ev.events = EPOLLIN;
 		ev.data.ptr = p;
@@ -1052,7 +1052,7 @@ do_signal(void)
 static void
 check_idle(void)
 {
-	int64_t now = clock_ms(CLOCK_MONOTONIC);
+	int64_t now = clock_mono_ms();
 
 	if (co.idle_ms == 0)
 		return;
@@ -1074,28 +1074,27 @@ next_timeout(void)
 
 	if (co.heaplen > 0) {
 		int64_t first = co.heap[0]->timer;
-		int64_t now = clock_ms(CLOCK_REALTIME);
+		int64_t now = clock_mono_ms();
 
-		/* Compared first: timers come from peers, any int64 value. */
 		if (first <= now)
 			t = 0;
 		else if (first - now < t)
 			t = first - now;
 	}
 	if (co.silent != NULL) {
-		int64_t d = co.silent->hello_by - clock_ms(CLOCK_MONOTONIC);
+		int64_t d = co.silent->hello_by - clock_mono_ms();
 
 		if (d < t)
 			t = d;
 	}
 	if (co.accept_paused) {
-		int64_t d = co.accept_resume - clock_ms(CLOCK_MONOTONIC);
+		int64_t d = co.accept_resume - clock_mono_ms();
 
 		if (d < t)
 			t = d;
 	}
 	if (co.idle_ms > 0 && co.nregs == 0) {
-		int64_t d = co.busy_at + co.idle_ms - clock_ms(CLOCK_MONOTONIC);
+		int64_t d = co.busy_at + co.idle_ms - clock_mono_ms();
 
 		if (d < t)
 			t = d;
@@ -1134,10 +1133,10 @@ loop(void)
 			    (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 				peer_read(p);
 		}
-		run_timers(clock_ms(CLOCK_REALTIME));
-		(void)silent_drop(clock_ms(CLOCK_MONOTONIC), 0);
+		run_timers(clock_mono_ms());
+		(void)silent_drop(clock_mono_ms(), 0);
 		if (co.accept_paused &&
-		    clock_ms(CLOCK_MONOTONIC) >= co.accept_resume)
+		    clock_mono_ms() >= co.accept_resume)
 			accept_pause(false);
 		reap();
 		check_idle();
@@ -1285,7 +1284,7 @@ setup_events(void)
 	if (getrandom(&co.seed, sizeof(co.seed), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(co.seed))
 		co.seed = (uint32_t)getpid() ^
-		    (uint32_t)clock_ms(CLOCK_MONOTONIC);
+		    (uint32_t)clock_mono_ms();
 }
 
 /* Closes everything and frees all state, so LeakSanitizer stays quiet. */
@@ -1403,7 +1402,7 @@ main(int argc, char *argv[])
 	setup_events();
 	/* A worker looks for us again every poll_interval: let the one that
 	 * started us (-i) register before we count ourselves idle. */
-	co.busy_at = clock_ms(CLOCK_MONOTONIC) + 2 * conf.poll_ms;
+	co.busy_at = clock_mono_ms() + 2 * conf.poll_ms;
 	log_info("%s: listening on %s", __func__, co.path);
 
 	loop();

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "coordc.h"
 #include "proto.h"
 
@@ -42,24 +43,11 @@ struct coord_notifier {
 	char     path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Milliseconds left until `deadline` (monotonic), at least 0. */
 static int
 ms_left(int64_t deadline)
 {
-	int64_t left = deadline - mono_ms();
-
-	if (left <= 0)
-		return 0;
-	return left > INT32_MAX ? INT32_MAX : (int)left;
+	return clock_ms_left(deadline, clock_mono_ms());
 }
 
 static int
@@ -269,7 +257,7 @@ coord_waiter_register(struct coord_waiter *w, const char *name,
 {
 	uint8_t frame[PROTO_FRAME_MAX];
 	struct proto_msg m;
-	int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t deadline = clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	int n, rc;
 
 	if (w->broken)
@@ -324,7 +312,7 @@ coord_waiter_unwait(struct coord_waiter *w, int timeout_ms)
 	if ((n = proto_encode(&m, frame, sizeof(frame))) < 0)
 		return COORDC_E_PROTO;
 	rc = send_all(w->fd, frame, (size_t)n,
-	    mono_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+	    clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0));
 	if (rc != COORDC_OK)
 		w->broken = true;
 	return rc;
@@ -467,7 +455,7 @@ coord_notify(struct coord_notifier *n, const char *name, bool wake_first,
 
 	if (pthread_mutex_lock(&n->mu) != 0)
 		return COORDC_E_DOWN;
-	if (n->pause_until != 0 && mono_ms() < n->pause_until) {
+	if (n->pause_until != 0 && clock_mono_ms() < n->pause_until) {
 		rc = COORDC_E_DOWN;
 		goto out;
 	}
@@ -486,7 +474,7 @@ coord_notify(struct coord_notifier *n, const char *name, bool wake_first,
 	if (rc != COORDC_OK && !fresh && !timedout)
 		rc = notifier_send(n, frame, (size_t)len, &timedout);
 	if (rc != COORDC_OK && timedout)
-		n->pause_until = mono_ms() + NOTIFY_PAUSE_MS;
+		n->pause_until = clock_mono_ms() + NOTIFY_PAUSE_MS;
 out:
 	pthread_mutex_unlock(&n->mu);
 	return rc;
@@ -503,7 +491,7 @@ coord_ping(const char *path, struct coord_stats *st, int timeout_ms)
 
 	if (timeout_ms < 0)
 		timeout_ms = 0;
-	deadline = mono_ms() + timeout_ms;
+	deadline = clock_mono_ms() + timeout_ms;
 	if ((fd = unix_connect(path, timeout_ms > 0 ? timeout_ms : 1)) == -1)
 		return errno == EAGAIN ? COORDC_E_TIMEOUT : COORDC_E_DOWN;
 	if (set_nonblock(fd) == -1) {
