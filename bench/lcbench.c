@@ -6,8 +6,8 @@
  * and wall time per acquire and per release, for A/B runs of lockcore
  * changes on a noisy machine (alternate the builds, compare ratios).
  *
- *   cc -O2 -std=c11 -D_GNU_SOURCE -Ilockcore bench/lcbench.c \
- *       lockcore/lockcore.c lockcore/secret.c -o lcbench -lsqlite3 -lnettle
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Icommon -Ilockcore bench/lcbench.c \
+ *       lockcore/*.c common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle
  *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR
  *
  * DIR gets a fresh lcbench.db.  -H grants HELD more locks first (never
@@ -19,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "lockcore.h"
+#include "proc.h"
 
 static double
 mono_us(void)
@@ -61,12 +63,12 @@ acquire_one(struct lockcore *lc, const char *name, struct lock_grant *g)
 	ar.name = name;
 	ar.owner = "";
 	ar.ttl_ms = 30000;
-	ar.deadline = lockcore_now_ms();
+	ar.deadline = clock_wall_ms();
 	ar.max_waiters = 1000;
 	ar.who.pid = self_pid;
 	ar.who.pstart = self_pstart;
 	ar.who.key = 1;
-	rc = lock_acquire(lc, &ar, lockcore_now_ms(), g, &info);
+	rc = lock_acquire(lc, &ar, clock_wall_ms(), g, &info);
 	if (rc != LC_GRANTED) {
 		(void)fprintf(stderr, "acquire %s: %d %s\n", name, rc,
 		    lockcore_errmsg(lc));
@@ -107,7 +109,7 @@ main(int argc, char **argv)
 	}
 	(void)snprintf(path, sizeof(path), "%s/lcbench.db", argv[optind]);
 	self_pid = getpid();
-	self_pstart = lockcore_proc_start(self_pid);
+	self_pstart = proc_start(self_pid);
 	memset(&opts, 0, sizeof(opts));
 	opts.busy_timeout_ms = 5000;
 	opts.live_clock = 1;
@@ -125,7 +127,7 @@ main(int argc, char **argv)
 		(void)snprintf(name, sizeof(name), "w1-%ld", i % nlocks);
 		acquire_one(lc, name, &g);
 		memset(&ho, 0, sizeof(ho));
-		if (lock_release(lc, name, g.token, lockcore_now_ms(), &wake,
+		if (lock_release(lc, name, g.token, clock_wall_ms(), &wake,
 		    &ho) != LC_OK)
 			return 1;
 	}
@@ -139,7 +141,7 @@ main(int argc, char **argv)
 		memset(&ho, 0, sizeof(ho));
 		t0 = mono_us();
 		c0 = cpu_us();
-		rc = lock_release(lc, name, g.token, lockcore_now_ms(), &wake,
+		rc = lock_release(lc, name, g.token, clock_wall_ms(), &wake,
 		    &ho);
 		rel_c += cpu_us() - c0;
 		rel_w += mono_us() - t0;

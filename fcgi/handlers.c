@@ -17,6 +17,7 @@
 #include <json.h>
 
 #include "autostart.h"
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 #include "worker.h"
@@ -170,7 +171,7 @@ send_recovering(struct reply *r, const char *message)
 {
 	json_object *o = json_object_new_object();
 	int64_t until = atomic_load(&W.grace_until);
-	int64_t left = until - lockcore_now_ms();
+	int64_t left = until - clock_wall_ms();
 	char extra[64];
 
 	if (left < 0)
@@ -255,7 +256,7 @@ db_open(void)
 		log_warnx("database %s: no new grant for %" PRId64 " s, until "
 		    "every lease granted before the crash has expired",
 		    W.conf.database,
-		    (rec.grace_until - lockcore_now_ms() + 999) / 1000);
+		    (rec.grace_until - clock_wall_ms() + 999) / 1000);
 	return 0;
 }
 
@@ -933,7 +934,7 @@ handle_health(struct reply *r, const struct request *rq)
 	}
 	/* Still 200: reads, renewals and releases work meanwhile. */
 	if (db_ok && (grace = atomic_load(&W.grace_until)) >
-	    lockcore_now_ms())
+	    clock_wall_ms())
 		json_object_object_add(o, "recovering_until", jsecs(grace));
 	if (!db_ok)
 		json_object_object_add(o, "error", jstr("unavailable"));

@@ -44,7 +44,9 @@
 #include <unistd.h>
 
 #include "autostart.h"
+#include "clock.h"
 #include "log.h"
+#include "proc.h"
 #include "worker.h"
 
 #define THREAD_STACK (256 * 1024)
@@ -69,7 +71,7 @@ static int stop_wr = -1;
 int64_t
 now_ms(void)
 {
-	return lockcore_now_ms();
+	return clock_wall_ms();
 }
 
 uint64_t
@@ -566,7 +568,7 @@ serve(int listen_fd)
 	check_listener(W.listen_fd);
 
 	W.pid = getpid();
-	W.pstart = lockcore_proc_start(W.pid);
+	W.pstart = proc_start(W.pid);
 	if (pthread_mutex_init(&W.db_mu, NULL) != 0)
 		fatalx("%s: pthread_mutex_init failed", __func__);
 	W.notifier = coord_notifier_new(W.conf.coord_socket);

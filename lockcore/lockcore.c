@@ -27,7 +27,9 @@
 
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "lockcore.h"
+#include "proc.h"
 #include "secret.h"
 
 _Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN, "a token is what secret.h makes");
@@ -749,7 +751,7 @@ tx_begin(struct lockcore *lc, bool write, int64_t *now)
 	 * lock, and a grant stamped with it would get a shorter lease and an
 	 * acquired_at earlier than an older grant's. */
 	if (rc == 0 && lc->live_clock) {
-		int64_t t = lockcore_now_ms();
+		int64_t t = clock_wall_ms();
 
 		if (t > *now)
 			*now = t;
@@ -1118,57 +1120,6 @@ check_version(struct lockcore *lc, const char **why)
 
 /* Sessions: see "Unclean shutdowns" at the top. */
 
-/* The kernel's boot id (a UUID that changes at every boot). */
-static void
-read_boot_id(char *buf, size_t size)
-{
-	ssize_t n = -1;
-	int fd;
-
-	buf[0] = '\0';
-	if ((fd = open("/proc/sys/kernel/random/boot_id",
-	    O_RDONLY | O_CLOEXEC)) >= 0) {
-		do
-			n = read(fd, buf, size - 1);
-		while (n < 0 && errno == EINTR);
-		(void)close(fd);
-	}
-	if (n < 0)
-		n = 0;
-	buf[n] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	/* Without it (no /proc/sys), the boot's start time in seconds also
-	 * changes at every boot; with neither, reboots go unnoticed (a
-	 * per-process id would make every open end the others' sessions). */
-	if (buf[0] == '\0') {
-		FILE *f = fopen("/proc/stat", "re");
-		char line[256];
-		unsigned long long bt;
-
-		(void)snprintf(buf, size, "unknown");
-		while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-			if (sscanf(line, "btime %llu", &bt) == 1) {
-				(void)snprintf(buf, size, "btime-%llu", bt);
-				break;
-			}
-		if (f != NULL)
-			(void)fclose(f);
-	}
-}
-
-/* Wall-clock time at which this boot began, ms. */
-static int64_t
-boot_time_ms(void)
-{
-	struct timespec up;
-	int64_t t;
-
-	if (clock_gettime(CLOCK_BOOTTIME, &up) < 0)
-		return lockcore_now_ms();
-	t = (int64_t)up.tv_sec * 1000 + up.tv_nsec / 1000000;
-	return lockcore_now_ms() - t;
-}
-
 /* Prepares a statement kept by the caller.  0 or an LC_E_ code. */
 static int
 prepare1(struct lockcore *lc, const char *sql, sqlite3_stmt **out)
@@ -1246,7 +1197,7 @@ reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
 		id = sqlite3_column_int64(s, 0);
 		b = (const char *)sqlite3_column_text(s, 1);
 		other = b == NULL || strcmp(b, boot) != 0;
-		drop = other || !lockcore_proc_alive(
+		drop = other || !proc_alive(
 		    (pid_t)sqlite3_column_int64(s, 2),
 		    (uint64_t)sqlite3_column_int64(s, 3));
 		if (other) {
@@ -1284,7 +1235,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 {
 	char boot[BOOT_ID_LEN + 1];
 	sqlite3_stmt *s = NULL;
-	int64_t now = lockcore_now_ms(), ttl, floor, top, until, my_ttl;
+	int64_t now = clock_wall_ms(), ttl, floor, top, until, my_ttl;
 	int rc, brc = SQLITE_OK;
 	bool lost, alone, found, full = opts != NULL && opts->synchronous_full;
 
@@ -1292,7 +1243,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 	if (opts != NULL && opts->boot_id != NULL)
 		(void)snprintf(boot, sizeof(boot), "%s", opts->boot_id);
 	else
-		read_boot_id(boot, sizeof(boot));
+		proc_boot_id(boot, sizeof(boot));
 	if (!full && sqlite3_exec(lc->db, "PRAGMA synchronous=FULL", NULL,
 	    NULL, NULL) != SQLITE_OK) {
 		*why = sqlite3_errmsg(lc->db);
@@ -1329,7 +1280,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 			goto end;
 		if (opts == NULL || !opts->no_crash_grace) {
 			int64_t t = opts != NULL && opts->boot_time_ms > 0 ?
-			    opts->boot_time_ms : boot_time_ms();
+			    opts->boot_time_ms : proc_boot_time_ms();
 
 			t += ttl > my_ttl ? ttl : my_ttl;
 			if (t > until) {
@@ -1346,7 +1297,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 		goto end;
 	bind_txt(s, 1, boot, &brc);
 	bind_i64(s, 2, getpid(), &brc);
-	bind_i64(s, 3, (int64_t)lockcore_proc_start(getpid()), &brc);
+	bind_i64(s, 3, (int64_t)proc_start(getpid()), &brc);
 	bind_i64(s, 4, full, &brc);
 	bind_i64(s, 5, my_ttl, &brc);
 	bind_i64(s, 6, now, &brc);
@@ -1455,7 +1406,7 @@ lockcore_open(struct lockcore **out, const char *path,
 	    opts->max_ttl_ms : LC_GRACE_DEFAULT_MS;
 	lc->live_clock = opts != NULL && opts->live_clock;
 	lc->self_pid = getpid();
-	lc->self_pstart = lockcore_proc_start(lc->self_pid);
+	lc->self_pstart = proc_start(lc->self_pid);
 	if (lc->busy_ms < 0)
 		lc->busy_ms = 0;
 	what = "permissions";
@@ -2036,7 +1987,7 @@ waiter_live(const struct lockcore *lc, struct alive_cache *c, pid_t pid,
 	if (!c->valid || c->pid != pid || c->pstart != pstart) {
 		c->pid = pid;
 		c->pstart = pstart;
-		c->alive = lockcore_proc_alive(pid, pstart);
+		c->alive = proc_alive(pid, pstart);
 		c->valid = true;
 	}
 	return c->alive;
@@ -3201,92 +3152,7 @@ lockcore_ping(struct lockcore *lc)
 		return LC_E_INVAL;
 	if ((rc = tx_begin(lc, true, &now)) < 0)
 		return rc;
-	bind_i64(lc->st[S_PING], 1, lockcore_now_ms(), &brc);
+	bind_i64(lc->st[S_PING], 1, clock_wall_ms(), &brc);
 	rc = run(lc, lc->st[S_PING], brc);
 	return tx_end(lc, rc);
-}
-
-/* Processes. */
-
-/*
- * Reads state (field 3) and starttime (field 22) of /proc/<pid>/stat.
- * The fields are counted from the last ')', since the command name
- * (field 2) may itself contain spaces and parentheses.  0 or -1.
- */
-static int
-proc_stat(pid_t pid, char *state, uint64_t *start)
-{
-	char path[64], buf[1024], *p, *end;
-	ssize_t n;
-	int fd, field;
-
-	if (pid <= 0 || snprintf(path, sizeof(path), "/proc/%ld/stat",
-	    (long)pid) >= (int)sizeof(path))
-		return -1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -1;
-	do
-		n = read(fd, buf, sizeof(buf) - 1);
-	while (n < 0 && errno == EINTR);
-	(void)close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0')
-		return -1;
-	*state = p[2];
-	p += 2;
-	for (field = 3; field < 22; field++) {
-		if ((p = strchr(p, ' ')) == NULL)
-			return -1;
-		p++;
-	}
-	errno = 0;
-	*start = strtoull(p, &end, 10);
-	if (errno != 0 || end == p || (*end != ' ' && *end != '\n' &&
-	    *end != '\0'))
-		return -1;
-	return 0;
-}
-
-uint64_t
-lockcore_proc_start(pid_t pid)
-{
-	uint64_t start;
-	char state;
-
-	return proc_stat(pid, &state, &start) == 0 ? start : 0;
-}
-
-/* True if kill(2) can see pid (EPERM: it exists, owned by another uid). */
-static bool
-pid_exists(pid_t pid)
-{
-	return kill(pid, 0) == 0 || errno == EPERM;
-}
-
-bool
-lockcore_proc_alive(pid_t pid, uint64_t pstart)
-{
-	uint64_t start;
-	char state;
-
-	/* kill(0) and kill(-1) address groups, not a process. */
-	if (pid <= 0 || !pid_exists(pid))
-		return false;
-	if (proc_stat(pid, &state, &start) < 0)
-		/* /proc unreadable: the pid may have just exited, ask again. */
-		return pid_exists(pid);
-	if (state == 'Z' || state == 'X')
-		return false;
-	return pstart == 0 || start == pstart;
-}
-
-int64_t
-lockcore_now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

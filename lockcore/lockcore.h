@@ -363,13 +363,4 @@ int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
  */
 int lockcore_ping(struct lockcore *lc) LC_WUR;
 
-/* Process start time of `pid` in clock ticks since boot, 0 if unknown. */
-uint64_t lockcore_proc_start(pid_t pid);
-
-/* True if process `pid` started at `pstart` still runs on this machine. */
-bool lockcore_proc_alive(pid_t pid, uint64_t pstart);
-
-/* Wall clock in milliseconds since the epoch. */
-int64_t lockcore_now_ms(void);
-
 #endif /* HTTPLOCK_LOCKCORE_H */

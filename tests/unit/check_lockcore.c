@@ -26,7 +26,9 @@
 
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "lockcore.h"
+#include "proc.h"
 #include "secret.h"
 
 #define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
@@ -113,7 +115,7 @@ mkreq(const char *name, bool wait, uint64_t key)
 	r.wait = wait;
 	r.max_waiters = 100;
 	r.who.pid = getpid();
-	r.who.pstart = lockcore_proc_start(getpid());
+	r.who.pstart = proc_start(getpid());
 	r.who.key = key;
 	return r;
 }
@@ -127,7 +129,7 @@ ident(uint64_t key)
 
 	memset(&w, 0, sizeof(w));
 	w.pid = getpid();
-	w.pstart = lockcore_proc_start(getpid());
+	w.pstart = proc_start(getpid());
 	w.key = key;
 	return w;
 }
@@ -330,7 +332,7 @@ START_TEST(test_acquire_free)
 	for (i = 0; i < LC_TOKEN_LEN; i++)
 		ck_assert_ptr_nonnull(strchr("0123456789abcdef", g.token[i]));
 	/* The first grant of a name carries the floor of the open. */
-	ck_assert_int_gt(floor_of(lc), lockcore_now_ms() * 1000 - 60000000);
+	ck_assert_int_gt(floor_of(lc), clock_wall_ms() * 1000 - 60000000);
 	ck_assert_int_eq(g.fence, floor_of(lc));
 	ck_assert_int_eq(g.acquired_at, T0);
 	ck_assert_int_eq(g.expires_at, T0 + TTL);
@@ -1144,7 +1146,7 @@ START_TEST(test_live_clock)
 	struct lockcore_opts lo = { .busy_timeout_ms = 5000, .live_clock = 1 };
 	struct lockcore *c = open_db(dbpath, &lo);
 	struct lock_grant g, g2;
-	int64_t before = lockcore_now_ms(), stale = before - 60000;
+	int64_t before = clock_wall_ms(), stale = before - 60000;
 
 	g = must_grant(c, "live", stale);
 	ck_assert_int_ge(g.acquired_at, before);
@@ -1268,18 +1270,18 @@ END_TEST
 
 START_TEST(test_proc)
 {
-	uint64_t start = lockcore_proc_start(getpid());
+	uint64_t start = proc_start(getpid());
 	siginfo_t si;
 	pid_t zombie;
 
 	ck_assert_uint_ne(start, 0);
-	ck_assert(lockcore_proc_alive(getpid(), start));
-	ck_assert(lockcore_proc_alive(getpid(), 0));
-	ck_assert(!lockcore_proc_alive(getpid(), start + 1));
-	ck_assert(!lockcore_proc_alive(dead_pid(), 0));
-	ck_assert(!lockcore_proc_alive(0, 0));
-	ck_assert(!lockcore_proc_alive(-1, 0));
-	ck_assert_uint_eq(lockcore_proc_start(-1), 0);
+	ck_assert(proc_alive(getpid(), start));
+	ck_assert(proc_alive(getpid(), 0));
+	ck_assert(!proc_alive(getpid(), start + 1));
+	ck_assert(!proc_alive(dead_pid(), 0));
+	ck_assert(!proc_alive(0, 0));
+	ck_assert(!proc_alive(-1, 0));
+	ck_assert_uint_eq(proc_start(-1), 0);
 	/* An exited child not yet reaped still has a pid, but is dead. */
 	zombie = fork();
 	ck_assert_int_ge(zombie, 0);
@@ -1288,9 +1290,9 @@ START_TEST(test_proc)
 	ck_assert_int_eq(waitid(P_PID, (id_t)zombie, &si, WEXITED | WNOWAIT),
 	    0);
 	ck_assert_int_eq(kill(zombie, 0), 0);
-	ck_assert(!lockcore_proc_alive(zombie, 0));
+	ck_assert(!proc_alive(zombie, 0));
 	ck_assert_int_eq(waitpid(zombie, NULL, 0), zombie);
-	ck_assert_int_gt(lockcore_now_ms(), INT64_C(1600000000000));
+	ck_assert_int_gt(clock_wall_ms(), INT64_C(1600000000000));
 }
 END_TEST
 
@@ -1438,7 +1440,7 @@ START_TEST(test_unclean_shutdown)
 	struct lock_grant g, gx, gy;
 	struct lock_status st;
 	struct lockcore *a, *b, *c;
-	int64_t now = lockcore_now_ms(), boot = now - 1000, before, fb;
+	int64_t now = clock_wall_ms(), boot = now - 1000, before, fb;
 	bool wake;
 
 	lockcore_close(lc);
@@ -1454,7 +1456,7 @@ START_TEST(test_unclean_shutdown)
 	ck_assert_int_eq(lock_acquire(a, &qy, now, &g, &info), LC_QUEUED);
 	take_token(&qy.who, &info);
 	/* "Power loss": a's session row is still there under boot-A. */
-	before = lockcore_now_ms();
+	before = clock_wall_ms();
 	b = open_boot("boot-B", boot, 5000, 0, 0);
 	lockcore_recovery(b, &rec);
 	ck_assert_int_eq(rec.recovered, 1);
@@ -1465,7 +1467,7 @@ START_TEST(test_unclean_shutdown)
 	fb = rec.fence_floor;
 	ck_assert_int_ge(fb, gy.fence + (INT64_C(1) << 32));
 	ck_assert_int_ge(fb, before * 1000 + (INT64_C(1) << 32));
-	ck_assert_int_le(fb, lockcore_now_ms() * 1000 + (INT64_C(1) << 32));
+	ck_assert_int_le(fb, clock_wall_ms() * 1000 + (INT64_C(1) << 32));
 	/* No new grant, not even a queue, until the grace ends. */
 	ck_assert_int_eq(lock_acquire(b, &r, now, &g, &info), LC_E_RECOVERING);
 	r.wait = false;
@@ -1502,7 +1504,7 @@ START_TEST(test_unclean_shutdown)
 	lockcore_close(c);
 	/* Closed cleanly: a reboot after that recovers nothing. */
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 0);
-	c = open_boot("boot-C", lockcore_now_ms(), 5000, 0, 0);
+	c = open_boot("boot-C", clock_wall_ms(), 5000, 0, 0);
 	lockcore_recovery(c, &rec);
 	ck_assert_int_eq(rec.recovered, 0);
 	ck_assert_int_eq(rec.fence_floor, fb);
@@ -1516,7 +1518,7 @@ START_TEST(test_unclean_shutdown_full)
 {
 	struct lockcore_recovery rec;
 	struct lockcore *a, *b;
-	int64_t now = lockcore_now_ms(), fx;
+	int64_t now = clock_wall_ms(), fx;
 
 	lockcore_close(lc);
 	lc = NULL;
@@ -1541,7 +1543,7 @@ START_TEST(test_unclean_shutdown_no_grace)
 {
 	struct lockcore_recovery rec;
 	struct lockcore *a, *b;
-	int64_t now = lockcore_now_ms(), fx;
+	int64_t now = clock_wall_ms(), fx;
 
 	lockcore_close(lc);
 	lc = NULL;
@@ -1568,7 +1570,7 @@ START_TEST(test_process_crash_no_grace)
 {
 	struct lockcore_recovery rec;
 	struct lockcore *b;
-	int64_t now = lockcore_now_ms(), seq;
+	int64_t now = clock_wall_ms(), seq;
 	pid_t pid;
 	int status;
 
@@ -1769,7 +1771,7 @@ contend(const char *path, struct arena *a)
 	if (lockcore_open(&c, path, &opts, NULL, 0) != 0)
 		return 1;
 	for (i = 0; i < NITER && !bad; i++) {
-		rc = lock_acquire(c, &r, lockcore_now_ms(), &g, &wi);
+		rc = lock_acquire(c, &r, clock_wall_ms(), &g, &wi);
 		if (rc == LC_BUSY)
 			continue;
 		if (rc != LC_GRANTED ||
@@ -1777,11 +1779,11 @@ contend(const char *path, struct arena *a)
 			bad = 1;
 		a->fences[__atomic_fetch_add(&a->grants, 1, __ATOMIC_SEQ_CST)] =
 		    g.fence;
-		if (lock_status(c, "hot", lockcore_now_ms(), &st) != 0 ||
+		if (lock_status(c, "hot", clock_wall_ms(), &st) != 0 ||
 		    st.nholders != 1 || st.holders[0].fence != g.fence)
 			bad = 1;
 		__atomic_store_n(&a->inside, 0, __ATOMIC_SEQ_CST);
-		if (lock_release(c, "hot", g.token, lockcore_now_ms(),
+		if (lock_release(c, "hot", g.token, clock_wall_ms(),
 		    &wake, NULL) != LC_OK)
 			bad = 1;
 	}
@@ -1831,7 +1833,7 @@ START_TEST(test_processes)
 	for (i = 1; i < a->grants; i++)
 		ck_assert_int_lt(a->fences[i - 1], a->fences[i]);
 	c = open_db(path, &opts);
-	g = must_grant(c, "hot", lockcore_now_ms());
+	g = must_grant(c, "hot", clock_wall_ms());
 	ck_assert_int_gt(g.fence, a->fences[a->grants - 1]);
 	lockcore_close(c);
 	(void)munmap(a, sizeof(*a));
@@ -1983,7 +1985,7 @@ START_TEST(test_handoff_only_pid)
 	/* A waiter of another live process (our parent). */
 	r = mkreq("ho", true, 51);
 	r.who.pid = wo.pid = getppid();
-	r.who.pstart = wo.pstart = lockcore_proc_start(getppid());
+	r.who.pstart = wo.pstart = proc_start(getppid());
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_QUEUED);
 	take_token(&wo, &wi);
 	other = wi.waiter_id;
