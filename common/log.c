@@ -1,9 +1,9 @@
 /*
  * log: the logging functions declared in log.h, and log_escape() for the
  * untrusted strings they show.  A line is formatted into a buffer on the
- * stack and handed over in one write(2) (or one syslog(3) call), so lines
+ * stack and handed over to stderr in one write(2), so lines
  * from different threads never interleave and no lock is needed.  The
- * settings below are written by log_init() and log_to_syslog(), which are
+ * settings below are written by log_init(), which is
  * called while the process has one thread.
  */
 #include <errno.h>
@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +29,6 @@
 
 static char log_ident[64] = "httplock";
 static int  log_debug_on;
-static int  log_syslog_on;
 static int  log_stamp_on = 1;	/* prefix the time (not for the journal) */
 
 /* ---- escaping ------------------------------------------------------- */
@@ -265,14 +263,6 @@ log_debug_enabled(void)
 	return log_debug_on;
 }
 
-void
-log_to_syslog(void)
-{
-	/* openlog() keeps the pointer, so it must be our static copy. */
-	openlog(log_ident, LOG_PID, LOG_DAEMON);
-	log_syslog_on = 1;
-}
-
 /* strerror_r in whichever of its two forms the C library has. */
 static const char *
 errstr(int err, char *buf, size_t len)
@@ -332,28 +322,26 @@ neutralize(char *line, size_t from, size_t len)
 }
 
 /*
- * Formats and emits one message at `pri`.  err >= 0 appends ": " and its
+ * Formats and writes one message.  err >= 0 appends ": " and its
  * strerror text.
  */
-static void vlog(int pri, int err, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
+static void vlog(int err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 static void
-vlog(int pri, int err, const char *fmt, va_list ap)
+vlog(int err, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX], ebuf[128];
 	size_t pre = 0, len;
 	int n;
 
-	if (!log_syslog_on) {
-		if (log_stamp_on)
-			pre = stamp(line, sizeof(line));
-		n = snprintf(line + pre, sizeof(line) - pre, "%s[%ld]: ",
-		    log_ident, (long)getpid());
-		if (n > 0)
-			pre += (size_t)n < sizeof(line) - pre ? (size_t)n :
-			    sizeof(line) - pre - 1;
-	}
+	if (log_stamp_on)
+		pre = stamp(line, sizeof(line));
+	n = snprintf(line + pre, sizeof(line) - pre, "%s[%ld]: ",
+	    log_ident, (long)getpid());
+	if (n > 0)
+		pre += (size_t)n < sizeof(line) - pre ? (size_t)n :
+		    sizeof(line) - pre - 1;
 	n = vsnprintf(line + pre, sizeof(line) - pre, fmt, ap);
 	len = n < 0 ? pre : pre + (size_t)n;
 	if (err >= 0 && len < sizeof(line)) {
@@ -371,11 +359,6 @@ vlog(int pri, int err, const char *fmt, va_list ap)
 		len--;
 	neutralize(line, pre, len);
 
-	if (log_syslog_on) {
-		line[len] = '\0';
-		syslog(pri, "%s", line);
-		return;
-	}
 	line[len++] = '\n';
 	for (size_t i = 0; i < len;) {
 		ssize_t w = write(STDERR_FILENO, line + i, len - i);
@@ -395,7 +378,7 @@ log_warn(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_ERR, saved, fmt, ap);
+	vlog(saved, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -407,7 +390,7 @@ log_warnx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_ERR, -1, fmt, ap);
+	vlog(-1, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -419,7 +402,7 @@ log_info(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_INFO, -1, fmt, ap);
+	vlog(-1, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -433,7 +416,7 @@ void
 	if (!log_debug_on)
 		return;
 	va_start(ap, fmt);
-	vlog(LOG_DEBUG, -1, fmt, ap);
+	vlog(-1, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -445,7 +428,7 @@ fatal(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_CRIT, saved, fmt, ap);
+	vlog(saved, fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -456,7 +439,7 @@ fatalx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_CRIT, -1, fmt, ap);
+	vlog(-1, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

@@ -1,9 +1,9 @@
 /*
  * log: one logging interface for the worker and the coordinator.  Messages
- * go to stderr (which lighttpd and Apache collect in their error logs)
- * until log_to_syslog() is called.  Never pass a token, a request id or a
- * password here.  A string a client chose (a lock name, an owner, a
- * tenant) goes through LOG_ESC() or LOG_ESCN() on its way into a line.
+ * go to stderr (which lighttpd, Apache and systemd's journal collect).
+ * Never pass a token, a request id or a password here.  A string a
+ * client chose (a lock name, an owner, a tenant) goes through LOG_ESC()
+ * or LOG_ESCN() on its way into a line.
  */
 #ifndef HTTPLOCK_LOG_H
 #define HTTPLOCK_LOG_H
@@ -23,8 +23,6 @@
 void log_init(const char *ident, int debug);
 /* Nonzero when log_debug() writes: to skip work done only for its lines. */
 int log_debug_enabled(void);
-/* Lines go to syslog(3), which stamps them, instead of stderr. */
-void log_to_syslog(void);
 
 void log_warn(const char *fmt, ...) LOG_FMT(1, 2);    /* appends strerror(errno) */
 void log_warnx(const char *fmt, ...) LOG_FMT(1, 2);
