@@ -87,6 +87,8 @@
 #define HELLO_MS          5000         /* first valid frame due within */
 #define EVICT_PER_EMFILE  16           /* silent peers dropped to make room */
 #define EVICT_AGE_MS      250          /* ... if connected at least this long */
+#define TROUBLE_LOG_MS    10000        /* accept failures: one line per */
+#define IDLE_MAX_MS       86400000     /* -i: at most a day */
 #define TIMER_SLACK_MS    60000        /* timers: at most max_ttl + this ahead */
 #define TIMER_LOCKS_MAX   16384        /* NOTIFY creates no lock beyond */
 #define WAIT_MAX_MS       60000        /* look at the clock this often */
@@ -960,7 +962,7 @@ accept_trouble(int err)
 	int n;
 
 	n = silent_drop(now, EVICT_PER_EMFILE);
-	if (logged_at == 0 || now - logged_at >= 10000) {
+	if (logged_at == 0 || now - logged_at >= TROUBLE_LOG_MS) {
 		errno = err;
 		log_warn("%s: accept4 (%d silent peers dropped%s)", __func__, n,
 		    n > 0 ? "" : ", pausing");
@@ -1371,7 +1373,7 @@ main(int argc, char *argv[])
 			printf("httplock-coord %s\n", PACKAGE_VERSION);
 			exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
 		case 'i':
-			if (parse_seconds(optarg, strlen(optarg), 86400000,
+			if (parse_seconds(optarg, strlen(optarg), IDLE_MAX_MS,
 			    &co.idle_ms) != 0)
 				usage();
 			break;
