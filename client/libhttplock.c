@@ -4,8 +4,8 @@
  * the parameters form-encoded as curl -d sends them), runs it on a libcurl
  * easy handle of its own that shares the handle's DNS cache (and only
  * that: see httplock_new()), reads at most RESP_MAX bytes of answer, and
- * turns the HTTP status
- * and the JSON body into an enum httplock_code in one place (classify()).
+ * turns the HTTP status and the JSON body into an enum httplock_code in
+ * one place (classify()).
  * httplock_acquire() adds the retry loop with one request_id around that.
  * Nothing here prints, exits or keeps global state.
  */
