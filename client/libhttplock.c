@@ -2,9 +2,10 @@
  * libhttplock.c: the C client of the httplock HTTP API (README, "HTTP API").
  * A call builds its request (the lock name percent-encoded into the path,
  * the parameters form-encoded as curl -d sends them), runs it on a libcurl
- * easy handle of its own that shares the handle's connection and DNS
- * caches, reads at most RESP_MAX bytes of answer, and turns the HTTP status
- * and the JSON body into an enum httplock_code in one place (classify()).
+ * easy handle of its own that shares the handle's DNS cache (and only
+ * that: see httplock_new()), reads at most RESP_MAX bytes of answer, and
+ * turns the HTTP status and the JSON body into an enum httplock_code in
+ * one place (classify()).
  * httplock_acquire() adds the retry loop with one request_id around that.
  * Nothing here prints, exits or keeps global state.
  */
@@ -18,13 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <curl/curl.h>
 #include <json.h>
 
+#include "hlclock.h"
 #include "httplock.h"
+#include "reqid.h"
 
 /* The library is built with -fvisibility=hidden: only these are exported. */
 #define HL_API __attribute__((visibility("default")))
@@ -46,7 +48,8 @@
 #define ATTEMPTS_MAX      10            /* acquire attempts without a deadline */
 #define LIST_PAGE         "1000"        /* the server's largest page */
 #define SECONDS_MAX       1e9           /* largest timeout or ttl we send */
-#define REQUEST_ID_RANDOM 16            /* random bytes in a made request_id */
+#define REQUEST_ID_PREFIX "c-"          /* starts a request_id we make */
+#define BUF_FIRST         256           /* a buffer's first allocation */
 
 struct httplock {
 	char            *base;          /* the server's URL, ends with '/' */
@@ -54,7 +57,7 @@ struct httplock {
 	char            *netrc_file;    /* or NULL */
 	int              netrc;         /* 1: read credentials from netrc */
 	long             connect_timeout_ms;
-	CURLSH          *share;         /* connection and DNS caches */
+	CURLSH          *share;         /* the DNS cache */
 	pthread_mutex_t  mu[CURL_LOCK_DATA_LAST];   /* one per kind of data */
 	int              nmu;           /* how many of mu are initialised */
 };
@@ -188,7 +191,7 @@ buf_add(struct buf *b, const char *s, size_t n)
 	if (n > b->max - b->len)
 		return b->err = BUF_E_TOOBIG;
 	if (b->len + n + 1 > b->cap) {
-		cap = b->cap > 0 ? b->cap : 256;
+		cap = b->cap > 0 ? b->cap : BUF_FIRST;
 		while (cap < b->len + n + 1)
 			cap *= 2;
 		if (cap > b->max + 1)
@@ -273,6 +276,18 @@ parse_object(const char *s, size_t len)
 	return o;
 }
 
+/* The value at key if it is of type t, else NULL. */
+static json_object *
+get_typed(json_object *o, const char *key, json_type t)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, t))
+		return NULL;
+	return v;
+}
+
 /* The string at key if it is one of at most max bytes, else NULL. */
 static const char *
 get_string(json_object *o, const char *key, size_t max)
@@ -281,8 +296,7 @@ get_string(json_object *o, const char *key, size_t max)
 	const char *s;
 	size_t len;
 
-	if (!json_object_object_get_ex(o, key, &v) ||
-	    !json_object_is_type(v, json_type_string))
+	if ((v = get_typed(o, key, json_type_string)) == NULL)
 		return NULL;
 	s = json_object_get_string(v);
 	len = (size_t)json_object_get_string_len(v);
@@ -303,38 +317,39 @@ copy_string(json_object *o, const char *key, char *dst, size_t size)
 	return 0;
 }
 
+/* The number (integer or not) at key into *out; -1 if absent or not
+ * finite. */
 static int
 get_double(json_object *o, const char *key, double *out)
 {
 	json_object *v;
 
-	if (!json_object_object_get_ex(o, key, &v) ||
-	    (!json_object_is_type(v, json_type_double) &&
-	    !json_object_is_type(v, json_type_int)))
+	if ((v = get_typed(o, key, json_type_double)) == NULL &&
+	    (v = get_typed(o, key, json_type_int)) == NULL)
 		return -1;
 	*out = json_object_get_double(v);
 	return isfinite(*out) ? 0 : -1;
 }
 
+/* The integer at key into *out; -1 if absent. */
 static int
 get_int64(json_object *o, const char *key, int64_t *out)
 {
 	json_object *v;
 
-	if (!json_object_object_get_ex(o, key, &v) ||
-	    !json_object_is_type(v, json_type_int))
+	if ((v = get_typed(o, key, json_type_int)) == NULL)
 		return -1;
 	*out = json_object_get_int64(v);
 	return 0;
 }
 
+/* The boolean at key into *out (0 or 1); -1 if absent. */
 static int
 get_bool(json_object *o, const char *key, int *out)
 {
 	json_object *v;
 
-	if (!json_object_object_get_ex(o, key, &v) ||
-	    !json_object_is_type(v, json_type_boolean))
+	if ((v = get_typed(o, key, json_type_boolean)) == NULL)
 		return -1;
 	*out = json_object_get_boolean(v) ? 1 : 0;
 	return 0;
@@ -396,15 +411,6 @@ static long
 ms(double seconds)
 {
 	return (long)(seconds * 1000.0);
-}
-
-static double
-mono_now(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void
@@ -745,10 +751,10 @@ httplock_new(const char *url, const struct httplock_opts *opts)
 			goto out;
 	/*
 	 * Only DNS is shared.  libcurl's CURLSHOPT_SHARE(3) calls sharing the
-	 * connection cache between concurrent threads "not supported"
-	 * (KNOWN_BUGS, curl issue #4915), and calls on one handle may run
-	 * concurrently; so each call connects afresh (on loopback or a LAN
-	 * that costs well under a millisecond).
+	 * connection cache between concurrent threads "not supported" (curl's
+	 * KNOWN_BUGS), and calls on one handle may run concurrently; so each
+	 * call connects afresh (on loopback or a LAN that costs well under a
+	 * millisecond).
 	 */
 	if ((h->share = curl_share_init()) == NULL ||
 	    curl_share_setopt(h->share, CURLSHOPT_USERDATA, h) != CURLSHE_OK ||
@@ -784,33 +790,6 @@ httplock_free(struct httplock *h)
 }
 
 /* ------------------------------------------------------------ acquire */
-
-/* "c-" and 32 random hex digits into rid[HTTPLOCK_REQUEST_ID_MAX + 1]. */
-static int
-make_request_id(char *rid)
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char r[REQUEST_ID_RANDOM];
-	size_t got = 0, i;
-	ssize_t n;
-
-	while (got < sizeof(r)) {
-		n = getrandom(r + got, sizeof(r) - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		got += (size_t)n;
-	}
-	rid[0] = 'c';
-	rid[1] = '-';
-	for (i = 0; i < sizeof(r); i++) {
-		rid[2 + 2 * i] = hex[r[i] >> 4];
-		rid[3 + 2 * i] = hex[r[i] & 0xf];
-	}
-	rid[2 + 2 * sizeof(r)] = '\0';
-	return 0;
-}
 
 /*
  * One acquire request.  wait < 0 leaves the timeout to the server.  On
@@ -907,22 +886,22 @@ httplock_acquire(struct httplock *h, const char *name,
 			    "request_id must have 1 to %d bytes",
 			    HTTPLOCK_REQUEST_ID_MAX);
 		memcpy(rid, opts->request_id, len + 1);
-	} else if (make_request_id(rid) != 0)
+	} else if (reqid_make(rid, sizeof(rid), REQUEST_ID_PREFIX) != 0)
 		return fail(err, HTTPLOCK_NOMEM, 0, NULL,
 		    "getrandom failed: no request_id");
 
 	if (opts->timeout >= 0)
-		deadline = mono_now() + opts->timeout;
+		deadline = hlclock_mono() + opts->timeout;
 	for (attempt = 1;; attempt++) {
 		if (opts->timeout >= 0)
-			wait = deadline - mono_now() > 0 ?
-			    deadline - mono_now() : 0;
+			wait = deadline - hlclock_mono() > 0 ?
+			    deadline - hlclock_mono() : 0;
 		code = acquire_once(h, name, opts, wait, rid, grant, &unknown,
 		    err);
 		if (code != HTTPLOCK_CONNECT && code != HTTPLOCK_UNAVAILABLE)
 			break;
 		if (opts->timeout >= 0) {
-			now = mono_now();
+			now = hlclock_mono();
 			if (now >= deadline)
 				break;
 			sleep_ms(backoff < ms(deadline - now) ? backoff :
@@ -1023,7 +1002,7 @@ cancel_call(struct httplock *h, const char *name, const char *request_id,
 	    HTTPLOCK_OK ||
 	    (code = call_run(&k, h, limit, err)) != HTTPLOCK_OK)
 		goto out;
-	was = get_string(k.json, "was", 16);
+	was = get_string(k.json, "was", sizeof("waiting") - 1);
 	if (was == NULL || (strcmp(was, "held") != 0 &&
 	    strcmp(was, "waiting") != 0)) {
 		code = fail(err, HTTPLOCK_PROTOCOL, k.status, NULL,
