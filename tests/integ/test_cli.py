@@ -820,6 +820,25 @@ class Pty:
             os.close(self.fd)
 
 
+def _wait_child(pid, comm, timeout_s=10.0):
+    """Waits until `pid` has a child process named `comm`; returns its pid."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    head, tail = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            if head.split("(", 1)[1] == comm and int(tail.split()[1]) == pid:
+                return int(d)
+        assert time.monotonic() < deadline, "no %s child of %d after %.0f s" % (
+            comm, pid, timeout_s)
+        time.sleep(0.01)
+
+
 def _tpgid(pid):
     """The foreground process group of pid's controlling terminal, and pid's
     own process group."""
@@ -847,6 +866,10 @@ def test_cli_run_terminal(s):
         t.send("hello\n")
         t.expect("GOT hello", 10)
         assert held(s, name)
+        # Ctrl-C once sleep runs: a SIGINT that reaches sh -c between its
+        # echo and its fork is only noted by sh (it catches SIGINT while
+        # running a command string), and sleep would never see it.
+        _wait_child(sh, "sleep")
         t0 = time.monotonic()
         t.send("\x03")
         rc = t.wait(10)
