@@ -16,9 +16,12 @@ import sys
 import threading
 import time
 
-from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for,
-                   wait_gone)
-from test_tenants import USERS, on_auth_stack
+from authstack import USERS, on_auth_stack
+from checks import expect, TOKEN_RE
+from common import BG, log, wait_for
+from markers import shared, timeout
+from procs import kill_quietly, proc_comm, wait_gone
+from testenv import BUILDDIR
 
 CLI = os.path.join(BUILDDIR, "client", "httplock")
 
@@ -671,22 +674,6 @@ def test_cli_run_server_paused(s):
     s.assert_healthy_and_working()
 
 
-def _comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _kill_quietly(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 # A command that leaves two children: A a plain sleep, B a sleep that
 # ignores SIGTERM.  It prints "PIDS token A B" once both run and waits.
 GROUP_CMD = ('sleep 300 & a=$!; (trap "" TERM; exec sleep 301) & b=$!; '
@@ -709,7 +696,7 @@ def test_cli_run_lost_stops_the_group(s):
         a, b = int(ln[2]), int(ln[3])
         pids = [a, b]
         # B has exec'd sleep (with SIGTERM ignored) before the lease goes.
-        wait_for(lambda: _comm(a) == "sleep" and _comm(b) == "sleep", 5,
+        wait_for(lambda: proc_comm(a) == "sleep" and proc_comm(b) == "sleep", 5,
                  "both sleeps to run")
         t0 = time.monotonic()
         s.release_ok(name, ln[1])
@@ -728,7 +715,7 @@ def test_cli_run_lost_stops_the_group(s):
         assert el_b >= grace - 0.1, "SIGKILL before the grace ran out: %.2f s" % el_b
         assert el + 0.2 >= el_b, "httplock exited %.2f s before the group was gone" % (el_b - el)
     finally:
-        _kill_quietly(pids)
+        kill_quietly(pids, signal.SIGKILL)
         p.cleanup()
 
 
@@ -743,7 +730,7 @@ def test_cli_run_signal_reaches_group(s):
         ln = p.line().split(" ")
         remember(s, ln[1])
         pids = [int(ln[2])]
-        wait_for(lambda: _comm(pids[0]) == "sleep", 5, "the sleep to run")
+        wait_for(lambda: proc_comm(pids[0]) == "sleep", 5, "the sleep to run")
         t0 = time.monotonic()
         p.p.send_signal(signal.SIGTERM)
         rc = p.wait()
@@ -754,7 +741,7 @@ def test_cli_run_signal_reaches_group(s):
         assert left == [], "the command's child survived SIGTERM to httplock"
         assert not held(s, name)
     finally:
-        _kill_quietly(pids)
+        kill_quietly(pids, signal.SIGKILL)
         p.cleanup()
 
 

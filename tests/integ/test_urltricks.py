@@ -16,71 +16,25 @@ Requests go out on raw sockets: an HTTP client library would normalise or
 refuse these URLs before sending them.
 """
 
-import json
 import os
 import re
 import secrets
 import socket
 import time
 
-import stack as stackmod
-from stack import expect, log, mount, parse_raw_response, shared, timeout
-from test_fcgiraw import Pool, exchange, nv, parse_cgi, request_bytes
-from test_tenants import User, USERS, on_auth_stack
+from authstack import USERS, User, on_auth_stack
+from checks import check_json_error, expect
+from common import log
+from fcgiwire import Pool, exchange, nv, parse_cgi, request_bytes
+from markers import mount, shared, timeout
+from rawsock import parse_raw_response, raw_request
+from testenv import SRCDIR
 
 ANSWER_BOUND_S = 5.0
 
 
 def uniq(tag):
     return "%s-%s" % (tag, secrets.token_hex(6))
-
-
-def raw_request(s, method, target, body=b"", headers=(), timeout_s=ANSWER_BOUND_S,
-                http11=False):
-    """Sends one request with a raw (bytes) request target; returns
-    (status, headers, body, seconds to the answer).  HTTP/1.0, so that
-    the answer is not chunked, unless http11 (then the caller sends any
-    Content-Length or Transfer-Encoding in headers)."""
-    head = b"%s %s HTTP/%s\r\nHost: 127.0.0.1\r\n" % (
-        method.encode(), target, b"1.1" if http11 else b"1.0")
-    if http11:
-        head += b"Connection: close\r\n"
-    if method == "POST":
-        head += b"Content-Type: application/x-www-form-urlencoded\r\n"
-        if not http11:
-            head += b"Content-Length: %d\r\n" % len(body)
-    for h in headers:
-        head += h + b"\r\n"
-    t0 = time.monotonic()
-    data = s.raw(head + b"\r\n" + body, timeout=timeout_s)
-    st, hdrs, rbody = parse_raw_response(data)
-    if "chunked" in hdrs.get("transfer-encoding", ""):
-        rbody = dechunk(rbody)
-    return st, hdrs, rbody, time.monotonic() - t0
-
-
-def dechunk(b):
-    out = b""
-    while b:
-        size, _, rest = b.partition(b"\r\n")
-        n = int(size.split(b";")[0], 16)
-        if n == 0:
-            break
-        out += rest[:n]
-        b = rest[n + 2:]
-    return out
-
-
-def assert_json_error(what, st, hdrs, body, statuses, code=None):
-    assert st in statuses, "%s: status %s, want one of %s: %r" % (what, st, statuses, body[:200])
-    ct = hdrs.get("content-type", "").split(";")[0].strip()
-    assert ct == "application/json", "%s: %s with Content-Type %r: %r" % (what, st, ct, body[:200])
-    j = json.loads(body.decode())
-    assert isinstance(j.get("error"), str) and isinstance(j.get("message"), str), \
-        "%s: not an error body: %r" % (what, j)
-    if code is not None:
-        assert j["error"] == code, "%s: error %r, want %r" % (what, j["error"], code)
-    return j
 
 
 # (label, method, raw target after the mount prefix).  {n} is a fresh name.
@@ -104,9 +58,9 @@ def check_tricks(s, name, headers=(), statuses=(400,)):
     """Every trick is refused with a JSON error, and nothing was locked."""
     for label, method, target in TRICKS:
         raw = s.prefix.encode() + target.replace(b"{n}", name.encode())
-        st, hdrs, body, secs = raw_request(s, method, raw, headers=headers)
+        st, hdrs, body, secs = raw_request(s.port, method, raw, headers=headers)
         log("%-24s %-5s %r -> %s in %.0f ms" % (label, method, raw[:60], st, secs * 1000))
-        assert_json_error("%s (%r)" % (label, raw), st, hdrs, body, statuses)
+        check_json_error("%s (%r)" % (label, raw), st, hdrs, body, statuses)
 
 
 @shared
@@ -138,12 +92,12 @@ def test_url_tricks_behind_auth(s):
                          ("GET", "/locks/"), ("GET", "/locks"), ("GET", "/nosuch"),
                          ("POST", "/lock/%s/release" % name), ("GET", "/healthzx"),
                          ("GET", "/lock/healthz")):
-        st, hdrs, body, _ = raw_request(s, method, (s.prefix + path).encode())
+        st, hdrs, body, _ = raw_request(s.port, method, (s.prefix + path).encode())
         log("anonymous %s %s -> %s" % (method, path, st))
-        assert_json_error("anonymous %s %s" % (method, path), st, hdrs, body, (401,),
+        check_json_error("anonymous %s %s" % (method, path), st, hdrs, body, (401,),
                           "unauthorized")
         assert hdrs.get("www-authenticate", "").startswith("Basic"), hdrs
-    st, hdrs, body, _ = raw_request(s, "GET", (s.prefix + "/healthz").encode())
+    st, hdrs, body, _ = raw_request(s.port, "GET", (s.prefix + "/healthz").encode())
     assert st == 200, (st, body)
     # With credentials the service works, and the tricks are still refused.
     alice = User(s, "alice", USERS["alice"])
@@ -210,9 +164,9 @@ def test_mount_prefix_is_exact(s):
                          ("GET", "/httplock.x/locks/"),
                          ("GET", "/httplock"),
                          ("GET", "/healthz")):
-        st, hdrs, body, _ = raw_request(s, method, path.encode())
+        st, hdrs, body, _ = raw_request(s.port, method, path.encode())
         log("%s %s -> %s %r" % (method, path, st, body[:80]))
-        assert_json_error("%s %s" % (method, path), st, hdrs, body, (403, 404))
+        check_json_error("%s %s" % (method, path), st, hdrs, body, (403, 404))
     assert s.status(name)["held"] is False
     g = s.acquire_ok(name, timeout=0)
     s.release_ok(name, g["token"])
@@ -270,7 +224,7 @@ def test_huge_body_refused_from_header(s):
         sock.close()
     st, hdrs, body = parse_raw_response(data)
     log("Content-Length: 1 GiB -> %s in %.1f ms: %r" % (st, secs * 1000, body[:100]))
-    assert_json_error("Content-Length: 1 GiB", st, hdrs, body, (413,), "too_large")
+    check_json_error("Content-Length: 1 GiB", st, hdrs, body, (413,), "too_large")
     assert secs < ANSWER_BOUND_S
     if s.lighttpd is not None:
         big = [(f, n) for f, n in upload_files(s.lighttpd.pid) if n > 1 << 20]
@@ -278,19 +232,19 @@ def test_huge_body_refused_from_header(s):
     # A chunked body announces no size: the cap applies as it arrives.
     chunk = b"owner=" + b"c" * 20000
     st, hdrs, rbody, secs = raw_request(
-        s, "POST", (s.prefix + "/lock/%s/acquire" % uniq("ch")).encode(), headers=[
+        s.port, "POST", (s.prefix + "/lock/%s/acquire" % uniq("ch")).encode(), headers=[
             b"Transfer-Encoding: chunked"],
         body=b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk), http11=True)
     log("chunked body of %d bytes -> %s in %.1f ms: %r" % (len(chunk), st, secs * 1000, rbody[:100]))
-    assert_json_error("chunked body of %d bytes" % len(chunk), st, hdrs, rbody, (413,), "too_large")
+    check_json_error("chunked body of %d bytes" % len(chunk), st, hdrs, rbody, (413,), "too_large")
     # The limit is httplock's: 16384 bytes pass the web server (and the
     # worker judges them: an owner this long is a 400), 16385 do not.
     for size, want in ((16384, 400), (16385, 413)):
         body = b"owner=" + b"o" * (size - 6)
-        st, hdrs, rbody, secs = raw_request(s, "POST", (s.prefix + "/lock/%s/acquire" % uniq("b")).encode(),
+        st, hdrs, rbody, secs = raw_request(s.port, "POST", (s.prefix + "/lock/%s/acquire" % uniq("b")).encode(),
                                             body=body)
         log("body of %d bytes -> %s in %.1f ms" % (size, st, secs * 1000))
-        assert_json_error("body of %d bytes" % size, st, hdrs, rbody, (want,))
+        check_json_error("body of %d bytes" % size, st, hdrs, rbody, (want,))
 
 
 # The worker pool's socket (httplock-worker -s, the systemd socket unit,
@@ -301,7 +255,7 @@ POOL_SOCK_RE = re.compile(r"(?<![\w.}/$-])/run/[\w./-]*worker[\w.-]*\.sock\b")
 
 
 def shipped_texts():
-    top = stackmod.SRCDIR
+    top = SRCDIR
     paths = [os.path.join(top, "README")]
     for d in ("conf", "docs", "examples"):
         for root, _, files in os.walk(os.path.join(top, d)):
