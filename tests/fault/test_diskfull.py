@@ -1,4 +1,4 @@
-"""Disk full and read-only database (issue 5): the database lives on a small
+"""Disk full and read-only database: the database lives on a small
 tmpfs mounted over the stack's data directory.  An acquire that cannot be
 written answers 503 "unavailable" (JSON, with a message) and never hangs,
 nothing already granted is lost, and the service resumes by itself once the

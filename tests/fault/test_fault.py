@@ -1,4 +1,4 @@
-"""Fault injection (issue 5): 32 clients run critical sections on a few locks
+"""Fault injection: 32 clients run critical sections on a few locks
 while the test, at random moments, SIGKILLs single workers, the coordinator
 (restarted after a moment, as a supervisor would), all workers at once, and
 the web server (restarted on the same port and data), and now and then the

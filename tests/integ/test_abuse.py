@@ -63,7 +63,8 @@ def _sanitized():
 # 3-8 ms and a worst single cycle of 0.17-0.75 s (when lighttpd closes
 # ~8,500 idle connections at once, on the 2 CPUs it shares with the
 # workers, the abuser and this client); under ASan one such cycle took
-# 1.02 s.  Before the limits, cycles stalled for 20 s.
+# 1.02 s.  Without the front ends' limits on unfinished requests, a
+# cycle stalls for about 20 s: that is what the bound catches.
 GOOD_BOUND = 2.5 if _sanitized() else 1.5
 # What the abuser opens, per front end.  Behind Apache every connection
 # whose headers have not arrived holds one of its threads (MaxRequestWorkers

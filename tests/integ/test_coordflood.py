@@ -1,4 +1,4 @@
-"""Garbage-speaking peers on the coordinator's socket (issue 5).
+"""Garbage-speaking peers on the coordinator's socket.
 
 Thousands of connections to the real httplock-coord of a running stack —
 idle ones, ones sending random bytes, frames of another protocol version,

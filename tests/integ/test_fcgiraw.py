@@ -1,4 +1,4 @@
-"""Raw FastCGI to the worker's socket (issue 5): oversized and overflowing
+"""Raw FastCGI to the worker's socket: oversized and overflowing
 name/value lengths (CVE-2025-23016 in libfcgi's ReadParams), lengths that
 run past their record, and parameter sets, query strings and bodies over
 httplock's caps.  The worker pool (`httplock-worker -s SOCK -n 1`) must
@@ -110,7 +110,7 @@ def test_fcgi_over_caps_refused(s):
                 "%s: not JSON: %r" % (label, out[:300])
             assert isinstance(j, dict) and j.get("error") == "too_large" and \
                 isinstance(j.get("message"), str), "%s: body %r" % (label, out[:300])
-            assert pool.health_ok(), "%s: the worker no longer serves" % label
+            assert pool.health_ok(), "%s: the worker stopped serving" % label
         assert pool.child() == before, "the worker was replaced (%s -> %s)" % (before, pool.child())
     finally:
         pool.stop()

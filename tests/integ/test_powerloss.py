@@ -1,4 +1,4 @@
-"""Power loss and unclean restarts (issue 5).
+"""Power loss and unclean restarts.
 
 A power loss is played without one: the workers run with a boot id given in
 HTTPLOCK_TEST_BOOT_ID, the whole stack is killed -9, the tail of the WAL

@@ -1,6 +1,6 @@
 """`./quickstart serve` for real, on a free loopback port with its data in a
-temporary directory, behind the front of this pass (--apache behind
-Apache).  It runs the programs of this build (HTTPLOCK_QUICKSTART_BUILD):
+temporary directory, behind the front end this run uses (--apache
+behind Apache).  It runs the programs of this build (HTTPLOCK_QUICKSTART_BUILD):
 nothing is installed or built.  Each run is a session of its own, so that
 "nothing left running" means: no live process in that session, and none
 whose command line or environment names the run's directory."""

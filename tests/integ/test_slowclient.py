@@ -1,4 +1,4 @@
-"""Slow and stuck clients (issue 5), behind each front end.
+"""Slow and stuck clients, behind each front end.
 
 - A client acquires a lock with a small ttl on a raw connection with a tiny
   receive buffer, pipelines big lock listings behind it, and then never

@@ -2,12 +2,13 @@
 
 lighttpd and Apache apply their access rules (auth.require, <Location>) to
 their own decoded path with "." and ".." segments resolved; httplock routes
-on the raw REQUEST_URI, which libfcgi cuts at the first NUL byte.  So
-"/lock/acct/acquire\\0/../../../x" was judged as "/x" (no password needed)
-and served as an acquire of "acct", and "/lock/%2e%2e/acquire" acquired a
-lock named "..".  Each such request must now be refused (400, JSON) behind
-both front ends, with and without authentication; the worker refuses them
-itself too when a peer speaks FastCGI to it directly.  Also: the mount
+on the raw REQUEST_URI, which libfcgi cuts at the first NUL byte.  So the
+web server would judge "/lock/acct/acquire\\0/../../../x" as "/x" (no
+password needed) while httplock would serve an acquire of "acct", and
+"/lock/%2e%2e/acquire" would acquire a lock named "..".  Each such request
+is refused (400, JSON) behind both front ends, with and without
+authentication; the worker refuses them itself too when a peer speaks
+FastCGI to it directly.  Also: the mount
 prefix "/httplock" serves /httplock/... only, not /httplockfoo/...; a body
 announced larger than httplock takes is refused from its header; and the
 worker pool's socket has one path in every shipped configuration and guide.
@@ -80,11 +81,11 @@ def test_url_tricks_refused(s):
 
 @on_auth_stack()
 def test_url_tricks_behind_auth(s):
-    """The issue's attack: behind basic auth with anonymous = allow,
-    "/lock/acct/acquire\\0/../../../x" and "/lock/%2e%2e/acquire" without
-    credentials were granted.  Now every trick is refused (400) or asks for
-    credentials (401), nothing is granted, and the whole mount needs a user
-    except GET /healthz."""
+    """The attack on access rules: behind basic auth with anonymous =
+    allow, "/lock/acct/acquire\\0/../../../x" and "/lock/%2e%2e/acquire"
+    without credentials must not be granted.  Every trick is refused (400)
+    or asks for credentials (401), nothing is granted, and the whole mount
+    needs a user except GET /healthz."""
     name = uniq("acct")
     check_tricks(s, name, statuses=(400, 401))
     # Without credentials: everything under the mount is 401, /healthz 200.
@@ -132,7 +133,8 @@ def test_worker_refuses_nul_raw_fastcgi(s):
                                                            j and j.get("message")))
             return st, j
 
-        # The issue's request as lighttpd (without url-ctrls-reject) sends it.
+        # The NUL-and-dot-segments request as lighttpd (without
+        # url-ctrls-reject) passes it on.
         st, j = ask(b"/lock/" + name + b"/acquire\x00/../../../x", b"/x")
         assert st == 400 and j["error"] == "bad_request" and "another path" in j["message"], j
         st, j = ask(b"/httplock/lock/" + name + b"/acquire\x00/../release",
