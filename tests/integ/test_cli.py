@@ -216,6 +216,12 @@ class Proc:
                 pass
 
 
+def _request_id():
+    """A random request_id that cannot be taken for an option (it does not
+    start with "-", as token_urlsafe's output may)."""
+    return "r" + secrets.token_urlsafe(16)
+
+
 def held(s, name):
     return s.status(name)["held"]
 
@@ -311,7 +317,7 @@ def test_cli_acquire_conflict(s):
 @shared
 def test_cli_acquire_json(s):
     name = "cli-json"
-    rid = secrets.token_urlsafe(16)
+    rid = _request_id()
     t0 = time.time()
     r = cli(s, "acquire", name, "--json", "--ttl", "7.5", "--owner", "web \"3\"",
             "--request-id", rid, expect_rc=0)
@@ -362,7 +368,7 @@ def test_cli_cancel(s):
     grant it got; exit 4 when there is neither."""
     name = "cli-cancel"
     a = s.acquire_ok(name)
-    rid = secrets.token_urlsafe(16)
+    rid = _request_id()
     w = BG(s.acquire, name, request_id=rid, timeout=8)
     try:
         s.wait_waiters(name, 1, bg=w)
@@ -373,7 +379,7 @@ def test_cli_cancel(s):
     finally:
         s.release_ok(name, a["token"])
     # The grant of an acquire (here the CLI's own) is released by its id.
-    rid2 = secrets.token_urlsafe(16)
+    rid2 = _request_id()
     r = cli(s, "acquire", name, "--json", "--request-id", rid2, expect_rc=0)
     remember(s, json.loads(r.out)["token"])
     r = cli(s, "cancel", name, rid2, "--json", expect_rc=0)
