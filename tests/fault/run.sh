@@ -1,5 +1,5 @@
 #!/bin/bash
-# Automake test script: httplock's fault-injection suite (issue 5), the
+# Automake test script: httplock's fault-injection suite, the
 # tests/fault/test_*.py files, on the integration harness
 # (tests/integ/run.py --dir tests/fault, which starts the real stack with
 # tests/integ/stack.py), once behind lighttpd and once behind Apache 2.4

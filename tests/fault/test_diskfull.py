@@ -1,4 +1,4 @@
-"""Disk full and read-only database (issue 5): the database lives on a small
+"""Disk full and read-only database: the database lives on a small
 tmpfs mounted over the stack's data directory.  An acquire that cannot be
 written answers 503 "unavailable" (JSON, with a message) and never hangs,
 nothing already granted is lost, and the service resumes by itself once the
@@ -9,15 +9,20 @@ file system is writable again.  Needs root (mount); the test is skipped
 import errno
 import functools
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 
 # The harness lives with the integration tests.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integ"))
-import stack as stackmod  # noqa: E402
-from stack import BG, expect, fronts, log, shared, timeout, wait_for  # noqa: E402
+from checks import check_integrity, expect  # noqa: E402
+from common import BG, log, wait_for  # noqa: E402
+from httpclient import lpath  # noqa: E402
+from markers import fronts, shared, timeout  # noqa: E402
+from procs import cpu_seconds  # noqa: E402
+from rawsock import free_port  # noqa: E402
+from stack import Stack  # noqa: E402
+from testenv import LIGHTTPD  # noqa: E402
 
 TMPFS_SIZE = "1m"
 HELD = 3                 # locks granted before the trouble starts
@@ -62,7 +67,7 @@ def on_tmpfs_stack(fn):
         if not _can_mount():
             log("not root: cannot mount a tmpfs; skipped")
             return
-        s = stackmod.Stack(label=fn.__name__, front="lighttpd")
+        s = Stack(label=fn.__name__, front="lighttpd")
         ok = False
         try:
             r = _run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % TMPFS_SIZE,
@@ -73,7 +78,8 @@ def on_tmpfs_stack(fn):
             fn(s)
             s.stop()
             s.check_logs()
-            _integrity_ok(s.db_path)
+            check_integrity(s.db_path)
+            log("PRAGMA integrity_check: ok")
             ok = True
         except BaseException:
             log(s.log_tails(25).replace("\n", "\n    "))
@@ -89,17 +95,6 @@ def on_tmpfs_stack(fn):
                 finally:
                     s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
     return shared(functools.wraps(fn)(run))
-
-
-def _integrity_ok(db_path):
-    db = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=5)
-    try:
-        ic = [row[0] for row in db.execute("PRAGMA integrity_check")]
-    finally:
-        db.close()
-    if ic != ["ok"]:
-        raise AssertionError("PRAGMA integrity_check: %s" % ic)
-    log("PRAGMA integrity_check: ok")
 
 
 def _dir_sizes(s):
@@ -144,7 +139,7 @@ def _check_still_held(s, held, when, allow_unavailable=False):
     unavailable = 0
     for name, _token, fence, owner in held:
         if allow_unavailable:
-            r = s.get(stackmod.lpath(name), timeout=CLIENT_TIMEOUT)
+            r = s.get(lpath(name), timeout=CLIENT_TIMEOUT)
             if r.status == 503:
                 _unavailable(r)
                 unavailable += 1
@@ -286,17 +281,6 @@ def test_disk_full(s):
     s.assert_healthy_and_working("df-probe")
 
 
-def _cpu_seconds(pids):
-    """User + system CPU time of these processes so far, in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 @fronts("lighttpd")
 @timeout(120)
 @on_tmpfs_stack
@@ -323,9 +307,9 @@ def test_waiter_while_disk_full(s):
     # try to grant it, which needs a commit.
     wait_for(lambda: time.time() > h["expires_at"] + 0.5, 5, "the lease to run out")
     pids = s.worker_pids()
-    c0, t0 = _cpu_seconds(pids), time.monotonic()
+    c0, t0 = cpu_seconds(pids), time.monotonic()
     time.sleep(3.0)     # the window measured: nothing to wait for
-    cpu = _cpu_seconds(pids) - c0
+    cpu = cpu_seconds(pids) - c0
     el = time.monotonic() - t0
     done_early = bg.done()
     log("workers used %.2f s of CPU in %.2f s with one waiter on a full disk%s" % (
@@ -350,8 +334,8 @@ def _start_tolerant(s):
     s.write_conf()
     s.stopped = False
     s.start_coord()
-    s.port = stackmod.free_port()
-    s.front = s._popen([stackmod.LIGHTTPD, "-D", "-f", s.lighttpd_conf], "lighttpd.out",
+    s.port = free_port()
+    s.front = s._popen([LIGHTTPD, "-D", "-f", s.lighttpd_conf], "lighttpd.out",
                        env=s._front_env())
 
     def pred():

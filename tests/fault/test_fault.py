@@ -1,4 +1,4 @@
-"""Fault injection (issue 5): 32 clients run critical sections on a few locks
+"""Fault injection: 32 clients run critical sections on a few locks
 while the test, at random moments, SIGKILLs single workers, the coordinator
 (restarted after a moment, as a supervisor would), all workers at once, and
 the web server (restarted on the same port and data), and now and then the
@@ -51,7 +51,12 @@ import urllib.parse
 
 # The harness lives with the integration tests.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integ"))
-from stack import is_num, log, lpath, timeout, wait_gone  # noqa: E402
+from checks import is_num  # noqa: E402
+from common import log  # noqa: E402
+from httpclient import lpath  # noqa: E402
+from markers import timeout  # noqa: E402
+from procs import wait_gone  # noqa: E402
+from stack import Stack  # noqa: E402
 
 N_CLIENTS = 32
 LOCKS = ["fault-%d" % i for i in range(4)]
@@ -441,8 +446,7 @@ def test_fault_injection(s):
 
 if __name__ == "__main__":
     # Runs this test alone, without run.py's suite time limit (long forms).
-    import stack as stackmod
-    st = stackmod.Stack(label="fault")
+    st = Stack(label="fault")
     ok = False
     try:
         st.start()

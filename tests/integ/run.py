@@ -33,6 +33,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True     # the source tree may be read-only
 
 import stack as stackmod  # noqa: E402
+from testenv import FRONT, FRONTS  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT = 60.0
 SUITE_TIMEOUT = float(os.environ.get("HTTPLOCK_SUITE_TIMEOUT") or 280.0)
@@ -64,7 +65,7 @@ def discover(filters):
             full = "%s.%s" % (modname, fn.__name__)
             if filters and not any(s in full for s in filters):
                 continue
-            if stackmod.FRONT not in getattr(fn, "hl_fronts", stackmod.FRONTS):
+            if FRONT not in getattr(fn, "hl_fronts", FRONTS):
                 continue
             tests.append((full, fn, None))
     return tests
@@ -114,7 +115,7 @@ def report_fail(name, reason, tb, stack):
     first = reason.strip().splitlines()[0] if reason.strip() else "failed"
     if len(first) > 500:
         first = first[:500] + "..."
-    lines = ["FAIL %s [%s]: %s" % (name, stackmod.FRONT, first)]
+    lines = ["FAIL %s [%s]: %s" % (name, FRONT, first)]
     if tb:
         lines.append(tb.rstrip())
     if stack is not None:
@@ -185,7 +186,7 @@ def run_one(name, fn, shared_stack_box):
         if own and s is not None:
             s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
     RESULTS["passed"] += 1
-    out("PASS %s [%s] (%d ms)" % (name, stackmod.FRONT, (time.monotonic() - t0) * 1000))
+    out("PASS %s [%s] (%d ms)" % (name, FRONT, (time.monotonic() - t0) * 1000))
     return True
 
 
@@ -236,7 +237,7 @@ def main(argv):
         stackmod.kill_everything()
     if not tests:
         out("no tests matched %s" % (filters,))
-    out("(suite took %.1f s behind %s)" % (time.monotonic() - t_suite, stackmod.FRONT))
+    out("(suite took %.1f s behind %s)" % (time.monotonic() - t_suite, FRONT))
     out("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
     return 0 if RESULTS["failed"] == 0 else 1
 

@@ -1,50 +1,34 @@
-"""Harness for httplock's integration tests: starts and stops the real stack
-in a private temporary directory, and offers request helpers and checks that
-the tests share.  The stack is httplock-coord plus a front end, chosen by
-HTTPLOCK_FRONT: "lighttpd" (the default; it spawns the httplock-worker
-processes itself) or "apache" (Apache 2.4 with mod_proxy_fcgi, in front of
-an httplock-worker pool: `httplock-worker -s SOCKET -n 2`).
+"""The stack the integration tests run against, in a private temporary
+directory: httplock-coord plus a front end, chosen by HTTPLOCK_FRONT:
+"lighttpd" (the default; it spawns the httplock-worker processes itself)
+or "apache" (Apache 2.4 with mod_proxy_fcgi, in front of an
+httplock-worker pool: `httplock-worker -s SOCKET -n 2`).  Stack writes the
+configuration, starts, stops, kills and restarts the processes, finds
+them in /proc, and reads and checks their logs; it is also the tests'
+HTTP client (httpclient.Client) on its port.
 
 Python 3 standard library only.  Every process started here is registered so
 that it can be killed whatever happens (see kill_everything()).
 """
 
+import grp
 import http.client
-import json
 import os
-import re
+import pwd
 import shutil
 import signal
-import socket
-import struct
-import sys
+import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-SRCDIR = os.environ.get("HTTPLOCK_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
-BUILDDIR = os.environ.get("HTTPLOCK_BUILDDIR")
-if not BUILDDIR:
-    # The source tree itself, or else its build/ (an out-of-tree build).
-    BUILDDIR = SRCDIR
-    if not os.path.exists(os.path.join(SRCDIR, "fcgi", "httplock-worker")) and \
-            os.path.exists(os.path.join(SRCDIR, "build", "fcgi", "httplock-worker")):
-        BUILDDIR = os.path.join(SRCDIR, "build")
-LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
-APACHE2 = os.environ.get("APACHE2") or "/usr/sbin/apache2"
-FRONT = os.environ.get("HTTPLOCK_FRONT") or "lighttpd"
-FRONTS = ("lighttpd", "apache")
-# Worker processes per stack.  Two by default, so that a lock often passes
-# between processes; HTTPLOCK_TEST_PROCS=1 runs every handoff in-process.
-PROCS = os.environ.get("HTTPLOCK_TEST_PROCS") or "2"
-
-WORKER_BIN = os.path.join(BUILDDIR, "fcgi", "httplock-worker")
-COORD_BIN = os.path.join(BUILDDIR, "coord", "httplock-coord")
-LIGHTTPD_CONF = os.path.join(SRCDIR, "conf", "lighttpd.conf")
-APACHE_CONF = os.path.join(SRCDIR, "conf", "apache.conf")
+from coordwire import ping as coord_ping
+from httpclient import Client
+from procs import (all_pids, children_map, kill_quietly, pid_alive, proc_comm, threads,
+                   wait_gone)
+from rawsock import free_port, unix_accepts
+from testenv import (APACHE2, APACHE_CONF, COORD_BIN, FRONT, FRONTS, LIGHTTPD, LIGHTTPD_CONF,
+                     PROCS, WORKER_BIN)
 
 DEFAULT_CONF = [
     ("database", "{dir}/data/httplock.db"),
@@ -58,58 +42,11 @@ DEFAULT_CONF = [
     ("max_threads", "256"),
 ]
 
-TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 LOG_FILES = ("lighttpd-error.log", "coord.log", "lighttpd.out",
              "apache-error.log", "apache.out", "pool.log")
 
 
-# ---------------------------------------------------------------------------
-# Test markers, read by run.py.
-
-def shared(fn):
-    """The test may run on the suite's shared default stack (it uses lock
-    names of its own and does not stop, kill or reconfigure the stack)."""
-    fn.hl_shared = True
-    return fn
-
-
-def conf(**overrides):
-    """Runs the test on a fresh stack whose httplock.conf has these keys
-    changed or added (values are written as given)."""
-    def mark(fn):
-        fn.hl_conf = {k: str(v) for k, v in overrides.items()}
-        return fn
-    return mark
-
-
-def fronts(*names):
-    """Runs the test only behind these front ends ("lighttpd", "apache")."""
-    def mark(fn):
-        fn.hl_fronts = names
-        return fn
-    return mark
-
-
-def mount(prefix):
-    """Runs the test on a fresh stack mounted at this URL prefix (e.g.
-    "/httplock"); Stack.request() and url() add it to every path."""
-    def mark(fn):
-        fn.hl_mount = prefix
-        return fn
-    return mark
-
-
-def timeout(seconds):
-    """Per-test time limit (default 60 s), enforced by run.py's watchdog."""
-    def mark(fn):
-        fn.hl_timeout = seconds
-        return fn
-    return mark
-
-
-# ---------------------------------------------------------------------------
-# Process bookkeeping: everything we started, so nothing is left behind.
-
+# Every stack not yet cleaned up, for kill_everything().
 _registry_lock = threading.Lock()
 _live_stacks = set()
 
@@ -125,287 +62,12 @@ def kill_everything():
             pass
 
 
-def log(msg):
-    """Prints a measurement or note from a test (indented under its line)."""
-    sys.stdout.write("    %s\n" % msg)
-    sys.stdout.flush()
-
-
-def _proc_stat(pid):
-    """(state, ppid, pgrp) of pid, or None when it does not exist."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    rest = data[data.rfind(")") + 2:].split()
-    return rest[0], int(rest[1]), int(rest[2])
-
-
-def _proc_comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid, "rb") as f:
-            return f.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-
-
-def _all_pids():
-    out = []
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            out.append(int(e))
-    return out
-
-
-def pid_alive(pid):
-    """True while pid exists and is not a zombie.  A killed multi-threaded
-    process whose main thread is already a zombie still counts while its
-    other threads exit: the last one to go closes the descriptors (a
-    worker's listening socket among them), after unmapping the memory,
-    which takes a while under AddressSanitizer."""
-    st = _proc_stat(pid)
-    if st is None:
-        return False
-    if st[0] not in ("Z", "X"):
-        return True
-    try:
-        return len(os.listdir("/proc/%d/task" % pid)) > 1
-    except OSError:
-        return False
-
-
-def wait_gone(pids, timeout_s):
-    """Waits until none of pids is alive; returns the ones still alive."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [p for p in pids if pid_alive(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.01)
-
-
-def wait_for(pred, timeout_s, what, interval=0.02):
-    """Polls pred() until it returns a true value (which is returned) or
-    timeout_s elapses (AssertionError naming `what`)."""
-    deadline = time.monotonic() + timeout_s
-    last_exc = None
-    while True:
-        try:
-            v = pred()
-            if v:
-                return v
-        except AssertionError:
-            raise
-        except Exception as e:  # keep polling through transient errors
-            last_exc = e
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1f s waiting for %s%s" % (
-                timeout_s, what, "" if last_exc is None else " (last error: %r)" % (last_exc,)))
-        time.sleep(interval)
-
-
-# ---------------------------------------------------------------------------
-# Responses and checks.
-
-class Resp:
-    def __init__(self, desc, status, reason, headers, body, ms):
-        self.desc = desc          # "POST /lock/x/acquire/ {...}" for messages
-        self.status = status
-        self.reason = reason
-        self.headers = headers    # http.client.HTTPMessage
-        self.body = body          # bytes
-        self.ms = ms              # round trip in milliseconds
-        self.json = None
-        self.t_done = time.monotonic()
-
-    def header(self, name):
-        return self.headers.get(name) if self.headers is not None else None
-
-    def __getitem__(self, k):
-        if not isinstance(self.json, dict):
-            raise AssertionError("%s: body is not a JSON object: %r" % (self.desc, self.body[:300]))
-        if k not in self.json:
-            raise AssertionError("%s: key %r missing in %s" % (self.desc, k, self.short()))
-        return self.json[k]
-
-    def get(self, k, default=None):
-        return self.json.get(k, default) if isinstance(self.json, dict) else default
-
-    def short(self):
-        b = self.body[:400].decode("utf-8", "replace")
-        return "%d %s" % (self.status, b)
-
-    def __repr__(self):
-        return "<%s -> %s>" % (self.desc, self.short())
-
-
-def expect(r, status, error=None):
-    """Asserts the status (and for errors the {"error","message"} body)."""
-    if r.status != status:
-        raise AssertionError("%s: expected %d%s, got %s" % (
-            r.desc, status, "" if error is None else " " + error, r.short()))
-    if error is not None:
-        if not isinstance(r.json, dict) or r.json.get("error") != error:
-            raise AssertionError("%s: expected error %r, got %s" % (r.desc, error, r.short()))
-        if not isinstance(r.json.get("message"), str):
-            raise AssertionError("%s: error body without a string \"message\": %s" % (r.desc, r.short()))
-    return r
-
-
-def is_num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def check_grant(r, name, owner=None, ttl=None, lease=None):
-    """Asserts a 200 acquire/renew body: lock, token, fence, ttl, expires_at,
-    owner.  ttl: the "ttl" field must be that and expires_at about now + ttl;
-    lease: only expires_at must be about now + lease."""
-    expect(r, 200)
-    for k in ("lock", "token", "fence", "ttl", "expires_at", "owner"):
-        r[k]
-    if r["lock"] != name:
-        raise AssertionError("%s: lock %r != %r" % (r.desc, r["lock"], name))
-    if not isinstance(r["token"], str) or not TOKEN_RE.match(r["token"]):
-        raise AssertionError("%s: token is not 32 lowercase hex: %r" % (r.desc, r["token"]))
-    if not is_int(r["fence"]):
-        raise AssertionError("%s: fence is not an integer: %r" % (r.desc, r["fence"]))
-    if not is_num(r["ttl"]) or r["ttl"] <= 0:
-        raise AssertionError("%s: bad ttl %r" % (r.desc, r["ttl"]))
-    if not is_num(r["expires_at"]):
-        raise AssertionError("%s: expires_at is not a number: %r" % (r.desc, r["expires_at"]))
-    now = time.time()
-    if ttl is not None:
-        if abs(r["ttl"] - ttl) > 0.0015:
-            raise AssertionError("%s: ttl %r != %r" % (r.desc, r["ttl"], ttl))
-        if not (now + ttl - 5 <= r["expires_at"] <= now + ttl + 1):
-            raise AssertionError("%s: expires_at %.3f not about now (%.3f) + ttl %s" % (
-                r.desc, r["expires_at"], now, ttl))
-    if lease is not None and not (now + lease - 5 <= r["expires_at"] <= now + lease + 1):
-        raise AssertionError("%s: expires_at %.3f not about now (%.3f) + %s" % (
-            r.desc, r["expires_at"], now, lease))
-    if owner is not None and r["owner"] != owner:
-        raise AssertionError("%s: owner %r != %r" % (r.desc, r["owner"], owner))
-    return r
-
-
-def lpath(name, action=None):
-    """URL path of a lock (name is str or bytes, percent-encoded here)."""
-    q = urllib.parse.quote(name, safe="")
-    return "/lock/%s/%s" % (q, action + "/" if action else "")
-
-
-class BG(threading.Thread):
-    """Runs fn(*args) in a daemon thread; keeps its result or exception and
-    the monotonic time it finished."""
-
-    def __init__(self, fn, *args, **kw):
-        super().__init__(daemon=True)
-        self.fn, self.args, self.kw = fn, args, kw
-        self.result = None
-        self.exc = None
-        self.t_start = None
-        self.t_done = None
-        self.start()
-
-    def run(self):
-        self.t_start = time.monotonic()
-        try:
-            self.result = self.fn(*self.args, **self.kw)
-        except BaseException as e:  # noqa
-            self.exc = e
-        self.t_done = time.monotonic()
-
-    def done(self):
-        return self.t_done is not None
-
-    def get(self, timeout_s):
-        """The result, re-raising the thread's exception; AssertionError if it
-        did not finish within timeout_s."""
-        self.join(timeout_s)
-        if self.is_alive():
-            raise AssertionError("background request still running after %.1f s" % timeout_s)
-        if self.exc is not None:
-            raise self.exc
-        return self.result
-
-
-# ---------------------------------------------------------------------------
-# Raw sockets.
-
-def rst_close(sock):
-    """Closes sock with SO_LINGER (1, 0): the peer sees a TCP RST."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
-
-
-def parse_raw_response(data):
-    """(status or None, headers dict lower-case, body bytes) of raw bytes."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = None
-    m = re.match(rb"HTTP/1\.[01] (\d{3})", lines[0] if lines else b"")
-    if m:
-        status = int(m.group(1))
-    hdrs = {}
-    for ln in lines[1:]:
-        k, _, v = ln.partition(b":")
-        hdrs[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
-    return status, hdrs, body
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-# ---------------------------------------------------------------------------
-# The stack.
-
 class StackError(Exception):
-    pass
+    """The stack could not be built or started (a binary missing, a
+    process that exited at start, a socket that never accepted)."""
 
 
-def _proto_version():
-    with open(os.path.join(SRCDIR, "coord", "proto.h")) as f:
-        m = re.search(r"#define PROTO_VERSION\s+(\d+)", f.read())
-    return int(m.group(1))
-
-
-def coord_ping(path, timeout_s=5.0):
-    """(peers, waiters, locks) from a PING to the coordinator at `path`, on
-    a fresh connection (coord/proto.h: an 8-byte header, PONG of 12)."""
-    t_ping, t_pong = 5, 6
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout_s)
-        s.connect(path)
-        s.sendall(struct.pack("!BBHI", _proto_version(), t_ping, 0, 0))
-        buf = b""
-        while len(buf) < 8 + 12:
-            b = s.recv(8 + 12 - len(buf))
-            if not b:
-                break
-            buf += b
-        hdr = struct.unpack("!BBHI", buf[:8]) if len(buf) == 20 else None
-        if hdr is None or hdr[1] != t_pong or hdr[3] != 12:
-            raise AssertionError("PING: bad answer %r" % (buf,))
-        return struct.unpack("!III", buf[8:])
-    finally:
-        s.close()
-
-
-class Stack:
+class Stack(Client):
     """front: "lighttpd" or "apache" (default HTTPLOCK_FRONT); mount: the
     URL prefix httplock is mounted at ("/" or e.g. "/httplock"), which
     request() and url() put before every path.  lighttpd_conf: another
@@ -431,8 +93,8 @@ class Stack:
         binary = LIGHTTPD if self.front_name == "lighttpd" else APACHE2
         if not os.access(binary, os.X_OK):
             raise StackError("%s not found: %s" % (self.front_name, binary))
+        Client.__init__(self, None, mount.rstrip("/"))
         self.mount = mount
-        self.prefix = mount.rstrip("/")
         self.label = label
         self.dir = tempfile.mkdtemp(prefix="hl", dir="/tmp")
         self.datadir = os.path.join(self.dir, "data")
@@ -459,14 +121,11 @@ class Stack:
         if self.conf.get("coord_autostart", "no").lower() == "yes":
             self.conf.setdefault("coord_binary", COORD_BIN)
             self.conf.setdefault("coord_log", os.path.join(self.rundir, "coord.log"))
-        self.port = None
         self.coord = None            # Popen
         self.front = None            # Popen: lighttpd, or Apache's parent
         self.pool = None             # Popen: the worker pool (Apache only)
         self.known_workers = set()   # every worker pid we have seen
-        self.tokens = set()          # every token the service handed out
         self.stopped = True
-        self._lock = threading.Lock()
         with _registry_lock:
             _live_stacks.add(self)
 
@@ -485,7 +144,6 @@ class Stack:
         self.start_front()
 
     def _popen(self, argv, logname, env=None):
-        import subprocess
         out = open(os.path.join(self.rundir, logname), "ab")
         try:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -499,24 +157,22 @@ class Stack:
         if self.coord is not None and self.coord.poll() is None:
             raise StackError("coordinator already running (pid %d)" % self.coord.pid)
         self.coord = self._popen([COORD_BIN, "-c", self.conf_path], "coord.log")
+        self._wait_accepts(self.coord, self.coord_sock, "httplock-coord", "coord.log", timeout_s)
+
+    def _wait_accepts(self, proc, sock, what, logname, timeout_s):
+        """Waits until the Unix socket sock accepts; StackError if proc
+        (`what`, logging to logname) exits first or timeout_s passes."""
         deadline = time.monotonic() + timeout_s
         while True:
-            rc = self.coord.poll()
+            rc = proc.poll()
             if rc is not None:
-                raise StackError("httplock-coord exited with status %s at start\n%s" % (
-                    rc, self.log_tail("coord.log")))
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.settimeout(1.0)
-                s.connect(self.coord_sock)
+                raise StackError("%s exited with status %s at start\n%s" % (
+                    what, rc, self.log_tail(logname)))
+            if unix_accepts(sock):
                 return
-            except OSError:
-                pass
-            finally:
-                s.close()
             if time.monotonic() >= deadline:
-                raise StackError("coordinator socket %s did not accept within %.0f s\n%s" % (
-                    self.coord_sock, timeout_s, self.log_tail("coord.log")))
+                raise StackError("%s: socket %s did not accept within %.0f s\n%s" % (
+                    what, sock, timeout_s, self.log_tail(logname)))
             time.sleep(0.01)
 
     @property
@@ -539,8 +195,6 @@ class Stack:
         return ("apache.out", "apache-error.log", "pool.log")
 
     def _front_env(self):
-        import pwd
-        import grp
         env = dict(os.environ)
         user = pwd.getpwuid(os.geteuid()).pw_name
         group = grp.getgrgid(os.getegid()).gr_name
@@ -574,24 +228,7 @@ class Stack:
         self.pool = self._popen([WORKER_BIN, "-c", self.conf_path, "-s", sock, "-n", PROCS,
                                  "-m", "0660", "-g", env["HTTPLOCK_GROUP"]],
                                 "pool.log", env=env)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            rc = self.pool.poll()
-            if rc is not None:
-                raise StackError("httplock-worker pool exited with status %s at start\n%s" % (
-                    rc, self.log_tail("pool.log")))
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(sock)
-                return
-            except OSError:
-                pass
-            finally:
-                s.close()
-            if time.monotonic() >= deadline:
-                raise StackError("worker pool socket %s did not accept within %.0f s\n%s" % (
-                    sock, timeout_s, self.log_tail("pool.log")))
-            time.sleep(0.01)
+        self._wait_accepts(self.pool, sock, "httplock-worker pool", "pool.log", timeout_s)
 
     def start_front(self, same_port=False, timeout_s=15.0):
         """Starts the front end (lighttpd, which spawns the workers; or the
@@ -652,20 +289,12 @@ class Stack:
 
     # -- processes ---------------------------------------------------------
 
-    def _children(self):
-        children = {}
-        for pid in _all_pids():
-            st = _proc_stat(pid)
-            if st is not None and st[0] not in ("Z", "X"):
-                children.setdefault(st[1], []).append(pid)
-        return children
-
     def front_pids(self):
         """The front end's live processes: lighttpd, or Apache's parent and
         its children (what a SIGSTOP must reach to pause the web server)."""
         if self.front is None or not pid_alive(self.front.pid):
             return []
-        return [self.front.pid] + sorted(self._children().get(self.front.pid, []))
+        return [self.front.pid] + sorted(children_map().get(self.front.pid, []))
 
     def worker_pids(self):
         """Live httplock-worker processes below lighttpd, or below the pool
@@ -674,13 +303,13 @@ class Stack:
         if root is None:
             return []
         root = root.pid
-        children = self._children()
+        children = children_map()
         out, todo = [], [root]
         while todo:
             p = todo.pop()
             for c in children.get(p, []):
                 todo.append(c)
-                if _proc_comm(c) == "httplock-worker":
+                if proc_comm(c) == "httplock-worker":
                     out.append(c)
         out.sort()
         self.known_workers.update(out)
@@ -694,8 +323,8 @@ class Stack:
         needle = ("HTTPLOCK_CONF=%s\0" % self.conf_path).encode()
         out = set(p for p in self.known_workers if pid_alive(p))
         front = self.front.pid if self.front is not None else None
-        for pid in _all_pids():
-            comm = _proc_comm(pid)
+        for pid in all_pids():
+            comm = proc_comm(pid)
             forked = comm == "lighttpd" and self.front_name == "lighttpd" and pid != front
             if (comm != "httplock-worker" and not forked) or not pid_alive(pid):
                 continue
@@ -711,8 +340,8 @@ class Stack:
         """Live httplock-coord processes started by this stack's workers
         (coord_autostart): found by "-c <our conf>" on their command line."""
         out = []
-        for pid in _all_pids():
-            if _proc_comm(pid) != "httplock-coord" or not pid_alive(pid):
+        for pid in all_pids():
+            if proc_comm(pid) != "httplock-coord" or not pid_alive(pid):
                 continue
             try:
                 with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -743,33 +372,16 @@ class Stack:
         procs = [p for p in (self.front, self.pool, self.coord) if p is not None]
         if self.apache is not None:
             workers |= set(self.front_pids()[1:])    # Apache's children
-        for w in workers:
-            try:
-                os.kill(w, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for w in workers:
-            try:
-                os.kill(w, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_quietly(workers, signal.SIGSTOP)
+        kill_quietly([p.pid for p in procs if p.poll() is None], signal.SIGKILL)
+        kill_quietly(workers, signal.SIGKILL)
         for p in procs:
             p.wait(timeout_s)
         # One lighttpd forked after the list was taken is not on it.
         deadline = time.monotonic() + timeout_s
         while True:
             strays = set(self.stray_workers()) - workers
-            for w in strays:
-                try:
-                    os.kill(w, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_quietly(strays, signal.SIGKILL)
             workers |= strays
             left = wait_gone(list(workers), max(0.0, deadline - time.monotonic()))
             if left:
@@ -840,11 +452,7 @@ class Stack:
                     p.kill()
                 except OSError:
                     pass
-        for w in pids:
-            try:
-                os.kill(w, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_quietly(pids, signal.SIGKILL)
         for p in (self.front, self.pool, self.coord):
             if p is not None:
                 try:
@@ -906,133 +514,7 @@ class Stack:
                     line = text[text.rfind("\n", 0, i) + 1:text.find("\n", i)]
                     raise AssertionError("token %s appears in %s: %r" % (t, name, line[:300]))
 
-    # -- HTTP --------------------------------------------------------------
-
-    def url(self, path):
-        return "http://127.0.0.1:%d%s%s" % (self.port, self.prefix, path)
-
-    def request(self, method, path, query=None, form=None, body=None, ctype=None,
-                headers=None, timeout=20.0, expect_json=True, mount=True):
-        """One request on a fresh connection.  `query` goes to the URL, `form`
-        is url-encoded into the body; without either a POST still sends an
-        empty body with Content-Length: 0.  The mount prefix goes before path
-        unless not mount.  Asserts Content-Type
-        application/json and a parseable JSON body unless not expect_json."""
-        url = self.prefix + path if mount else path
-        if query is not None:
-            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
-        hdrs = dict(headers or {})
-        if form is not None:
-            body = urllib.parse.urlencode(form).encode()
-            ctype = ctype or "application/x-www-form-urlencoded"
-        if body is None and method in ("POST", "PUT", "PATCH", "DELETE"):
-            body = b""
-        if body is not None:
-            hdrs["Content-Length"] = str(len(body))
-        if ctype is not None:
-            hdrs["Content-Type"] = ctype
-        desc = "%s %s" % (method, url if len(url) < 200 else url[:200] + "...")
-        if form is not None:
-            d = urllib.parse.urlencode(form)
-            desc += " body=%s" % (d if len(d) < 200 else d[:200] + "...")
-        t0 = time.monotonic()
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            c.request(method, url, body=body, headers=hdrs)
-            r = c.getresponse()
-            data = r.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise AssertionError("%s: request failed after %.0f ms: %r" % (
-                desc, (time.monotonic() - t0) * 1000, e))
-        finally:
-            c.close()
-        res = Resp(desc, r.status, r.reason, r.headers, data, (time.monotonic() - t0) * 1000)
-        if expect_json:
-            ct = r.headers.get("Content-Type", "")
-            if ct.split(";")[0].strip().lower() != "application/json":
-                raise AssertionError("%s: Content-Type %r, expected application/json (%s)" % (
-                    desc, ct, res.short()))
-            if method != "HEAD":
-                try:
-                    res.json = json.loads(data.decode("utf-8"))
-                except ValueError as e:
-                    raise AssertionError("%s: body is not JSON (%s): %r" % (desc, e, data[:300]))
-        elif data:
-            try:
-                res.json = json.loads(data.decode("utf-8"))
-            except ValueError:
-                pass
-        if isinstance(res.json, dict) and isinstance(res.json.get("token"), str):
-            with self._lock:
-                self.tokens.add(res.json["token"])
-        lt = r.headers.get("Lock-Token")
-        if lt:
-            with self._lock:
-                self.tokens.add(lt)
-        return res
-
-    def get(self, path, query=None, **kw):
-        return self.request("GET", path, query=query, **kw)
-
-    def post(self, path, form=None, **kw):
-        return self.request("POST", path, form=form, **kw)
-
-    # Lock operations.  Extra keyword arguments become form parameters.
-
-    def acquire(self, name, timeout_s=20.0, **params):
-        return self.post(lpath(name, "acquire"), form=params, timeout=timeout_s)
-
-    def acquire_ok(self, name, **params):
-        """Acquire that must succeed; returns the checked Resp."""
-        r = self.acquire(name, **params)
-        check_grant(r, name if isinstance(name, str) else name.decode(), owner=params.get("owner"))
-        if r.header("Lock-Token") != r["token"]:
-            raise AssertionError("%s: Lock-Token header %r != token %r" % (
-                r.desc, r.header("Lock-Token"), r["token"]))
-        return r
-
-    def release(self, name, token, **kw):
-        return self.post(lpath(name, "release"), form={"token": token}, **kw)
-
-    def release_ok(self, name, token):
-        r = expect(self.release(name, token), 200)
-        if r["released"] is not True or r["lock"] != name:
-            raise AssertionError("%s: bad release body %s" % (r.desc, r.short()))
-        return r
-
-    def renew(self, name, token, ttl=None):
-        form = {"token": token}
-        if ttl is not None:
-            form["ttl"] = ttl
-        return self.post(lpath(name, "renew"), form=form)
-
-    def cancel(self, name, request_id):
-        return self.post(lpath(name, "cancel"), form={"request_id": request_id})
-
-    def status(self, name):
-        """GET /lock/<name>/, checked for shape and for leaked tokens."""
-        r = expect(self.get(lpath(name)), 200)
-        for k in ("lock", "held", "holders", "waiters"):
-            r[k]
-        if not isinstance(r["held"], bool) or not isinstance(r["holders"], list) \
-                or not is_int(r["waiters"]):
-            raise AssertionError("%s: bad status body %s" % (r.desc, r.short()))
-        for h in r["holders"]:
-            for k in ("owner", "fence", "acquired_at", "expires_at"):
-                if k not in h:
-                    raise AssertionError("%s: holder without %r: %s" % (r.desc, k, r.short()))
-            if "token" in h:
-                raise AssertionError("%s: holder shows a token: %s" % (r.desc, r.short()))
-        text = r.body.decode("utf-8", "replace")
-        with self._lock:
-            tokens = list(self.tokens)
-        for t in tokens:
-            if t in text:
-                raise AssertionError("%s: status body contains token %s: %s" % (r.desc, t, r.short()))
-        return r
-
-    def waiters(self, name):
-        return self.status(name)["waiters"]
+    # -- the coordinator and the workers, seen directly -----------------
 
     def coord_waiters(self, timeout_s=2.0):
         """Waiters registered with the coordinator (a PING on its socket);
@@ -1045,211 +527,4 @@ class Stack:
 
     def worker_threads(self):
         """Threads of each live worker process, by pid (/proc)."""
-        out = {}
-        for pid in self.worker_pids():
-            try:
-                with open("/proc/%d/status" % pid) as f:
-                    for line in f:
-                        if line.startswith("Threads:"):
-                            out[pid] = int(line.split()[1])
-            except OSError:
-                pass
-        return out
-
-    def wait_waiters(self, name, n, timeout_s=5.0, bg=None):
-        """Polls the status until waiters == n.  If bg (a BG or list of them)
-        finishes first, fails with its outcome."""
-        bgs = [] if bg is None else (bg if isinstance(bg, list) else [bg])
-        seen = [None]
-
-        def pred():
-            for b in bgs:
-                if b.done():
-                    raise AssertionError("background request finished before %r had %d waiters: %r" % (
-                        name, n, b.exc if b.exc is not None else b.result))
-            seen[0] = self.waiters(name)
-            return seen[0] == n
-        try:
-            wait_for(pred, timeout_s, "%r to show %d waiters" % (name, n))
-        except AssertionError as e:
-            raise AssertionError("%s (last seen: %s)" % (e, seen[0]))
-
-    def health(self):
-        return expect(self.get("/healthz"), 200)
-
-    def assert_healthy_and_working(self, name="health-probe"):
-        """GET /healthz is 200 and an acquire/release round trip works."""
-        h = self.health()
-        if h["ok"] is not True or h["database"] != "ok":
-            raise AssertionError("unhealthy: %s" % h.short())
-        g = self.acquire_ok(name, timeout=0)
-        self.release_ok(name, g["token"])
-
-    # Raw sockets.
-
-    def raw_connect(self, timeout=10.0):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return s
-
-    def raw(self, data, timeout=10.0, shut_wr=False):
-        """Sends raw bytes, reads until the server closes (or `timeout` passes
-        without data); returns what was read."""
-        s = self.raw_connect(timeout)
-        chunks = []
-        try:
-            try:
-                s.sendall(data)
-                if shut_wr:
-                    s.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            while True:
-                try:
-                    b = s.recv(65536)
-                except socket.timeout:
-                    raise AssertionError("raw request %r: no close within %.0f s (got %r)" % (
-                        data[:60], timeout, b"".join(chunks)[:200]))
-                except OSError:
-                    break
-                if not b:
-                    break
-                chunks.append(b)
-        finally:
-            s.close()
-        return b"".join(chunks)
-
-
-def raw_post(path, params, host="127.0.0.1", close=True):
-    """Bytes of an HTTP/1.1 POST with a form body."""
-    body = urllib.parse.urlencode(params).encode()
-    head = ("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            "Content-Length: %d\r\n%s\r\n" % (path, host, len(body),
-                                               "Connection: close\r\n" if close else ""))
-    return head.encode() + body
-
-
-# ---------------------------------------------------------------------------
-# Mutual-exclusion traffic, shared by the concurrency tests.
-
-def queue_fifo_waiters(stack, name, n, timeout_s=30):
-    """Queues n blocking acquires of `name` one after the other (each
-    seen in the queue before the next is sent).  Each releases as soon as
-    it is granted and records (its index, its fence) in `order`, in grant
-    order.  Returns (the BGs, order)."""
-    order = []
-    order_lock = threading.Lock()
-
-    def waiter(i):
-        r = stack.acquire(name, owner="w%d" % i, timeout_s=timeout_s)
-        if r.status != 200:
-            return r
-        with order_lock:
-            order.append((i, r["fence"]))
-        rr = stack.release(name, r["token"])
-        return r if rr.status == 200 else rr
-
-    bgs = []
-    for i in range(n):
-        bgs.append(BG(waiter, i))
-        stack.wait_waiters(name, i + 1, bg=bgs)
-    return bgs, order
-
-
-class CycleLog:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.records = []    # (lock, fence, t_enter, t_leave, client)
-        self.done = 0
-        self.errors = []
-
-    def add(self, rec):
-        with self.lock:
-            self.records.append(rec)
-            self.done += 1
-
-
-def cycle_client(stack, names, cycles, hold_s, clog, client_id, stop_evt=None):
-    """Runs `cycles` acquire (no timeout) / hold / release cycles over names
-    (round robin), recording enter/leave times (monotonic) and fences."""
-    for i in range(cycles):
-        if stop_evt is not None and stop_evt.is_set():
-            return
-        name = names[i % len(names)]
-        try:
-            r = stack.acquire(name, owner="c%d" % client_id)
-            if r.status != 200:
-                raise AssertionError("client %d cycle %d: %s" % (client_id, i, r.short()))
-            t_enter = time.monotonic()
-            if hold_s:
-                time.sleep(hold_s)
-            t_leave = time.monotonic()
-            rr = stack.release(name, r["token"])
-            if rr.status != 200:
-                raise AssertionError("client %d cycle %d: release: %s" % (client_id, i, rr.short()))
-            clog.add((name, r["fence"], t_enter, t_leave, client_id))
-        except BaseException as e:
-            with clog.lock:
-                clog.errors.append(e)
-            return
-
-
-def check_no_overlap(records):
-    """Per lock, sorted by enter time: each holder left before the next one
-    entered, and fences strictly increase in grant order."""
-    by_lock = {}
-    for rec in records:
-        by_lock.setdefault(rec[0], []).append(rec)
-    for name, recs in by_lock.items():
-        recs.sort(key=lambda r: r[2])
-        for a, b in zip(recs, recs[1:]):
-            if b[2] < a[3]:
-                raise AssertionError(
-                    "lock %r: overlapping holders: client %d (fence %d) held [%.6f, %.6f], "
-                    "client %d (fence %d) entered at %.6f" % (
-                        name, a[4], a[1], a[2], a[3], b[4], b[1], b[2]))
-            if b[1] <= a[1]:
-                raise AssertionError(
-                    "lock %r: fences not increasing in grant order: %d then %d" % (name, a[1], b[1]))
-    return {k: len(v) for k, v in by_lock.items()}
-
-
-# ---------------------------------------------------------------------------
-# Command line: run one command against a fresh stack.
-#
-#   stack.py [-o key=value]... -- COMMAND [ARGS...]
-#
-# starts the stack, runs COMMAND with HTTPLOCK_URL (http://127.0.0.1:PORT/)
-# and HTTPLOCK_TEST_RUNDIR in its environment, stops the stack (asserting a
-# clean stop and clean logs), and exits with COMMAND's status (or 1 if the
-# stack itself misbehaved).  Used by the C client tests.
-
-def main(argv):
-    import subprocess
-    overrides = {}
-    while argv and argv[0] == "-o":
-        k, _, v = argv[1].partition("=")
-        overrides[k] = v
-        argv = argv[2:]
-    if not argv or argv[0] != "--" or len(argv) < 2:
-        sys.stderr.write("usage: stack.py [-o key=value]... -- COMMAND [ARGS...]\n")
-        return 2
-    s = Stack(overrides, label="cli")
-    rc = None
-    try:
-        s.start()
-        env = dict(os.environ)
-        env["HTTPLOCK_URL"] = s.url("/")
-        env["HTTPLOCK_TEST_RUNDIR"] = s.rundir
-        rc = subprocess.call(argv[1:], env=env)
-        s.stop()
-        s.check_logs()
-    except Exception as e:
-        sys.stderr.write("stack.py: %s\n%s" % (e, s.log_tails()))
-        rc = 1 if not rc else rc    # the stack failed: never report success
-    finally:
-        s.cleanup()
-    return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        return {pid: threads(pid) for pid in self.worker_pids()}

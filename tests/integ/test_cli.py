@@ -16,9 +16,12 @@ import sys
 import threading
 import time
 
-from stack import (BG, BUILDDIR, TOKEN_RE, expect, log, shared, timeout, wait_for,
-                   wait_gone)
-from test_tenants import USERS, on_auth_stack
+from authstack import USERS, on_auth_stack
+from checks import expect, TOKEN_RE
+from common import BG, log, wait_for
+from markers import shared, timeout
+from procs import kill_quietly, proc_comm, wait_gone
+from testenv import BUILDDIR
 
 CLI = os.path.join(BUILDDIR, "client", "httplock")
 
@@ -213,6 +216,12 @@ class Proc:
                 pass
 
 
+def _request_id():
+    """A random request_id that cannot be taken for an option (it does not
+    start with "-", as token_urlsafe's output may)."""
+    return "r" + secrets.token_urlsafe(16)
+
+
 def held(s, name):
     return s.status(name)["held"]
 
@@ -308,7 +317,7 @@ def test_cli_acquire_conflict(s):
 @shared
 def test_cli_acquire_json(s):
     name = "cli-json"
-    rid = secrets.token_urlsafe(16)
+    rid = _request_id()
     t0 = time.time()
     r = cli(s, "acquire", name, "--json", "--ttl", "7.5", "--owner", "web \"3\"",
             "--request-id", rid, expect_rc=0)
@@ -359,7 +368,7 @@ def test_cli_cancel(s):
     grant it got; exit 4 when there is neither."""
     name = "cli-cancel"
     a = s.acquire_ok(name)
-    rid = secrets.token_urlsafe(16)
+    rid = _request_id()
     w = BG(s.acquire, name, request_id=rid, timeout=8)
     try:
         s.wait_waiters(name, 1, bg=w)
@@ -370,7 +379,7 @@ def test_cli_cancel(s):
     finally:
         s.release_ok(name, a["token"])
     # The grant of an acquire (here the CLI's own) is released by its id.
-    rid2 = secrets.token_urlsafe(16)
+    rid2 = _request_id()
     r = cli(s, "acquire", name, "--json", "--request-id", rid2, expect_rc=0)
     remember(s, json.loads(r.out)["token"])
     r = cli(s, "cancel", name, rid2, "--json", expect_rc=0)
@@ -671,22 +680,6 @@ def test_cli_run_server_paused(s):
     s.assert_healthy_and_working()
 
 
-def _comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _kill_quietly(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 # A command that leaves two children: A a plain sleep, B a sleep that
 # ignores SIGTERM.  It prints "PIDS token A B" once both run and waits.
 GROUP_CMD = ('sleep 300 & a=$!; (trap "" TERM; exec sleep 301) & b=$!; '
@@ -709,7 +702,7 @@ def test_cli_run_lost_stops_the_group(s):
         a, b = int(ln[2]), int(ln[3])
         pids = [a, b]
         # B has exec'd sleep (with SIGTERM ignored) before the lease goes.
-        wait_for(lambda: _comm(a) == "sleep" and _comm(b) == "sleep", 5,
+        wait_for(lambda: proc_comm(a) == "sleep" and proc_comm(b) == "sleep", 5,
                  "both sleeps to run")
         t0 = time.monotonic()
         s.release_ok(name, ln[1])
@@ -728,7 +721,7 @@ def test_cli_run_lost_stops_the_group(s):
         assert el_b >= grace - 0.1, "SIGKILL before the grace ran out: %.2f s" % el_b
         assert el + 0.2 >= el_b, "httplock exited %.2f s before the group was gone" % (el_b - el)
     finally:
-        _kill_quietly(pids)
+        kill_quietly(pids, signal.SIGKILL)
         p.cleanup()
 
 
@@ -743,7 +736,7 @@ def test_cli_run_signal_reaches_group(s):
         ln = p.line().split(" ")
         remember(s, ln[1])
         pids = [int(ln[2])]
-        wait_for(lambda: _comm(pids[0]) == "sleep", 5, "the sleep to run")
+        wait_for(lambda: proc_comm(pids[0]) == "sleep", 5, "the sleep to run")
         t0 = time.monotonic()
         p.p.send_signal(signal.SIGTERM)
         rc = p.wait()
@@ -754,7 +747,7 @@ def test_cli_run_signal_reaches_group(s):
         assert left == [], "the command's child survived SIGTERM to httplock"
         assert not held(s, name)
     finally:
-        _kill_quietly(pids)
+        kill_quietly(pids, signal.SIGKILL)
         p.cleanup()
 
 

@@ -3,8 +3,11 @@
 import sqlite3
 import time
 
-from stack import (BG, check_grant, conf, expect, is_int, is_num, log, lpath,
-                   parse_raw_response, shared, wait_for)
+from checks import check_grant, expect, is_int, is_num
+from common import BG, log, wait_for
+from httpclient import lpath
+from markers import conf, shared
+from rawsock import parse_raw_response
 
 
 # -- acquire ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Garbage-speaking peers on the coordinator's socket (issue 5).
+"""Garbage-speaking peers on the coordinator's socket.
 
 Thousands of connections to the real httplock-coord of a running stack —
 idle ones, ones sending random bytes, frames of another protocol version,
@@ -24,90 +24,19 @@ import struct
 import subprocess
 import time
 
-import stack as stackmod
-from stack import BG, expect, log, shared, timeout, wait_for
+from checks import expect
+from common import BG, log, wait_for
+from coordwire import (NAME_MAX, NOTIFY_WAKE, PROTO_VERSION, T_ACK, T_ERROR, T_PING, T_PONG,
+                       T_UNWAIT, T_WAIT, T_WAKE, frame, notify_frame, ping, recv_frame, wait_frame)
+from markers import shared, timeout
+from procs import cpu_seconds, fd_count, rss_kb
+from testenv import COORD_BIN
 
-import re
-
-
-def _proto_version():
-    with open(os.path.join(stackmod.SRCDIR, "coord", "proto.h")) as f:
-        return int(re.search(r"#define PROTO_VERSION\s+(\d+)", f.read()).group(1))
-
-
-PROTO_VERSION = _proto_version()     # coord/proto.h
-T_WAIT, T_ACK, T_WAKE, T_NOTIFY, T_PING, T_PONG, T_ERROR = 1, 2, 3, 4, 5, 6, 7
 PEERS_WANTED = 3000
 HELLO_S = 5.0              # coord/coord.c HELLO_MS
 TIMER_LOCKS_MAX = 16384    # coord/coord.c
 RSS_BOUND_KB = 96 * 1024   # growth allowed while flooded (generous)
 WAKE_BOUND_S = 2.0         # release -> waiter's 200 (registered waiters: ms)
-
-
-def frame(ftype, payload=b"", version=PROTO_VERSION, length=None):
-    n = len(payload) if length is None else length
-    return struct.pack("!BBHI", version, ftype, 0, n) + payload
-
-
-def name_field(name):
-    return struct.pack("!H", len(name)) + name
-
-
-def notify_frame(name, expires_ms, flags=0, kick=0):
-    return frame(T_NOTIFY, struct.pack("!BQq", flags, kick, expires_ms) + name_field(name))
-
-
-def recv_frame(sock, timeout_s=5.0):
-    """(type, payload) of the next frame; None on EOF."""
-    sock.settimeout(timeout_s)
-    buf = b""
-    while len(buf) < 8:
-        b = sock.recv(8 - len(buf))
-        if not b:
-            return None
-        buf += b
-    _, ftype, _, n = struct.unpack("!BBHI", buf)
-    payload = b""
-    while len(payload) < n:
-        b = sock.recv(n - len(payload))
-        if not b:
-            return None
-        payload += b
-    return ftype, payload
-
-
-def ping(path, timeout_s=5.0):
-    """(peers, waiters, locks) from a PING on a fresh connection."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout_s)
-        s.connect(path)
-        s.sendall(frame(T_PING))
-        f = recv_frame(s, timeout_s)
-        if f is None or f[0] != T_PONG or len(f[1]) != 12:
-            raise AssertionError("PING: bad answer %r" % (f,))
-        return struct.unpack("!III", f[1])
-    finally:
-        s.close()
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def cpu_s(pid):
-    """utime + stime of pid in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raise_nofile():
@@ -287,7 +216,7 @@ def start_low_coord(s, sock, nofile):
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     logf = open(os.path.join(s.rundir, "coord-low.log"), "ab")
     try:
-        p = subprocess.Popen([stackmod.COORD_BIN, "-c", s.conf_path, "-s", sock],
+        p = subprocess.Popen([COORD_BIN, "-c", s.conf_path, "-s", sock],
                              stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                              preexec_fn=lower, close_fds=True)
     finally:
@@ -300,9 +229,9 @@ def start_low_coord(s, sock, nofile):
 
 
 def cpu_over(pid, seconds):
-    c0, t0 = cpu_s(pid), time.monotonic()
+    c0, t0 = cpu_seconds([pid]), time.monotonic()
     time.sleep(seconds)     # measuring a rate: a duration is the point
-    return (cpu_s(pid) - c0) / (time.monotonic() - t0)
+    return (cpu_seconds([pid]) - c0) / (time.monotonic() - t0)
 
 
 @shared
@@ -381,14 +310,7 @@ def test_coord_out_of_descriptors(s):
 # of one read buffer shared by all peers and keeps, per peer, only the start
 # of a frame still incomplete (its tail): these cross every boundary of that.
 
-T_UNWAIT = 8
-NOTIFY_WAKE = 1            # coord/proto.h PROTO_NOTIFY_WAKE
-NAME_MAX = 1024            # coord/proto.h PROTO_NAME_MAX
 IN_READ = 4 * (8 + 1088)   # coord/coord.c IN_MAX: one read
-
-
-def wait_frame(waiter_id, name, expires_ms=0):
-    return frame(T_WAIT, struct.pack("!Qq", waiter_id, expires_ms) + name_field(name))
 
 
 def send_pieces(sock, data, cuts, pause_s=0.01):

@@ -17,9 +17,12 @@ import re
 import signal
 import time
 
-import stack as stackmod
-from stack import log, parse_raw_response, shared, timeout, wait_for
-from test_urltricks import dechunk
+from checks import check_json_error
+from common import log, wait_for
+from markers import shared, timeout
+from rawsock import parse_raw_response, read_response
+from testenv import SRCDIR
+
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 408: "request_timeout", 411: "length_required",
@@ -27,17 +30,12 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          501: "not_implemented", 502: "unavailable", 503: "unavailable", 504: "unavailable"}
 
 
-def check_json_error(what, data, statuses):
-    st, hdrs, body = parse_raw_response(data)
-    if "chunked" in hdrs.get("transfer-encoding", ""):
-        body = dechunk(body)
+def check_raw_error(what, data, statuses):
+    """Asserts that the raw answer `data` is a JSON error with one of
+    `statuses` and the code that goes with its status; returns the status."""
+    st, hdrs, body = read_response(data)
     log("%-34s -> %s %s %r" % (what, st, hdrs.get("content-type"), body[:90]))
-    assert st in statuses, "%s: status %s, want one of %s: %r" % (what, st, statuses, data[:300])
-    ct = hdrs.get("content-type", "").split(";")[0].strip()
-    assert ct == "application/json", "%s: %s with Content-Type %r: %r" % (what, st, ct, body[:300])
-    j = json.loads(body.decode())
-    assert isinstance(j.get("error"), str) and isinstance(j.get("message"), str), j
-    assert j["error"] == CODES[st], "%s: %s with error %r, want %r" % (what, st, j["error"], CODES[st])
+    check_json_error(what, st, hdrs, body, statuses, CODES.get(st))
     return st
 
 
@@ -66,7 +64,7 @@ def cases(prefix):
 def test_front_errors_are_json(s):
     """Every error the web server answers itself has httplock's JSON shape."""
     for what, data, statuses in cases(s.prefix):
-        check_json_error(what, s.raw(data, timeout=10), statuses)
+        check_raw_error(what, s.raw(data, timeout=10), statuses)
 
 
 @timeout(60)
@@ -79,7 +77,7 @@ def test_worker_down_is_json(s):
     if s.apache is not None:
         s.pool.send_signal(signal.SIGTERM)
         s.pool.wait(10)
-        check_json_error("worker pool stopped", s.raw(req, timeout=10), (503,))
+        check_raw_error("worker pool stopped", s.raw(req, timeout=10), (503,))
         s.start_pool()
     else:
         seen = {}
@@ -95,7 +93,7 @@ def test_worker_down_is_json(s):
             if st == 503:
                 data = s.raw(req, timeout=10)
                 if parse_raw_response(data)[0] == 503:
-                    check_json_error("workers killed", data, (503,))
+                    check_raw_error("workers killed", data, (503,))
                 else:
                     seen.pop(503)
         log("answers while killing workers: %s" % seen)
@@ -111,7 +109,7 @@ def test_error_documents_agree(s):
     """conf/errors/<status>.html (lighttpd) and the ErrorDocuments of
     conf/apache.conf and the Apache sample say the same, and every one is
     an error body whose code goes with its status."""
-    confdir = os.path.join(stackmod.SRCDIR, "conf")
+    confdir = os.path.join(SRCDIR, "conf")
     files = {}
     for f in os.listdir(os.path.join(confdir, "errors")):
         with open(os.path.join(confdir, "errors", f)) as fh:

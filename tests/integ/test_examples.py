@@ -13,7 +13,10 @@ import sys
 import threading
 import time
 
-from stack import BUILDDIR, SRCDIR, fronts, log, rst_close, shared, wait_for
+from common import log, wait_for
+from markers import fronts, shared
+from rawsock import rst_close
+from testenv import BUILDDIR, SRCDIR
 
 EXAMPLES = os.path.join(SRCDIR, "examples")
 PYTHON = os.environ.get("PYTHON3") or sys.executable or "/usr/bin/python3"

@@ -8,9 +8,14 @@ import socket
 import threading
 import time
 
-from stack import (BG, CycleLog, check_grant, check_no_overlap, cycle_client, expect,
-                   fronts, log, lpath, parse_raw_response, raw_post, rst_close, shared,
-                   timeout, wait_for, wait_gone, pid_alive)
+from checks import check_grant, check_no_overlap, expect
+from common import BG, log, wait_for
+from fcgiwire import base_params, request_bytes
+from httpclient import lpath
+from markers import fronts, shared, timeout
+from procs import pid_alive, wait_gone
+from rawsock import parse_raw_response, raw_post, rst_close
+from traffic import cycle_client, CycleLog
 
 
 def _queue_raw_waiter(s, name, split=False, busy=False, timeout=None, params=None):
@@ -50,6 +55,16 @@ def _queue_raw_waiter(s, name, split=False, busy=False, timeout=None, params=Non
     return sock
 
 
+def _no_grant_in_between(s, name, h):
+    """Releases the grant h of `name` and takes the lock again: the fence
+    must follow h's, so the reset waiter was never granted in between."""
+    s.release_ok(name, h["token"])
+    g = s.acquire_ok(name, timeout=2)
+    assert g["fence"] == h["fence"] + 1, \
+        "the reset waiter was granted in between: fence %d after %d" % (g["fence"], h["fence"])
+    s.release_ok(name, g["token"])
+
+
 def test_reset_waiter_complete_request_is_bounded(s):
     """The documented limit of lighttpd 1.4.69: when the whole request has
     arrived before lighttpd accepts the connection, lighttpd does not watch
@@ -74,11 +89,7 @@ def test_reset_waiter_complete_request_is_bounded(s):
     gone = time.monotonic() - t0
     log("reset waiter (complete request) left the queue %.0f ms after the RST" % (gone * 1000))
     assert gone < 3.0, "left after %.1f s, beyond its 1 s timeout" % gone
-    s.release_ok(name, h["token"])
-    g = s.acquire_ok(name, timeout=2)
-    assert g["fence"] == h["fence"] + 1, \
-        "the reset waiter was granted in between: fence %d after %d" % (g["fence"], h["fence"])
-    s.release_ok(name, g["token"])
+    _no_grant_in_between(s, name, h)
 
 
 @fronts("lighttpd")
@@ -95,11 +106,7 @@ def test_reset_waiter_leaves_queue_slow_request(s):
         rst_close(sock)
     wait_for(lambda: s.waiters(name) == 0, 5, "the reset waiter to leave the queue")
     log("reset waiter left the queue %.0f ms after the RST" % ((time.monotonic() - t0) * 1000))
-    s.release_ok(name, h["token"])
-    g = s.acquire_ok(name, timeout=2)
-    assert g["fence"] == h["fence"] + 1, \
-        "the reset waiter was granted in between: fence %d after %d" % (g["fence"], h["fence"])
-    s.release_ok(name, g["token"])
+    _no_grant_in_between(s, name, h)
 
 
 @fronts("lighttpd")
@@ -537,7 +544,6 @@ def test_lighttpd_restarted_while_workers_stop(s):
     connections as its stop begins: lighttpd finds a socket that accepts,
     uses that process as a backend it did not spawn, and never spawns one
     when it is gone (503 from then on)."""
-    from test_fcgiraw import base_params, request_bytes
     old = s.worker_pids()
     socks = sorted(glob.glob(os.path.join(s.rundir, "worker.sock-*")))
     assert len(old) >= 2 and len(socks) == len(old), (old, socks)

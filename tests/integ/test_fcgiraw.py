@@ -1,4 +1,4 @@
-"""Raw FastCGI to the worker's socket (issue 5): oversized and overflowing
+"""Raw FastCGI to the worker's socket: oversized and overflowing
 name/value lengths (CVE-2025-23016 in libfcgi's ReadParams), lengths that
 run past their record, and parameter sets, query strings and bodies over
 httplock's caps.  The worker pool (`httplock-worker -s SOCK -n 1`) must
@@ -11,158 +11,19 @@ Also checks that the worker's socket is reachable only by its owner and
 group (the web server), whoever starts it.
 """
 
-import json
 import os
-import socket
 import stat
 import struct
 import subprocess
 import time
 
-import stack as stackmod
-from stack import log, shared, timeout, wait_for
+from common import log, wait_for
+from fcgiwire import (ANSWER_BOUND_S, FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN,
+                      Pool, base_params, enc_len, exchange, parse_cgi, record, request_bytes)
+from markers import shared, timeout
+from testenv import WORKER_BIN
 
-FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
-FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 4, 5, 6, 7
-FCGI_RESPONDER = 1
 REPLACE_BOUND_S = 10.0      # pool supervisor: restart delay is 100 ms..5 s
-ANSWER_BOUND_S = 10.0
-
-
-def record(rtype, content=b"", req_id=1):
-    out = b""
-    # Records carry at most 65535 bytes: split longer content.
-    while True:
-        chunk, content = content[:65535], content[65535:]
-        pad = (-len(chunk)) % 8
-        out += struct.pack("!BBHHBB", 1, rtype, req_id, len(chunk), pad, 0) + chunk + b"\0" * pad
-        if not content:
-            return out
-
-
-def enc_len(n, force4=False):
-    if n < 128 and not force4:
-        return bytes([n])
-    return struct.pack("!I", n | 0x80000000)
-
-
-def nv(name, value):
-    return enc_len(len(name)) + enc_len(len(value)) + name + value
-
-
-def base_params(method="GET", uri="/healthz", extra=()):
-    p = [(b"REQUEST_METHOD", method.encode()), (b"REQUEST_URI", uri.encode()),
-         (b"SCRIPT_NAME", b""), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
-         (b"GATEWAY_INTERFACE", b"CGI/1.1")]
-    if method == "POST":
-        p.append((b"CONTENT_TYPE", b"application/x-www-form-urlencoded"))
-    p.extend(extra)
-    return b"".join(nv(k, v) for k, v in p)
-
-
-def request_bytes(params, body=b"", req_id=1, stdin=True):
-    out = record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", FCGI_RESPONDER, 0), req_id)
-    out += record(FCGI_PARAMS, params, req_id) + record(FCGI_PARAMS, b"", req_id)
-    if stdin:
-        if body:
-            out += record(FCGI_STDIN, body, req_id)
-        out += record(FCGI_STDIN, b"", req_id)
-    return out
-
-
-def exchange(path, data, timeout_s=ANSWER_BOUND_S, shut=False):
-    """Sends data, reads records until END_REQUEST or EOF.  Returns
-    (stdout bytes, ended, eof)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout_s)
-    out, ended, eof = b"", False, False
-    try:
-        s.connect(path)
-        try:
-            s.sendall(data)
-            if shut:
-                s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass     # the worker closed on us while we were still sending
-        buf = b""
-        while not ended:
-            try:
-                b = s.recv(65536)
-            except ConnectionResetError:
-                b = b""
-            if not b:
-                eof = True
-                break
-            buf += b
-            while len(buf) >= 8:
-                _, rtype, _, clen, pad, _ = struct.unpack("!BBHHBB", buf[:8])
-                if len(buf) < 8 + clen + pad:
-                    break
-                content = buf[8:8 + clen]
-                buf = buf[8 + clen + pad:]
-                if rtype == FCGI_STDOUT:
-                    out += content
-                elif rtype == FCGI_END_REQUEST:
-                    ended = True
-    finally:
-        s.close()
-    return out, ended, eof
-
-
-def parse_cgi(out):
-    """(status, headers, json body or None) of a CGI response."""
-    head, _, body = out.partition(b"\r\n\r\n")
-    status, hdrs = 200, {}
-    for line in head.split(b"\r\n"):
-        k, _, v = line.partition(b":")
-        hdrs[k.strip().lower().decode()] = v.strip().decode()
-    if "status" in hdrs:
-        status = int(hdrs["status"].split()[0])
-    try:
-        j = json.loads(body.decode())
-    except ValueError:
-        j = None
-    return status, hdrs, j
-
-
-class Pool:
-    """httplock-worker -s SOCK -n 1 on the stack's configuration."""
-
-    def __init__(self, s):
-        self.s = s
-        self.sock = os.path.join(s.rundir, "raw.sock")
-        logf = open(os.path.join(s.rundir, "raw-pool.log"), "ab")
-        try:
-            self.p = subprocess.Popen([stackmod.WORKER_BIN, "-c", s.conf_path, "-s", self.sock,
-                                       "-n", "1"], stdin=subprocess.DEVNULL, stdout=logf,
-                                      stderr=logf, start_new_session=True, close_fds=True)
-        finally:
-            logf.close()
-        wait_for(lambda: self.p.poll() is not None or self.child(), 10, "the raw pool's worker")
-        assert self.p.poll() is None, "raw pool exited: %s" % self.p.poll()
-        wait_for(lambda: self.health_ok(), 10, "the raw pool to answer /healthz")
-
-    def child(self):
-        kids = self.s._children().get(self.p.pid, [])
-        return kids[0] if kids else None
-
-    def health_ok(self):
-        out, ended, _ = exchange(self.sock, request_bytes(base_params()), 5)
-        st, _, j = parse_cgi(out)
-        return ended and st == 200 and isinstance(j, dict) and j.get("ok") is True
-
-    def stop(self):
-        kid = self.child()
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, 9)
-                self.p.wait(5)
-        # The supervisor stops its worker before it exits.
-        left = stackmod.wait_gone([kid] if kid else [], 5)
-        assert not left, "raw pool worker %s outlived its supervisor" % left
 
 
 # Attacks libfcgi sees before the app does: declared lengths that overflow
@@ -249,7 +110,7 @@ def test_fcgi_over_caps_refused(s):
                 "%s: not JSON: %r" % (label, out[:300])
             assert isinstance(j, dict) and j.get("error") == "too_large" and \
                 isinstance(j.get("message"), str), "%s: body %r" % (label, out[:300])
-            assert pool.health_ok(), "%s: the worker no longer serves" % label
+            assert pool.health_ok(), "%s: the worker stopped serving" % label
         assert pool.child() == before, "the worker was replaced (%s -> %s)" % (before, pool.child())
     finally:
         pool.stop()
@@ -267,7 +128,7 @@ def test_worker_socket_private(s):
     finally:
         pool.stop()
     bad = os.path.join(s.rundir, "open.sock")
-    r = subprocess.run([stackmod.WORKER_BIN, "-c", s.conf_path, "-s", bad, "-m", "0666"],
+    r = subprocess.run([WORKER_BIN, "-c", s.conf_path, "-s", bad, "-m", "0666"],
                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=10)
     log("-m 0666: exit %d: %s" % (r.returncode, r.stdout.decode(errors="replace").strip()[:200]))

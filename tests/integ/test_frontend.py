@@ -2,16 +2,16 @@
 blocked waiters at once, and (behind Apache) the worker pool's supervisor.
 Every test here runs behind lighttpd and behind Apache unless marked."""
 
-import http.client
 import os
 import signal
-import socket
 import stat
 import threading
 import time
 
-from stack import (BG, check_grant, expect, fronts, log, lpath, mount, shared, timeout,
-                   wait_for, wait_gone, pid_alive, _proc_stat)
+from checks import check_grant, expect
+from common import BG, log, wait_for
+from markers import fronts, mount, shared, timeout
+from procs import children_of, threads, wait_gone
 
 
 def _outside(s, path):
@@ -80,17 +80,6 @@ def _backend_conns(s):
     return n
 
 
-def _threads(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 @timeout(60)
 def test_200_waiters_fifo(s):
     """200 requests wait on one lock at once (each holds a web server
@@ -118,8 +107,8 @@ def test_200_waiters_fifo(s):
         s.wait_waiters(name, i + 1, timeout_s=10, bg=bgs)
     t_queued = time.monotonic() - t0
     conns = _backend_conns(s)
-    wthreads = {p: _threads(p) for p in s.worker_pids()}
-    fthreads = sum(_threads(p) for p in s.front_pids())
+    wthreads = {p: threads(p) for p in s.worker_pids()}
+    fthreads = sum(threads(p) for p in s.front_pids())
     # others are still served while 200 wait
     t1 = time.monotonic()
     g = s.acquire_ok("w200-other", timeout=0)
@@ -148,16 +137,6 @@ def test_200_waiters_fifo(s):
 
 # -- the worker pool (Apache's back end) ----------------------------------
 
-def _children_of(pid):
-    out = []
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            st = _proc_stat(int(e))
-            if st is not None and st[1] == pid and st[0] not in ("Z", "X"):
-                out.append(int(e))
-    return sorted(out)
-
-
 @fronts("apache")
 @timeout(40)
 def test_pool_supervisor(s):
@@ -173,7 +152,7 @@ def test_pool_supervisor(s):
         assert st.st_gid == grp.getgrnam("www-data").gr_gid, st.st_gid
     sup = s.pool.pid
     w = s.worker_pids()
-    assert len(w) == 2 and _children_of(sup) == w, (w, _children_of(sup))
+    assert len(w) == 2 and children_of(sup) == w, (w, children_of(sup))
 
     # a worker killed with SIGKILL is restarted (after ~100 ms)
     os.kill(w[0], signal.SIGKILL)

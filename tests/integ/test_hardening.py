@@ -13,10 +13,11 @@ import sqlite3
 import stat
 import subprocess
 
-import stack as stackmod
-from stack import conf, expect, log, shared, wait_for
-
-import test_tenants as tenants
+import authstack
+from checks import expect
+from common import BG, log, wait_for
+from markers import conf, shared
+from testenv import SRCDIR
 
 
 def _files(s):
@@ -46,7 +47,6 @@ def test_no_token_or_request_id_in_the_database(s):
     rid_h, rid_w = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     h = s.acquire_ok("hs-secret", request_id=rid_h, ttl=60)
     w_tok = None
-    from stack import BG
     w = BG(s.acquire, "hs-secret", request_id=rid_w, timeout=20)
     s.wait_waiters("hs-secret", 1, bg=w)
     plain = [h["token"].encode(), rid_h.encode(), rid_w.encode()]
@@ -154,13 +154,13 @@ def test_restored_backup_never_reissues_a_fence(s):
     s.release_ok(name, g["token"])
 
 
-@tenants.on_auth_stack(conf_overrides={"tenant_max_held": "2", "tenant_max_waiting": "1"})
+@authstack.on_auth_stack(conf_overrides={"tenant_max_held": "2", "tenant_max_waiting": "1"})
 def test_tenant_quotas(s):
     """A tenant holds at most tenant_max_held locks and has at most
     tenant_max_waiting waiters; one more gets 429 quota_exceeded, while
     another tenant is unaffected and a request_id retry is not counted."""
-    alice = tenants.User(s, "alice", tenants.USERS["alice"])
-    bob = tenants.User(s, "bob", tenants.USERS["bob"])
+    alice = authstack.User(s, "alice", authstack.USERS["alice"])
+    bob = authstack.User(s, "bob", authstack.USERS["bob"])
     rid = secrets.token_urlsafe(16)
     a1 = alice.acquire_ok("q1", request_id=rid)
     a2 = alice.acquire_ok("q2")
@@ -170,7 +170,6 @@ def test_tenant_quotas(s):
     assert again["token"] == a1["token"], again.short()
     b1 = bob.acquire_ok("q1")
     # bob waits on his own lock (one waiter allowed), a second is refused.
-    from stack import BG
     w = BG(bob.acquire, "q1", timeout=10)
     wait_for(lambda: bob.status("q1")["waiters"] == 1, 5, "bob's waiter")
     r = expect(bob.acquire("q1", timeout=5), 429, "quota_exceeded")
@@ -191,7 +190,7 @@ def test_readme_first_example(s):
     """The README's first commands, run as written against this server: the
     request_id they make passes the rule, the acquire is granted, the
     release frees the lock, and the cancel of a released grant is 409."""
-    readme = open(os.path.join(stackmod.SRCDIR, "README")).read()
+    readme = open(os.path.join(SRCDIR, "README")).read()
     start = readme.index("gives every language a lock through two HTTP calls:")
     block = readme[start:readme.index("An acquire blocks", start)]
     lines = [ln[4:] for ln in block.splitlines() if ln.startswith("    ")]

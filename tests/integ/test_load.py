@@ -3,8 +3,10 @@
 import threading
 import time
 
-from stack import (CycleLog, check_grant, check_no_overlap, conf, cycle_client, log,
-                   queue_fifo_waiters, timeout)
+from checks import check_grant, check_no_overlap
+from common import log
+from markers import conf, timeout
+from traffic import cycle_client, CycleLog, queue_fifo_waiters
 
 
 @timeout(150)

@@ -32,9 +32,12 @@ import signal
 import subprocess
 import time
 
-import stack as stackmod
-from stack import (BG, check_grant, fronts, log, pid_alive, shared, timeout,
-                   wait_for, wait_gone)
+from checks import check_grant
+from common import BG, log, wait_for
+from markers import fronts, on_own_stack, timeout
+from procs import all_pids, pid_alive, wait_gone
+from stack import Stack
+from testenv import COORD_BIN, LIGHTTPD_CONF, WORKER_BIN
 
 # Where a service installed by root would put its state: none of it may
 # appear.
@@ -80,7 +83,7 @@ def _procs_of(uid, d):
     """Live processes of uid whose executable, command line or working
     directory is inside d: everything this test's stack runs."""
     out = []
-    for pid in stackmod._all_pids():
+    for pid in all_pids():
         ids = _ids(pid)
         if ids is None or uid not in ids[0] or not pid_alive(pid):
             continue
@@ -99,7 +102,7 @@ def _procs_of(uid, d):
     return sorted(out)
 
 
-class NonrootStack(stackmod.Stack):
+class NonrootStack(Stack):
     """The default stack, but lighttpd (hence the workers and the
     coordinator) runs as uid:gid, and binaries, configuration and state
     all live in the stack's directory, which uid owns."""
@@ -112,9 +115,9 @@ class NonrootStack(stackmod.Stack):
         confdir = os.path.join(self.dir, "conf")
         os.mkdir(bindir)
         os.mkdir(confdir)
-        self.worker_bin = shutil.copy2(stackmod.WORKER_BIN, bindir)
-        self.coord_bin = shutil.copy2(stackmod.COORD_BIN, bindir)
-        self.lighttpd_conf = shutil.copy2(stackmod.LIGHTTPD_CONF, confdir)
+        self.worker_bin = shutil.copy2(WORKER_BIN, bindir)
+        self.coord_bin = shutil.copy2(COORD_BIN, bindir)
+        self.lighttpd_conf = shutil.copy2(LIGHTTPD_CONF, confdir)
         self.extra_env["HTTPLOCK_WORKER"] = self.worker_bin
         self.extra_env["HOME"] = self.dir
         self.conf["coord_binary"] = self.coord_bin
@@ -191,93 +194,99 @@ def _check_files(s, must_exist):
     return seen
 
 
-@shared
-@fronts("lighttpd")
-@timeout(90)
-def test_nonroot_shared_hosting(_unused_shared_stack):
-    """The shared-hosting stack as nobody: works, runs and writes as nobody,
-    only inside its directory, and goes away cleanly."""
-    uid, gid, uname = _target_ids()
+def _start_nonroot(label):
+    """A started NonrootStack (coordinator started by the workers on
+    demand); s.sys_before and s.outside_before: what existed outside its
+    directory before."""
+    uid, gid, _ = _target_ids()
     sys_before = {p: os.path.lexists(p) for p in SYSTEM_PATHS}
     s = NonrootStack(uid, gid, dict(coord_autostart="yes", coord_idle_exit="1",
                                     poll_interval="1"))
-    outside_before = _owned_outside(uid, s.dir)
-    ok = False
+    s.sys_before = sys_before
+    s.outside_before = _owned_outside(uid, s.dir)
     try:
         s.start()
-        log("stack as %s (uid %d, gid %d) in %s, port %d" % (uname, uid, gid, s.dir, s.port))
-        assert s.health()["coordinator"] == "down"
-        assert s.auto_coords() == []
-
-        # acquire, wait, handoff, release; the waiter starts the coordinator
-        name = "nonroot"
-        h = s.acquire_ok(name, owner="first")
-        w = BG(s.acquire, name, timeout=20, owner="second")
-
-        def one_coord():
-            pids = s.auto_coords()
-            assert len(pids) <= 1, "more than one coordinator: %s" % pids
-            return pids[0] if pids and s.health()["coordinator"] == "ok" else None
-        cpid = wait_for(one_coord, 10, "the auto-started coordinator")
-        wait_for(lambda: s.coord_waiters() == 1, 5, "the waiter registered")
-        assert os.readlink("/proc/%d/exe" % cpid) == s.coord_bin, \
-            "coordinator %d runs %s" % (cpid, os.readlink("/proc/%d/exe" % cpid))
-
-        # every process of the stack runs as the user
-        workers = s.worker_pids()
-        assert workers, "no httplock-worker below lighttpd"
-        _check_ids(s, [s.front.pid], "lighttpd")
-        _check_ids(s, workers, "httplock-worker")
-        _check_ids(s, [cpid], "httplock-coord")
-        ours = _procs_of(uid, s.dir)
-        assert set(ours) == {s.front.pid, cpid} | set(workers), \
-            "processes of uid %d in %s: %s; expected lighttpd %d, workers %s, coordinator %d" % (
-                uid, s.dir, ours, s.front.pid, workers, cpid)
-        log("lighttpd %d, workers %s, coordinator %d: all uid/gid %d/%d" % (
-            s.front.pid, workers, cpid, uid, gid))
-
-        # every file it made is in the directory and the user's
-        made = _check_files(s, [
-            "httplock.conf", "bin/httplock-worker", "bin/httplock-coord",
-            "conf/lighttpd.conf", "data/httplock.db", "data/httplock.db-wal",
-            "data/httplock.db-shm", "run/coord.sock", "run/coord.sock.lock",
-            "run/coord.sock.spawn", "run/coord.log", "run/lighttpd-error.log",
-            "run/lighttpd.pid"])
-        wsocks = [p for p in made if p.startswith("run/worker.sock")]
-        assert wsocks, "no worker socket in run/: %s" % sorted(made)
-
-        t0 = time.monotonic()
-        s.release_ok(name, h["token"])
-        g = w.get(10)
-        check_grant(g, name, owner="second")
-        ms = (w.t_done - t0) * 1000
-        log("handoff through the coordinator started by nobody's worker: %.1f ms" % ms)
-        assert ms < 500, "handoff took %.0f ms: not woken by the coordinator" % ms
-        assert g["fence"] > h["fence"]
-        s.release_ok(name, g["token"])
-
-        # idle: the coordinator leaves by itself and removes its socket
-        assert wait_gone([cpid], 10) == [], "coordinator %d still running when idle" % cpid
-        assert not os.path.exists(s.coord_sock)
-        _check_files(s, [])
-
-        # SIGTERM lighttpd: it and its workers exit
-        s.stop()
-        left = _procs_of(uid, s.dir)
-        assert left == [], "processes of the stack left after stop: %s" % left
-        _check_files(s, ["data/httplock.db", "run/coord.log", "run/lighttpd-error.log"])
-        s.check_logs()
-
-        # nothing outside the directory
-        sys_after = {p: os.path.lexists(p) for p in SYSTEM_PATHS}
-        created = [p for p in SYSTEM_PATHS if sys_after[p] and not sys_before[p]]
-        assert not created, "created outside the directory: %s" % created
-        new = sorted(_owned_outside(uid, s.dir) - outside_before)
-        assert not new, "files of uid %d created outside %s: %s" % (uid, s.dir, new[:20])
-        log("%d entries in the directory, all %s's; none outside" % (len(made), uname))
-        ok = True
     except BaseException:
-        log(s.log_tails(20).replace("\n", "\n    "))
+        s.cleanup()
         raise
-    finally:
-        s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
+    return s
+
+
+@fronts("lighttpd")
+@timeout(90)
+@on_own_stack(_start_nonroot)
+def test_nonroot_shared_hosting(s):
+    """The shared-hosting stack as nobody: works, runs and writes as nobody,
+    only inside its directory, and goes away cleanly."""
+    uid, gid, uname = s.uid, s.gid, _target_ids()[2]
+    sys_before, outside_before = s.sys_before, s.outside_before
+    log("stack as %s (uid %d, gid %d) in %s, port %d" % (uname, uid, gid, s.dir, s.port))
+    assert s.health()["coordinator"] == "down"
+    assert s.auto_coords() == []
+
+    # acquire, wait, handoff, release; the waiter starts the coordinator
+    name = "nonroot"
+    h = s.acquire_ok(name, owner="first")
+    w = BG(s.acquire, name, timeout=20, owner="second")
+
+    def one_coord():
+        pids = s.auto_coords()
+        assert len(pids) <= 1, "more than one coordinator: %s" % pids
+        return pids[0] if pids and s.health()["coordinator"] == "ok" else None
+    cpid = wait_for(one_coord, 10, "the auto-started coordinator")
+    wait_for(lambda: s.coord_waiters() == 1, 5, "the waiter registered")
+    assert os.readlink("/proc/%d/exe" % cpid) == s.coord_bin, \
+        "coordinator %d runs %s" % (cpid, os.readlink("/proc/%d/exe" % cpid))
+
+    # every process of the stack runs as the user
+    workers = s.worker_pids()
+    assert workers, "no httplock-worker below lighttpd"
+    _check_ids(s, [s.front.pid], "lighttpd")
+    _check_ids(s, workers, "httplock-worker")
+    _check_ids(s, [cpid], "httplock-coord")
+    ours = _procs_of(uid, s.dir)
+    assert set(ours) == {s.front.pid, cpid} | set(workers), \
+        "processes of uid %d in %s: %s; expected lighttpd %d, workers %s, coordinator %d" % (
+            uid, s.dir, ours, s.front.pid, workers, cpid)
+    log("lighttpd %d, workers %s, coordinator %d: all uid/gid %d/%d" % (
+        s.front.pid, workers, cpid, uid, gid))
+
+    # every file it made is in the directory and the user's
+    made = _check_files(s, [
+        "httplock.conf", "bin/httplock-worker", "bin/httplock-coord",
+        "conf/lighttpd.conf", "data/httplock.db", "data/httplock.db-wal",
+        "data/httplock.db-shm", "run/coord.sock", "run/coord.sock.lock",
+        "run/coord.sock.spawn", "run/coord.log", "run/lighttpd-error.log",
+        "run/lighttpd.pid"])
+    wsocks = [p for p in made if p.startswith("run/worker.sock")]
+    assert wsocks, "no worker socket in run/: %s" % sorted(made)
+
+    t0 = time.monotonic()
+    s.release_ok(name, h["token"])
+    g = w.get(10)
+    check_grant(g, name, owner="second")
+    ms = (w.t_done - t0) * 1000
+    log("handoff through the coordinator started by nobody's worker: %.1f ms" % ms)
+    assert ms < 500, "handoff took %.0f ms: not woken by the coordinator" % ms
+    assert g["fence"] > h["fence"]
+    s.release_ok(name, g["token"])
+
+    # idle: the coordinator leaves by itself and removes its socket
+    assert wait_gone([cpid], 10) == [], "coordinator %d still running when idle" % cpid
+    assert not os.path.exists(s.coord_sock)
+    _check_files(s, [])
+
+    # SIGTERM lighttpd: it and its workers exit
+    s.stop()
+    left = _procs_of(uid, s.dir)
+    assert left == [], "processes of the stack left after stop: %s" % left
+    _check_files(s, ["data/httplock.db", "run/coord.log", "run/lighttpd-error.log"])
+    s.check_logs()
+
+    # nothing outside the directory
+    sys_after = {p: os.path.lexists(p) for p in SYSTEM_PATHS}
+    created = [p for p in SYSTEM_PATHS if sys_after[p] and not sys_before[p]]
+    assert not created, "created outside the directory: %s" % created
+    new = sorted(_owned_outside(uid, s.dir) - outside_before)
+    assert not new, "files of uid %d created outside %s: %s" % (uid, s.dir, new[:20])
+    log("%d entries in the directory, all %s's; none outside" % (len(made), uname))

@@ -1,4 +1,4 @@
-"""Power loss and unclean restarts (issue 5).
+"""Power loss and unclean restarts.
 
 A power loss is played without one: the workers run with a boot id given in
 HTTPLOCK_TEST_BOOT_ID, the whole stack is killed -9, the tail of the WAL
@@ -27,7 +27,9 @@ import sqlite3
 import struct
 import time
 
-from stack import conf, expect, fronts, log, timeout, wait_for
+from checks import check_integrity, expect
+from common import log, wait_for
+from markers import conf, fronts, timeout
 
 MAX_TTL = 4          # seconds: the grace after a "power loss"
 FENCE_JUMP = 1 << 32
@@ -89,14 +91,6 @@ def _fence_seq(s, name):
     try:
         row = db.execute("SELECT fence_seq FROM locks WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
-    finally:
-        db.close()
-
-
-def _integrity(s):
-    db = sqlite3.connect(s.db_path)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
 
@@ -182,7 +176,7 @@ def test_power_loss_grace(s):
     assert g2["fence"] == g["fence"] + 1, (g2.short(), g.short())
     s.release_ok("pl-gone", g2["token"])
     s.stop()
-    _integrity(s)
+    check_integrity(s.db_path)
 
 
 @fronts("lighttpd")
@@ -202,7 +196,7 @@ def test_power_loss_no_grace(s):
     text = s.log_text("lighttpd.out")
     assert "never closed" in text and "no grace" in text, s.log_tail("lighttpd.out")
     s.stop()
-    _integrity(s)
+    check_integrity(s.db_path)
 
 
 @fronts("lighttpd")
@@ -227,4 +221,4 @@ def test_power_loss_synchronous_full(s):
     assert g["fence"] > lost["fence"], (g.short(), lost.short())
     assert "never closed" not in s.log_text("lighttpd.out"), s.log_tail("lighttpd.out")
     s.stop()
-    _integrity(s)
+    check_integrity(s.db_path)

@@ -8,7 +8,9 @@ import subprocess
 import tempfile
 import time
 
-from stack import COORD_BIN, WORKER_BIN, fronts, log, shared, wait_for
+from common import log, wait_for
+from markers import fronts, shared
+from testenv import COORD_BIN, WORKER_BIN
 
 
 def _run(argv, env=None, timeout_s=5.0, cwd=None):

@@ -1,6 +1,6 @@
 """`./quickstart serve` for real, on a free loopback port with its data in a
-temporary directory, behind the front of this pass (--apache behind
-Apache).  It runs the programs of this build (HTTPLOCK_QUICKSTART_BUILD):
+temporary directory, behind the front end this run uses (--apache
+behind Apache).  It runs the programs of this build (HTTPLOCK_QUICKSTART_BUILD):
 nothing is installed or built.  Each run is a session of its own, so that
 "nothing left running" means: no live process in that session, and none
 whose command line or environment names the run's directory."""
@@ -19,7 +19,11 @@ import threading
 import time
 import urllib.request
 
-from stack import BUILDDIR, FRONT, SRCDIR, free_port, fronts, log, shared, timeout
+from common import log
+from markers import fronts, shared, timeout
+from procs import children_of, proc_cmdline, proc_stat
+from rawsock import free_port
+from testenv import BUILDDIR, FRONT, SRCDIR
 
 QUICKSTART = os.path.join(SRCDIR, "quickstart")
 FRONT_ARGS = ["--apache"] if FRONT == "apache" else []
@@ -32,16 +36,6 @@ def _env():
     return env
 
 
-def _live(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields            # [state, ppid, pgrp, session, ...]
-
-
 def _leftovers(sid, mark):
     """Live processes of session sid, or naming `mark` in their command
     line or environment: (pid, command line) pairs."""
@@ -50,13 +44,9 @@ def _leftovers(sid, mark):
         if not d.isdigit() or int(d) == os.getpid():
             continue
         pid = int(d)
-        st = _live(pid)
-        if st is None or st[0] in ("Z", "X"):
-            continue
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
+        st = proc_stat(pid)
+        cmd = proc_cmdline(pid)
+        if st is None or st[0] in ("Z", "X") or cmd is None:
             continue
         env = b""
         try:
@@ -64,7 +54,7 @@ def _leftovers(sid, mark):
                 env = f.read()
         except OSError:
             pass
-        if int(st[3]) == sid or mark in cmd or mark.encode() in env:
+        if st[3] == sid or mark in cmd or mark.encode() in env:
             found.append((pid, cmd.strip()))
     return found
 
@@ -111,6 +101,16 @@ class Serve:
 
 def _tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def _remove_serve(sv, d):
+    """Kills what is left of a `quickstart serve` in directory d and
+    removes d."""
+    if sv.p.poll() is None:
+        os.killpg(sv.p.pid, signal.SIGKILL)
+        sv.p.wait(10)
+    _kill_leftovers(sv.p.pid, d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _quickstart_runs():
@@ -236,11 +236,7 @@ def test_quickstart_serve_private_data_and_sigint(s):
         _assert_nothing_left(sv, d, "SIGINT")
         assert _quickstart_runs() <= runs, "left %s" % (_quickstart_runs() - runs)
     finally:
-        if sv.p.poll() is None:
-            os.killpg(sv.p.pid, signal.SIGKILL)
-            sv.p.wait(10)
-        _kill_leftovers(sv.p.pid, d)
-        shutil.rmtree(d, ignore_errors=True)
+        _remove_serve(sv, d)
 
 
 @shared
@@ -282,19 +278,8 @@ def test_quickstart_sigint_to_a_background_serve(s):
 
 def _children(pid):
     """(pid, command line) of pid's children."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        st = _live(int(d))
-        if st is None or int(st[1]) != pid or st[0] in ("Z", "X"):
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                kids.append((int(d), f.read().replace(b"\0", b" ").decode("utf-8", "replace")))
-        except OSError:
-            pass
-    return kids
+    return [(k, cmd) for k, cmd in ((k, proc_cmdline(k)) for k in children_of(pid))
+            if cmd is not None]
 
 
 @shared
@@ -324,8 +309,4 @@ def test_quickstart_stops_when_a_part_dies(s):
         assert "exited" in sv.text() and "stopped" in sv.text(), sv.text()
         _assert_nothing_left(sv, d, "%s died" % want)
     finally:
-        if sv.p.poll() is None:
-            os.killpg(sv.p.pid, signal.SIGKILL)
-            sv.p.wait(10)
-        _kill_leftovers(sv.p.pid, d)
-        shutil.rmtree(d, ignore_errors=True)
+        _remove_serve(sv, d)

@@ -3,8 +3,10 @@ retries, cancel, status and listing."""
 
 import time
 
-from stack import (BG, check_grant, conf, expect, is_int, log, queue_fifo_waiters, shared, timeout,
-                   wait_for)
+from checks import check_grant, expect, is_int
+from common import BG, log, wait_for
+from markers import conf, shared, timeout
+from traffic import queue_fifo_waiters
 
 
 @shared

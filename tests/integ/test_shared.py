@@ -9,7 +9,10 @@ import os
 import signal
 import time
 
-from stack import (BG, check_grant, conf, expect, log, timeout, wait_for, wait_gone)
+from checks import check_grant, expect
+from common import BG, log, wait_for
+from markers import conf, timeout
+from procs import wait_gone
 
 # poll_interval 1: a waiter that cannot reach a coordinator looks again
 # after 1 s (and tries to reach it again then), so a handoff well under

@@ -1,4 +1,4 @@
-"""Slow and stuck clients (issue 5), behind each front end.
+"""Slow and stuck clients, behind each front end.
 
 - A client acquires a lock with a small ttl on a raw connection with a tiny
   receive buffer, pipelines big lock listings behind it, and then never
@@ -17,7 +17,11 @@ import socket
 import threading
 import time
 
-from stack import BG, check_grant, expect, log, lpath, raw_post, timeout, wait_for
+from checks import check_grant, expect
+from common import BG, log, wait_for
+from httpclient import lpath
+from markers import timeout
+from rawsock import raw_post
 
 TTL = 2.0                 # the stuck client's lease
 GRANT_SLACK = 3.0         # waiter granted within TTL + this of the grant
@@ -153,11 +157,10 @@ def test_slow_reader_one_byte_a_second(s):
 def _slowloris(s, name, body_phase, stop, out):
     """Sends an acquire one byte a second: the headers (body_phase False),
     or complete headers and then the body (True).  Records what it got."""
-    body = ("ttl=5&owner=loris-%s" % name).encode()
-    head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-            "application/x-www-form-urlencoded\r\nContent-Length: %d\r\nConnection: close"
-            "\r\n\r\n" % (s.prefix + lpath(name, "acquire"), len(body))).encode()
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    head, _, body = raw_post(s.prefix + lpath(name, "acquire"),
+                             {"ttl": 5, "owner": "loris-%s" % name}).partition(b"\r\n\r\n")
+    head += b"\r\n\r\n"
+    sock = s.raw_connect()
     try:
         rest = head + body
         if body_phase:

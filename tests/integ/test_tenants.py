@@ -5,202 +5,28 @@ own; a client's Remote-User header changes nothing; anonymous = deny
 refuses unauthenticated requests.  Worker log lines name the lock and the
 tenant, never a token, a password or the internal key.
 
-The auth tests run on a stack of their own, started here behind the
-front end the suite runs behind (HTTPLOCK_FRONT) with a generated htpasswd
-file; they are marked @shared only so that run.py does not start a second,
-unused stack for them.
+The auth tests run on a stack of their own (authstack.on_auth_stack),
+behind the front end the suite runs behind (HTTPLOCK_FRONT), with a
+generated htpasswd file.
 Some requests go straight to a worker's FastCGI socket, as the web server
 would, to show what the default namespace lists and that the socket is
 trusted with REMOTE_USER.
 """
 
 import base64
-import functools
-import hashlib
-import json
-import os
-import socket
 import sqlite3
-import struct
 import time
 
-import stack as stackmod
-from stack import BG, conf, expect, log, lpath, shared, wait_for
-
-CONFDIR = os.path.join(stackmod.SRCDIR, "conf")
-AUTH_CONF = os.path.join(CONFDIR, "lighttpd-auth.conf")
-APACHE_AUTH_CONF = os.path.join(CONFDIR, "apache-auth.conf")
-
-USERS = {
-    "alice": "alice-pw",
-    "bob": "bob pw:2",
-    # A long name with '/' and '%': its namespace is percent-encoded, and
-    # its keys are longer than the 255 bytes the coordinator's protocol
-    # carried before tenants.
-    "ops/" * 20 + "%x": "long-pw",
-}
-LONG_USER = "ops/" * 20 + "%x"
-
-
-def htpasswd_line(user, password):
-    """A "{SHA}" line (base64 of SHA-1), which lighttpd's htpasswd backend
-    and Apache's mod_authn_file take and the standard library can make."""
-    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-    return "%s:{SHA}%s\n" % (user, digest)
-
-
-def start_auth_stack(label, conf_overrides=None, extra_env=None):
-    """A started basic-auth stack knowing USERS, behind the suite's front
-    end."""
-    env = {"HTTPLOCK_CONFDIR": CONFDIR}
-    env.update(extra_env or {})
-    s = stackmod.Stack(conf_overrides, label=label, front=stackmod.FRONT,
-                       lighttpd_conf=AUTH_CONF, apache_conf=APACHE_AUTH_CONF,
-                       extra_env=env)
-    try:
-        path = os.path.join(s.dir, "htpasswd")
-        with open(path, "w") as f:
-            for u, p in USERS.items():
-                f.write(htpasswd_line(u, p))
-        s.extra_env["HTTPLOCK_HTPASSWD"] = path
-        s.start()
-    except BaseException:
-        s.cleanup()
-        raise
-    return s
-
-
-def on_auth_stack(conf_overrides=None, extra_env=None, after_stop=None):
-    """Runs the test as fn(auth_stack): started before, stopped and its logs
-    checked after (and after_stop(auth_stack) called), removed in any case."""
-    def mark(fn):
-        @functools.wraps(fn)
-        def run(_shared_stack):
-            s = start_auth_stack(fn.__name__, conf_overrides, extra_env)
-            ok = False
-            try:
-                fn(s)
-                s.stop()
-                s.check_logs()
-                if after_stop is not None:
-                    after_stop(s)
-                ok = True
-            except BaseException:
-                log(s.log_tails(20).replace("\n", "\n    "))
-                raise
-            finally:
-                s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
-        return shared(run)
-    return mark
-
-
-class User:
-    """Requests with one user's basic-auth credentials (or none)."""
-
-    def __init__(self, s, name=None, password=None, extra=None):
-        self.s = s
-        self.h = dict(extra or {})
-        if name is not None:
-            cred = base64.b64encode(("%s:%s" % (name, password)).encode()).decode()
-            self.h["Authorization"] = "Basic " + cred
-
-    def acquire(self, name, **form):
-        timeout_s = form.pop("timeout_s", 20.0)
-        return self.s.post(lpath(name, "acquire"), form=form, headers=self.h,
-                           timeout=timeout_s)
-
-    def acquire_ok(self, name, **form):
-        r = expect(self.acquire(name, **form), 200)
-        assert r["lock"] == name, r.short()
-        assert r.header("Lock-Token") == r["token"], r.short()
-        return r
-
-    def release(self, name, token):
-        return self.s.post(lpath(name, "release"), form={"token": token}, headers=self.h)
-
-    def renew(self, name, token, ttl=None):
-        form = {"token": token}
-        if ttl is not None:
-            form["ttl"] = ttl
-        return self.s.post(lpath(name, "renew"), form=form, headers=self.h)
-
-    def cancel(self, name, request_id):
-        return self.s.post(lpath(name, "cancel"), form={"request_id": request_id},
-                           headers=self.h)
-
-    def status(self, name):
-        r = expect(self.s.get(lpath(name), headers=self.h), 200)
-        assert r["lock"] == name, r.short()
-        return r
-
-    def list(self, **query):
-        r = expect(self.s.get("/locks", query=query or None, headers=self.h), 200)
-        return [e["lock"] for e in r["locks"]], r["more"]
-
-
-def users(s):
-    return (User(s, "alice", USERS["alice"]), User(s, "bob", USERS["bob"]))
-
+from authstack import LONG_USER, USERS, User, on_auth_stack, users
+from checks import expect
+from common import BG, log, wait_for
+from fcgiwire import fcgi_request, worker_socket
+from httpclient import lpath
+from markers import conf, shared
+from stack import LOG_FILES
 
 # ---------------------------------------------------------------------------
-# FastCGI straight to a worker, as lighttpd does (Python stdlib only).
-
-def _fcgi_record(rtype, content, req_id=1):
-    return struct.pack(">BBHHBB", 1, rtype, req_id, len(content), 0, 0) + content
-
-
-def _fcgi_pair(k, v):
-    out = b""
-    for n in (len(k), len(v)):
-        out += struct.pack(">B", n) if n < 128 else struct.pack(">I", n | 0x80000000)
-    return out + k + v
-
-
-def fcgi_request(sock_path, method, uri, params=None, body=b""):
-    """One request on the worker's socket; returns (status, JSON body)."""
-    env = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "SCRIPT_NAME": "",
-           "CONTENT_LENGTH": str(len(body)), "SERVER_PROTOCOL": "HTTP/1.1"}
-    if body:
-        env["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-    env.update(params or {})
-    pairs = b"".join(_fcgi_pair(k.encode(), v.encode()) for k, v in env.items())
-    msg = _fcgi_record(1, struct.pack(">HB5x", 1, 0))          # BEGIN_REQUEST, responder
-    msg += _fcgi_record(4, pairs) + _fcgi_record(4, b"")      # PARAMS
-    if body:
-        msg += _fcgi_record(5, body)
-    msg += _fcgi_record(5, b"")                               # STDIN
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(10)
-    try:
-        c.connect(sock_path)
-        c.sendall(msg)
-        data = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            data += b
-    finally:
-        c.close()
-    out, off = b"", 0
-    while off + 8 <= len(data):
-        _, rtype, _, clen, plen, _ = struct.unpack(">BBHHBB", data[off:off + 8])
-        if rtype == 6:                                        # STDOUT
-            out += data[off + 8:off + 8 + clen]
-        off += 8 + clen + plen
-    head, _, payload = out.partition(b"\r\n\r\n")
-    status = 200
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"status:"):
-            status = int(line.split()[1])
-    return status, json.loads(payload.decode()) if payload.strip() else None
-
-
-def worker_socket(s):
-    socks = sorted(f for f in os.listdir(s.rundir) if f.startswith("worker.sock"))
-    assert socks, "no worker socket in %s: %s" % (s.rundir, os.listdir(s.rundir))
-    return os.path.join(s.rundir, socks[0])
-
+# The database, read beside the service.
 
 def db_keys(s):
     """Every lock key in the database (read-only)."""
@@ -378,7 +204,7 @@ def check_debug_log(s):
     own stderr, or the pool's behind Apache) tell what happened to which
     lock of which tenant, and never show a password, credentials or the key
     (the tokens are checked by check_logs)."""
-    text = "".join(s.log_text(n) for n in stackmod.LOG_FILES)
+    text = "".join(s.log_text(n) for n in LOG_FILES)
     lines = [l for l in text.splitlines() if "httplock-worker" in l]
     a, b = "lock 't-log' of 'alice'", "lock 't-log' of 'bob'"
 

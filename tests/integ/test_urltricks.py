@@ -2,12 +2,13 @@
 
 lighttpd and Apache apply their access rules (auth.require, <Location>) to
 their own decoded path with "." and ".." segments resolved; httplock routes
-on the raw REQUEST_URI, which libfcgi cuts at the first NUL byte.  So
-"/lock/acct/acquire\\0/../../../x" was judged as "/x" (no password needed)
-and served as an acquire of "acct", and "/lock/%2e%2e/acquire" acquired a
-lock named "..".  Each such request must now be refused (400, JSON) behind
-both front ends, with and without authentication; the worker refuses them
-itself too when a peer speaks FastCGI to it directly.  Also: the mount
+on the raw REQUEST_URI, which libfcgi cuts at the first NUL byte.  So the
+web server would judge "/lock/acct/acquire\\0/../../../x" as "/x" (no
+password needed) while httplock would serve an acquire of "acct", and
+"/lock/%2e%2e/acquire" would acquire a lock named "..".  Each such request
+is refused (400, JSON) behind both front ends, with and without
+authentication; the worker refuses them itself too when a peer speaks
+FastCGI to it directly.  Also: the mount
 prefix "/httplock" serves /httplock/... only, not /httplockfoo/...; a body
 announced larger than httplock takes is refused from its header; and the
 worker pool's socket has one path in every shipped configuration and guide.
@@ -16,71 +17,25 @@ Requests go out on raw sockets: an HTTP client library would normalise or
 refuse these URLs before sending them.
 """
 
-import json
 import os
 import re
 import secrets
 import socket
 import time
 
-import stack as stackmod
-from stack import expect, log, mount, parse_raw_response, shared, timeout
-from test_fcgiraw import Pool, exchange, nv, parse_cgi, request_bytes
-from test_tenants import User, USERS, on_auth_stack
+from authstack import USERS, User, on_auth_stack
+from checks import check_json_error, expect
+from common import log
+from fcgiwire import Pool, exchange, nv, parse_cgi, request_bytes
+from markers import mount, shared, timeout
+from rawsock import parse_raw_response, raw_request
+from testenv import SRCDIR
 
 ANSWER_BOUND_S = 5.0
 
 
 def uniq(tag):
     return "%s-%s" % (tag, secrets.token_hex(6))
-
-
-def raw_request(s, method, target, body=b"", headers=(), timeout_s=ANSWER_BOUND_S,
-                http11=False):
-    """Sends one request with a raw (bytes) request target; returns
-    (status, headers, body, seconds to the answer).  HTTP/1.0, so that
-    the answer is not chunked, unless http11 (then the caller sends any
-    Content-Length or Transfer-Encoding in headers)."""
-    head = b"%s %s HTTP/%s\r\nHost: 127.0.0.1\r\n" % (
-        method.encode(), target, b"1.1" if http11 else b"1.0")
-    if http11:
-        head += b"Connection: close\r\n"
-    if method == "POST":
-        head += b"Content-Type: application/x-www-form-urlencoded\r\n"
-        if not http11:
-            head += b"Content-Length: %d\r\n" % len(body)
-    for h in headers:
-        head += h + b"\r\n"
-    t0 = time.monotonic()
-    data = s.raw(head + b"\r\n" + body, timeout=timeout_s)
-    st, hdrs, rbody = parse_raw_response(data)
-    if "chunked" in hdrs.get("transfer-encoding", ""):
-        rbody = dechunk(rbody)
-    return st, hdrs, rbody, time.monotonic() - t0
-
-
-def dechunk(b):
-    out = b""
-    while b:
-        size, _, rest = b.partition(b"\r\n")
-        n = int(size.split(b";")[0], 16)
-        if n == 0:
-            break
-        out += rest[:n]
-        b = rest[n + 2:]
-    return out
-
-
-def assert_json_error(what, st, hdrs, body, statuses, code=None):
-    assert st in statuses, "%s: status %s, want one of %s: %r" % (what, st, statuses, body[:200])
-    ct = hdrs.get("content-type", "").split(";")[0].strip()
-    assert ct == "application/json", "%s: %s with Content-Type %r: %r" % (what, st, ct, body[:200])
-    j = json.loads(body.decode())
-    assert isinstance(j.get("error"), str) and isinstance(j.get("message"), str), \
-        "%s: not an error body: %r" % (what, j)
-    if code is not None:
-        assert j["error"] == code, "%s: error %r, want %r" % (what, j["error"], code)
-    return j
 
 
 # (label, method, raw target after the mount prefix).  {n} is a fresh name.
@@ -104,9 +59,9 @@ def check_tricks(s, name, headers=(), statuses=(400,)):
     """Every trick is refused with a JSON error, and nothing was locked."""
     for label, method, target in TRICKS:
         raw = s.prefix.encode() + target.replace(b"{n}", name.encode())
-        st, hdrs, body, secs = raw_request(s, method, raw, headers=headers)
+        st, hdrs, body, secs = raw_request(s.port, method, raw, headers=headers)
         log("%-24s %-5s %r -> %s in %.0f ms" % (label, method, raw[:60], st, secs * 1000))
-        assert_json_error("%s (%r)" % (label, raw), st, hdrs, body, statuses)
+        check_json_error("%s (%r)" % (label, raw), st, hdrs, body, statuses)
 
 
 @shared
@@ -126,11 +81,11 @@ def test_url_tricks_refused(s):
 
 @on_auth_stack()
 def test_url_tricks_behind_auth(s):
-    """The issue's attack: behind basic auth with anonymous = allow,
-    "/lock/acct/acquire\\0/../../../x" and "/lock/%2e%2e/acquire" without
-    credentials were granted.  Now every trick is refused (400) or asks for
-    credentials (401), nothing is granted, and the whole mount needs a user
-    except GET /healthz."""
+    """The attack on access rules: behind basic auth with anonymous =
+    allow, "/lock/acct/acquire\\0/../../../x" and "/lock/%2e%2e/acquire"
+    without credentials must not be granted.  Every trick is refused (400)
+    or asks for credentials (401), nothing is granted, and the whole mount
+    needs a user except GET /healthz."""
     name = uniq("acct")
     check_tricks(s, name, statuses=(400, 401))
     # Without credentials: everything under the mount is 401, /healthz 200.
@@ -138,12 +93,12 @@ def test_url_tricks_behind_auth(s):
                          ("GET", "/locks/"), ("GET", "/locks"), ("GET", "/nosuch"),
                          ("POST", "/lock/%s/release" % name), ("GET", "/healthzx"),
                          ("GET", "/lock/healthz")):
-        st, hdrs, body, _ = raw_request(s, method, (s.prefix + path).encode())
+        st, hdrs, body, _ = raw_request(s.port, method, (s.prefix + path).encode())
         log("anonymous %s %s -> %s" % (method, path, st))
-        assert_json_error("anonymous %s %s" % (method, path), st, hdrs, body, (401,),
+        check_json_error("anonymous %s %s" % (method, path), st, hdrs, body, (401,),
                           "unauthorized")
         assert hdrs.get("www-authenticate", "").startswith("Basic"), hdrs
-    st, hdrs, body, _ = raw_request(s, "GET", (s.prefix + "/healthz").encode())
+    st, hdrs, body, _ = raw_request(s.port, "GET", (s.prefix + "/healthz").encode())
     assert st == 200, (st, body)
     # With credentials the service works, and the tricks are still refused.
     alice = User(s, "alice", USERS["alice"])
@@ -178,7 +133,8 @@ def test_worker_refuses_nul_raw_fastcgi(s):
                                                            j and j.get("message")))
             return st, j
 
-        # The issue's request as lighttpd (without url-ctrls-reject) sends it.
+        # The NUL-and-dot-segments request as lighttpd (without
+        # url-ctrls-reject) passes it on.
         st, j = ask(b"/lock/" + name + b"/acquire\x00/../../../x", b"/x")
         assert st == 400 and j["error"] == "bad_request" and "another path" in j["message"], j
         st, j = ask(b"/httplock/lock/" + name + b"/acquire\x00/../release",
@@ -210,9 +166,9 @@ def test_mount_prefix_is_exact(s):
                          ("GET", "/httplock.x/locks/"),
                          ("GET", "/httplock"),
                          ("GET", "/healthz")):
-        st, hdrs, body, _ = raw_request(s, method, path.encode())
+        st, hdrs, body, _ = raw_request(s.port, method, path.encode())
         log("%s %s -> %s %r" % (method, path, st, body[:80]))
-        assert_json_error("%s %s" % (method, path), st, hdrs, body, (403, 404))
+        check_json_error("%s %s" % (method, path), st, hdrs, body, (403, 404))
     assert s.status(name)["held"] is False
     g = s.acquire_ok(name, timeout=0)
     s.release_ok(name, g["token"])
@@ -270,7 +226,7 @@ def test_huge_body_refused_from_header(s):
         sock.close()
     st, hdrs, body = parse_raw_response(data)
     log("Content-Length: 1 GiB -> %s in %.1f ms: %r" % (st, secs * 1000, body[:100]))
-    assert_json_error("Content-Length: 1 GiB", st, hdrs, body, (413,), "too_large")
+    check_json_error("Content-Length: 1 GiB", st, hdrs, body, (413,), "too_large")
     assert secs < ANSWER_BOUND_S
     if s.lighttpd is not None:
         big = [(f, n) for f, n in upload_files(s.lighttpd.pid) if n > 1 << 20]
@@ -278,19 +234,19 @@ def test_huge_body_refused_from_header(s):
     # A chunked body announces no size: the cap applies as it arrives.
     chunk = b"owner=" + b"c" * 20000
     st, hdrs, rbody, secs = raw_request(
-        s, "POST", (s.prefix + "/lock/%s/acquire" % uniq("ch")).encode(), headers=[
+        s.port, "POST", (s.prefix + "/lock/%s/acquire" % uniq("ch")).encode(), headers=[
             b"Transfer-Encoding: chunked"],
         body=b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk), http11=True)
     log("chunked body of %d bytes -> %s in %.1f ms: %r" % (len(chunk), st, secs * 1000, rbody[:100]))
-    assert_json_error("chunked body of %d bytes" % len(chunk), st, hdrs, rbody, (413,), "too_large")
+    check_json_error("chunked body of %d bytes" % len(chunk), st, hdrs, rbody, (413,), "too_large")
     # The limit is httplock's: 16384 bytes pass the web server (and the
     # worker judges them: an owner this long is a 400), 16385 do not.
     for size, want in ((16384, 400), (16385, 413)):
         body = b"owner=" + b"o" * (size - 6)
-        st, hdrs, rbody, secs = raw_request(s, "POST", (s.prefix + "/lock/%s/acquire" % uniq("b")).encode(),
+        st, hdrs, rbody, secs = raw_request(s.port, "POST", (s.prefix + "/lock/%s/acquire" % uniq("b")).encode(),
                                             body=body)
         log("body of %d bytes -> %s in %.1f ms" % (size, st, secs * 1000))
-        assert_json_error("body of %d bytes" % size, st, hdrs, rbody, (want,))
+        check_json_error("body of %d bytes" % size, st, hdrs, rbody, (want,))
 
 
 # The worker pool's socket (httplock-worker -s, the systemd socket unit,
@@ -301,7 +257,7 @@ POOL_SOCK_RE = re.compile(r"(?<![\w.}/$-])/run/[\w./-]*worker[\w.-]*\.sock\b")
 
 
 def shipped_texts():
-    top = stackmod.SRCDIR
+    top = SRCDIR
     paths = [os.path.join(top, "README")]
     for d in ("conf", "docs", "examples"):
         for root, _, files in os.walk(os.path.join(top, d)):

@@ -1,7 +1,7 @@
 /*
  * Unit tests of libhttplock.  The "server" cases run against the real
  * stack (lighttpd, workers, coordinator) that tests/client.sh starts with
- * tests/integ/stack.py and names in HTTPLOCK_URL; every lock name starts
+ * tests/integ/withstack.py and names in HTTPLOCK_URL; every lock name starts
  * with this run's prefix.  The "fake" cases need answers the real server
  * gives only in trouble (HTML 500s, dropped connections, malformed JSON),
  * so a scripted HTTP server in a thread of the test process gives them and
@@ -1667,7 +1667,7 @@ main(void)
 	if (url == NULL || url[0] == '\0') {
 		fprintf(stderr, "check_client: HTTPLOCK_URL is not set: run "
 		    "it with tests/client.sh, which starts a server "
-		    "(tests/integ/stack.py -- tests/unit/check_client)\n");
+		    "(tests/integ/withstack.py -- tests/unit/check_client)\n");
 		return EXIT_FAILURE;
 	}
 	/* A write to a connection the library dropped must not kill us. */
