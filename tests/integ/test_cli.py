@@ -20,7 +20,7 @@ from authstack import USERS, on_auth_stack
 from checks import expect, TOKEN_RE
 from common import BG, log, wait_for
 from markers import shared, timeout
-from procs import kill_quietly, proc_comm, wait_gone
+from procs import children_of, kill_quietly, proc_comm, wait_gone
 from testenv import BUILDDIR
 
 CLI = os.path.join(BUILDDIR, "client", "httplock")
@@ -815,21 +815,8 @@ class Pty:
 
 def _wait_child(pid, comm, timeout_s=10.0):
     """Waits until `pid` has a child process named `comm`; returns its pid."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    head, tail = f.read().rsplit(")", 1)
-            except OSError:
-                continue
-            if head.split("(", 1)[1] == comm and int(tail.split()[1]) == pid:
-                return int(d)
-        assert time.monotonic() < deadline, "no %s child of %d after %.0f s" % (
-            comm, pid, timeout_s)
-        time.sleep(0.01)
+    return wait_for(lambda: [c for c in children_of(pid) if proc_comm(c) == comm],
+                    timeout_s, "a %s child of %d" % (comm, pid))[0]
 
 
 def _tpgid(pid):
