@@ -68,14 +68,16 @@ db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 	dc->idle_reclaim_ms = c->idle_reclaim_ms;
 	dc->batch_ops_max = BATCH_OPS_MAX;
 	dc->batch_ms = BATCH_MS;
+#ifdef HTTPLOCK_TEST_HOOKS
 	{
 		const char *v;
 
-		/* Only the tests set these, to play a reboot without one. */
+		/* Test builds only: play a reboot without one. */
 		dc->opts.boot_id = getenv("HTTPLOCK_TEST_BOOT_ID");
 		if ((v = getenv("HTTPLOCK_TEST_BOOT_TIME")) != NULL)
 			dc->opts.boot_time_ms = strtoll(v, NULL, 10);
 	}
+#endif
 }
 
 int

@@ -26,8 +26,8 @@ struct db_conf {
 	int64_t batch_ms;            /* BATCH_MS */
 };
 
-/* The gate's settings from the worker's configuration (and the tests'
- * HTTPLOCK_TEST_BOOT_ID / HTTPLOCK_TEST_BOOT_TIME). */
+/* The gate's settings from the worker's configuration (and, in a build
+ * with test hooks, HTTPLOCK_TEST_BOOT_ID / HTTPLOCK_TEST_BOOT_TIME). */
 void db_conf_from(struct db_conf *dc, const struct hl_conf *c);
 /* Sets the gate up; the database opens on the first db_enter().  Call
  * once, before the threads start.  0, or -1 (logged). */

@@ -390,6 +390,33 @@ START_TEST(test_read_first_alone)
 }
 END_TEST
 
+/*
+ * HTTPLOCK_TEST_BOOT_ID and HTTPLOCK_TEST_BOOT_TIME reach lockcore only in
+ * a build with test hooks (--enable-test-hooks); any other build ignores
+ * them, so that they cannot make a worker skip power-loss recovery.  (The
+ * suite is built both ways: check_db with the configured flags,
+ * check_db_nohooks without the hooks.)
+ */
+START_TEST(test_boot_hooks_only_in_test_builds)
+{
+	struct hl_conf c;
+	struct db_conf dc;
+
+	conf_defaults(&c);
+	ck_assert_int_eq(setenv("HTTPLOCK_TEST_BOOT_ID", "boot-x", 1), 0);
+	ck_assert_int_eq(setenv("HTTPLOCK_TEST_BOOT_TIME", "12345", 1), 0);
+	db_conf_from(&dc, &c);
+#ifdef HTTPLOCK_TEST_HOOKS
+	ck_assert_ptr_nonnull(dc.opts.boot_id);
+	ck_assert_str_eq(dc.opts.boot_id, "boot-x");
+	ck_assert_int_eq(dc.opts.boot_time_ms, 12345);
+#else
+	ck_assert_ptr_null(dc.opts.boot_id);
+	ck_assert_int_eq(dc.opts.boot_time_ms, 0);
+#endif
+}
+END_TEST
+
 static Suite *
 db_suite(void)
 {
@@ -404,6 +431,7 @@ db_suite(void)
 	tcase_add_test(tc, test_batch_ends_at_its_cap);
 	tcase_add_test(tc, test_many_members);
 	tcase_add_test(tc, test_read_first_alone);
+	tcase_add_test(tc, test_boot_hooks_only_in_test_builds);
 	suite_add_tcase(s, tc);
 	return s;
 }
