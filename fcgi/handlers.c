@@ -6,7 +6,6 @@
  * transaction handed on (deliver.h), hands an acquire that must wait to
  * the parking thread (wait.h), and answers (reply.h).
  */
-#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,6 @@
 #define HTTPLOCK_WAIT_H
 
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "lockcore.h"

@@ -57,6 +57,7 @@
 #define THREAD_STACK (256 * 1024)
 #define STOP_GRACE_MS 800
 #define STOP_POLL_MS 10         /* how often the stop looks for requests */
+#define ACCEPT_RETRY_MS 100     /* after a failed accept */
 #define DB_CLOSE_WAIT_MS 100    /* for a thread inside SQLite, at exit */
 #define LISTEN_BACKLOG 4096
 
@@ -71,6 +72,7 @@
 #define RESTART_MAX_MS 5000
 #define RESTART_QUICK_MS 1000
 #define POOL_STOP_MS 950
+#define POOL_STOP_POLL_MS 10
 
 /* The process: its configuration, listener and pool threads. */
 static struct {
@@ -205,7 +207,7 @@ thread_main(void *arg)
 				break;
 			log_warnx("%s: FCGX_Accept_r failed", __func__);
 			/* Do not spin on a broken listening socket. */
-			poll(NULL, 0, 100);
+			poll(NULL, 0, ACCEPT_RETRY_MS);
 			continue;
 		}
 		atomic_fetch_add(&wk.busy, 1);
@@ -344,7 +346,8 @@ pool_stop(struct pool_proc *procs, int n, const sigset_t *set,
     const char *path)
 {
 	int64_t deadline = clock_mono_ms() + POOL_STOP_MS;
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
+	struct timespec ts = { .tv_sec = 0,
+	    .tv_nsec = POOL_STOP_POLL_MS * 1000 * 1000 };
 	int i, live;
 
 	log_debug("%s: stopping", __func__);
