@@ -378,9 +378,8 @@ line_of(const size_t *seen, const char *name)
 	return 0;
 }
 
-/* Writes ms as seconds: "30", "0.25". */
-static void
-fmt_seconds(char *buf, size_t len, int64_t ms)
+void
+conf_fmt_seconds(char *buf, size_t len, int64_t ms)
 {
 	if (ms % 1000 == 0)
 		(void)snprintf(buf, len, "%lld", (long long)(ms / 1000));
@@ -406,11 +405,11 @@ check_relations(const struct hl_conf *c, const size_t *seen,
 
 	if (c->default_ttl_ms > c->max_ttl_ms) {
 		if (ldef > 0 || lmax == 0) {
-			fmt_seconds(sec, sizeof(sec), c->max_ttl_ms);
+			conf_fmt_seconds(sec, sizeof(sec), c->max_ttl_ms);
 			return seterr(err, errlen, file, ldef, "default_ttl",
 			    "must not exceed max_ttl (%s seconds)", sec);
 		}
-		fmt_seconds(sec, sizeof(sec), c->default_ttl_ms);
+		conf_fmt_seconds(sec, sizeof(sec), c->default_ttl_ms);
 		return seterr(err, errlen, file, lmax, "max_ttl",
 		    "must not be less than default_ttl (%s seconds)", sec);
 	}

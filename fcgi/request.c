@@ -262,17 +262,6 @@ content_type_is_form(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
-/* Writes ms as seconds: "3600", "0.25". */
-static void
-fmt_seconds(char *buf, size_t len, int64_t ms)
-{
-	if (ms % 1000 == 0)
-		(void)snprintf(buf, len, "%lld", (long long)(ms / 1000));
-	else
-		(void)snprintf(buf, len, "%lld.%03lld", (long long)(ms / 1000),
-		    (long long)(ms % 1000));
-}
-
 /*
  * Splits in->uri into the routed path and the query, after the mount
  * prefix in->script_name (ignored when empty or "/") is stripped.
@@ -651,7 +640,7 @@ take_ttl(const struct params *pv, const struct request_limits *lim,
 		    "0.001 seconds)");
 	/* Never shorten a lease silently: the holder would not know. */
 	if (ms > lim->max_ttl_ms) {
-		fmt_seconds(max, sizeof(max), lim->max_ttl_ms);
+		conf_fmt_seconds(max, sizeof(max), lim->max_ttl_ms);
 		return fail(err, 400, "ttl exceeds the maximum of %s seconds",
 		    max);
 	}
