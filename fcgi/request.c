@@ -117,7 +117,7 @@ fail(struct request_error *err, int status, const char *fmt, ...)
 	case 404: err->code = "not_found"; break;
 	case 405: err->code = "method_not_allowed"; break;
 	case 413: err->code = "too_large"; break;
-	default: err->code = "internal"; break;    /* as handlers.c says it */
+	default: err->code = "internal"; break;    /* as reply.c says it */
 	}
 	va_start(ap, fmt);
 	/* Every message fits; a cut one would still be a valid string. */

@@ -84,7 +84,7 @@ enum wait_end {
 	WAIT_STOPPING,
 	WAIT_ERROR,         /* rc holds the lockcore error */
 	WAIT_ANSWERED       /* granted and answered by the thread that
-	                       made the handoff (wait_answer_grant) */
+	                       made the handoff (deliver.c) */
 };
 
 /* A parked acquire.  Only the parking thread touches it once adopted,
@@ -704,7 +704,7 @@ out:
 
 /* Runs p's wait and ends it or arms its timer. */
 static void
-park_run(struct park *p)
+park_resume(struct park *p)
 {
 	struct lock_grant g;
 	enum wait_end end;
@@ -748,7 +748,7 @@ park_adopt(struct park *p)
 	}
 	/* Before any look: a handoff committed after that look finds us. */
 	wakeup_add(&p->ws, p->info.waiter_id, p->pa.who.key, &p->pa);
-	park_run(p);
+	park_resume(p);
 }
 
 /* The worker stops: every parked request is answered 503 at once, then
@@ -828,7 +828,7 @@ park_event(struct park *p, uint64_t which, uint32_t events)
 		p->look = true;
 		coordlink_seen(false);
 	}
-	park_run(p);
+	park_resume(p);
 }
 
 /* Direct wakes, and requests parked since the last batch. */
@@ -868,7 +868,7 @@ park_wakes(void)
 			park_end(p, WAIT_ANSWERED, LC_OK, NULL);
 		else if (r == WAKE_READ_LOOK) {
 			p->look = true;
-			park_run(p);
+			park_resume(p);
 		}
 	}
 }
@@ -916,7 +916,7 @@ park_main(void *arg)
 
 			heap_del(p);
 			p->look = true;         /* timer ran out: look again */
-			park_run(p);
+			park_resume(p);
 		}
 		if (stop && !stop_seen) {
 			stop_seen = true;

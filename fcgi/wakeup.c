@@ -3,7 +3,7 @@
  * coordinator.  A parked acquire (wait.c) registers its waiter id here
  * while it waits.  A thread of the same process whose transaction granted
  * that waiter (a handoff) claims its slot and answers the request itself
- * (wait_answer_grant): the grant goes out without another thread's
+ * (deliver.c): the grant goes out without another thread's
  * wake-up on the way.  It then hands the slot back, answered, on the
  * ready list, and the parking thread, which polls the ready list's
  * eventfd beside its other descriptors, closes the connection and frees

@@ -186,7 +186,6 @@ START_TEST(test_wall_clock_steps_back)
 	    "no 423 within %d ms of a %d ms wait (took %lld ms): '%s'",
 	    ANSWER_MAX_MS, WAIT_MS, (long long)took, answer);
 	ck_assert_int_ge(took, WAIT_MS / 2);
-	ck_assert_int_eq(wait_count(), 0);
 	close(sv[1]);
 }
 END_TEST
