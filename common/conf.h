@@ -75,6 +75,10 @@ int conf_parse(struct hl_conf *c, const char *text, size_t len,
 int conf_load(struct hl_conf *c, const char *path, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Writes ms as seconds, as the configuration file gives them: "30",
+ * "0.25" (three decimals at most). */
+void conf_fmt_seconds(char *buf, size_t len, int64_t ms);
+
 /* $HTTPLOCK_CONF if set and non-empty, else the compiled-in default. */
 const char *conf_default_path(void);
 

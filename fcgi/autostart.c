@@ -32,12 +32,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autostart.h"
+#include "clock.h"
 #include "log.h"
 
 #define AUTOSTART_RETRY_MS 3000  /* per process, between two tries */
@@ -53,15 +52,6 @@ static struct {
 	char     idle[32];                   /* -i argument, seconds */
 	_Atomic int64_t last_try;            /* monotonic ms; 0: never */
 } as;
-
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The httplock-coord next to our own binary, into buf.  0 or -1. */
 static int
@@ -219,7 +209,7 @@ autostart_coord(int connect_errno)
 
 	if (!as.on || (connect_errno != ENOENT && connect_errno != ECONNREFUSED))
 		return;
-	now = mono_ms();
+	now = clock_mono_ms();
 	last = atomic_load(&as.last_try);
 	if (last != 0 && now - last < AUTOSTART_RETRY_MS)
 		return;

@@ -117,7 +117,7 @@ fail(struct request_error *err, int status, const char *fmt, ...)
 	case 404: err->code = "not_found"; break;
 	case 405: err->code = "method_not_allowed"; break;
 	case 413: err->code = "too_large"; break;
-	default: err->code = "internal"; break;    /* as handlers.c says it */
+	default: err->code = "internal"; break;    /* as reply.c says it */
 	}
 	va_start(ap, fmt);
 	/* Every message fits; a cut one would still be a valid string. */
@@ -260,17 +260,6 @@ content_type_is_form(const char *ct)
 	for (ct += n; *ct == ' ' || *ct == '\t'; ct++)
 		continue;
 	return *ct == '\0' || *ct == ';';
-}
-
-/* Writes ms as seconds: "3600", "0.25". */
-static void
-fmt_seconds(char *buf, size_t len, int64_t ms)
-{
-	if (ms % 1000 == 0)
-		(void)snprintf(buf, len, "%lld", (long long)(ms / 1000));
-	else
-		(void)snprintf(buf, len, "%lld.%03lld", (long long)(ms / 1000),
-		    (long long)(ms % 1000));
 }
 
 /*
@@ -651,7 +640,7 @@ take_ttl(const struct params *pv, const struct request_limits *lim,
 		    "0.001 seconds)");
 	/* Never shorten a lease silently: the holder would not know. */
 	if (ms > lim->max_ttl_ms) {
-		fmt_seconds(max, sizeof(max), lim->max_ttl_ms);
+		conf_fmt_seconds(max, sizeof(max), lim->max_ttl_ms);
 		return fail(err, 400, "ttl exceeds the maximum of %s seconds",
 		    max);
 	}

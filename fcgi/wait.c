@@ -8,13 +8,16 @@
  * (a WAKE), the eventfd of direct wakes (wakeup.c), the stop pipe, and a
  * heap of timers (deadlines, safety looks, polling while the coordinator
  * is down).  When a wait ends the parking thread answers with FastCGI
- * records it writes itself -- libfcgi cannot answer a request whose
- * streams it freed -- and closes the connection.
+ * records (reply_fcgi) -- libfcgi cannot answer a request whose streams
+ * it freed -- and closes the connection.  A thread holding libfcgi's
+ * ~18.5 KiB of buffers per waiter would cost 466 MB for 10,000 waiters.
+ * The database work of a wait (looks, withdrawals) runs on the parking
+ * thread through the database gate (db.h), as any request's does.
  *
- * A waiter used to hold a thread and libfcgi's ~18.5 KiB of buffers for
- * as long as it waited: 10,000 waiters took 466 MB in the workers.  The
- * database work of a wait (looks, withdrawals) runs on the parking thread
- * under the process's database mutex, as any request's does.
+ * Every timer here runs on the monotonic clock: a deadline arrives as wall
+ * time and is turned into monotonic time once, when the request parks, so
+ * that a step of the system clock neither stalls nor hastens a wait.  The
+ * wall clock is read only for what lockcore stores and compares.
  *
  * The correctness of a wait is the database's (lockcore): everything here
  * only decides when to look.  Registered waiters rely on the coordinator's
@@ -29,31 +32,42 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <fastcgi.h>
-
 #include "autostart.h"
+#include "clock.h"
+#include "coordlink.h"
+#include "db.h"
+#include "deliver.h"
 #include "log.h"
-#include "worker.h"
+#include "rand.h"
+#include "reply.h"
+#include "wait.h"
+#include "wakeup.h"
 
 #define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
 #define SAFETY_POLL_PER  100    /* ... less often per this many waiters ahead */
 #define SAFETY_POLL_MAX  60000  /* ... but at least this often */
-#define COORD_ACK_MS     250
+#define FIRST_LOOK_POLLS 10     /* the first registered waiter looks every
+                                   this many poll intervals */
+#define EXPIRY_LOOK_MS   5      /* the first waiter looks this long after
+                                   the holder's lease ends, when lockcore
+                                   sees it expired */
 #define POLL_BACKOFF_MAX 10     /* waiters far back poll up to 10x slower */
 #define CW_POOL_MAX      128    /* idle coordinator connections kept */
 #define EVENTS_MAX       256
-#define REPLY_WRITE_MS   1000   /* to write an answer the socket did not take */
+#define EPOLL_RETRY_MS   10     /* after an epoll_wait error */
 #define FDS_RESERVED     64     /* descriptors kept from waiters, beyond
                                    one per pool thread and pooled
                                    coordinator connection */
 #define FDS_PER_WAITER   2      /* its FastCGI and coordinator connections */
 #define PARKED_MAX       (1 << 22)
+#define PARKED_MIN       16     /* however few descriptors there are */
 
 /* epoll tags: a park's pointer, or'ed with which of its descriptors. */
 #define EV_STOP          ((uint64_t)0)
@@ -70,35 +84,42 @@ enum wait_end {
 	WAIT_STOPPING,
 	WAIT_ERROR,         /* rc holds the lockcore error */
 	WAIT_ANSWERED       /* granted and answered by the thread that
-	                       made the handoff (wait_answer_grant) */
+	                       made the handoff (deliver.c) */
 };
 
 /* A parked acquire.  Only the parking thread touches it once adopted,
  * but for a thread that claimed its wake slot to answer a grant: that
- * one reads reply, ref, who and started, which stay as they are while
- * the request is parked. */
+ * one reads `pa`, which stays as it is while the request is parked. */
 struct park {
 	struct park          *prev, *next;  /* parked requests */
 	struct park          *inext;        /* incoming, then dead list */
 	size_t                hidx;         /* timer heap; SIZE_MAX: none */
-	int64_t               due;          /* the timer, ms */
-	struct reply          reply;        /* the FastCGI connection */
-	struct lockref        ref;          /* name and key (owned) */
-	struct lock_waiter_ident who;
-	int64_t               started, deadline;
+	int64_t               due;          /* the timer, monotonic ms */
+	struct parked_answer  pa;           /* connection, lock (name and
+	                                       key owned), who, arrival */
+	int64_t               deadline;     /* monotonic ms */
 	struct lock_wait_info info;
 	struct coord_waiter  *cw;
 	int                   cw_fd;        /* in the epoll set; -1: none */
 	bool                  registered;   /* the coordinator acknowledged */
 	bool                  look;         /* look at the database next */
-	bool                  done;         /* answered; freed after the batch */
-	bool                  answered;     /* by wait_answer_grant */
+	bool                  ended;        /* answered; freed after the batch */
+	bool                  answered;     /* by the thread that handed it
+	                                       the lock (deliver.h) */
 	int64_t               retry_coord;  /* next registration attempt */
 	int64_t               look_at;      /* a look after a database error */
 	int                   db_err;       /* the last look's error */
 	struct client        *client;       /* its share of the client's cap */
-	struct wake_slot      ws;
+	struct wake_slot      ws;           /* owner: &pa */
 };
+
+/* The park a wake slot's owner belongs to. */
+static struct park *
+park_of(void *owner)
+{
+	return (struct park *)(void *)((char *)owner -
+	    offsetof(struct park, pa));
+}
 
 /*
  * Waiting requests per client address (REMOTE_ADDR, as the web server
@@ -118,6 +139,15 @@ struct client {
 
 static pthread_mutex_t client_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct client  *clients[CLIENT_BUCKETS];
+
+static struct wait_conf conf;
+static int           max_parked;        /* cap on nparked (max_waiting,
+                                           descriptors) */
+static atomic_int    nparked;
+
+/* The clocks, replaced by tests only (wait_set_clocks). */
+static int64_t     (*wall_ms)(void) = clock_wall_ms;
+static int64_t     (*mono_ms)(void) = clock_mono_ms;
 
 static int epfd = -1;
 static pthread_mutex_t in_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -147,7 +177,7 @@ client_bucket(const char *addr)
 
 /*
  * Counts one more waiting request for `addr`; NULL when the address has
- * max_waiting_per_client already, or on no memory (*full tells which).
+ * max_waiting_per_client already (*full set), or on no memory.
  */
 static struct client *
 client_take(const char *addr, bool *full)
@@ -171,7 +201,7 @@ client_take(const char *addr, bool *full)
 			c->next = clients[b];
 			clients[b] = c;
 		}
-	} else if (c->waiting >= W.conf.max_waiting_per_client) {
+	} else if (c->waiting >= conf.max_waiting_per_client) {
 		*full = true;
 		c = NULL;
 	}
@@ -201,98 +231,6 @@ client_give(struct client *c)
 		}
 	}
 	pthread_mutex_unlock(&client_mu);
-}
-
-/* A FastCGI record header of `type` for request `reqid`. */
-static FCGI_Header
-fcgi_header(int type, int reqid, size_t clen, size_t pad)
-{
-	FCGI_Header h;
-
-	memset(&h, 0, sizeof(h));
-	h.version = FCGI_VERSION_1;
-	h.type = (unsigned char)type;
-	h.requestIdB1 = (unsigned char)((reqid >> 8) & 0xff);
-	h.requestIdB0 = (unsigned char)(reqid & 0xff);
-	h.contentLengthB1 = (unsigned char)((clen >> 8) & 0xff);
-	h.contentLengthB0 = (unsigned char)(clen & 0xff);
-	h.paddingLength = (unsigned char)pad;
-	return h;
-}
-
-/*
- * Writes a whole response as FastCGI records on a parked request's
- * connection: its content (hdr, then body and a newline unless body is
- * NULL) in FCGI_STDOUT records padded to 8 bytes as libfcgi does, the
- * empty record that ends FCGI_STDOUT, and FCGI_END_REQUEST.  Waits up to
- * REPLY_WRITE_MS for a socket that does not take it at once.
- */
-int
-wait_reply_raw(int fd, int reqid, const char *hdr, size_t hlen,
-    const char *body, size_t blen)
-{
-	size_t clen = hlen + (body != NULL ? blen + 1 : 0);
-	size_t cap, len = 0, off = 0, done;
-	int64_t deadline = now_ms() + REPLY_WRITE_MS;
-	FCGI_EndRequestRecord end;
-	FCGI_Header h;
-	uint8_t *buf, *content;
-	int rc = 0;
-
-	/* The content first, at the end of the buffer; then the records. */
-	cap = 2 * clen + (clen / 65528 + 1) * (FCGI_HEADER_LEN + 8) +
-	    FCGI_HEADER_LEN + sizeof(end);
-	if ((buf = malloc(cap)) == NULL)
-		return -1;
-	content = buf + cap - clen;
-	memcpy(content, hdr, hlen);
-	if (body != NULL) {
-		memcpy(content + hlen, body, blen);
-		content[hlen + blen] = '\n';
-	}
-	for (done = 0; done < clen; done += clen - done > 65528 ? 65528 :
-	    clen - done) {
-		size_t n = clen - done > 65528 ? 65528 : clen - done;
-		size_t pad = (8 - n % 8) % 8;
-
-		h = fcgi_header(FCGI_STDOUT, reqid, n, pad);
-		memcpy(buf + len, &h, sizeof(h));
-		len += sizeof(h);
-		memmove(buf + len, content + done, n);
-		len += n;
-		memset(buf + len, 0, pad);
-		len += pad;
-	}
-	h = fcgi_header(FCGI_STDOUT, reqid, 0, 0);
-	memcpy(buf + len, &h, sizeof(h));
-	len += sizeof(h);
-	memset(&end, 0, sizeof(end));
-	end.header = fcgi_header(FCGI_END_REQUEST, reqid, sizeof(end.body), 0);
-	end.body.protocolStatus = FCGI_REQUEST_COMPLETE;
-	memcpy(buf + len, &end, sizeof(end));
-	len += sizeof(end);
-
-	while (off < len) {
-		ssize_t n = send(fd, buf + off, len - off,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		int64_t left;
-
-		if (n > 0) {
-			off += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) ||
-		    (left = deadline - now_ms()) <= 0 ||
-		    poll(&p, 1, (int)left) <= 0) {
-			rc = -1;
-			break;
-		}
-	}
-	free(buf);
-	return rc;
 }
 
 /*
@@ -325,19 +263,20 @@ wait_poll(const struct lockref *ref, const struct lock_waiter_ident *who,
 	bool wake = false;
 	int rc;
 
-	if ((db = db_enter(false)) == NULL)
+	if ((db = db_enter(DB_READ_FIRST)) == NULL)
 		return LC_E_DB;
-	rc = lock_wait_poll(db, info->waiter_id, who, now_ms(), g, info, &wake);
-	LOG_DB_ERROR(rc, "poll", ref);
+	rc = lock_wait_poll(db, info->waiter_id, who, wall_ms(), g, info,
+	    &wake);
+	LOG_DB_ERROR(db, rc, "poll", ref);
 	if ((rc = db_leave(rc)) < 0)
 		wake = false;   /* undone or not committed */
 	if (rc == LC_GRANTED && !info->handed)
 		/* Re-arm the coordinator's expiry timer for the new lease, and
 		 * pass the wake on if the lock still has room.  (A handoff's
 		 * maker did that already.) */
-		notify(ref->key, wake, 0, g->expires_at);
+		coordlink_notify(ref->key, wake, 0, g->expires_at);
 	else if (wake)
-		notify(ref->key, true, 0, 0);
+		coordlink_notify(ref->key, true, 0, 0);
 	return rc;
 }
 
@@ -350,17 +289,17 @@ wait_withdraw(const struct lockref *ref, const struct lock_waiter_ident *who,
 	bool wake = false;
 	int rc;
 
-	if ((db = db_enter(true)) == NULL)
+	if ((db = db_enter(DB_WRITE)) == NULL)
 		return;
-	handoff_init(&ho);
-	rc = lock_wait_abandon(db, waiter_id, who, now_ms(), &wake, &ho);
-	LOG_DB_ERROR(rc, "abandon", ref);
+	coordlink_handoff_init(&ho);
+	rc = lock_wait_abandon(db, waiter_id, who, wall_ms(), &wake, &ho);
+	LOG_DB_ERROR(db, rc, "abandon", ref);
 	if ((rc = db_leave(rc)) < 0) {
 		/* Undone or not committed: nothing to act upon. */
 		ho.waiter_id = 0;
 		wake = false;
 	}
-	handed_on(ref->key, wake, &ho);
+	deliver_handed_on(ref->key, wake, &ho);
 }
 
 /*
@@ -374,31 +313,33 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
     int64_t deadline)
 {
 	int64_t t = deadline - now;
-	int64_t p;
+	int64_t p, expiry_in;
 
 	if (registered) {
 		/* A look counts the waiters ahead, O(ahead): spaced out in
 		 * proportion, a queue of n costs O(n) per SAFETY_POLL_MS,
 		 * not O(n^2) (10,000 waiters on one lock saturated both
 		 * CPUs).  Only a lost wake needs these looks at all. */
-		p = info->ahead == 0 ? W.conf.poll_ms * 10 :
+		p = info->ahead == 0 ? conf.poll_ms * FIRST_LOOK_POLLS :
 		    SAFETY_POLL_MS * (1 + info->ahead / SAFETY_POLL_PER);
 		if (p > SAFETY_POLL_MAX)
 			p = SAFETY_POLL_MAX;
 	} else {
 		int back = info->ahead < POLL_BACKOFF_MAX ?
 		    info->ahead + 1 : POLL_BACKOFF_MAX;
-		p = W.conf.poll_ms * back;
-		p += (int64_t)(random_u64() % (uint64_t)(W.conf.poll_ms / 4 + 1));
+		p = conf.poll_ms * back;
+		p += (int64_t)(random_u64() % (uint64_t)(conf.poll_ms / 4 + 1));
 	}
 	if (p < t)
 		t = p;
-	/* (Only while that expiry is ahead: past it, the look that came
-	 * after it decided, and a hint in the past would make us spin.) */
-	if (info->ahead == 0 && info->holder_expires > 0 &&
-	    info->holder_expires + 5 > now &&
-	    info->holder_expires + 5 - now < t)
-		t = info->holder_expires + 5 - now;
+	/* The holder's expiry is wall time: it becomes a delay here.  (Only
+	 * while that expiry is ahead: past it, the look that came after it
+	 * decided, and a hint in the past would make us spin.) */
+	if (info->ahead == 0 && info->holder_expires > 0) {
+		expiry_in = info->holder_expires + EXPIRY_LOOK_MS - wall_ms();
+		if (expiry_in > 0 && expiry_in < t)
+			t = expiry_in;
+	}
 	return t;
 }
 
@@ -451,7 +392,7 @@ coord_register(struct coord_waiter *cw, const char *name,
 		pooled = true;
 	for (;;) {
 		if (cw == NULL &&
-		    (cw = coord_waiter_open(W.conf.coord_socket)) == NULL) {
+		    (cw = coord_waiter_open(conf.coord_socket)) == NULL) {
 			autostart_coord(errno);
 			return NULL;
 		}
@@ -459,7 +400,7 @@ coord_register(struct coord_waiter *cw, const char *name,
 		 * at once (and again after each registration, while a failing
 		 * database keeps the lock from being granted). */
 		if (coord_waiter_register(cw, name, info->waiter_id,
-		    info->holder_expires > now_ms() ? info->holder_expires : 0,
+		    info->holder_expires > wall_ms() ? info->holder_expires : 0,
 		    COORD_ACK_MS) == COORDC_OK) {
 			*ok = true;
 			return cw;
@@ -595,7 +536,7 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 	int64_t now, t;
 
 	for (;;) {
-		now = now_ms();
+		now = mono_ms();
 		/* While the database fails, look every poll_interval only,
 		 * whatever woke us. */
 		if (p->look && p->db_err != LC_OK && now < p->look_at)
@@ -603,23 +544,23 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 		if (p->look || (p->look_at != 0 && now >= p->look_at)) {
 			p->look = false;
 			p->look_at = 0;
-			*rc = wait_poll(&p->ref, &p->who, &p->info, g);
+			*rc = wait_poll(&p->pa.ref, &p->pa.who, &p->info, g);
 			if (*rc == LC_GRANTED)
 				return WAIT_GRANTED;
 			if (*rc == LC_E_DB || *rc == LC_E_NOMEM) {
 				p->db_err = *rc;
-				p->look_at = now_ms() + W.conf.poll_ms;
+				p->look_at = mono_ms() + conf.poll_ms;
 			} else if (*rc != LC_QUEUED)
 				return WAIT_ERROR;
 			else
 				p->db_err = LC_OK;
-			now = now_ms();
+			now = mono_ms();
 		}
 		if (now >= p->deadline) {
 			*rc = p->db_err;
 			return p->db_err != LC_OK ? WAIT_ERROR : WAIT_TIMEOUT;
 		}
-		if (stop_seen || atomic_load(&W.stopping))
+		if (stop_seen || atomic_load(conf.stopping))
 			return WAIT_STOPPING;
 		if (!p->registered && now >= p->retry_coord) {
 			bool ok = false;
@@ -627,7 +568,7 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 			/* After a failure, nobody tries for poll_interval: a
 			 * hung coordinator costs COORD_ACK_MS per attempt. */
 			if (now >= coord_retry_at) {
-				p->cw = coord_register(p->cw, p->ref.key,
+				p->cw = coord_register(p->cw, p->pa.ref.key,
 				    &p->info, &ok);
 				cw_watch(p);
 			}
@@ -637,12 +578,12 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 				 * more now that it does. */
 				p->registered = true;
 				p->look = true;
-				coord_seen(true);
+				coordlink_seen(true);
 				continue;
 			}
 			if (now >= coord_retry_at) {
-				coord_seen(false);
-				coord_retry_at = now_ms() + W.conf.poll_ms;
+				coordlink_seen(false);
+				coord_retry_at = mono_ms() + conf.poll_ms;
 			}
 			/* No coordinator: poll.  Its last wake may have gone
 			 * to nobody, so look now as well. */
@@ -650,7 +591,7 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 				p->look = true;
 			if (p->cw != NULL)
 				cw_drop(p);
-			p->retry_coord = now + W.conf.poll_ms;
+			p->retry_coord = now + conf.poll_ms;
 			if (p->look)
 				continue;
 		}
@@ -668,9 +609,9 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 static void
 park_close(struct park *p)
 {
-	(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->reply.fd, NULL);
-	(void)close(p->reply.fd);
-	p->reply.fd = -1;
+	(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->pa.reply.fd, NULL);
+	(void)close(p->pa.reply.fd);
+	p->pa.reply.fd = -1;
 }
 
 /* Ends p's wait: withdraws its row unless granted, answers, and queues it
@@ -685,7 +626,7 @@ park_end(struct park *p, enum wait_end end, int rc,
 		/* Another thread answers its grant right now and hands it
 		 * back (park_wakes); until then nothing here may touch the
 		 * connection, whose events are not watched meanwhile. */
-		(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->reply.fd, NULL);
+		(void)epoll_ctl(epfd, EPOLL_CTL_DEL, p->pa.reply.fd, NULL);
 		return;
 	case WAKE_ANSWERED:
 		p->answered = true;
@@ -711,42 +652,42 @@ park_end(struct park *p, enum wait_end end, int rc,
 		rc = LC_GRANTED;
 		break;
 	case WAIT_TIMEOUT:
-		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 		rc = LC_BUSY;
 		break;
 	case WAIT_CLIENT_GONE:
 		park_close(p);
-		wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 		log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn after %"
-		    PRId64 " ms: client gone", LOCK_ARGS(&p->ref),
-		    p->info.waiter_id, now_ms() - p->started);
+		    PRId64 " ms: client gone", LOCK_ARGS(&p->pa.ref),
+		    p->info.waiter_id, wall_ms() - p->pa.started);
 		goto out;
 	case WAIT_STOPPING:
 		/* Answered first: the database may be slow to let us
 		 * withdraw, and a stop must be quick.  (stop_all() did both
 		 * for the requests parked when the stop came.) */
-		if (p->reply.fd >= 0) {
-			send_error(&p->reply, 503, "unavailable",
+		if (p->pa.reply.fd >= 0) {
+			reply_error(&p->pa.reply, 503, "unavailable",
 			    "the server is shutting down; retry", NULL, false);
 			park_close(p);
-			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+			wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 		}
 		goto out;
 	case WAIT_ERROR:
 		if (rc != LC_E_GONE && rc != LC_E_SUPERSEDED)
-			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+			wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 		/* Another waiter removes rows past their deadline: a row
 		 * gone after our deadline timed out, it was not cancelled. */
-		if (rc == LC_E_GONE && now_ms() >= p->deadline)
+		if (rc == LC_E_GONE && mono_ms() >= p->deadline)
 			rc = LC_BUSY;
 		break;
 	}
-	acquire_answer(&p->reply, &p->ref, rc, g, p->who.key, p->started,
-	    true);
+	deliver_acquire(&p->pa.reply, &p->pa.ref, rc, g, p->pa.who.key,
+	    p->pa.started, true);
 out:
-	if (p->reply.fd >= 0)
+	if (p->pa.reply.fd >= 0)
 		park_close(p);
-	p->done = true;
+	p->ended = true;
 	if (p->prev != NULL)
 		p->prev->next = p->next;
 	else if (parked == p)
@@ -758,18 +699,18 @@ out:
 	dead = p;
 	client_give(p->client);
 	p->client = NULL;
-	atomic_fetch_sub(&W.waiting, 1);
+	atomic_fetch_sub(&nparked, 1);
 }
 
 /* Runs p's wait and ends it or arms its timer. */
 static void
-park_run(struct park *p)
+park_resume(struct park *p)
 {
 	struct lock_grant g;
 	enum wait_end end;
 	int rc = LC_OK;
 
-	if (p->done)
+	if (p->ended)
 		return;
 	if (wakeup_state(&p->ws) != WAKE_FREE) {
 		/* Another thread answers (answered) its grant. */
@@ -800,14 +741,14 @@ park_adopt(struct park *p)
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.u64 = (uint64_t)(uintptr_t)p | EV_FCGI;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->reply.fd, &ev) == -1) {
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->pa.reply.fd, &ev) == -1) {
 		log_warn("%s: epoll_ctl", __func__);
 		park_end(p, WAIT_ERROR, LC_E_NOMEM, NULL);
 		return;
 	}
 	/* Before any look: a handoff committed after that look finds us. */
-	wakeup_add(&p->ws, p->info.waiter_id, p->who.key, p);
-	park_run(p);
+	wakeup_add(&p->ws, p->info.waiter_id, p->pa.who.key, &p->pa);
+	park_resume(p);
 }
 
 /* The worker stops: every parked request is answered 503 at once, then
@@ -831,16 +772,16 @@ stop_all(void)
 		case WAKE_FREE:
 			break;
 		}
-		send_error(&p->reply, 503, "unavailable",
+		reply_error(&p->pa.reply, 503, "unavailable",
 		    "the server is shutting down; retry", NULL, false);
 		park_close(p);
 	}
 	for (p = oldest; p != NULL; p = prev) {
 		prev = p->prev;
-		if (p->reply.fd < 0) {
-			wait_withdraw(&p->ref, &p->who, p->info.waiter_id);
+		if (p->pa.reply.fd < 0) {
+			wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 			log_debug(LOCK_FMT ": waiter %" PRId64 " withdrawn: "
-			    "worker stopping", LOCK_ARGS(&p->ref),
+			    "worker stopping", LOCK_ARGS(&p->pa.ref),
 			    p->info.waiter_id);
 		}
 		park_end(p, WAIT_STOPPING, LC_OK, NULL);
@@ -850,8 +791,8 @@ stop_all(void)
 static void
 park_free(struct park *p)
 {
-	free((char *)p->ref.key);
-	free((char *)p->ref.name);
+	free((char *)p->pa.ref.key);
+	free((char *)p->pa.ref.name);
 	free(p);
 }
 
@@ -862,14 +803,14 @@ park_event(struct park *p, uint64_t which, uint32_t events)
 	short rev = 0;
 	int r;
 
-	if (p->done)
+	if (p->ended)
 		return;
 	if (which == EV_FCGI) {
 		rev = (short)((events & EPOLLIN ? POLLIN : 0) |
 		    (events & EPOLLRDHUP ? POLLRDHUP : 0) |
 		    (events & EPOLLHUP ? POLLHUP : 0) |
 		    (events & EPOLLERR ? POLLERR : 0));
-		if (client_gone(p->reply.fd, rev))
+		if (client_gone(p->pa.reply.fd, rev))
 			park_end(p, WAIT_CLIENT_GONE, LC_OK, NULL);
 		return;
 	}
@@ -883,11 +824,11 @@ park_event(struct park *p, uint64_t which, uint32_t events)
 		/* The coordinator went away: poll until it comes back, and
 		 * look now in case its last word was lost. */
 		cw_drop(p);
-		p->retry_coord = now_ms() + W.conf.poll_ms;
+		p->retry_coord = mono_ms() + conf.poll_ms;
 		p->look = true;
-		coord_seen(false);
+		coordlink_seen(false);
 	}
-	park_run(p);
+	park_resume(p);
 }
 
 /* Direct wakes, and requests parked since the last batch. */
@@ -896,7 +837,7 @@ park_wakes(void)
 {
 	struct wake_slot *s;
 	struct park *p, *in;
-	int r;
+	enum wake_read r;
 
 	wakeup_drain();
 	pthread_mutex_lock(&in_mu);
@@ -919,15 +860,15 @@ park_wakes(void)
 		p = n;
 	}
 	while ((s = wakeup_next()) != NULL) {
-		p = s->owner;
-		if (p->done)
+		p = park_of(s->owner);
+		if (p->ended)
 			continue;
 		r = wakeup_read(s);
-		if (r == 2)
+		if (r == WAKE_READ_ANSWERED)
 			park_end(p, WAIT_ANSWERED, LC_OK, NULL);
-		else if (r == 1) {
+		else if (r == WAKE_READ_LOOK) {
 			p->look = true;
-			park_run(p);
+			park_resume(p);
 		}
 	}
 }
@@ -940,22 +881,18 @@ park_main(void *arg)
 	int i, n, t;
 
 	(void)arg;
-	block_signals();
-
 	for (;;) {
 		bool wakes = false, stop = false;
 
-		now = now_ms();
+		now = mono_ms();
 		t = SAFETY_POLL_MAX;
-		if (heaplen > 0)
-			t = heap[0]->due <= now ? 0 : heap[0]->due - now <
-			    SAFETY_POLL_MAX ? (int)(heap[0]->due - now) :
-			    SAFETY_POLL_MAX;
+		if (heaplen > 0 && heap[0]->due - now < SAFETY_POLL_MAX)
+			t = clock_ms_left(heap[0]->due, now);
 		n = epoll_wait(epfd, evs, EVENTS_MAX, t);
 		if (n < 0) {
 			if (errno != EINTR) {
 				log_warn("%s: epoll_wait", __func__);
-				poll(NULL, 0, 10);
+				poll(NULL, 0, EPOLL_RETRY_MS);
 			}
 			n = 0;
 		}
@@ -973,17 +910,17 @@ park_main(void *arg)
 		}
 		if (wakes)
 			park_wakes();
-		now = now_ms();
+		now = mono_ms();
 		while (heaplen > 0 && heap[0]->due <= now) {
 			struct park *p = heap[0];
 
 			heap_del(p);
 			p->look = true;         /* timer ran out: look again */
-			park_run(p);
+			park_resume(p);
 		}
 		if (stop && !stop_seen) {
 			stop_seen = true;
-			(void)epoll_ctl(epfd, EPOLL_CTL_DEL, W.stop_rd, NULL);
+			(void)epoll_ctl(epfd, EPOLL_CTL_DEL, conf.stop_rd, NULL);
 			stop_all();
 		}
 		while (dead != NULL) {
@@ -996,43 +933,23 @@ park_main(void *arg)
 	return NULL;
 }
 
-/*
- * Answers the request a committed handoff granted, from the calling thread,
- * if it is parked in this process: the grant does not wait for the parking
- * thread to wake.  False if there is none (or it is being ended).
- *
- * A grant that cannot be delivered is released and may be handed on to
- * the next waiter here, whose connection may be dead too (a web server
- * restart drops them all): answering that one as well would recurse once
- * per dead waiter, ~1.3 KiB of stack each.  Below the first level the
- * waiter is only woken, and its parking thread looks in the database.
- */
-bool
-wait_answer_grant(const struct lock_handoff *ho)
+#ifdef HTTPLOCK_TEST_HOOKS
+void
+wait_set_clocks(int64_t (*wall)(void), int64_t (*mono)(void))
 {
-	static _Thread_local bool answering;
-	struct lock_grant g;
-	struct wake_slot *s;
-	struct park *p;
+	wall_ms = wall != NULL ? wall : clock_wall_ms;
+	mono_ms = mono != NULL ? mono : clock_mono_ms;
+}
+#endif
 
-	if (answering)
-		return wakeup_signal(ho->waiter_id);
-	if ((s = wakeup_claim(ho)) == NULL)
-		return false;
-	p = s->owner;
-	/* The grant carries the token only the waiting request knows. */
-	g = ho->grant;
-	memcpy(g.token, p->who.token, sizeof(g.token));
-	answering = true;
-	acquire_answer(&p->reply, &p->ref, LC_GRANTED, &g, p->who.key,
-	    p->started, true);
-	answering = false;
-	wakeup_answered(s);
-	return true;
+int
+wait_count(void)
+{
+	return atomic_load(&nparked);
 }
 
 void
-wait_init(void)
+wait_init(const struct wait_conf *wc)
 {
 	struct epoll_event ev;
 	struct rlimit rl;
@@ -1055,15 +972,16 @@ wait_init(void)
 		lim = PARKED_MAX * FDS_PER_WAITER;
 	/* Keep what the pool threads' requests (one connection each) and
 	 * the idle coordinator connections need: releases must get in. */
-	reserve = (rlim_t)W.conf.max_threads + CW_POOL_MAX + FDS_RESERVED;
-	W.max_parked = lim > reserve + FDS_PER_WAITER * 16 ?
-	    (int)((lim - reserve) / FDS_PER_WAITER) : 16;
+	conf = *wc;
+	reserve = (rlim_t)conf.max_threads + CW_POOL_MAX + FDS_RESERVED;
+	max_parked = lim > reserve + FDS_PER_WAITER * PARKED_MIN ?
+	    (int)((lim - reserve) / FDS_PER_WAITER) : PARKED_MIN;
 	/* max_waiting is what the web server in front can hold: each
 	 * waiter also takes one of its connections (and under lighttpd two
 	 * of its descriptors; under Apache one of its threads), and the
 	 * worker must refuse before the web server runs out. */
-	if (W.max_parked > W.conf.max_waiting)
-		W.max_parked = W.conf.max_waiting;
+	if (max_parked > conf.max_waiting)
+		max_parked = conf.max_waiting;
 	if (wakeup_init() == -1)
 		fatalx("%s: cannot set up direct wakes", __func__);
 	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)
@@ -1071,7 +989,7 @@ wait_init(void)
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN;
 	ev.data.u64 = EV_STOP;
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, W.stop_rd, &ev) == -1)
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, conf.stop_rd, &ev) == -1)
 		fatal("%s: epoll_ctl", __func__);
 	ev.data.u64 = EV_WAKE;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakeup_fd(), &ev) == -1)
@@ -1087,58 +1005,48 @@ wait_init(void)
 }
 
 int
-wait_park(FCGX_Request *fr, const struct request *rq,
+wait_park(int fd, int reqid, const char *addr, const struct lockref *ref,
     const struct lock_waiter_ident *who, int64_t deadline,
     const struct lock_wait_info *info, int64_t started)
 {
 	struct park *p;
 	struct client *c;
-	uint64_t one = 1;
-	ssize_t n;
 	bool full;
 
-	if (atomic_fetch_add(&W.waiting, 1) >= W.max_parked) {
-		atomic_fetch_sub(&W.waiting, 1);
+	if (atomic_fetch_add(&nparked, 1) >= max_parked) {
+		atomic_fetch_sub(&nparked, 1);
 		return WAIT_PARK_FULL;
 	}
-	if ((c = client_take(FCGX_GetParam("REMOTE_ADDR", fr->envp),
-	    &full)) == NULL) {
-		atomic_fetch_sub(&W.waiting, 1);
-		return full ? WAIT_PARK_CLIENT : WAIT_PARK_FULL;
+	if ((c = client_take(addr, &full)) == NULL) {
+		atomic_fetch_sub(&nparked, 1);
+		return full ? WAIT_PARK_CLIENT : WAIT_PARK_NOMEM;
 	}
 	if ((p = calloc(1, sizeof(*p))) == NULL ||
-	    (p->ref.key = strdup(rq->key)) == NULL ||
-	    (p->ref.name = strdup(rq->name)) == NULL) {
+	    (p->pa.ref.key = strdup(ref->key)) == NULL ||
+	    (p->pa.ref.name = strdup(ref->name)) == NULL) {
 		if (p != NULL)
 			park_free(p);
 		client_give(c);
-		atomic_fetch_sub(&W.waiting, 1);
-		return WAIT_PARK_FULL;
+		atomic_fetch_sub(&nparked, 1);
+		return WAIT_PARK_NOMEM;
 	}
 	p->client = c;
-	p->ref.tenant = rq->tenant;
-	p->ref.nslen = rq->nslen;
+	p->pa.ref.tenant = ref->tenant;
+	p->pa.ref.nslen = ref->nslen;
 	p->hidx = SIZE_MAX;
-	p->reply.fr = NULL;
-	p->reply.fd = fr->ipcFd;
-	p->reply.reqid = fr->requestId;
-	p->who = *who;
-	p->started = started;
-	p->deadline = deadline;
+	p->pa.reply.fr = NULL;
+	p->pa.reply.fd = fd;
+	p->pa.reply.reqid = reqid;
+	p->pa.who = *who;
+	p->pa.started = started;
+	p->deadline = mono_ms() + (deadline - wall_ms());
 	p->info = *info;
 	p->cw_fd = -1;
-
-	/* libfcgi's part of the request goes: its buffers are most of
-	 * what a waiter would cost.  The connection is ours now; the
-	 * caller's FCGX_Finish_r() finds none to close. */
-	FCGX_Free(fr, 0);
-	fr->ipcFd = -1;
 
 	pthread_mutex_lock(&in_mu);
 	p->inext = incoming;
 	incoming = p;
 	pthread_mutex_unlock(&in_mu);
-	n = write(wakeup_fd(), &one, sizeof(one));
-	(void)n;
+	wakeup_kick();
 	return 0;
 }

@@ -3,7 +3,7 @@
  * coordinator.  A parked acquire (wait.c) registers its waiter id here
  * while it waits.  A thread of the same process whose transaction granted
  * that waiter (a handoff) claims its slot and answers the request itself
- * (wait_answer_grant): the grant goes out without another thread's
+ * (deliver.c): the grant goes out without another thread's
  * wake-up on the way.  It then hands the slot back, answered, on the
  * ready list, and the parking thread, which polls the ready list's
  * eventfd beside its other descriptors, closes the connection and frees
@@ -12,7 +12,7 @@
  * database.  This saves two process hops (worker -> coordinator ->
  * worker) per handoff between requests served by one process, and a
  * thread hop.  A lost wake is covered by the coordinator's WAKE and the
- * waiter's own timers as before.
+ * waiter's own timers.
  */
 #include <sys/eventfd.h>
 
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "worker.h"
+#include "wakeup.h"
 
 #define WAKE_BUCKETS 4096       /* a power of two */
 
@@ -133,10 +133,10 @@ make_ready(struct wake_slot *s)
 	return true;
 }
 
-/* Failing only when the counter is full, which means the parking thread
+/* Fails only when the counter is full, which means the parking thread
  * has wakes to read already. */
-static void
-kick(void)
+void
+wakeup_kick(void)
 {
 	uint64_t one = 1;
 	ssize_t n = write(wake_efd, &one, sizeof(one));
@@ -161,7 +161,7 @@ wakeup_signal(int64_t waiter_id)
 		}
 	pthread_mutex_unlock(&wake_mu);
 	if (k)
-		kick();
+		wakeup_kick();
 	return found;
 }
 
@@ -186,7 +186,7 @@ wakeup_claim(const struct lock_handoff *ho)
 	}
 	pthread_mutex_unlock(&wake_mu);
 	if (k)
-		kick();
+		wakeup_kick();
 	return mine;
 }
 
@@ -201,7 +201,7 @@ wakeup_answered(struct wake_slot *s)
 	k = make_ready(s);
 	pthread_mutex_unlock(&wake_mu);
 	if (k)
-		kick();
+		wakeup_kick();
 }
 
 void
@@ -227,16 +227,16 @@ wakeup_next(void)
 	return s;
 }
 
-int
+enum wake_read
 wakeup_read(struct wake_slot *s)
 {
-	int r = 0;
+	enum wake_read r = WAKE_READ_NONE;
 
 	pthread_mutex_lock(&wake_mu);
 	if (s->answered)
-		r = 2;
+		r = WAKE_READ_ANSWERED;
 	else if (s->woken && !s->claimed) {
-		r = 1;
+		r = WAKE_READ_LOOK;
 		s->woken = false;
 	}
 	pthread_mutex_unlock(&wake_mu);

@@ -35,7 +35,6 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -45,12 +44,21 @@
 
 #include "autostart.h"
 #include "clock.h"
+#include "conf.h"
+#include "coordlink.h"
+#include "db.h"
+#include "deliver.h"
+#include "handlers.h"
 #include "log.h"
 #include "proc.h"
-#include "worker.h"
+#include "reply.h"
+#include "wait.h"
 
 #define THREAD_STACK (256 * 1024)
 #define STOP_GRACE_MS 800
+#define STOP_POLL_MS 10         /* how often the stop looks for requests */
+#define ACCEPT_RETRY_MS 100     /* after a failed accept */
+#define DB_CLOSE_WAIT_MS 100    /* for a thread inside SQLite, at exit */
 #define LISTEN_BACKLOG 4096
 
 /*
@@ -64,27 +72,21 @@
 #define RESTART_MAX_MS 5000
 #define RESTART_QUICK_MS 1000
 #define POOL_STOP_MS 950
+#define POOL_STOP_POLL_MS 10
 
-struct worker W;
-static int stop_wr = -1;
-
-int64_t
-now_ms(void)
-{
-	return clock_wall_ms();
-}
-
-uint64_t
-random_u64(void)
-{
-	uint64_t v = 0;
-
-	while (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-		if (errno != EINTR)
-			fatal("%s: getrandom", __func__);
-	}
-	return v;
-}
+/* The process: its configuration, listener and pool threads. */
+static struct {
+	struct hl_conf conf;
+	int            listen_fd;
+	bool           own_listener;  /* fd 0 from lighttpd: ours alone */
+	bool           unix_listener; /* listen_fd is AF_UNIX */
+	int            stop_rd;       /* readable once we are stopping */
+	int            stop_wr;       /* the signal handler writes here */
+	atomic_bool    stopping;
+	atomic_int     nthreads;
+	atomic_int     idle;          /* threads waiting in accept */
+	atomic_int     busy;          /* requests on a thread */
+} wk = { .stop_rd = -1, .stop_wr = -1 };
 
 static void
 on_signal(int sig)
@@ -93,7 +95,7 @@ on_signal(int sig)
 	char c = (char)sig;
 
 	/* Async-signal-safe: one write to the self-pipe, nothing formatted. */
-	if (stop_wr >= 0 && write(stop_wr, &c, 1) < 0) {
+	if (wk.stop_wr >= 0 && write(wk.stop_wr, &c, 1) < 0) {
 		/* The pipe is full: a stop is pending already. */
 	}
 	errno = saved;
@@ -118,17 +120,19 @@ install_signals(void)
 
 static void *thread_main(void *arg);
 
-void
-block_signals(void)
+/* Blocks the stop signals in the calling thread, and in the threads it
+ * starts from now on; *old gets the mask before.  Signals go to the main
+ * thread, which waits for them. */
+static void
+block_signals(sigset_t *old)
 {
 	sigset_t set;
 
-	/* Signals go to the main thread, which waits for them. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_sigmask(SIG_BLOCK, &set, old);
 }
 
 /* Starts one more pool thread, unless the pool is at its cap. */
@@ -139,20 +143,20 @@ spawn_thread(void)
 	pthread_t tid;
 	int n, rc;
 
-	n = atomic_fetch_add(&W.nthreads, 1);
-	if (n >= W.conf.max_threads) {
-		atomic_fetch_sub(&W.nthreads, 1);
+	n = atomic_fetch_add(&wk.nthreads, 1);
+	if (n >= wk.conf.max_threads) {
+		atomic_fetch_sub(&wk.nthreads, 1);
 		return;
 	}
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, THREAD_STACK);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	atomic_fetch_add(&W.idle, 1);
+	atomic_fetch_add(&wk.idle, 1);
 	rc = pthread_create(&tid, &attr, thread_main, NULL);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
-		atomic_fetch_sub(&W.idle, 1);
-		atomic_fetch_sub(&W.nthreads, 1);
+		atomic_fetch_sub(&wk.idle, 1);
+		atomic_fetch_sub(&wk.nthreads, 1);
 		errno = rc;
 		log_warn("%s: pthread_create", __func__);
 	}
@@ -170,7 +174,7 @@ spawn_thread(void)
 static void
 finish_request(FCGX_Request *fr)
 {
-	bool own_close = W.unix_listener && fr->ipcFd >= 0 &&
+	bool own_close = wk.unix_listener && fr->ipcFd >= 0 &&
 	    fr->in != NULL && !fr->keepConnection &&
 	    FCGX_HasSeenEOF(fr->in) == EOF;
 
@@ -189,34 +193,34 @@ thread_main(void *arg)
 	FCGX_Request fr;
 
 	(void)arg;
-	block_signals();
+	block_signals(NULL);
 
-	if (FCGX_InitRequest(&fr, W.listen_fd, 0) != 0) {
+	if (FCGX_InitRequest(&fr, wk.listen_fd, 0) != 0) {
 		log_warnx("%s: FCGX_InitRequest failed", __func__);
-		atomic_fetch_sub(&W.idle, 1);
-		atomic_fetch_sub(&W.nthreads, 1);
+		atomic_fetch_sub(&wk.idle, 1);
+		atomic_fetch_sub(&wk.nthreads, 1);
 		return NULL;
 	}
-	while (!atomic_load(&W.stopping)) {
+	while (!atomic_load(&wk.stopping)) {
 		if (FCGX_Accept_r(&fr) < 0) {
-			if (atomic_load(&W.stopping))
+			if (atomic_load(&wk.stopping))
 				break;
 			log_warnx("%s: FCGX_Accept_r failed", __func__);
 			/* Do not spin on a broken listening socket. */
-			poll(NULL, 0, 100);
+			poll(NULL, 0, ACCEPT_RETRY_MS);
 			continue;
 		}
-		atomic_fetch_add(&W.busy, 1);
-		if (atomic_fetch_sub(&W.idle, 1) == 1)
+		atomic_fetch_add(&wk.busy, 1);
+		if (atomic_fetch_sub(&wk.idle, 1) == 1)
 			spawn_thread();
 		handle_request(&fr);
 		finish_request(&fr);
-		atomic_fetch_add(&W.idle, 1);
-		atomic_fetch_sub(&W.busy, 1);
+		atomic_fetch_add(&wk.idle, 1);
+		atomic_fetch_sub(&wk.busy, 1);
 	}
 	FCGX_Free(&fr, 0);
-	atomic_fetch_sub(&W.idle, 1);
-	atomic_fetch_sub(&W.nthreads, 1);
+	atomic_fetch_sub(&wk.idle, 1);
+	atomic_fetch_sub(&wk.nthreads, 1);
 	return NULL;
 }
 
@@ -265,8 +269,8 @@ listen_unix(const char *path, mode_t mode, gid_t gid)
 /* One process of the pool. */
 struct pool_proc {
 	pid_t    pid;         /* 0 while it is not running */
-	int64_t  started;     /* now_ms() at its last start */
-	int64_t  due;         /* when dead: restart it at this time */
+	int64_t  started;     /* its last start, monotonic ms */
+	int64_t  due;         /* when dead: restart it then (monotonic) */
 	int64_t  delay;       /* its next restart delay, ms */
 };
 
@@ -283,7 +287,7 @@ pool_fork(struct pool_proc *p, const sigset_t *oldmask)
 	pid = fork();
 	if (pid == -1) {
 		log_warn("%s: fork", __func__);
-		p->due = now_ms() + p->delay;
+		p->due = clock_mono_ms() + p->delay;
 		return -1;
 	}
 	if (pid == 0) {
@@ -297,7 +301,7 @@ pool_fork(struct pool_proc *p, const sigset_t *oldmask)
 		return 0;
 	}
 	p->pid = pid;
-	p->started = now_ms();
+	p->started = clock_mono_ms();
 	p->due = 0;
 	return pid;
 }
@@ -324,9 +328,9 @@ pool_reap(struct pool_proc *procs, int n, bool stopping)
 			log_warnx("%s: worker %d exited with status %d",
 			    __func__, (int)pid, WEXITSTATUS(status));
 		/* One that keeps dying at start waits longer each time. */
-		if (now_ms() - procs[i].started >= RESTART_QUICK_MS)
+		if (clock_mono_ms() - procs[i].started >= RESTART_QUICK_MS)
 			procs[i].delay = RESTART_MIN_MS;
-		procs[i].due = now_ms() + procs[i].delay;
+		procs[i].due = clock_mono_ms() + procs[i].delay;
 		procs[i].delay = procs[i].delay * 2 > RESTART_MAX_MS ?
 		    RESTART_MAX_MS : procs[i].delay * 2;
 	}
@@ -341,8 +345,9 @@ static noreturn void
 pool_stop(struct pool_proc *procs, int n, const sigset_t *set,
     const char *path)
 {
-	int64_t deadline = now_ms() + POOL_STOP_MS;
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
+	int64_t deadline = clock_mono_ms() + POOL_STOP_MS;
+	struct timespec ts = { .tv_sec = 0,
+	    .tv_nsec = POOL_STOP_POLL_MS * 1000 * 1000 };
 	int i, live;
 
 	log_debug("%s: stopping", __func__);
@@ -353,7 +358,7 @@ pool_stop(struct pool_proc *procs, int n, const sigset_t *set,
 		pool_reap(procs, n, true);
 		for (i = 0, live = 0; i < n; i++)
 			live += procs[i].pid > 0;
-		if (live == 0 || now_ms() >= deadline)
+		if (live == 0 || clock_mono_ms() >= deadline)
 			break;
 		(void)sigtimedwait(set, NULL, &ts);
 	}
@@ -377,7 +382,7 @@ pool_stop(struct pool_proc *procs, int n, const sigset_t *set,
  * handler runs in it.
  */
 static void
-pool_run(int n, const char *path)
+pool_supervise(int n, const char *path)
 {
 	static struct pool_proc procs[POOL_MAX];
 	sigset_t set, oldmask;
@@ -398,7 +403,7 @@ pool_run(int n, const char *path)
 	}
 	log_debug("%s: %d workers on %s", __func__, n, path);
 	for (;;) {
-		now = now_ms();
+		now = clock_mono_ms();
 		next = -1;
 		for (i = 0; i < n; i++) {
 			if (procs[i].pid != 0)
@@ -510,7 +515,7 @@ usage(void)
  * length pair over 2 GiB makes it abort the whole process), so only the
  * web server may connect.  A Unix socket is fine (its file mode decides:
  * -m refuses "others" bits); a TCP socket only on a loopback address.
- * Notes in W.unix_listener which it is.
+ * Notes in wk.unix_listener which it is.
  */
 static void
 check_listener(int fd)
@@ -529,7 +534,7 @@ check_listener(int fd)
 		    &((const struct sockaddr_in6 *)&ss)->sin6_addr);
 	else {
 		/* A Unix socket: its file mode decides. */
-		W.unix_listener = ss.ss_family == AF_UNIX;
+		wk.unix_listener = ss.ss_family == AF_UNIX;
 		return;
 	}
 	if (!loopback)
@@ -541,54 +546,89 @@ check_listener(int fd)
 }
 
 /*
+ * Hands each module its part of the configuration.  Exits on failure.
+ */
+static void
+init_modules(pid_t pid)
+{
+	struct db_conf dc;
+
+	db_conf_from(&dc, &wk.conf);
+	if (db_init(&dc) != 0)
+		fatalx("%s: cannot set up the database gate", __func__);
+	reply_init(wk.conf.max_waiters);
+	coordlink_init(wk.conf.coord_socket, wk.conf.poll_ms, pid);
+	deliver_init(pid);
+	handlers_init(&(struct handlers_conf){
+		.limits = {
+			.default_ttl_ms = wk.conf.default_ttl_ms,
+			.max_ttl_ms = wk.conf.max_ttl_ms,
+			.max_wait_ms = wk.conf.max_wait_ms,
+		},
+		.anonymous_deny = wk.conf.anonymous_deny != 0,
+		.max_waiters = wk.conf.max_waiters,
+		.tenant_max_held = wk.conf.tenant_max_held,
+		.tenant_max_waiting = wk.conf.tenant_max_waiting,
+		.pid = pid,
+		.pstart = proc_start(pid),
+		.nthreads = &wk.nthreads,
+	});
+}
+
+/*
  * Serves FastCGI requests on listen_fd (-1: fd 0, from the web server)
  * until SIGTERM or SIGINT, then exits.
  */
 static noreturn void
 serve(int listen_fd)
 {
+	sigset_t old;
 	int pfd[2], i;
 
 	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("%s: pipe2", __func__);
-	W.stop_rd = pfd[0];
-	stop_wr = pfd[1];
+	wk.stop_rd = pfd[0];
+	wk.stop_wr = pfd[1];
 
 	if (FCGX_Init() != 0)
 		fatalx("%s: FCGX_Init failed", __func__);
 	install_signals();
 
 	if (listen_fd >= 0)
-		W.listen_fd = listen_fd;
+		wk.listen_fd = listen_fd;
 	else if (FCGX_IsCGI()) {
 		fatalx("%s: fd 0 is not a FastCGI socket: run me from a web "
 		    "server, or give -s PATH", __func__);
 	} else
-		W.listen_fd = 0;
-	check_listener(W.listen_fd);
+		wk.listen_fd = 0;
+	check_listener(wk.listen_fd);
 
-	W.pid = getpid();
-	W.pstart = proc_start(W.pid);
-	if (pthread_mutex_init(&W.db_mu, NULL) != 0)
-		fatalx("%s: pthread_mutex_init failed", __func__);
-	W.notifier = coord_notifier_new(W.conf.coord_socket);
-	if (W.notifier == NULL)
-		fatal("%s: coord_notifier_new", __func__);
-
-	wait_init();
-	for (i = 0; i < W.conf.threads; i++)
+	init_modules(getpid());
+	/* The parking thread and the pool threads inherit the mask. */
+	block_signals(&old);
+	wait_init(&(struct wait_conf){
+		.poll_ms = wk.conf.poll_ms,
+		.max_waiting = wk.conf.max_waiting,
+		.max_waiting_per_client = wk.conf.max_waiting_per_client,
+		.max_threads = wk.conf.max_threads,
+		.coord_socket = wk.conf.coord_socket,
+		.stop_rd = wk.stop_rd,
+		.stopping = &wk.stopping,
+	});
+	for (i = 0; i < wk.conf.threads; i++)
 		spawn_thread();
-	log_debug("%s: serving with %d threads", __func__, W.conf.threads);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	log_debug("%s: serving with %d threads", __func__, wk.conf.threads);
 
 	/* Wait for a stop signal.  The byte stays in the pipe, so stop_rd
 	 * stays readable for every waiting thread that polls it. */
 	for (;;) {
-		struct pollfd p = { .fd = W.stop_rd, .events = POLLIN };
+		struct pollfd p = { .fd = wk.stop_rd, .events = POLLIN };
 
 		if (poll(&p, 1, -1) == 1)
 			break;
 	}
-	atomic_store(&W.stopping, true);
+	atomic_store(&wk.stopping, true);
 	log_debug("%s: stopping", __func__);
 
 	/* Take no new connection from here on: a lighttpd restarted while
@@ -597,32 +637,22 @@ serve(int listen_fd)
 	 * and never respawn one once we are gone.  Refused, it unlinks the
 	 * socket and spawns its own.  Threads blocked in accept() get
 	 * EINVAL.  Only on a socket of ours alone (see is_lighttpd()). */
-	if (W.own_listener && shutdown(W.listen_fd, SHUT_RDWR) == -1)
+	if (wk.own_listener && shutdown(wk.listen_fd, SHUT_RDWR) == -1)
 		log_warn("%s: shutdown of the FastCGI socket", __func__);
 
 	/* The parking thread sees stop_rd readable and answers its waiting
 	 * requests 503; give it and any quick request in flight a moment,
 	 * then go. */
-	for (i = 0; i < STOP_GRACE_MS / 10 && (atomic_load(&W.busy) > 0 ||
-	    atomic_load(&W.waiting) > 0); i++)
-		poll(NULL, 0, 10);
+	for (i = 0; i < STOP_GRACE_MS / STOP_POLL_MS &&
+	    (atomic_load(&wk.busy) > 0 || wait_count() > 0); i++)
+		poll(NULL, 0, STOP_POLL_MS);
 
 	/* Close the database only if no thread is inside SQLite (one may be
 	 * in the busy handler for busy_timeout); WAL needs no clean close,
 	 * so otherwise just go.  Threads still blocked in accept() and the
 	 * notifier (which such a thread may be using) end with the process. */
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 100 * 1000 * 1000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	if (pthread_mutex_timedlock(&W.db_mu, &ts) == 0) {
-		lockcore_close(W.db);
-		W.db = NULL;
+	if (db_close(DB_CLOSE_WAIT_MS) == 0)
 		exit(0);
-	}
 	_exit(0);
 }
 
@@ -694,19 +724,16 @@ main(int argc, char **argv)
 
 	if (confpath == NULL)
 		confpath = conf_default_path();
-	if (conf_load(&W.conf, confpath, err, sizeof(err)) != 0)
+	if (conf_load(&wk.conf, confpath, err, sizeof(err)) != 0)
 		fatalx("%s", err);
-	W.limits.default_ttl_ms = W.conf.default_ttl_ms;
-	W.limits.max_ttl_ms = W.conf.max_ttl_ms;
-	W.limits.max_wait_ms = W.conf.max_wait_ms;
-	autostart_init(&W.conf, confpath);
+	autostart_init(&wk.conf, confpath);
 
 	if (sockpath != NULL) {
 		listen_fd = listen_unix(sockpath, (mode_t)mode, gid);
 		if (nprocs > 0)
-			pool_run((int)nprocs, sockpath);
+			pool_supervise((int)nprocs, sockpath);
 	}
 	/* fd 0 from lighttpd is ours alone: see is_lighttpd(). */
-	W.own_listener = !detached && sockpath == NULL && is_lighttpd(parent);
+	wk.own_listener = !detached && sockpath == NULL && is_lighttpd(parent);
 	serve(listen_fd);
 }

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "worker.h"
+#include "wakeup.h"
 
 /* wakeup.c keeps one table per process: every case starts with it empty
  * (each deletes what it added) and the eventfd drained. */
@@ -71,8 +71,8 @@ START_TEST(test_signal_wakes_once)
 	ck_assert_ptr_eq(wakeup_next(), &s);
 	ck_assert_ptr_eq(s.owner, &owner);
 	ck_assert_ptr_null(wakeup_next());
-	ck_assert_int_eq(wakeup_read(&s), 1);   /* look */
-	ck_assert_int_eq(wakeup_read(&s), 0);   /* consumed */
+	ck_assert_int_eq(wakeup_read(&s), WAKE_READ_LOOK);
+	ck_assert_int_eq(wakeup_read(&s), WAKE_READ_NONE);   /* consumed */
 	ck_assert_int_eq(wakeup_del(&s), WAKE_FREE);
 	ck_assert(!wakeup_signal(7));           /* gone */
 	ck_assert(!wakeup_signal(0));
@@ -107,7 +107,7 @@ START_TEST(test_claim_hand_over)
 	ck_assert_ptr_null(wakeup_claim(&other));
 	wakeup_drain();
 	ck_assert_ptr_eq(wakeup_next(), &s);
-	ck_assert_int_eq(wakeup_read(&s), 1);
+	ck_assert_int_eq(wakeup_read(&s), WAKE_READ_LOOK);
 
 	ck_assert_ptr_eq(wakeup_claim(&ho), &s);
 	ck_assert_ptr_null(wakeup_claim(&ho));          /* claimed once */
@@ -115,7 +115,7 @@ START_TEST(test_claim_hand_over)
 	/* The parking thread may not end it, nor look for it. */
 	ck_assert_int_eq(wakeup_del(&s), WAKE_CLAIMED);
 	ck_assert(!wakeup_signal(21));
-	ck_assert_int_eq(wakeup_read(&s), 0);
+	ck_assert_int_eq(wakeup_read(&s), WAKE_READ_NONE);
 	ck_assert(!fd_readable());
 
 	wakeup_answered(&s);
@@ -125,7 +125,7 @@ START_TEST(test_claim_hand_over)
 	ck_assert_ptr_null(wakeup_claim(&ho));
 	wakeup_drain();
 	ck_assert_ptr_eq(wakeup_next(), &s);
-	ck_assert_int_eq(wakeup_read(&s), 2);
+	ck_assert_int_eq(wakeup_read(&s), WAKE_READ_ANSWERED);
 	ck_assert_int_eq(wakeup_del(&s), WAKE_ANSWERED);
 	ck_assert_ptr_null(wakeup_claim(&ho));          /* gone */
 }
@@ -146,7 +146,7 @@ START_TEST(test_claim_wakes_the_rest)
 	wakeup_drain();
 	ck_assert_ptr_eq(wakeup_next(), &older);
 	ck_assert_ptr_null(wakeup_next());
-	ck_assert_int_eq(wakeup_read(&older), 1);
+	ck_assert_int_eq(wakeup_read(&older), WAKE_READ_LOOK);
 	ck_assert_int_eq(wakeup_del(&older), WAKE_FREE);
 	wakeup_answered(&mine);
 	ck_assert_int_eq(wakeup_del(&mine), WAKE_ANSWERED);
@@ -243,7 +243,7 @@ park_wakes_like(void)
 		struct race_req *r = s->owner;
 
 		ck_assert(!r->gone);
-		ck_assert_int_eq(wakeup_read(s), 2);
+		ck_assert_int_eq(wakeup_read(s), WAKE_READ_ANSWERED);
 		park_end_like(r);
 	}
 }
