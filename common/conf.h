@@ -105,7 +105,4 @@ int conf_check_sockpath(const char *path, char *err, size_t errlen)
 int parse_seconds(const char *s, size_t len, int64_t max_ms, int64_t *ms)
     __attribute__((warn_unused_result));
 
-/* Writes ms as parse_seconds() reads it: "30", "0.25". */
-void conf_fmt_seconds(char *buf, size_t len, int64_t ms);
-
 #endif /* HTTPLOCK_CONF_H */
