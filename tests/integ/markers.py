@@ -1,7 +1,7 @@
 """Marks on test functions, which run.py reads to choose where a test runs:
 on the suite's shared stack (@shared), on a fresh stack with other
-configuration (@conf, @mount), behind which front ends (@fronts), within
-what time (@timeout); and @on_own_stack for a test that builds and starts
+configuration (@conf, @mount), behind which front ends (@fronts), on which
+builds (@needs), within what time (@timeout); and @on_own_stack for a test that builds and starts
 a stack of its own (another web-server configuration, debug logging).
 """
 
@@ -31,6 +31,15 @@ def fronts(*names):
     """Runs the test only behind these front ends ("lighttpd", "apache")."""
     def mark(fn):
         fn.hl_fronts = names
+        return fn
+    return mark
+
+
+def needs(option):
+    """Runs the test only against a build configured with `option` (e.g.
+    "--enable-test-hooks"); run.py names the tests it leaves out."""
+    def mark(fn):
+        fn.hl_needs = option
         return fn
     return mark
 

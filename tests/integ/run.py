@@ -33,7 +33,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True     # the source tree may be read-only
 
 import stack as stackmod  # noqa: E402
-from testenv import FRONT, FRONTS  # noqa: E402
+from testenv import FRONT, FRONTS, configured_with  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT = 60.0
 SUITE_TIMEOUT = float(os.environ.get("HTTPLOCK_SUITE_TIMEOUT") or 280.0)
@@ -66,6 +66,10 @@ def discover(filters):
             if filters and not any(s in full for s in filters):
                 continue
             if FRONT not in getattr(fn, "hl_fronts", FRONTS):
+                continue
+            need = getattr(fn, "hl_needs", None)
+            if need is not None and not configured_with(need):
+                out("SKIP %s [%s]: needs a build configured with %s" % (full, FRONT, need))
                 continue
             tests.append((full, fn, None))
     return tests

@@ -44,19 +44,9 @@ from common import BG, log, wait_for
 from httpclient import lpath
 from markers import conf, timeout
 from rawsock import parse_raw_response, raw_post, read_response
-from testenv import BUILDDIR, FRONT, PROCS
+from testenv import FRONT, PROCS, configured_with
 
 ABUSER = "127.0.0.2"
-
-
-def _sanitized():
-    """True for an --enable-asan build: its workers run several times
-    slower, on the same 2 CPUs as lighttpd, the abuser and this client."""
-    try:
-        with open(os.path.join(BUILDDIR, "config.status")) as f:
-            return "--enable-asan" in f.read()
-    except (OSError, TypeError):
-        return False
 
 
 # Seconds: each of the good client's cycles.  Plain builds measure p99
@@ -65,7 +55,7 @@ def _sanitized():
 # workers, the abuser and this client); under ASan one such cycle took
 # 1.02 s.  Without the front ends' limits on unfinished requests, a
 # cycle stalls for about 20 s: that is what the bound catches.
-GOOD_BOUND = 2.5 if _sanitized() else 1.5
+GOOD_BOUND = 2.5 if configured_with("--enable-asan") else 1.5
 # What the abuser opens, per front end.  Behind Apache every connection
 # whose headers have not arrived holds one of its threads (MaxRequestWorkers
 # in conf/apache.conf), and Apache cannot limit that per address: the count

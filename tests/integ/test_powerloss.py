@@ -1,6 +1,7 @@
 """Power loss and unclean restarts.
 
-A power loss is played without one: the workers run with a boot id given in
+A power loss is played without one: the workers (a build configured with
+--enable-test-hooks, as `./quickstart test` makes) run with a boot id given in
 HTTPLOCK_TEST_BOOT_ID, the whole stack is killed -9, the tail of the WAL
 written after a chosen moment is cut off (what an OS crash does to commits
 that synchronous = normal had not synced yet), the -shm file is removed,
@@ -29,7 +30,7 @@ import time
 
 from checks import check_integrity, expect
 from common import log, wait_for
-from markers import conf, fronts, timeout
+from markers import conf, fronts, needs, timeout
 
 MAX_TTL = 4          # seconds: the grace after a "power loss"
 FENCE_JUMP = 1 << 32
@@ -112,6 +113,7 @@ def _lose_a_grant(s):
 
 
 @fronts("lighttpd")
+@needs("--enable-test-hooks")
 @conf(max_ttl=MAX_TTL, default_ttl=2)
 @timeout(60)
 def test_power_loss_grace(s):
@@ -180,6 +182,7 @@ def test_power_loss_grace(s):
 
 
 @fronts("lighttpd")
+@needs("--enable-test-hooks")
 @conf(max_ttl=MAX_TTL, default_ttl=2, crash_grace="no")
 @timeout(60)
 def test_power_loss_no_grace(s):
@@ -200,6 +203,7 @@ def test_power_loss_no_grace(s):
 
 
 @fronts("lighttpd")
+@needs("--enable-test-hooks")
 @conf(max_ttl=MAX_TTL, default_ttl=2, synchronous="full")
 @timeout(60)
 def test_power_loss_synchronous_full(s):

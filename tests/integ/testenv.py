@@ -31,3 +31,13 @@ COORD_BIN = os.path.join(BUILDDIR, "coord", "httplock-coord")
 LIGHTTPD_CONF = os.path.join(SRCDIR, "conf", "lighttpd.conf")
 APACHE_CONF = os.path.join(SRCDIR, "conf", "apache.conf")
 
+
+
+def configured_with(option):
+    """True if the build in BUILDDIR was configured with `option` (e.g.
+    "--enable-asan"), as its config.status records."""
+    try:
+        with open(os.path.join(BUILDDIR, "config.status")) as f:
+            return option in f.read()
+    except (OSError, TypeError):
+        return False
