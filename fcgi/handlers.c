@@ -486,8 +486,11 @@ handle_request(FCGX_Request *fr)
 	}
 	blen = read_body(fr, body, REQ_BODY_MAX);
 	if (blen < 0) {
-		reply_error(&rp, 413, "too_large", "the request body is larger "
-		    "than 16384 bytes", NULL, false);
+		char msg[64];
+
+		(void)snprintf(msg, sizeof(msg), "the request body is larger "
+		    "than %d bytes", REQ_BODY_MAX);
+		reply_error(&rp, 413, "too_large", msg, NULL, false);
 		goto out;
 	}
 	in.body = body;
