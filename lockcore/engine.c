@@ -1,13 +1,34 @@
 /*
- * The lock engine: acquire, release, the FIFO queue and the handoff of a
- * freed lock, renew, cancel, a waiter's poll and abandon, and the sweep.
+ * engine.c: the lock semantics of lockcore: acquire, release, the FIFO
+ * queue and the handoff of a freed lock, renew, cancel, a waiter's poll
+ * and abandon, and the sweep.  They reach the rows through the store
+ * (store.h) and decide everything here.
+ *
+ * The invariant they share.  Each call is one write transaction of the
+ * store on the lock it names (a poll first looks in a read transaction,
+ * and writes nothing there).  A holder whose lease has ended and a waiter
+ * whose process is gone or whose deadline has passed count as absent, and
+ * any transaction that meets one may delete it.  At every commit:
+ *  - a lock has at most one live holder, and a grant's fence is above
+ *    every fence the lock issued before and at least the fence floor
+ *    (conn.c, "Fences");
+ *  - waiters are served in the order of their ids: a new request is
+ *    granted only when the lock is free and no live waiter is queued, and
+ *    a waiter only when it is the first live one;
+ *  - a transaction that frees a lock with live waiters (release, undo,
+ *    cancel, abandon of a granted row) grants the first of them itself
+ *    (the handoff, when the caller allows it) or tells the caller to wake
+ *    it (wake_next), which then grants itself in its poll.  A lease that
+ *    ends frees its lock without a transaction: the first waiter's poll
+ *    at the holder's expiry (lock_wait_info.holder_expires) takes it.
+ * Every grant is made by grant_new(), so the fence, the lease and the
+ * grace after an unclean shutdown are decided in one place.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <sqlite3.h>
 
 #include "lcint.h"
 #include "proc.h"
@@ -22,6 +43,14 @@ _Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN, "a token is what secret.h makes
  * seal of the token its grant will have: the request that waits knows the
  * token (lock_wait_info.token), whoever grants the row copies the hashes.
  */
+
+/* What walk_waiters() found in a lock's queue. */
+struct walk {
+	int     live;     /* live waiters seen */
+	int64_t head;     /* id of the first live waiter, 0 if none */
+	pid_t   head_pid; /* its process */
+	int     removed;  /* dead waiters deleted */
+};
 
 /* Copies a NUL-terminated string; -1 if it does not fit. */
 static int
@@ -42,11 +71,11 @@ opt_rid(const char *rid)
 	return rid == NULL || rid[0] == '\0' ? NULL : rid;
 }
 
-/* Notes a failure of secret.h in lc->err.  LC_E_DB. */
+/* Notes a failure of secret.h for lockcore_errmsg.  LC_E_DB. */
 static int
 secretfail(struct lockcore *lc, const char *what)
 {
-	(void)snprintf(lc->err, sizeof(lc->err), "%s failed", what);
+	(void)snprintf(lc->st->err, sizeof(lc->st->err), "%s failed", what);
 	return LC_E_DB;
 }
 
@@ -83,6 +112,53 @@ rid_hash(struct lockcore *lc, const char *rid,
 }
 
 /*
+ * The fast paths' start: finds the lock row of `name` (creating it when
+ * `create` is set) with its live holders in *hs, and *queued set if any
+ * waiter row exists (live or not).  Expired holders are purged on the way.
+ * 0 with *found, or an LC_E_ code.
+ */
+static int
+lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
+    struct lockrow *lr, struct hstate *hs, bool *queued, bool *found)
+{
+	int rc, expired;
+
+	*queued = false;
+	if ((rc = STORE(lc, lock_state, name, now, lr, hs, &expired,
+	    found)) < 0)
+		return rc;
+	if (*found) {
+		*queued = lr->nwait > 0;
+		return expired > 0 ?
+		    STORE(lc, holders_purge, lr->id, now, NULL) : 0;
+	}
+	if (!create)
+		return 0;
+	if ((rc = STORE(lc, lock_add, name, lr)) == 0)
+		*found = true;
+	return rc;
+}
+
+/* holder_by_token()'s walk: the token's hash and what matched it. */
+struct token_match {
+	unsigned char th[SECRET_HASH_LEN];
+	struct hrow  *out;
+	bool         *found;
+};
+
+static int
+token_cmp(const struct hrow *h, void *arg)
+{
+	struct token_match *m = arg;
+
+	if (secret_equal(h->sec.token_hash, m->th, SECRET_HASH_LEN)) {
+		*m->out = *h;
+		*m->found = true;
+	}
+	return 0;
+}
+
+/*
  * Finds the live holder of a lock whose token is `token`.  The token's
  * hash is compared with every holder's, in constant time, so neither SQL
  * nor an early exit tells how much of a guess was right.
@@ -91,29 +167,12 @@ static int
 holder_by_token(struct lockcore *lc, int64_t lock_id, const char *token,
     int64_t now, struct hrow *out, bool *found)
 {
-	sqlite3_stmt *s = lc->st[S_H_LIST];
-	unsigned char th[SECRET_HASH_LEN];
-	struct hrow h;
-	int rc = SQLITE_OK;
+	struct token_match m = { .out = out, .found = found };
 
 	*found = false;
-	if (secret_hash(token, LC_TOKEN_LEN, th) < 0)
+	if (secret_hash(token, LC_TOKEN_LEN, m.th) < 0)
 		return secretfail(lc, "SHA-256");
-	bind_i64(s, 1, lock_id, &rc);
-	bind_i64(s, 2, now, &rc);
-	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if ((rc = read_holder(s, &h)) < 0)
-			goto out;
-		if (secret_equal(h.sec.token_hash, th, SECRET_HASH_LEN)) {
-			*out = h;
-			*found = true;
-		}
-		rc = SQLITE_OK;
-	}
-	rc = rc == SQLITE_DONE ? 0 : dbfail(lc, rc);
-out:
-	done(s);
-	return rc;
+	return STORE(lc, holders_live, lock_id, now, token_cmp, &m);
 }
 
 /* Finds the live holder of a lock that was granted to request_id. */
@@ -121,22 +180,14 @@ static int
 holder_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
     int64_t now, struct hrow *h, bool *found)
 {
-	sqlite3_stmt *s = lc->st[S_H_BY_REQ];
 	unsigned char buf[SECRET_HASH_LEN];
 	const unsigned char *rh;
-	int rc, brc = SQLITE_OK;
+	int rc;
 
 	*found = false;
 	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0)
 		return rc;
-	bind_i64(s, 1, lock_id, &brc);
-	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
-	bind_i64(s, 3, now, &brc);
-	rc = step_row(lc, s, brc, found);
-	if (rc == 0 && *found)
-		rc = read_holder(s, h);
-	done(s);
-	return rc;
+	return STORE(lc, holder_by_rid, lock_id, rh, now, h, found);
 }
 
 /*
@@ -167,25 +218,7 @@ fill_grant(struct lock_grant *g, const char *name, const struct hrow *h,
 static int
 next_fence(struct lockcore *lc, int64_t lock_id, int64_t now, int64_t *fence)
 {
-	sqlite3_stmt *s = lc->st[S_FENCE_GET];
-	int rc, brc = SQLITE_OK;
-	bool found;
-
-	bind_i64(lc->st[S_FENCE_BUMP], 1, lock_id, &brc);
-	bind_i64(lc->st[S_FENCE_BUMP], 2, lc->rec.fence_floor, &brc);
-	bind_i64(lc->st[S_FENCE_BUMP], 3, now, &brc);
-	if ((rc = run(lc, lc->st[S_FENCE_BUMP], brc)) < 0)
-		return rc;
-	bind_i64(s, 1, lock_id, &brc);
-	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && !found) {
-		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
-		rc = LC_E_DB;
-	}
-	if (rc == 0)
-		*fence = sqlite3_column_int64(s, 0);
-	done(s);
-	return rc;
+	return STORE(lc, fence_next, lock_id, lc->rec.fence_floor, now, fence);
 }
 
 /*
@@ -201,9 +234,8 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
     const char *token, int64_t ttl_ms, int64_t now, int64_t waiter_id,
     uint64_t wkey, struct lock_grant *g)
 {
-	sqlite3_stmt *s = lc->st[S_H_ADD];
 	struct hrow h;
-	int rc, brc = SQLITE_OK;
+	int rc;
 
 	/* Every grant passes here, whoever makes it. */
 	if (now < lc->rec.grace_until)
@@ -215,23 +247,11 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	h.acquired_at = now;
 	h.ttl_ms = ttl_ms;
 	h.lock_id = lock_id;
-	if ((rc = next_fence(lc, lock_id, now, &h.fence)) < 0)
-		return rc;
-	bind_blob(s, 1, sec->token_hash, SECRET_HASH_LEN, &brc);
-	bind_i64(s, 2, lock_id, &brc);
-	bind_i64(s, 3, h.fence, &brc);
-	bind_txt(s, 4, h.owner, &brc);
-	bind_blob(s, 5, rh, SECRET_HASH_LEN, &brc);
-	bind_blob(s, 6, sec->has_seal ? sec->seal : NULL, SECRET_SEAL_LEN,
-	    &brc);
-	bind_i64(s, 7, h.acquired_at, &brc);
-	bind_i64(s, 8, h.expires_at, &brc);
-	bind_i64(s, 9, ttl_ms, &brc);
-	if (waiter_id != 0)
-		bind_i64(s, 10, waiter_id, &brc);
-	if (wkey != 0)
-		bind_i64(s, 11, (int64_t)wkey, &brc);
-	if ((rc = run(lc, s, brc)) < 0)
+	h.sec = *sec;
+	h.waiter_id = waiter_id;
+	h.wkey = wkey;
+	if ((rc = next_fence(lc, lock_id, now, &h.fence)) < 0 ||
+	    (rc = STORE(lc, holder_add, &h, rh)) < 0)
 		return rc;
 	return fill_grant(g, name, &h, token);
 }
@@ -244,29 +264,14 @@ static int
 waiter_by_rid(struct lockcore *lc, int64_t lock_id, const char *rid,
     int64_t *id, struct hsecret *sec)
 {
-	sqlite3_stmt *s = lc->st[S_W_BY_REQ];
 	unsigned char buf[SECRET_HASH_LEN];
 	const unsigned char *rh;
-	int rc, brc = SQLITE_OK;
-	bool found;
+	int rc;
 
 	*id = 0;
 	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0)
 		return rc;
-	bind_i64(s, 1, lock_id, &brc);
-	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
-	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && found) {
-		*id = sqlite3_column_int64(s, 0);
-		if (sec != NULL) {
-			if (!copy_blob(sec->token_hash, SECRET_HASH_LEN, s, 1))
-				memset(sec->token_hash, 0, SECRET_HASH_LEN);
-			sec->has_seal = copy_blob(sec->seal, SECRET_SEAL_LEN,
-			    s, 2);
-		}
-	}
-	done(s);
-	return rc;
+	return STORE(lc, waiter_by_rid, lock_id, rh, id, sec);
 }
 
 /* The liveness of the previous waiter, since one process often has many. */
@@ -299,52 +304,62 @@ waiter_live(const struct lockcore *lc, struct alive_cache *c, pid_t pid,
 	return c->alive;
 }
 
+/* walk_waiters()'s state across the rows of one walk. */
+struct walk_state {
+	struct lockcore   *lc;
+	struct alive_cache cache;
+	struct walk       *w;
+	int64_t            now;
+	int64_t            cursor;  /* the last row seen */
+	int64_t            dead;    /* a dead waiter found, 0 if none */
+	bool               all;
+};
+
+static int
+walk_one(const struct wslot *ws, void *arg)
+{
+	struct walk_state *ctx = arg;
+
+	ctx->cursor = ws->id;
+	if (!waiter_live(ctx->lc, &ctx->cache, ws->pid, ws->pstart,
+	    ws->deadline, ctx->now)) {
+		ctx->dead = ws->id;
+		return 1;
+	}
+	if (ctx->w->live++ == 0) {
+		ctx->w->head = ws->id;
+		ctx->w->head_pid = ws->pid;
+	}
+	return !ctx->all;
+}
+
 /*
  * Walks the waiters of a lock with id < below in FIFO order, deleting dead
  * ones.  With `all` unset it stops at the first live waiter, which is all
  * a grant decision needs: it saves a /proc read per queued waiter in every
  * transaction, and dead waiters further back are removed when they reach
- * the head (or, long past their deadline, by lockcore_sweep()).  The SELECT is restarted after each
- * delete rather than stepped across a change to the table it scans.
+ * the head (or, long past their deadline, by lockcore_sweep()).  A walk
+ * stops at a dead waiter and starts again after it once it is deleted,
+ * rather than go on across a change to the rows it walks.
  */
 static int
 walk_waiters(struct lockcore *lc, int64_t lock_id, int64_t below,
     int64_t now, bool all, struct walk *w)
 {
-	sqlite3_stmt *s = lc->st[S_W_WALK];
-	struct alive_cache cache = { 0, 0, false, false };
-	int64_t cursor = 0, id, dead;
+	struct walk_state ctx = {
+		.lc = lc, .cache = { 0, 0, false, false }, .w = w, .now = now,
+		.cursor = 0, .all = all
+	};
 	int rc;
 
 	memset(w, 0, sizeof(*w));
 	for (;;) {
-		dead = 0;
-		rc = SQLITE_OK;
-		bind_i64(s, 1, lock_id, &rc);
-		bind_i64(s, 2, cursor, &rc);
-		bind_i64(s, 3, below, &rc);
-		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-			rc = SQLITE_OK;
-			cursor = id = sqlite3_column_int64(s, 0);
-			if (!waiter_live(lc, &cache,
-			    (pid_t)sqlite3_column_int64(s, 1),
-			    (uint64_t)sqlite3_column_int64(s, 2),
-			    sqlite3_column_int64(s, 3), now)) {
-				dead = id;
-				break;
-			}
-			if (w->live++ == 0) {
-				w->head = id;
-				w->head_pid = (pid_t)sqlite3_column_int64(s, 1);
-			}
-			if (!all)
-				break;
-		}
-		rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(lc, rc);
-		done(s);
-		if (rc < 0 || dead == 0 || (!all && w->live > 0))
+		ctx.dead = 0;
+		if ((rc = STORE(lc, waiters_walk, lock_id, ctx.cursor, below,
+		    walk_one, &ctx)) < 0 || ctx.dead == 0 ||
+		    (!all && w->live > 0))
 			return rc;
-		if ((rc = waiter_delete(lc, dead)) < 0)
+		if ((rc = STORE(lc, waiter_delete, ctx.dead)) < 0)
 			return rc;
 		w->removed++;
 	}
@@ -367,7 +382,7 @@ wait_info(struct lockcore *lc, int64_t lock_id, int64_t id,
 	info->ahead = w->live;
 	info->handed = false;
 	if (w->head != 0 && w->live == 1)
-		rc = waiter_count(lc, lock_id, w->head, id != 0 ? id : INT64_MAX,
+		rc = STORE(lc, waiter_count, lock_id, w->head, id != 0 ? id : INT64_MAX,
 		    now, LC_AHEAD_MAX, &rest);
 	info->ahead += rest;
 	return rc;
@@ -414,19 +429,13 @@ static int
 holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
     struct hrow *h, struct lock_grant *g, bool *found)
 {
-	sqlite3_stmt *s = lc->st[S_H_BY_WAITER];
-	const char *name;
-	int rc, brc = SQLITE_OK;
+	char name[LC_KEY_MAX + 1];
+	int rc;
 
-	bind_i64(s, 1, waiter_id, &brc);
-	bind_i64(s, 2, now, &brc);
-	rc = step_row(lc, s, brc, found);
-	if (rc == 0 && *found && (rc = read_holder(s, h)) == 0) {
-		name = (const char *)sqlite3_column_text(s, 10);
-		rc = name != NULL ? fill_grant(g, name, h, NULL) : LC_E_NOMEM;
-	}
-	done(s);
-	return rc;
+	if ((rc = STORE(lc, holder_by_waiter, waiter_id, now, h, name,
+	    found)) < 0 || !*found)
+		return rc;
+	return fill_grant(g, name, h, NULL);
 }
 
 /*
@@ -453,13 +462,13 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	}
 	/* No grant during a grace (lockcore_open): the release still goes. */
 	if (ho == NULL || now < lc->rec.grace_until) {
-		if ((rc = waiter_count(lc, lr->id, 0, INT64_MAX, now, 1,
+		if ((rc = STORE(lc, waiter_count, lr->id, 0, INT64_MAX, now, 1,
 		    &n)) < 0)
 			return rc;
 		*wake_next = n > 0;
 		return 0;
 	}
-	if ((rc = holder_state(lc, lr->id, now, &hs)) < 0 ||
+	if ((rc = STORE(lc, holder_state, lr->id, now, &hs)) < 0 ||
 	    (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0)
 		return rc;
 	*wake_next = false;
@@ -469,14 +478,13 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 		*wake_next = true;      /* the first waiter grants itself */
 		return 0;
 	}
-	if ((rc = waiter_get(lc, w.head, &wr, &found)) < 0)
+	if ((rc = STORE(lc, waiter_get, w.head, &wr, &found)) < 0)
 		return rc;
 	if (!found) {
-		(void)snprintf(lc->err, sizeof(lc->err), "waiter row vanished");
-		return LC_E_DB;
+		return lc_fail(lc, "waiter row vanished");
 	}
 	/* The token is the waiting request's: only it knows it. */
-	if ((rc = waiter_delete(lc, w.head)) < 0 ||
+	if ((rc = STORE(lc, waiter_delete, w.head)) < 0 ||
 	    (rc = grant_new(lc, lr->id, wr.name, wr.owner,
 	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, NULL, wr.ttl_ms, now,
 	    w.head, wr.wkey, &ho->grant)) < 0)
@@ -486,7 +494,7 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	ho->key = wr.wkey;
 	ho->expires_at = ho->grant.expires_at;
 	if (hs.count + 1 < lr->max_holders) {
-		if ((rc = waiter_count(lc, lr->id, w.head, INT64_MAX, now, 1,
+		if ((rc = STORE(lc, waiter_count, lr->id, w.head, INT64_MAX, now, 1,
 		    &n)) < 0)
 			return rc;
 		*wake_next = n > 0;
@@ -506,9 +514,8 @@ unseal(struct lockcore *lc, const struct hsecret *sec, const char *rid,
 {
 	if (!sec->has_seal ||
 	    secret_unseal(sec->seal, rid, sec->token_hash, token) < 0) {
-		(void)snprintf(lc->err, sizeof(lc->err),
+		return lc_fail(lc,
 		    "the token of a request_id's row cannot be unsealed");
-		return LC_E_DB;
 	}
 	return 0;
 }
@@ -523,14 +530,13 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
     const char *rid, const struct lockrow *lr, int64_t now,
     struct lock_grant *grant, struct lock_wait_info *info, bool *handled)
 {
-	sqlite3_stmt *s = lc->st[S_W_TAKE];
 	char token[LC_TOKEN_LEN + 1];
 	struct hsecret sec;
 	struct hrow h;
 	struct hstate hs;
 	struct walk w;
 	int64_t id;
-	int rc, brc = SQLITE_OK;
+	int rc;
 	bool found;
 
 	*handled = true;
@@ -541,14 +547,9 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 			return rc;
 		/* The grant is now this request's: the one it was made for
 		 * (still waiting, or sending it) must not undo it. */
-		if (h.wkey != req->who.key) {
-			bind_i64(lc->st[S_H_TAKE], 1, h.lock_id, &brc);
-			bind_i64(lc->st[S_H_TAKE], 2, h.fence, &brc);
-			bind_i64(lc->st[S_H_TAKE], 3, (int64_t)req->who.key,
-			    &brc);
-			if ((rc = run(lc, lc->st[S_H_TAKE], brc)) < 0)
-				return rc;
-		}
+		if (h.wkey != req->who.key && (rc = STORE(lc, holder_take,
+		    h.lock_id, h.fence, req->who.key)) < 0)
+			return rc;
 		return (rc = fill_grant(grant, req->name, &h, token)) < 0 ?
 		    rc : LC_GRANTED;
 	}
@@ -558,14 +559,9 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 	}
 	if ((rc = unseal(lc, &sec, rid, info->token)) < 0)
 		return rc;
-	bind_i64(s, 1, id, &brc);
-	bind_i64(s, 2, req->who.pid, &brc);
-	bind_i64(s, 3, (int64_t)req->who.pstart, &brc);
-	bind_i64(s, 4, (int64_t)req->who.key, &brc);
-	bind_i64(s, 5, req->deadline, &brc);
-	if ((rc = run(lc, s, brc)) < 0 ||
+	if ((rc = STORE(lc, waiter_take, id, &req->who, req->deadline)) < 0 ||
 	    (rc = walk_waiters(lc, lr->id, id, now, false, &w)) < 0 ||
-	    (rc = holder_state(lc, lr->id, now, &hs)) < 0 ||
+	    (rc = STORE(lc, holder_state, lr->id, now, &hs)) < 0 ||
 	    (rc = wait_info(lc, lr->id, id, &w, &hs, now, info)) < 0)
 		return rc;
 	return LC_QUEUED;
@@ -580,61 +576,42 @@ enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
     const char *rid, int64_t lock_id, int64_t *id,
     char token[LC_TOKEN_LEN + 1])
 {
-	sqlite3_stmt *s = lc->st[S_W_ADD];
-	unsigned char buf[SECRET_HASH_LEN];
 	const unsigned char *rh;
-	struct hsecret sec;
-	int rc, brc = SQLITE_OK;
+	struct wrow w;
+	int rc;
 
-	if ((rc = rid_hash(lc, rid, buf, &rh)) < 0 ||
-	    (rc = secret_new(lc, rid, token, &sec)) < 0)
+	memset(&w, 0, sizeof(w));
+	if ((rc = rid_hash(lc, rid, w.rid_hash, &rh)) < 0 ||
+	    (rc = secret_new(lc, rid, token, &w.sec)) < 0)
 		return rc;
-	bind_i64(s, 1, lock_id, &brc);
-	bind_blob(s, 2, rh, SECRET_HASH_LEN, &brc);
-	bind_txt(s, 3, req->owner != NULL ? req->owner : "", &brc);
-	bind_i64(s, 4, req->ttl_ms, &brc);
-	bind_i64(s, 5, req->deadline, &brc);
-	bind_i64(s, 6, req->who.pid, &brc);
-	bind_i64(s, 7, (int64_t)req->who.pstart, &brc);
-	bind_i64(s, 8, (int64_t)req->who.key, &brc);
-	bind_blob(s, 9, sec.token_hash, SECRET_HASH_LEN, &brc);
-	bind_blob(s, 10, sec.has_seal ? sec.seal : NULL, SECRET_SEAL_LEN,
-	    &brc);
-	if ((rc = run(lc, s, brc)) == 0)
-		*id = sqlite3_last_insert_rowid(lc->db);
-	return rc;
+	w.lock_id = lock_id;
+	w.has_rid = rh != NULL;
+	if (copy_str(w.owner, sizeof(w.owner),
+	    req->owner != NULL ? req->owner : "") < 0)
+		return LC_E_INVAL;
+	w.ttl_ms = req->ttl_ms;
+	w.deadline = req->deadline;
+	w.wkey = req->who.key;
+	return STORE(lc, waiter_add, &w, req->who.pid, req->who.pstart, id);
 }
 
 /*
- * Whether req's namespace may have one more grant (st = S_Q_HELD) or
- * waiter (S_Q_WAIT) under `quota` (0: no limit).  0, `refusal`, or an
+ * Whether req's namespace may have one more grant (`waiting` false) or
+ * waiter (`waiting` true) under `quota` (0: no limit).  0, `refusal`, or an
  * LC_E_ code.  Dead waiters count until removed: the count stops at the
  * quota, and its cost with it.
  */
 static int
 quota_check(struct lockcore *lc, const struct lock_acquire_req *req,
-    enum stmt_id st, int quota, int64_t now, int refusal)
+    bool waiting, int quota, int64_t now, int refusal)
 {
-	sqlite3_stmt *s = lc->st[st];
-	char hi[LC_KEY_MAX + 1];
-	int rc, brc = SQLITE_OK, hilen, n = 0;
-	bool found;
+	int rc, n = 0;
 
 	if (quota <= 0 || req->quota_prefix == NULL ||
 	    req->quota_prefix[0] == '\0')
 		return 0;
-	prefix_end(req->quota_prefix, hi, &hilen);
-	bind_txt(s, 1, req->quota_prefix, &brc);
-	if (brc == SQLITE_OK)
-		brc = hilen < 0 ? sqlite3_bind_null(s, 2) :
-		    sqlite3_bind_text(s, 2, hi, hilen, SQLITE_STATIC);
-	bind_i64(s, 3, now, &brc);
-	bind_i64(s, 4, quota, &brc);
-	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && found)
-		n = sqlite3_column_int(s, 0);
-	done(s);
-	if (rc < 0)
+	if ((rc = STORE(lc, quota_count, waiting, req->quota_prefix, now,
+	    quota, &n)) < 0)
 		return rc;
 	return n >= quota ? refusal : 0;
 }
@@ -664,7 +641,7 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 		const unsigned char *rh;
 		struct hsecret sec;
 
-		if ((rc = quota_check(lc, req, S_Q_HELD, req->quota_held, now,
+		if ((rc = quota_check(lc, req, false, req->quota_held, now,
 		    LC_E_QUOTA_HELD)) != 0 ||
 		    (rc = rid_hash(lc, rid, buf, &rh)) < 0 ||
 		    (rc = secret_new(lc, rid, token, &sec)) < 0)
@@ -688,9 +665,9 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 		info->ahead = w.live;
 	}
 	/* A namespace at its quota of grants may not queue for more. */
-	if ((rc = quota_check(lc, req, S_Q_HELD, req->quota_held, now,
+	if ((rc = quota_check(lc, req, false, req->quota_held, now,
 	    LC_E_QUOTA_HELD)) != 0 ||
-	    (rc = quota_check(lc, req, S_Q_WAIT, req->quota_waiting, now,
+	    (rc = quota_check(lc, req, true, req->quota_waiting, now,
 	    LC_E_QUOTA_WAIT)) != 0 ||
 	    (rc = enqueue(lc, req, rid, lr->id, &id, info->token)) < 0)
 		return rc;
@@ -726,7 +703,7 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 	    !acquire_valid(req, now))
 		return LC_E_INVAL;
 	rid = opt_rid(req->request_id);
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	/* Not even a queue: a waiter could not be granted before the grace
 	 * ends, which is usually long after its deadline. */
@@ -745,7 +722,7 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 		rc = acquire_new(lc, req, rid, &lr, &hs, queued, now, grant,
 		    info);
 out:
-	return tx_end(lc, rc);
+	return STORE(lc, end, rc);
 }
 
 /* lock_wait_poll and lock_wait_abandon. */
@@ -810,7 +787,7 @@ poll_row(struct lockcore *lc, int64_t waiter_id,
 	int rc;
 	bool found;
 
-	if ((rc = waiter_get(lc, waiter_id, wr, &found)) < 0)
+	if ((rc = STORE(lc, waiter_get, waiter_id, wr, &found)) < 0)
 		return rc;
 	if (!found)
 		return granted_or_gone(lc, waiter_id, who, now, grant, info);
@@ -834,12 +811,12 @@ poll_look(struct lockcore *lc, int64_t waiter_id,
 
 	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
-	if ((rc = holder_state(lc, wr.lock_id, now, &hs)) < 0 ||
+	if ((rc = STORE(lc, holder_state, wr.lock_id, now, &hs)) < 0 ||
 	    hs.count < wr.max_holders)
 		return rc;
 	info->waiter_id = waiter_id;
 	info->holder_expires = hs.min_expires;
-	if ((rc = waiter_count(lc, wr.lock_id, 0, waiter_id, now,
+	if ((rc = STORE(lc, waiter_count, wr.lock_id, 0, waiter_id, now,
 	    LC_AHEAD_MAX, &info->ahead)) < 0)
 		return rc;
 	return LC_QUEUED;
@@ -858,9 +835,9 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 
 	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
-	if ((rc = purge_holders(lc, wr.lock_id, now, NULL)) < 0 ||
+	if ((rc = STORE(lc, holders_purge, wr.lock_id, now, NULL)) < 0 ||
 	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false, &w)) < 0 ||
-	    (rc = holder_state(lc, wr.lock_id, now, &hs)) < 0)
+	    (rc = STORE(lc, holder_state, wr.lock_id, now, &hs)) < 0)
 		return rc;
 	if (hs.count >= wr.max_holders || w.live > 0 || wr.deadline <= now) {
 		/* Room, but someone live is ahead: that one must be told.
@@ -871,13 +848,13 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 		return rc < 0 ? rc : LC_QUEUED;
 	}
 	if ((rc = own_token(lc, &wr.sec, who, token)) < 0 ||
-	    (rc = waiter_delete(lc, waiter_id)) < 0 ||
+	    (rc = STORE(lc, waiter_delete, waiter_id)) < 0 ||
 	    (rc = grant_new(lc, wr.lock_id, wr.name, wr.owner,
 	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, token, wr.ttl_ms, now,
 	    waiter_id, wr.wkey, grant)) < 0)
 		return rc;
 	if (hs.count + 1 < wr.max_holders) {
-		if ((rc = waiter_count(lc, wr.lock_id, waiter_id, INT64_MAX,
+		if ((rc = STORE(lc, waiter_count, wr.lock_id, waiter_id, INT64_MAX,
 		    now, 1, &rest)) < 0)
 			return rc;
 		*wake_next = rest > 0;
@@ -897,15 +874,15 @@ lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_INVAL;
 	*wake_next = false;
 	info->handed = false;
-	if ((rc = tx_begin(lc, false, &now)) < 0)
+	if ((rc = STORE(lc, begin, false, &now)) < 0)
 		return rc;
 	rc = poll_look(lc, waiter_id, who, now, grant, info);
-	if ((rc = tx_end(lc, rc)) != 0)
+	if ((rc = STORE(lc, end, rc)) != 0)
 		return rc;
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = poll_tx(lc, waiter_id, who, now, grant, info, wake_next);
-	return tx_end(lc, rc);
+	return STORE(lc, end, rc);
 }
 
 
@@ -930,13 +907,12 @@ abandon_grant(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_GONE;
 	if (h.wkey != who->key)
 		return LC_E_SUPERSEDED;
-	if ((rc = lock_get(lc, g.name, false, &lr, &found)) < 0)
+	if ((rc = STORE(lc, lock_get, g.name, &lr, &found)) < 0)
 		return rc;
 	if (!found) {
-		(void)snprintf(lc->err, sizeof(lc->err), "lock row vanished");
-		return LC_E_DB;
+		return lc_fail(lc, "lock row vanished");
 	}
-	if ((rc = holder_delete(lc, &h)) < 0 ||
+	if ((rc = STORE(lc, holder_delete, h.lock_id, h.fence)) < 0 ||
 	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
@@ -951,14 +927,14 @@ abandon_tx(struct lockcore *lc, int64_t waiter_id,
 	int rest, rc;
 	bool found;
 
-	if ((rc = waiter_get(lc, waiter_id, &wr, &found)) < 0)
+	if ((rc = STORE(lc, waiter_get, waiter_id, &wr, &found)) < 0)
 		return rc;
 	if (!found)
 		return abandon_grant(lc, waiter_id, who, now, wake_next, ho);
 	if (wr.wkey != who->key)
 		return LC_E_SUPERSEDED;
-	if ((rc = waiter_delete(lc, waiter_id)) < 0 ||
-	    (rc = waiter_count(lc, wr.lock_id, 0, INT64_MAX, now, 1,
+	if ((rc = STORE(lc, waiter_delete, waiter_id)) < 0 ||
+	    (rc = STORE(lc, waiter_count, wr.lock_id, 0, INT64_MAX, now, 1,
 	    &rest)) < 0)
 		return rc;
 	*wake_next = rest > 0;
@@ -976,10 +952,10 @@ lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_INVAL;
 	*wake_next = false;
 	handoff_clear(ho);
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = abandon_tx(lc, waiter_id, who, now, wake_next, ho);
-	if ((rc = tx_end(lc, rc)) < 0)
+	if ((rc = STORE(lc, end, rc)) < 0)
 		handoff_clear(ho);
 	return rc;
 }
@@ -1023,7 +999,7 @@ release_tx(struct lockcore *lc, const char *name, const char *token,
 		return rc;
 	if (key != 0 && h.wkey != key)
 		return LC_E_SUPERSEDED;
-	if ((rc = holder_delete(lc, &h)) < 0 ||
+	if ((rc = STORE(lc, holder_delete, h.lock_id, h.fence)) < 0 ||
 	    (rc = handoff(lc, &lr, queued, now, wake_next, ho)) < 0)
 		return rc;
 	return LC_OK;
@@ -1049,10 +1025,10 @@ release(struct lockcore *lc, const char *name, const char *token,
 	handoff_clear(ho);
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = release_tx(lc, name, token, key, now, wake_next, ho);
-	if ((rc = tx_end(lc, rc)) < 0)
+	if ((rc = STORE(lc, end, rc)) < 0)
 		handoff_clear(ho);
 	return rc;
 }
@@ -1081,11 +1057,10 @@ static int
 renew_tx(struct lockcore *lc, const char *name, const char *token,
     int64_t ttl_ms, int64_t now, struct lock_grant *grant)
 {
-	sqlite3_stmt *s = lc->st[S_H_RENEW];
 	struct lockrow lr;
 	struct hrow h;
 	int64_t expires;
-	int rc, brc = SQLITE_OK;
+	int rc;
 	bool queued;
 
 	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
@@ -1099,11 +1074,8 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 	}
 	if (ttl_ms <= 0 || __builtin_add_overflow(now, ttl_ms, &expires))
 		return LC_E_INVAL;
-	bind_i64(s, 1, h.lock_id, &brc);
-	bind_i64(s, 2, h.fence, &brc);
-	bind_i64(s, 3, expires, &brc);
-	bind_i64(s, 4, ttl_ms, &brc);
-	if ((rc = run(lc, s, brc)) < 0)
+	if ((rc = STORE(lc, holder_renew, h.lock_id, h.fence, expires,
+	    ttl_ms)) < 0)
 		return rc;
 	h.expires_at = expires;
 	h.ttl_ms = ttl_ms;
@@ -1123,10 +1095,10 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 		return LC_E_INVAL;
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = renew_tx(lc, name, token, ttl_ms, now, grant);
-	return tx_end(lc, rc);
+	return STORE(lc, end, rc);
 }
 
 static int
@@ -1140,25 +1112,25 @@ cancel_tx(struct lockcore *lc, const char *name, const char *rid,
 	int rc;
 	bool found;
 
-	if ((rc = lock_get(lc, name, false, &lr, &found)) < 0)
+	if ((rc = STORE(lc, lock_get, name, &lr, &found)) < 0)
 		return rc;
 	if (!found)
 		return LC_E_NOT_HELD;
 	if ((rc = waiter_by_rid(lc, lr.id, rid, &id, NULL)) < 0)
 		return rc;
 	if (id != 0) {
-		if ((rc = waiter_delete(lc, id)) < 0)
+		if ((rc = STORE(lc, waiter_delete, id)) < 0)
 			return rc;
 		*kick_waiter = id;
 		*wake_next = true;
 		return LC_OK;
 	}
-	if ((rc = purge_holders(lc, lr.id, now, NULL)) < 0 ||
+	if ((rc = STORE(lc, holders_purge, lr.id, now, NULL)) < 0 ||
 	    (rc = holder_by_rid(lc, lr.id, rid, now, &h, &found)) < 0)
 		return rc;
 	if (!found)
 		return LC_E_NOT_HELD;
-	if ((rc = holder_delete(lc, &h)) < 0 ||
+	if ((rc = STORE(lc, holder_delete, h.lock_id, h.fence)) < 0 ||
 	    (rc = handoff(lc, &lr, true, now, wake_next, ho)) < 0)
 		return rc;
 	/* A waiter granted by a handoff may not have seen its grant yet. */
@@ -1182,11 +1154,11 @@ lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
 	*kick_waiter = 0;
 	*wake_next = false;
 	handoff_clear(ho);
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = cancel_tx(lc, name, request_id, now, was_held, kick_waiter,
 	    wake_next, ho);
-	if ((rc = tx_end(lc, rc)) < 0)
+	if ((rc = STORE(lc, end, rc)) < 0)
 		handoff_clear(ho);
 	return rc;
 }
@@ -1204,19 +1176,11 @@ static int
 sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
     int *changed)
 {
-	sqlite3_stmt *s = lc->st[S_SWEEP_RANGE];
 	int64_t lo = lc->sweep_cursor, hi = 0, top = 0;
-	int rc, brc = SQLITE_OK, n;
-	bool found;
+	int rc, n;
 
 	for (;;) {
-		bind_i64(s, 1, lo, &brc);
-		bind_i64(s, 2, batch, &brc);
-		rc = step_row(lc, s, brc, &found);
-		if (rc == 0 && found)
-			hi = sqlite3_column_int64(s, 0);   /* NULL (no row): 0 */
-		done(s);
-		if (rc < 0)
+		if ((rc = STORE(lc, sweep_range, lo, batch, &hi)) < 0)
 			return rc;
 		if (hi != 0)
 			break;
@@ -1225,43 +1189,15 @@ sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 			return 0;          /* no lock rows at all */
 		lo = 0;                    /* past the last: start over */
 	}
-	s = lc->st[S_SWEEP_PURGE];
-	bind_i64(s, 1, lo, &brc);
-	bind_i64(s, 2, hi, &brc);
-	bind_i64(s, 3, now, &brc);
-	if ((rc = run(lc, s, brc)) < 0)
+	if ((rc = STORE(lc, sweep_expired, lo, hi, now,
+	    now - SWEEP_WAITER_LATE_MS, &n)) < 0)
 		return rc;
-	*changed += sqlite3_changes(lc->db);
-	s = lc->st[S_SWEEP_WAITERS];
-	bind_i64(s, 1, lo, &brc);
-	bind_i64(s, 2, hi, &brc);
-	bind_i64(s, 3, now - SWEEP_WAITER_LATE_MS, &brc);
-	if ((rc = run(lc, s, brc)) < 0)
-		return rc;
-	*changed += sqlite3_changes(lc->db);
-	s = lc->st[S_SWEEP_TOP];
-	bind_i64(s, 1, lo, &brc);
-	bind_i64(s, 2, hi, &brc);
-	bind_i64(s, 3, now - idle_ms, &brc);
-	rc = step_row(lc, s, brc, &found);
-	if (rc == 0 && found)
-		top = sqlite3_column_int64(s, 0);
-	done(s);
-	if (rc < 0)
-		return rc;
-	s = lc->st[S_SWEEP_IDLE];
-	bind_i64(s, 1, lo, &brc);
-	bind_i64(s, 2, hi, &brc);
-	bind_i64(s, 3, now - idle_ms, &brc);
-	if ((rc = run(lc, s, brc)) < 0)
-		return rc;
-	n = sqlite3_changes(lc->db);
 	*changed += n;
-	if (n > 0) {
-		bind_i64(lc->st[S_SWEEP_FLOOR], 1, top + 1, &brc);
-		if ((rc = run(lc, lc->st[S_SWEEP_FLOOR], brc)) < 0)
-			return rc;
-	}
+	if ((rc = STORE(lc, sweep_idle, lo, hi, now - idle_ms, &top, &n)) < 0)
+		return rc;
+	*changed += n;
+	if (n > 0 && (rc = STORE(lc, floor_raise, top + 1)) < 0)
+		return rc;
 	lc->sweep_cursor = hi;
 	return 0;
 }
@@ -1278,10 +1214,10 @@ lockcore_sweep(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 		return LC_E_INVAL;
 	*changed = 0;
 	cursor = lc->sweep_cursor;
-	if ((rc = tx_begin(lc, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = sweep_tx(lc, now, batch, idle_ms, changed);
-	if ((rc = tx_end(lc, rc)) < 0) {
+	if ((rc = STORE(lc, end, rc)) < 0) {
 		*changed = 0;
 		lc->sweep_cursor = cursor;
 	}

@@ -21,7 +21,7 @@
  * hashes (secret.h), so a copy of the file grants nothing.  Fences only
  * grow per name, also across restarts, restores of older copies and
  * idle locks whose rows were reclaimed: the first open after a stop
- * floors them at the wall clock in microseconds (lockcore.c, "Fences").
+ * floors them at the wall clock in microseconds (conn.c, "Fences").
  *
  * A struct lockcore is one SQLite connection.  It is not thread-safe: a
  * process that shares one among threads serialises calls with its own
@@ -94,7 +94,7 @@ struct lockcore_opts {
 
 /*
  * What lockcore_open() found about earlier runs (see "Unclean shutdowns"
- * in lockcore.c).
+ * in conn.c).
  */
 struct lockcore_recovery {
 	int     recovered;       /* 1: this open found sessions of an earlier

@@ -1,15 +1,25 @@
 /*
- * lockcore's SQLite schema: its creation, the upgrades of older files to
- * the current version, and the scrub of plain-text secrets an upgrade
- * leaves in free pages.
+ * sqlite_file.c: the file of lockcore's SQLite store: its permissions,
+ * the creation of its schema, the upgrades of older files to the current
+ * version, and the scrub of plain-text secrets an upgrade leaves in free
+ * pages.
  */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
-#include "lcint.h"
 #include "secret.h"
+#include "sqlite_file.h"
+
+#define SCHEMA_ERR_LEN 256
 
 /*
  * `holders`, for schema_sql and the rebuild from version 4.  A grant is
@@ -301,15 +311,11 @@ upgrade_v4(sqlite3 *db)
 	return rc;
 }
 
-/*
- * Creates the schema if absent, or upgrades versions 1 to 4 to 5, in one
- * transaction.  Another version is left for check_version() to refuse.
- * *upgraded is set when an existing file was upgraded.  0 or -1.
- */
+/* Creates or upgrades the schema (sqlite_schema.h). */
 int
 make_schema(sqlite3 *db, bool *upgraded, const char **why)
 {
-	static _Thread_local char schema_err[ERRBUF_LEN];
+	static _Thread_local char schema_err[SCHEMA_ERR_LEN];
 	int64_t v;
 	int rc;
 
@@ -360,5 +366,69 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 	if (rc != SQLITE_OK)
 		return -1;
 	scrub(db);
+	return 0;
+}
+
+/*
+ * Sets the permissions of the database file (sqlite_file.h).  The
+ * database and its -wal and -shm files hold grants: no other user may
+ * read them, whatever the umask.  A new database file is created here
+ * (SQLite gives its -wal and -shm the database file's mode) with mode
+ * 0660 in a directory its group may write (the group shares the service,
+ * docs/install.md), else 0600; files that exist lose every permission of
+ * other users, and execute bits.  Names SQLite does not take as a plain
+ * path (":memory:", URIs) are left alone.  0, or -1 with *why set.
+ */
+int
+secure_files(const char *path, const char **why)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	char dir[PATH_MAX], name[PATH_MAX];
+	const char *slash;
+	struct stat st;
+	mode_t mode = 0600;
+	size_t i;
+	int fd;
+
+	if (path[0] == '\0' || strcmp(path, ":memory:") == 0 ||
+	    strncmp(path, "file:", 5) == 0)
+		return 0;
+	slash = strrchr(path, '/');
+	if (slash == NULL)
+		(void)snprintf(dir, sizeof(dir), ".");
+	else if ((size_t)(slash - path) < sizeof(dir))
+		(void)snprintf(dir, sizeof(dir), "%.*s",
+		    slash == path ? 1 : (int)(slash - path), path);
+	else {
+		*why = "path too long";
+		return -1;
+	}
+	if (stat(dir, &st) == 0 && (st.st_mode & S_IWGRP))
+		mode = 0660;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    mode);
+	if (fd >= 0) {
+		/* The umask may have taken bits the group needs. */
+		(void)fchmod(fd, mode);
+		(void)close(fd);
+		return 0;
+	}
+	if (errno != EEXIST) {
+		*why = strerror(errno);
+		return -1;
+	}
+	for (i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		if ((size_t)snprintf(name, sizeof(name), "%s%s", path,
+		    sfx[i]) >= sizeof(name))
+			continue;
+		fd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (st.st_mode & (S_IRWXO | S_IXUSR | S_IXGRP)) != 0 &&
+		    st.st_uid == geteuid())
+			(void)fchmod(fd, st.st_mode & 0660);
+		(void)close(fd);
+	}
 	return 0;
 }
