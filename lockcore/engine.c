@@ -439,9 +439,42 @@ holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
 }
 
 /*
+ * The grant step of a queue: waiter row `id` (loaded in *wr), the first
+ * live waiter of its lock, which has `held` live holders and room for
+ * one more, becomes a grant in this transaction, with the secrets, owner,
+ * request_id and lease the row was queued with.  The row is deleted and
+ * the grant records the row and its wkey, so the waiter finds it by a
+ * read (holder_by_waiter) if someone else made it.  `token` is the
+ * grant's token if the caller knows it (the waiter's own poll), else NULL
+ * (a handoff: only the waiting request knows it).  *wake_next is set if
+ * the lock has room left and live waiters remain.  Used by the handoff of
+ * a freed lock and by a waiter's poll alike.
+ */
+static int
+grant_waiter(struct lockcore *lc, int64_t id, const struct wrow *wr,
+    int held, const char *token, int64_t now, struct lock_grant *g,
+    bool *wake_next)
+{
+	int rest, rc;
+
+	if ((rc = STORE(lc, waiter_delete, id)) < 0 ||
+	    (rc = grant_new(lc, wr->lock_id, wr->name, wr->owner,
+	    wr->has_rid ? wr->rid_hash : NULL, &wr->sec, token, wr->ttl_ms, now,
+	    id, wr->wkey, g)) < 0)
+		return rc;
+	if (held + 1 < wr->max_holders) {
+		if ((rc = STORE(lc, waiter_count, wr->lock_id, id, INT64_MAX,
+		    now, 1, &rest)) < 0)
+			return rc;
+		*wake_next = rest > 0;
+	}
+	return 0;
+}
+
+/*
  * A lock lost a holder: grant its first live waiter in this transaction
- * if `ho` allows (see struct lock_handoff), the same grant poll_tx() would
- * make for that waiter.  *wake_next is set if live waiters remain that the
+ * if `ho` allows (see struct lock_handoff), by the grant step a waiter's
+ * poll uses (grant_waiter).  *wake_next is set if live waiters remain that the
  * lock has room for and that were not granted here.  `queued` false says
  * the lock is known to have no waiter row, so there is nothing to do.
  */
@@ -480,25 +513,16 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	}
 	if ((rc = STORE(lc, waiter_get, w.head, &wr, &found)) < 0)
 		return rc;
-	if (!found) {
+	if (!found)
 		return lc_fail(lc, "waiter row vanished");
-	}
 	/* The token is the waiting request's: only it knows it. */
-	if ((rc = STORE(lc, waiter_delete, w.head)) < 0 ||
-	    (rc = grant_new(lc, lr->id, wr.name, wr.owner,
-	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, NULL, wr.ttl_ms, now,
-	    w.head, wr.wkey, &ho->grant)) < 0)
+	if ((rc = grant_waiter(lc, w.head, &wr, hs.count, NULL, now,
+	    &ho->grant, wake_next)) < 0)
 		return rc;
 	ho->waiter_id = w.head;
 	ho->pid = w.head_pid;
 	ho->key = wr.wkey;
 	ho->expires_at = ho->grant.expires_at;
-	if (hs.count + 1 < lr->max_holders) {
-		if ((rc = STORE(lc, waiter_count, lr->id, w.head, INT64_MAX, now, 1,
-		    &n)) < 0)
-			return rc;
-		*wake_next = n > 0;
-	}
 	return 0;
 }
 
@@ -831,7 +855,7 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	struct wrow wr;
 	struct hstate hs;
 	struct walk w;
-	int rest, rc;
+	int rc;
 
 	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
@@ -848,17 +872,9 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 		return rc < 0 ? rc : LC_QUEUED;
 	}
 	if ((rc = own_token(lc, &wr.sec, who, token)) < 0 ||
-	    (rc = STORE(lc, waiter_delete, waiter_id)) < 0 ||
-	    (rc = grant_new(lc, wr.lock_id, wr.name, wr.owner,
-	    wr.has_rid ? wr.rid_hash : NULL, &wr.sec, token, wr.ttl_ms, now,
-	    waiter_id, wr.wkey, grant)) < 0)
+	    (rc = grant_waiter(lc, waiter_id, &wr, hs.count, token, now, grant,
+	    wake_next)) < 0)
 		return rc;
-	if (hs.count + 1 < wr.max_holders) {
-		if ((rc = STORE(lc, waiter_count, wr.lock_id, waiter_id, INT64_MAX,
-		    now, 1, &rest)) < 0)
-			return rc;
-		*wake_next = rest > 0;
-	}
 	return LC_GRANTED;
 }
 
