@@ -60,8 +60,8 @@
  *    raises it above their fence_seq in the same transaction, so a name
  *    used again starts above every fence it had;
  *  - an unclean shutdown raises it by FENCE_JUMP (above).
- * The grant's transaction reads it (fence_next in store.h), so a floor raised by
- * another connection is in force at once.
+ * The grant's transaction reads it (fence_next in store.h), so a floor
+ * raised by another connection is in force at once.
  */
 
 /* Sessions: see "Unclean shutdowns" above. */

@@ -338,7 +338,7 @@ walk_one(const struct wslot *ws, void *arg)
  * ones.  With `all` unset it stops at the first live waiter, which is all
  * a grant decision needs: it saves a /proc read per queued waiter in every
  * transaction, and dead waiters further back are removed when they reach
- * the head (or, long past their deadline, by lockcore_sweep()).  A walk
+ * the head, or long past their deadline by lockcore_sweep().  A walk
  * stops at a dead waiter and starts again after it once it is deleted,
  * rather than go on across a change to the rows it walks.
  */
@@ -382,7 +382,8 @@ wait_info(struct lockcore *lc, int64_t lock_id, int64_t id,
 	info->ahead = w->live;
 	info->handed = false;
 	if (w->head != 0 && w->live == 1)
-		rc = STORE(lc, waiter_count, lock_id, w->head, id != 0 ? id : INT64_MAX,
+		rc = STORE(lc, waiter_count, lock_id, w->head,
+		    id != 0 ? id : INT64_MAX,
 		    now, LC_AHEAD_MAX, &rest);
 	info->ahead += rest;
 	return rc;
@@ -440,43 +441,35 @@ holder_by_waiter(struct lockcore *lc, int64_t waiter_id, int64_t now,
 
 /*
  * The grant step of a queue: waiter row `id` (loaded in *wr), the first
- * live waiter of its lock, which has `held` live holders and room for
- * one more, becomes a grant in this transaction, with the secrets, owner,
- * request_id and lease the row was queued with.  The row is deleted and
+ * live waiter of its lock, which has no live holder, becomes a grant in
+ * this transaction, with the secrets, owner, request_id and lease the row
+ * was queued with.  The row is deleted and
  * the grant records the row and its wkey, so the waiter finds it by a
  * read (holder_by_waiter) if someone else made it.  `token` is the
  * grant's token if the caller knows it (the waiter's own poll), else NULL
- * (a handoff: only the waiting request knows it).  *wake_next is set if
- * the lock has room left and live waiters remain.  Used by the handoff of
+ * (a handoff: only the waiting request knows it).  Used by the handoff of
  * a freed lock and by a waiter's poll alike.
  */
 static int
 grant_waiter(struct lockcore *lc, int64_t id, const struct wrow *wr,
-    int held, const char *token, int64_t now, struct lock_grant *g,
-    bool *wake_next)
+    const char *token, int64_t now, struct lock_grant *g)
 {
-	int rest, rc;
+	int rc;
 
-	if ((rc = STORE(lc, waiter_delete, id)) < 0 ||
-	    (rc = grant_new(lc, wr->lock_id, wr->name, wr->owner,
-	    wr->has_rid ? wr->rid_hash : NULL, &wr->sec, token, wr->ttl_ms, now,
-	    id, wr->wkey, g)) < 0)
+	if ((rc = STORE(lc, waiter_delete, id)) < 0)
 		return rc;
-	if (held + 1 < wr->max_holders) {
-		if ((rc = STORE(lc, waiter_count, wr->lock_id, id, INT64_MAX,
-		    now, 1, &rest)) < 0)
-			return rc;
-		*wake_next = rest > 0;
-	}
-	return 0;
+	return grant_new(lc, wr->lock_id, wr->name, wr->owner,
+	    wr->has_rid ? wr->rid_hash : NULL, &wr->sec, token, wr->ttl_ms, now,
+	    id, wr->wkey, g);
 }
 
 /*
- * A lock lost a holder: grant its first live waiter in this transaction
+ * A lock lost its holder: grant its first live waiter in this transaction
  * if `ho` allows (see struct lock_handoff), by the grant step a waiter's
- * poll uses (grant_waiter).  *wake_next is set if live waiters remain that the
- * lock has room for and that were not granted here.  `queued` false says
- * the lock is known to have no waiter row, so there is nothing to do.
+ * poll uses (grant_waiter).  *wake_next is set if live waiters wait and
+ * none was granted here (no `ho`, a grace, or a first waiter `ho` does not
+ * allow).  `queued` false says the lock is known to have no waiter row,
+ * so there is nothing to do.
  */
 static int
 handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
@@ -505,7 +498,7 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	    (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false, &w)) < 0)
 		return rc;
 	*wake_next = false;
-	if (w.head == 0 || hs.count >= lr->max_holders)
+	if (w.head == 0 || hs.count > 0)
 		return 0;
 	if (ho->only_pid != 0 && w.head_pid != ho->only_pid) {
 		*wake_next = true;      /* the first waiter grants itself */
@@ -516,8 +509,7 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	if (!found)
 		return lc_fail(lc, "waiter row vanished");
 	/* The token is the waiting request's: only it knows it. */
-	if ((rc = grant_waiter(lc, w.head, &wr, hs.count, NULL, now,
-	    &ho->grant, wake_next)) < 0)
+	if ((rc = grant_waiter(lc, w.head, &wr, NULL, now, &ho->grant)) < 0)
 		return rc;
 	ho->waiter_id = w.head;
 	ho->pid = w.head_pid;
@@ -659,7 +651,7 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 	if (queued && (rc = walk_waiters(lc, lr->id, INT64_MAX, now, false,
 	    &w)) < 0)
 		return rc;
-	if (hs.count < lr->max_holders && w.live == 0) {
+	if (hs.count == 0 && w.live == 0) {
 		char token[LC_TOKEN_LEN + 1];
 		unsigned char buf[SECRET_HASH_LEN];
 		const unsigned char *rh;
@@ -836,7 +828,7 @@ poll_look(struct lockcore *lc, int64_t waiter_id,
 	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
 	if ((rc = STORE(lc, holder_state, wr.lock_id, now, &hs)) < 0 ||
-	    hs.count < wr.max_holders)
+	    hs.count == 0)
 		return rc;
 	info->waiter_id = waiter_id;
 	info->holder_expires = hs.min_expires;
@@ -860,20 +852,20 @@ poll_tx(struct lockcore *lc, int64_t waiter_id,
 	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
 		return rc;
 	if ((rc = STORE(lc, holders_purge, wr.lock_id, now, NULL)) < 0 ||
-	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false, &w)) < 0 ||
+	    (rc = walk_waiters(lc, wr.lock_id, waiter_id, now, false,
+	    &w)) < 0 ||
 	    (rc = STORE(lc, holder_state, wr.lock_id, now, &hs)) < 0)
 		return rc;
-	if (hs.count >= wr.max_holders || w.live > 0 || wr.deadline <= now) {
+	if (hs.count > 0 || w.live > 0 || wr.deadline <= now) {
 		/* Room, but someone live is ahead: that one must be told.
 		 * A waiter past its deadline is never granted: its request
 		 * times out (and withdraws) once it sees the clock. */
-		*wake_next = hs.count < wr.max_holders && w.live > 0;
+		*wake_next = hs.count == 0 && w.live > 0;
 		rc = wait_info(lc, wr.lock_id, waiter_id, &w, &hs, now, info);
 		return rc < 0 ? rc : LC_QUEUED;
 	}
 	if ((rc = own_token(lc, &wr.sec, who, token)) < 0 ||
-	    (rc = grant_waiter(lc, waiter_id, &wr, hs.count, token, now, grant,
-	    wake_next)) < 0)
+	    (rc = grant_waiter(lc, waiter_id, &wr, token, now, grant)) < 0)
 		return rc;
 	return LC_GRANTED;
 }
@@ -1182,10 +1174,10 @@ lock_cancel(struct lockcore *lc, const char *name, const char *request_id,
 /*
  * Housekeeping: one batch of lock rows after the connection's cursor.
  * Their expired holders and the waiter rows long past their deadline
- * (SWEEP_WAITER_LATE_MS: their requests have answered by then, and the
- * processes of the others are gone) are deleted, then the rows of idle
- * locks (no holder, no waiter row, no grant for idle_ms), and the fence floor is raised above
- * the fences those rows had issued (see "Fences"), all in one
+ * (SWEEP_WAITER_LATE_MS: by then the request of each has answered, or its
+ * process is gone) are deleted, then the rows of idle locks (no holder,
+ * no waiter row, no grant for idle_ms), and the fence floor is raised
+ * above the fences those rows had issued (conn.c, "Fences"), all in one
  * transaction.  The cursor starts over after the last row.
  */
 static int

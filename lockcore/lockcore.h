@@ -352,7 +352,11 @@ int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
  * transaction.
  * Fences stay unique per name: the next grant of a name whose row was
  * deleted carries a fence above every one it had.  *changed gets the rows
- * deleted.
+ * deleted.  The caller runs it now and then: the worker runs one batch
+ * at most once a second per process, after a request (fcgi db_sweep).
+ * Without it the semantics hold (expired and dead rows count as absent),
+ * but the rows of locks used once stay in the file, and so do waiter rows
+ * that no request withdraws.
  */
 int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
     int64_t idle_ms, int *changed) LC_WUR;

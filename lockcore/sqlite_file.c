@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,6 +48,8 @@
     " wkey INTEGER,"                                                \
     " PRIMARY KEY (lock_id, fence)) WITHOUT ROWID"
 
+/* locks.max_holders is read by nothing: a lock has one holder.  The
+ * column stays so that files of every version have one shape. */
 #define LOCKS_TABLE                                                 \
     "CREATE TABLE IF NOT EXISTS locks("                             \
     " id INTEGER PRIMARY KEY,"                                      \
@@ -67,7 +71,8 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta("
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', 5);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', "
+    SCHEMA_VERSION_SQL ");"
     LOCKS_TABLE
     "CREATE TABLE IF NOT EXISTS holders" HOLDERS_TABLE ";"
     "CREATE UNIQUE INDEX IF NOT EXISTS holders_waiter ON holders(waiter_id)"
@@ -313,13 +318,13 @@ upgrade_v4(sqlite3 *db)
 
 /* Creates or upgrades the schema (sqlite_schema.h). */
 int
-make_schema(sqlite3 *db, bool *upgraded, const char **why)
+make_schema(sqlite3 *db, const char **why)
 {
 	static _Thread_local char schema_err[SCHEMA_ERR_LEN];
 	int64_t v;
 	int rc;
+	bool upgrading = false;
 
-	*upgraded = false;
 	if (schema_version(db) >= SCHEMA_VERSION) {
 		scrub(db);
 		return 0;
@@ -339,15 +344,16 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 			if (rc == SQLITE_OK)
 				rc = sqlite3_exec(db, upgrade_v5_sql, NULL,
 				    NULL, NULL);
-			*upgraded = true;
+			upgrading = true;
 		}
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, sessions_sql, NULL, NULL, NULL);
 		if (rc == SQLITE_OK && v != 0)
-			rc = sqlite3_exec(db, "UPDATE meta SET value = 5"
-			    " WHERE key = 'schema_version'", NULL, NULL, NULL);
+			rc = sqlite3_exec(db, "UPDATE meta SET value = "
+			    SCHEMA_VERSION_SQL " WHERE key = 'schema_version'",
+			    NULL, NULL, NULL);
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
@@ -358,7 +364,7 @@ make_schema(sqlite3 *db, bool *upgraded, const char **why)
 		if (!sqlite3_get_autocommit(db))
 			(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	}
-	if (*upgraded) {
+	if (upgrading) {
 		(void)upgrade_funcs(db, false);
 		(void)sqlite3_exec(db, "PRAGMA secure_delete=OFF", NULL, NULL,
 		    NULL);

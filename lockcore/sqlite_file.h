@@ -5,19 +5,20 @@
 #ifndef HTTPLOCK_SQLITE_FILE_H
 #define HTTPLOCK_SQLITE_FILE_H
 
-#include <stdbool.h>
-
 #include <sqlite3.h>
 
-#define SCHEMA_VERSION 5
+/* The schema this code reads and writes, and the same as SQL text. */
+#define SCHEMA_VERSION     5
+#define SCHEMA_STR_(v)     #v
+#define SCHEMA_STR(v)      SCHEMA_STR_(v)
+#define SCHEMA_VERSION_SQL SCHEMA_STR(SCHEMA_VERSION)
 
 /*
  * Creates the schema if absent, or upgrades versions 1 to 4 to 5, in one
  * transaction.  Another version is left for the caller to refuse.
- * *upgraded is set when an existing file was upgraded.  0, or -1 with
- * *why set.
+ * 0, or -1 with *why set.
  */
-int make_schema(sqlite3 *db, bool *upgraded, const char **why);
+int make_schema(sqlite3 *db, const char **why);
 
 /*
  * Creates the database file at `path` if it does not exist, readable by

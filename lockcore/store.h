@@ -43,7 +43,6 @@
 /* A lock row. */
 struct lockrow {
 	int64_t id;
-	int     max_holders;
 	int64_t nwait;        /* its waiter rows, dead ones included */
 };
 
@@ -73,7 +72,7 @@ struct hrow {
 	int64_t ttl_ms;      /* the lease as granted or last renewed */
 };
 
-/* A waiter row with the lock it waits for (name, max_holders: read only). */
+/* A waiter row with the name of the lock it waits for (read only). */
 struct wrow {
 	int64_t lock_id;
 	char    owner[LC_OWNER_MAX + 1];
@@ -83,7 +82,6 @@ struct wrow {
 	int64_t ttl_ms;
 	uint64_t wkey;
 	char    name[LC_KEY_MAX + 1];
-	int     max_holders;
 	int64_t deadline;
 };
 
@@ -203,7 +201,7 @@ struct store_ops {
 	/*
 	 * Waiters.  waiter_by_rid() gives the id (0: none) and the secrets
 	 * (sec may be NULL) of the lock's waiter row with request_id hash rh.
-	 * waiter_add() appends w (its name and max_holders unused) for the
+	 * waiter_add() appends w (its name unused) for the
 	 * process pid started at pstart and returns the new id.
 	 * waiter_take() gives row id to another request.  waiter_count()
 	 * counts rows with after < id < below and deadline > now, stopping

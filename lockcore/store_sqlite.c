@@ -13,18 +13,15 @@
  * and opens the file (WAL mode, synchronous mode; its permissions and
  * schema: sqlite_file.c).
  */
-#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -108,13 +105,13 @@ static const char *const sqltab[S_COUNT] = {
 	    " sync_full, max_ttl_ms, opened_at)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[S_SESS_DEL] = "DELETE FROM sessions WHERE id = ?1",
-	[S_LOCK_GET] = "SELECT id, max_holders, nwait FROM locks"
+	[S_LOCK_GET] = "SELECT id, nwait FROM locks"
 	    " WHERE name = ?1",
 	/* The lock row with what the fast paths need to know of its holders
 	 * and queue, in one statement: live holders, their first expiry,
 	 * expired holders (to purge), and its waiter rows (locks.nwait).
 	 * One row even without a lock row (id NULL). */
-	[S_LOCK_STATE] = "SELECT l.id, l.max_holders,"
+	[S_LOCK_STATE] = "SELECT l.id,"
 	    " count(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
 	    " min(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
 	    " count(h.expires_at) FILTER (WHERE h.expires_at <= ?2),"
@@ -151,7 +148,7 @@ static const char *const sqltab[S_COUNT] = {
 	[S_H_TAKE] = "UPDATE holders SET wkey = ?3"
 	    " WHERE lock_id = ?1 AND fence = ?2",
 	[S_W_GET] = "SELECT w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
-	    " w.wkey, l.name, l.max_holders, w.deadline, w.token_hash, w.seal"
+	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
 	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
 	    " WHERE lock_id = ?1 AND rid_hash = ?2",
@@ -234,7 +231,7 @@ dbfail(struct sqstore *q, int rc)
 
 /* Resets `s` and clears its bindings, ready for the next use. */
 static void
-done(sqlite3_stmt *s)
+stmt_reset(sqlite3_stmt *s)
 {
 	(void)sqlite3_reset(s);
 	(void)sqlite3_clear_bindings(s);
@@ -248,7 +245,7 @@ bind_i64(sqlite3_stmt *s, int i, int64_t v, int *rc)
 		*rc = sqlite3_bind_int64(s, i, v);
 }
 
-/* Binds text, or NULL when v is NULL; the caller keeps v until done(). */
+/* Binds text, or NULL when v is NULL; v must last until stmt_reset(). */
 static void
 bind_txt(sqlite3_stmt *s, int i, const char *v, int *rc)
 {
@@ -260,7 +257,7 @@ bind_txt(sqlite3_stmt *s, int i, const char *v, int *rc)
 		*rc = sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
 
-/* Binds n bytes, or NULL when v is NULL; the caller keeps v until done(). */
+/* Binds n bytes, or NULL when v is NULL; v must last until stmt_reset(). */
 static void
 bind_blob(sqlite3_stmt *s, int i, const void *v, size_t n, int *rc)
 {
@@ -291,7 +288,8 @@ copy_blob(void *dst, size_t n, sqlite3_stmt *s, int col)
 
 /*
  * Steps `s` once after binding returned brc.  Returns 0 with *found telling
- * whether a row came back (read it, then call done()), or an LC_E_ code.
+ * whether a row came back (read it, then call stmt_reset()), or an LC_E_
+ * code.
  */
 static int
 step_row(struct sqstore *q, sqlite3_stmt *s, int brc, bool *found)
@@ -310,22 +308,22 @@ step_row(struct sqstore *q, sqlite3_stmt *s, int brc, bool *found)
 
 /* Runs a statement that returns no rows and resets it.  0 or LC_E_. */
 static int
-run(struct sqstore *q, sqlite3_stmt *s, int brc)
+stmt_exec(struct sqstore *q, sqlite3_stmt *s, int brc)
 {
 	int rc = brc;
 
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	rc = rc == SQLITE_DONE ? 0 : dbfail(q, rc);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
-/* run(), then *n (may be NULL) gets the rows it changed. */
+/* stmt_exec(), then *n (may be NULL) gets the rows it changed. */
 static int
-run_count(struct sqstore *q, sqlite3_stmt *s, int brc, int *n)
+stmt_exec_count(struct sqstore *q, sqlite3_stmt *s, int brc, int *n)
 {
-	int rc = run(q, s, brc);
+	int rc = stmt_exec(q, s, brc);
 
 	if (rc == 0 && n != NULL)
 		*n = sqlite3_changes(q->db);
@@ -334,7 +332,7 @@ run_count(struct sqstore *q, sqlite3_stmt *s, int brc, int *n)
 
 /* Steps a statement that returns one integer (NULL: 0) into *v. */
 static int
-run_i64(struct sqstore *q, sqlite3_stmt *s, int brc, int64_t *v)
+stmt_int64(struct sqstore *q, sqlite3_stmt *s, int brc, int64_t *v)
 {
 	int rc;
 	bool found;
@@ -343,7 +341,7 @@ run_i64(struct sqstore *q, sqlite3_stmt *s, int brc, int64_t *v)
 	rc = step_row(q, s, brc, &found);
 	if (rc == 0 && found)
 		*v = sqlite3_column_int64(s, 0);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -439,9 +437,10 @@ tx_begin(struct store *st, bool write, int64_t *now)
 		 * commit on its own. */
 		if (q->batch_failed || sqlite3_get_autocommit(q->db))
 			return LC_E_DB;
-		rc = run(q, q->sp[0], SQLITE_OK);
+		rc = stmt_exec(q, q->sp[0], SQLITE_OK);
 	} else
-		rc = run(q, q->st[write ? S_BEGIN : S_BEGIN_RO], SQLITE_OK);
+		rc = stmt_exec(q, q->st[write ? S_BEGIN : S_BEGIN_RO],
+		    SQLITE_OK);
 	/* With a live clock the transaction's time is read once it has the
 	 * database: the caller's `now` may predate a wait for the write
 	 * lock, and a grant stamped with it would get a shorter lease and an
@@ -515,9 +514,9 @@ tx_end(struct store *st, int rc)
 		/* A call that failed must leave nothing behind: if its
 		 * savepoint cannot be undone, or released, the batch's
 		 * transaction is no longer trustworthy and is rolled back. */
-		if (rc < 0 && run(q, q->sp[2], SQLITE_OK) < 0)
+		if (rc < 0 && stmt_exec(q, q->sp[2], SQLITE_OK) < 0)
 			q->batch_failed = true;
-		if ((crc = run(q, q->sp[1], SQLITE_OK)) < 0) {
+		if ((crc = stmt_exec(q, q->sp[1], SQLITE_OK)) < 0) {
 			q->batch_failed = true;
 			if (rc >= 0)
 				rc = crc;
@@ -525,7 +524,7 @@ tx_end(struct store *st, int rc)
 		return rc;
 	}
 	if (rc >= 0) {
-		int crc = run(q, q->st[S_COMMIT], SQLITE_OK);
+		int crc = stmt_exec(q, q->st[S_COMMIT], SQLITE_OK);
 
 		if (crc < 0)
 			rc = crc;
@@ -534,7 +533,7 @@ tx_end(struct store *st, int rc)
 	}
 	/* Some errors (I/O, full disk, no memory) roll back on their own. */
 	if (rc < 0 && !sqlite3_get_autocommit(q->db))
-		(void)run(q, q->st[S_ROLLBACK], SQLITE_OK);
+		(void)stmt_exec(q, q->st[S_ROLLBACK], SQLITE_OK);
 	return rc;
 }
 
@@ -562,7 +561,7 @@ batch_begin(struct store *st)
 		if (q->sp[i] == NULL && (rc = prepare1(q, sql[i],
 		    &q->sp[i])) < 0)
 			return rc;
-	if ((rc = run(q, q->st[S_BEGIN], SQLITE_OK)) < 0)
+	if ((rc = stmt_exec(q, q->st[S_BEGIN], SQLITE_OK)) < 0)
 		return rc;
 	q->batch = true;
 	q->batch_failed = false;
@@ -705,7 +704,7 @@ check_version(struct sqstore *q, const char **why)
 		rc = -1;
 	} else
 		rc = 0;
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -717,7 +716,6 @@ store_sqlite_open(struct store **out, const char *path,
 	const char *what = "sqlite3_open_v2", *why = NULL;
 	char pragma[64];
 	int rc = LC_E_DB;
-	bool upgraded;
 
 	*out = NULL;
 	if ((q = calloc(1, sizeof(*q))) == NULL) {
@@ -767,7 +765,7 @@ store_sqlite_open(struct store **out, const char *path,
 		goto out;
 	}
 	what = "schema";
-	if (make_schema(q->db, &upgraded, &why) < 0 ||
+	if (make_schema(q->db, &why) < 0 ||
 	    prepare_all(q, &why) < 0 ||
 	    check_version(q, &why) < 0)
 		goto out;
@@ -797,7 +795,7 @@ meta_get(struct store *st, const char *key, int64_t *v)
 	int brc = SQLITE_OK;
 
 	bind_txt(q->st[S_META_GET], 1, key, &brc);
-	return run_i64(q, q->st[S_META_GET], brc, v);
+	return stmt_int64(q, q->st[S_META_GET], brc, v);
 }
 
 static int
@@ -809,7 +807,7 @@ meta_set(struct store *st, const char *key, int64_t v)
 
 	bind_txt(s, 1, key, &brc);
 	bind_i64(s, 2, v, &brc);
-	return run(q, s, brc);
+	return stmt_exec(q, s, brc);
 }
 
 static int
@@ -819,7 +817,7 @@ floor_raise(struct store *st, int64_t floor)
 	int brc = SQLITE_OK;
 
 	bind_i64(q->st[S_FLOOR_RAISE], 1, floor, &brc);
-	return run(q, q->st[S_FLOOR_RAISE], brc);
+	return stmt_exec(q, q->st[S_FLOOR_RAISE], brc);
 }
 
 static int
@@ -845,7 +843,7 @@ session_next(struct store *st, int64_t after, struct session_row *r,
 			(void)snprintf(r->boot_id, sizeof(r->boot_id), "%s",
 			    (const char *)sqlite3_column_text(s, 1));
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -862,7 +860,7 @@ session_add(struct store *st, const struct session_row *r, int64_t *id)
 	bind_i64(s, 4, r->sync_full, &brc);
 	bind_i64(s, 5, r->max_ttl_ms, &brc);
 	bind_i64(s, 6, r->opened_at, &brc);
-	if ((rc = run(q, s, brc)) == 0)
+	if ((rc = stmt_exec(q, s, brc)) == 0)
 		*id = sqlite3_last_insert_rowid(q->db);
 	return rc;
 }
@@ -874,7 +872,7 @@ session_delete(struct store *st, int64_t id)
 	int brc = SQLITE_OK;
 
 	bind_i64(q->st[S_SESS_DEL], 1, id, &brc);
-	return run(q, q->st[S_SESS_DEL], brc);
+	return stmt_exec(q, q->st[S_SESS_DEL], brc);
 }
 
 /* Lock rows. */
@@ -886,10 +884,9 @@ lock_add(struct store *st, const char *name, struct lockrow *lr)
 	int rc, brc = SQLITE_OK;
 
 	bind_txt(q->st[S_LOCK_ADD], 1, name, &brc);
-	if ((rc = run(q, q->st[S_LOCK_ADD], brc)) < 0)
+	if ((rc = stmt_exec(q, q->st[S_LOCK_ADD], brc)) < 0)
 		return rc;
 	lr->id = sqlite3_last_insert_rowid(q->db);
-	lr->max_holders = 1;
 	lr->nwait = 0;
 	return 0;
 }
@@ -905,10 +902,9 @@ lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 	rc = step_row(q, s, brc, found);
 	if (rc == 0 && *found) {
 		lr->id = sqlite3_column_int64(s, 0);
-		lr->max_holders = sqlite3_column_int(s, 1);
-		lr->nwait = sqlite3_column_int64(s, 2);
+		lr->nwait = sqlite3_column_int64(s, 1);
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -931,13 +927,12 @@ lock_state(struct store *st, const char *name, int64_t now,
 		*found = sqlite3_column_type(s, 0) != SQLITE_NULL;
 	if (rc == 0 && *found) {
 		lr->id = sqlite3_column_int64(s, 0);
-		lr->max_holders = sqlite3_column_int(s, 1);
-		hs->count = sqlite3_column_int(s, 2);
-		hs->min_expires = sqlite3_column_int64(s, 3);  /* NULL: 0 */
-		*expired = sqlite3_column_int(s, 4);
-		lr->nwait = sqlite3_column_int64(s, 5);
+		hs->count = sqlite3_column_int(s, 1);
+		hs->min_expires = sqlite3_column_int64(s, 2);  /* NULL: 0 */
+		*expired = sqlite3_column_int(s, 3);
+		lr->nwait = sqlite3_column_int64(s, 4);
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -953,7 +948,7 @@ fence_next(struct store *st, int64_t lock_id, int64_t floor, int64_t now,
 	bind_i64(q->st[S_FENCE_BUMP], 1, lock_id, &brc);
 	bind_i64(q->st[S_FENCE_BUMP], 2, floor, &brc);
 	bind_i64(q->st[S_FENCE_BUMP], 3, now, &brc);
-	if ((rc = run(q, q->st[S_FENCE_BUMP], brc)) < 0)
+	if ((rc = stmt_exec(q, q->st[S_FENCE_BUMP], brc)) < 0)
 		return rc;
 	bind_i64(s, 1, lock_id, &brc);
 	rc = step_row(q, s, brc, &found);
@@ -964,7 +959,7 @@ fence_next(struct store *st, int64_t lock_id, int64_t floor, int64_t now,
 	}
 	if (rc == 0)
 		*fence = sqlite3_column_int64(s, 0);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -973,7 +968,7 @@ fence_max(struct store *st, int64_t *top)
 {
 	struct sqstore *q = (struct sqstore *)st;
 
-	return run_i64(q, q->st[S_FENCE_MAX], SQLITE_OK, top);
+	return stmt_int64(q, q->st[S_FENCE_MAX], SQLITE_OK, top);
 }
 
 /* Holders. */
@@ -996,7 +991,7 @@ holder_state(struct store *st, int64_t lock_id, int64_t now,
 		hs->count = sqlite3_column_int(s, 0);
 		hs->min_expires = sqlite3_column_int64(s, 1);  /* NULL: 0 */
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1009,7 +1004,7 @@ holders_purge(struct store *st, int64_t lock_id, int64_t now, int *n)
 
 	bind_i64(s, 1, lock_id, &brc);
 	bind_i64(s, 2, now, &brc);
-	return run_count(q, s, brc, n);
+	return stmt_exec_count(q, s, brc, n);
 }
 
 /* Reads a row of HOLDER_COLS. */
@@ -1045,7 +1040,7 @@ holders_live(struct store *st, int64_t lock_id, int64_t now,
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(q, rc);
 out:
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1063,7 +1058,7 @@ holder_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 	rc = step_row(q, s, brc, found);
 	if (rc == 0 && *found)
 		rc = read_holder(s, h);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1081,7 +1076,7 @@ holder_by_waiter(struct store *st, int64_t waiter_id, int64_t now,
 	if (rc == 0 && *found && (rc = read_holder(s, h)) == 0)
 		rc = sqlite3_column_type(s, 10) == SQLITE_NULL ? LC_E_NOMEM :
 		    copy_col(name, LC_KEY_MAX + 1, s, 10);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1106,7 +1101,7 @@ holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
 		bind_i64(s, 10, h->waiter_id, &brc);
 	if (h->wkey != 0)
 		bind_i64(s, 11, (int64_t)h->wkey, &brc);
-	return run(q, s, brc);
+	return stmt_exec(q, s, brc);
 }
 
 static int
@@ -1117,7 +1112,7 @@ holder_delete(struct store *st, int64_t lock_id, int64_t fence)
 
 	bind_i64(q->st[S_H_DEL], 1, lock_id, &brc);
 	bind_i64(q->st[S_H_DEL], 2, fence, &brc);
-	return run(q, q->st[S_H_DEL], brc);
+	return stmt_exec(q, q->st[S_H_DEL], brc);
 }
 
 static int
@@ -1132,7 +1127,7 @@ holder_renew(struct store *st, int64_t lock_id, int64_t fence,
 	bind_i64(s, 2, fence, &brc);
 	bind_i64(s, 3, expires_at, &brc);
 	bind_i64(s, 4, ttl_ms, &brc);
-	return run(q, s, brc);
+	return stmt_exec(q, s, brc);
 }
 
 static int
@@ -1145,7 +1140,7 @@ holder_take(struct store *st, int64_t lock_id, int64_t fence, uint64_t wkey)
 	bind_i64(s, 1, lock_id, &brc);
 	bind_i64(s, 2, fence, &brc);
 	bind_i64(s, 3, (int64_t)wkey, &brc);
-	return run(q, s, brc);
+	return stmt_exec(q, s, brc);
 }
 
 /* Waiters. */
@@ -1164,14 +1159,13 @@ waiter_get(struct store *st, int64_t id, struct wrow *w, bool *found)
 		w->has_rid = copy_blob(w->rid_hash, SECRET_HASH_LEN, s, 2);
 		w->ttl_ms = sqlite3_column_int64(s, 3);
 		w->wkey = (uint64_t)sqlite3_column_int64(s, 4);
-		w->max_holders = sqlite3_column_int(s, 6);
-		w->deadline = sqlite3_column_int64(s, 7);
-		read_secret(s, 8, 9, &w->sec);
+		w->deadline = sqlite3_column_int64(s, 6);
+		read_secret(s, 7, 8, &w->sec);
 		rc = copy_col(w->owner, sizeof(w->owner), s, 1);
 		if (rc == 0)
 			rc = copy_col(w->name, sizeof(w->name), s, 5);
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1193,7 +1187,7 @@ waiter_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 		if (sec != NULL)
 			read_secret(s, 1, 2, sec);
 	}
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1217,7 +1211,7 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 	bind_blob(s, 9, w->sec.token_hash, SECRET_HASH_LEN, &brc);
 	bind_blob(s, 10, w->sec.has_seal ? w->sec.seal : NULL,
 	    SECRET_SEAL_LEN, &brc);
-	if ((rc = run(q, s, brc)) == 0)
+	if ((rc = stmt_exec(q, s, brc)) == 0)
 		*id = sqlite3_last_insert_rowid(q->db);
 	return rc;
 }
@@ -1235,7 +1229,7 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 	bind_i64(s, 3, (int64_t)who->pstart, &brc);
 	bind_i64(s, 4, (int64_t)who->key, &brc);
 	bind_i64(s, 5, deadline, &brc);
-	return run(q, s, brc);
+	return stmt_exec(q, s, brc);
 }
 
 static int
@@ -1245,7 +1239,7 @@ waiter_delete(struct store *st, int64_t id)
 	int brc = SQLITE_OK;
 
 	bind_i64(q->st[S_W_DEL], 1, id, &brc);
-	return run(q, q->st[S_W_DEL], brc);
+	return stmt_exec(q, q->st[S_W_DEL], brc);
 }
 
 static int
@@ -1262,7 +1256,7 @@ waiter_count(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 	bind_i64(s, 3, below, &brc);
 	bind_i64(s, 4, now, &brc);
 	bind_i64(s, 5, limit, &brc);
-	rc = run_i64(q, s, brc, &v);
+	rc = stmt_int64(q, s, brc, &v);
 	*n = (int)v;
 	return rc;
 }
@@ -1292,7 +1286,7 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 		rc = fn(&w, arg) != 0 ? SQLITE_DONE : SQLITE_OK;
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(q, rc);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1358,7 +1352,7 @@ quota_count(struct store *st, bool waiting, const char *prefix, int64_t now,
 		    sqlite3_bind_text(s, 2, hi, hilen, SQLITE_STATIC);
 	bind_i64(s, 3, now, &brc);
 	bind_i64(s, 4, limit, &brc);
-	rc = run_i64(q, s, brc, &v);
+	rc = stmt_int64(q, s, brc, &v);
 	*n = (int)v;
 	return rc;
 }
@@ -1393,7 +1387,7 @@ list(struct store *st, int64_t now, const char *after, const char *prefix,
 		rc = fn(&e, arg) != 0 ? SQLITE_DONE : SQLITE_OK;
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(q, rc);
-	done(s);
+	stmt_reset(s);
 	return rc;
 }
 
@@ -1408,7 +1402,7 @@ sweep_range(struct store *st, int64_t lo, int batch, int64_t *hi)
 
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, batch, &brc);
-	return run_i64(q, s, brc, hi);       /* NULL (no row): 0 */
+	return stmt_int64(q, s, brc, hi);       /* NULL (no row): 0 */
 }
 
 static int
@@ -1423,14 +1417,14 @@ sweep_expired(struct store *st, int64_t lo, int64_t hi, int64_t now,
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, hi, &brc);
 	bind_i64(s, 3, now, &brc);
-	if ((rc = run_count(q, s, brc, &k)) < 0)
+	if ((rc = stmt_exec_count(q, s, brc, &k)) < 0)
 		return rc;
 	*n += k;
 	s = q->st[S_SWEEP_WAITERS];
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, hi, &brc);
 	bind_i64(s, 3, late, &brc);
-	if ((rc = run_count(q, s, brc, &k)) < 0)
+	if ((rc = stmt_exec_count(q, s, brc, &k)) < 0)
 		return rc;
 	*n += k;
 	return 0;
@@ -1448,13 +1442,13 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, hi, &brc);
 	bind_i64(s, 3, used_before, &brc);
-	if ((rc = run_i64(q, s, brc, top)) < 0)
+	if ((rc = stmt_int64(q, s, brc, top)) < 0)
 		return rc;
 	s = q->st[S_SWEEP_IDLE];
 	bind_i64(s, 1, lo, &brc);
 	bind_i64(s, 2, hi, &brc);
 	bind_i64(s, 3, used_before, &brc);
-	return run_count(q, s, brc, n);
+	return stmt_exec_count(q, s, brc, n);
 }
 
 static const struct store_ops sqlite_ops = {
