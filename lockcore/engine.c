@@ -34,7 +34,8 @@
 #include "proc.h"
 #include "secret.h"
 
-_Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN, "a token is what secret.h makes");
+_Static_assert(LC_TOKEN_LEN == SECRET_TOKEN_LEN,
+    "a token is what secret.h makes");
 
 /*
  * Tokens and request ids are credentials and are stored only as SHA-256
