@@ -7,7 +7,9 @@
  * changes on a noisy machine (alternate the builds, compare ratios).
  *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Icommon -Ilockcore bench/lcbench.c \
- *       lockcore/*.c common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle
+ *       lockcore/conn.c lockcore/engine.c lockcore/query.c \
+ *       lockcore/store_sqlite.c lockcore/sqlite_file.c lockcore/secret.c \
+ *       common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle
  *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR
  *
  * DIR gets a fresh lcbench.db.  -H grants HELD more locks first (never

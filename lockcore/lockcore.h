@@ -21,7 +21,7 @@
  * hashes (secret.h), so a copy of the file grants nothing.  Fences only
  * grow per name, also across restarts, restores of older copies and
  * idle locks whose rows were reclaimed: the first open after a stop
- * floors them at the wall clock in microseconds (lockcore.c, "Fences").
+ * floors them at the wall clock in microseconds (conn.c, "Fences").
  *
  * A struct lockcore is one SQLite connection.  It is not thread-safe: a
  * process that shares one among threads serialises calls with its own
@@ -94,7 +94,7 @@ struct lockcore_opts {
 
 /*
  * What lockcore_open() found about earlier runs (see "Unclean shutdowns"
- * in lockcore.c).
+ * in conn.c).
  */
 struct lockcore_recovery {
 	int     recovered;       /* 1: this open found sessions of an earlier
@@ -352,7 +352,11 @@ int lock_list(struct lockcore *lc, const char *prefix, const char *skip,
  * transaction.
  * Fences stay unique per name: the next grant of a name whose row was
  * deleted carries a fence above every one it had.  *changed gets the rows
- * deleted.
+ * deleted.  The caller runs it now and then: the worker runs one batch
+ * at most once a second per process, after a request (fcgi db_sweep).
+ * Without it the semantics hold (expired and dead rows count as absent),
+ * but the rows of locks used once stay in the file, and so do waiter rows
+ * that no request withdraws.
  */
 int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
     int64_t idle_ms, int *changed) LC_WUR;

@@ -1164,7 +1164,7 @@ END_TEST
 /*
  * The WAL stays bounded while two connections write in turn (two worker
  * processes), and a WAL that a long reader made grow is cut back once the
- * reader is gone.  WAL_MAX is lockcore.c's journal_size_limit.
+ * reader is gone.  WAL_MAX is store_sqlite.c's journal_size_limit.
  */
 #define WAL_MAX (8 * 1024 * 1024)
 START_TEST(test_wal_bounded)
@@ -1412,7 +1412,7 @@ START_TEST(test_busy_handler)
 END_TEST
 
 /*
- * Unclean shutdowns (lockcore.c, "Unclean shutdowns").  A reboot is played
+ * Unclean shutdowns (conn.c, "Unclean shutdowns").  A reboot is played
  * by opening with another boot id while a connection of the first "boot"
  * is still open, which is what the file looks like after a power loss.
  */
