@@ -761,6 +761,12 @@ class Pty:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             try:
+                # A terminal's programs start with SIGINT and SIGQUIT at
+                # their defaults; a suite started in the background of a
+                # non-interactive shell has them ignored, and ignored they
+                # would pass to the command, which Ctrl-C would not stop.
+                for sig in (signal.SIGINT, signal.SIGQUIT):
+                    signal.signal(sig, signal.SIG_DFL)
                 os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)
@@ -800,8 +806,41 @@ class Pty:
                 self.pid = None
                 os.close(self.fd)
                 return os.waitstatus_to_exitcode(st)
-            assert time.monotonic() < deadline, "still running after %.0f s" % timeout_s
+            if time.monotonic() >= deadline:
+                raise AssertionError("still running after %.0f s; its session:\n%s\n"
+                                     "terminal output since the last match: %r" % (
+                                         timeout_s, self.session(), self.buf + self.drain()))
             time.sleep(0.02)
+
+    def drain(self):
+        """What the terminal has written and expect() has not read yet."""
+        import select
+        out = ""
+        while select.select([self.fd], [], [], 0)[0]:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data.decode("utf-8", "replace")
+        return out
+
+    def session(self):
+        """ps of the program's session, with each process's signal masks."""
+        ps = subprocess.run(["ps", "-o", "pid,ppid,pgid,tpgid,stat,wchan:16,args",
+                             "-s", str(self.pid)], capture_output=True, text=True).stdout
+        lines = [ps.rstrip()]
+        for line in ps.splitlines()[1:]:
+            pid = line.split()[0]
+            try:
+                with open("/proc/%s/status" % pid) as f:
+                    masks = [l.replace("\t", " ") for l in f.read().splitlines()
+                             if l.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
+            except OSError:
+                continue
+            lines.append("  %s: %s" % (pid, ", ".join(masks)))
+        return "\n".join(lines)
 
     def cleanup(self):
         if self.pid is not None:
