@@ -38,12 +38,6 @@ clock_wall_ms(void)
 	return read_ms(CLOCK_REALTIME);
 }
 
-int64_t
-clock_wall_to_mono(int64_t wall_deadline, int64_t wall_now)
-{
-	return clock_mono_ms() + (wall_deadline - wall_now);
-}
-
 int
 clock_ms_left(int64_t deadline, int64_t now)
 {
@@ -59,6 +53,8 @@ clock_after(clockid_t id, int64_t ms)
 {
 	struct timespec ts = { 0, 0 };
 
+	if (ms < 0)
+		ms = 0;
 	(void)clock_gettime(id, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (ms % 1000) * 1000000;

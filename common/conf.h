@@ -76,7 +76,7 @@ int conf_load(struct hl_conf *c, const char *path, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Writes ms as seconds, as the configuration file gives them: "30",
- * "0.25" (three decimals at most). */
+ * "0.250" (whole seconds, or three decimals). */
 void conf_fmt_seconds(char *buf, size_t len, int64_t ms);
 
 /* $HTTPLOCK_CONF if set and non-empty, else the compiled-in default. */

@@ -35,7 +35,7 @@
  * worker keeps one open.
  *
  * The coordinator never opens the database: the workers sweep it
- * (lockcore_sweep, fcgi/handlers.c).
+ * (lockcore_sweep, fcgi/db.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -369,8 +369,10 @@ timer_clear(struct lock *l)
  * Arms (or re-arms: the latest report wins) the expiry timer of `l` for
  * `when`, a wall-clock time (the lease's stored expiry).  The heap runs on
  * the monotonic clock, so the wall time is turned into a delay here, once:
- * a step of the system clock afterwards neither stalls nor hurries the
- * timer.  No lease lasts longer than max_ttl, so a later time is a peer's
+ * a step of the system clock back afterwards does not stall the timer.
+ * After a step forward the lease has ended by the wall clock before the
+ * timer fires; the first waiter's own looks (every FIRST_LOOK_POLLS poll
+ * intervals, fcgi/wait.c) hand it on meanwhile.  No lease lasts longer than max_ttl, so a later time is a peer's
  * nonsense: it is pulled in to the horizon (an early timer only makes the
  * first waiter look once more).
  */
@@ -384,10 +386,14 @@ timer_set(struct lock *l, int64_t when)
 		return;
 	}
 	wall = clock_wall_ms();
-	/* Compared first: `when` comes from a peer, any int64 value. */
-	delay = when <= wall ? 0 : when - wall;
-	if (delay > co.timer_horizon)
+	/* Compared, never subtracted first: `when` comes from a peer, any
+	 * int64 value. */
+	if (when <= wall)
+		delay = 0;
+	else if (when - co.timer_horizon > wall)
 		delay = co.timer_horizon;
+	else
+		delay = when - wall;
 	when = clock_mono_ms() + delay;
 	if (when == 0)
 		when = 1;       /* 0 means "not armed" */

@@ -109,10 +109,10 @@ db_init(const struct db_conf *dc)
 int
 db_close(int64_t wait_ms)
 {
-	struct timespec ts = clock_after(CLOCK_REALTIME, wait_ms);
+	struct timespec ts = clock_after(CLOCK_MONOTONIC, wait_ms);
 
 	/* The gate stays taken: nothing may open the database again. */
-	if (pthread_mutex_timedlock(&g.mu, &ts) != 0)
+	if (pthread_mutex_clocklock(&g.mu, CLOCK_MONOTONIC, &ts) != 0)
 		return -1;
 	lockcore_close(g.db);
 	g.db = NULL;

@@ -24,6 +24,8 @@
 #include "wait.h"
 #include "wakeup.h"
 
+#define NOMEM_LOG_MS 10000      /* "no memory to park": one line per */
+
 static struct handlers_conf conf;
 
 static json_object *
@@ -136,8 +138,16 @@ handle_acquire(struct reply *r, const struct request *rq)
 		}
 		wait_withdraw(&ref, &ar.who, info.waiter_id);
 		if (rc == WAIT_PARK_NOMEM) {
-			log_warnx(LOCK_FMT ": acquire refused: no memory to "
-			    "park it", LOCK_ARGS(rq));
+			static _Atomic int64_t logged_at;
+			int64_t t = clock_mono_ms(), last = atomic_load(&logged_at);
+
+			/* One line per NOMEM_LOG_MS: every acquire that would
+			 * wait is refused while memory is short. */
+			if ((last == 0 || t - last >= NOMEM_LOG_MS) &&
+			    atomic_compare_exchange_strong(&logged_at, &last, t))
+				log_warnx(LOCK_FMT ": acquire refused: no memory "
+				    "to park it (logged once per %d s)",
+				    LOCK_ARGS(rq), NOMEM_LOG_MS / 1000);
 			reply_lc_error(r, LC_E_NOMEM);
 			return;
 		}

@@ -16,8 +16,11 @@
  *
  * Every timer here runs on the monotonic clock: a deadline arrives as wall
  * time and is turned into monotonic time once, when the request parks, so
- * that a step of the system clock neither stalls nor hastens a wait.  The
- * wall clock is read only for what lockcore stores and compares.
+ * that a step of the system clock back does not stall a wait.  The waiter
+ * row keeps the wall deadline, and lockcore judges rows by it: once the
+ * wall clock has passed it, nobody grants the row and other waiters'
+ * walks delete it.  So a wait also ends, as a timeout, when the wall clock
+ * passes its deadline (a step forward ends it at its next look).
  *
  * The correctness of a wait is the database's (lockcore): everything here
  * only decides when to look.  Registered waiters rely on the coordinator's
@@ -98,6 +101,7 @@ struct park {
 	struct parked_answer  pa;           /* connection, lock (name and
 	                                       key owned), who, arrival */
 	int64_t               deadline;     /* monotonic ms */
+	int64_t               wall_deadline; /* the row's, wall ms */
 	struct lock_wait_info info;
 	struct coord_waiter  *cw;
 	int                   cw_fd;        /* in the epoll set; -1: none */
@@ -148,6 +152,13 @@ static atomic_int    nparked;
 /* The clocks, replaced by tests only (wait_set_clocks). */
 static int64_t     (*wall_ms)(void) = clock_wall_ms;
 static int64_t     (*mono_ms)(void) = clock_mono_ms;
+
+/* True once p's wait is over by either clock (`mono`: the monotonic now). */
+static bool
+past_deadline(const struct park *p, int64_t mono)
+{
+	return mono >= p->deadline || wall_ms() >= p->wall_deadline;
+}
 
 static int epfd = -1;
 static pthread_mutex_t in_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -556,7 +567,7 @@ park_step(struct park *p, struct lock_grant *g, int *rc)
 				p->db_err = LC_OK;
 			now = mono_ms();
 		}
-		if (now >= p->deadline) {
+		if (past_deadline(p, now)) {
 			*rc = p->db_err;
 			return p->db_err != LC_OK ? WAIT_ERROR : WAIT_TIMEOUT;
 		}
@@ -678,7 +689,7 @@ park_end(struct park *p, enum wait_end end, int rc,
 			wait_withdraw(&p->pa.ref, &p->pa.who, p->info.waiter_id);
 		/* Another waiter removes rows past their deadline: a row
 		 * gone after our deadline timed out, it was not cancelled. */
-		if (rc == LC_E_GONE && mono_ms() >= p->deadline)
+		if (rc == LC_E_GONE && past_deadline(p, mono_ms()))
 			rc = LC_BUSY;
 		break;
 	}
@@ -1039,6 +1050,7 @@ wait_park(int fd, int reqid, const char *addr, const struct lockref *ref,
 	p->pa.reply.reqid = reqid;
 	p->pa.who = *who;
 	p->pa.started = started;
+	p->wall_deadline = deadline;
 	p->deadline = mono_ms() + (deadline - wall_ms());
 	p->info = *info;
 	p->cw_fd = -1;

@@ -20,7 +20,7 @@ tree=$tmp/src
 # The tree with its generated configure, without builds, data or .git.
 t0=$(date +%s%N)
 mkdir "$tree" &&
-tar -C "$srcdir" --exclude=./build --exclude=./build-asan --exclude=./build-fuzz --exclude=./data \
+tar -C "$srcdir" --exclude=./build --exclude=./build-test --exclude=./build-asan --exclude=./build-fuzz --exclude=./data \
 	--exclude=./.git --exclude=./autom4te.cache -cf - . | tar -C "$tree" -xf - ||
 	{ bad "copy of $srcdir"; finish; }
 chmod -R u+w "$tree"        # a distcheck source tree is read-only

@@ -7,9 +7,13 @@
  * coordinator is absent (the waiter polls the database), and the database
  * is a real lockcore on a temporary file.
  *
- * The case that matters: the system clock steps back an hour while a
+ * The cases that matter: the system clock steps back an hour while a
  * request waits.  Its timers run on the monotonic clock, so it still times
  * out at its deadline; timers on the wall clock would sleep for the hour.
+ * And the clock steps forward an hour: lockcore then judges the waiter
+ * rows by a wall deadline already past (never granted, deleted by other
+ * waiters' walks), so the waits end at their next look, as timeouts, not
+ * as cancellations, and not only when their monotonic deadline comes.
  */
 #include <check.h>
 #include <poll.h>
@@ -37,6 +41,7 @@
 #define ANSWER_MAX_MS 5000      /* an answer due after WAIT_MS comes by then */
 #define WAIT_MS       300       /* the waiter's timeout */
 #define STEP_MS       (3600 * 1000)
+#define LONG_WAIT_MS  20000     /* a timeout the forward step must cut short */
 
 static char topdir[64];
 static char dir[128];
@@ -190,6 +195,51 @@ START_TEST(test_wall_clock_steps_back)
 }
 END_TEST
 
+/*
+ * Two waiters queue behind a holder with a long timeout; the wall clock
+ * steps forward an hour.  Both are answered 423 within ANSWER_MAX_MS: by
+ * the wall clock their deadline has passed (the first one's row is deleted
+ * by the second's look, which must not read as a cancellation).
+ */
+START_TEST(test_wall_clock_steps_forward)
+{
+	struct lock_acquire_req holder, a, b;
+	struct lock_wait_info ia, ib;
+	struct lockref ref = { "z", "z", false, 0 };
+	int64_t now = clock_wall_ms(), took;
+	const char *answer;
+	int sa[2], sb[2];
+
+	holder = acquire_req("z", 1, now, 0);
+	ck_assert_int_eq(acquire(&holder, now, &ia), LC_GRANTED);
+	a = acquire_req("z", 2, now, LONG_WAIT_MS);
+	ck_assert_int_eq(acquire(&a, now, &ia), LC_QUEUED);
+	memcpy(a.who.token, ia.token, sizeof(a.who.token));
+	b = acquire_req("z", 3, now, LONG_WAIT_MS);
+	ck_assert_int_eq(acquire(&b, now, &ib), LC_QUEUED);
+	memcpy(b.who.token, ib.token, sizeof(b.who.token));
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sa), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sb), 0);
+	ck_assert_int_eq(wait_park(sa[0], 1, "127.0.0.1", &ref, &a.who,
+	    a.deadline, &ia, now), 0);
+	ck_assert_int_eq(wait_park(sb[0], 1, "127.0.0.1", &ref, &b.who,
+	    b.deadline, &ib, now), 0);
+	atomic_store(&wall_offset, STEP_MS);
+
+	answer = read_answer(sa[1], &took);
+	ck_assert_msg(strstr(answer, "Status: 423") != NULL,
+	    "first waiter: no 423 within %d ms of the step (took %lld ms): "
+	    "'%s'", ANSWER_MAX_MS, (long long)took, answer);
+	answer = read_answer(sb[1], &took);
+	ck_assert_msg(strstr(answer, "Status: 423") != NULL,
+	    "second waiter: no 423 within %d ms of the step (took %lld ms): "
+	    "'%s'", ANSWER_MAX_MS, (long long)took, answer);
+	close(sa[1]);
+	close(sb[1]);
+}
+END_TEST
+
 /* Without a step, the same wait also ends at its deadline: the case above
  * measures the step, not the set-up. */
 START_TEST(test_wait_times_out)
@@ -229,6 +279,7 @@ wait_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_wait_times_out);
 	tcase_add_test(tc, test_wall_clock_steps_back);
+	tcase_add_test(tc, test_wall_clock_steps_forward);
 	suite_add_tcase(s, tc);
 	return s;
 }
