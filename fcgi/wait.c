@@ -117,12 +117,11 @@ struct park {
 	struct wake_slot      ws;           /* owner: &pa */
 };
 
-/* The park a wake slot's owner belongs to. */
+/* The park a wake slot is embedded in. */
 static struct park *
-park_of(void *owner)
+park_of(struct wake_slot *s)
 {
-	return (struct park *)(void *)((char *)owner -
-	    offsetof(struct park, pa));
+	return (struct park *)(void *)((char *)s - offsetof(struct park, ws));
 }
 
 /*
@@ -871,7 +870,7 @@ park_wakes(void)
 		p = n;
 	}
 	while ((s = wakeup_next()) != NULL) {
-		p = park_of(s->owner);
+		p = park_of(s);
 		if (p->ended)
 			continue;
 		r = wakeup_read(s);
