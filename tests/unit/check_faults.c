@@ -11,6 +11,7 @@
  *  - its transaction rolled back whole: what lock_status and lock_list
  *    show, on the same connection and again after a normal reopen, is
  *    what they showed before the call, and the connection still works;
+ *    in a batch, the failed call left nothing and the others committed;
  *  - PRAGMA integrity_check, on a connection of its own, says "ok";
  *  - no fence is ever issued twice: every grant reported by a call that
  *    succeeded, in every run, also after reopens, carries a fence above
@@ -518,8 +519,12 @@ struct run {
 	struct lockcore_opts opts;
 	int64_t base;                   /* the run's time 0 */
 	struct lock_grant ga, gb, gc;
-	struct lock_acquire_req q2, q3, q5, q6;
-	int64_t w2, w3, w5, w6;
+	struct lock_acquire_req q2, q3, q5, q6, q7;
+	int64_t w2, w3, w5, w6, w7;
+	const struct view *before;      /* the view before the current step */
+	struct view expect;             /* if `partial`: the view after it */
+	bool partial;                   /* the step failed, but committed
+	                                   what it did besides the failed call */
 };
 
 static struct lock_acquire_req
@@ -735,27 +740,87 @@ st_poll_expiry(struct run *r)
 	return rc;
 }
 
-/* Group commit: d granted and b released in one transaction. */
+static int
+st_queue7(struct run *r)
+{
+	r->q7 = mkreq(r, "b", NULL, true, 10);
+	return queue(r, &r->q7, r->base + 11, &r->w7);
+}
+
+/* Sets lock `name` in view v to one holder, the grant g. */
+static void
+view_hold(struct view *v, const char *name, const struct lock_grant *g)
+{
+	struct lock_status *st = &v->st[name_index(name)];
+
+	memset(st->holders, 0, sizeof(st->holders));
+	st->nholders = 1;
+	memcpy(st->holders[0].owner, g->owner, sizeof(st->holders[0].owner));
+	st->holders[0].fence = g->fence;
+	st->holders[0].acquired_at = g->acquired_at;
+	st->holders[0].expires_at = g->expires_at;
+}
+
+/* Rebuilds the lock_list half of v from its statuses. */
+static void
+view_relist(struct view *v)
+{
+	int i;
+
+	v->nlisted = 0;
+	for (i = 0; i < NNAMES; i++) {
+		if (v->st[i].nholders == 0 && v->st[i].waiters == 0)
+			continue;
+		(void)snprintf(v->listed[v->nlisted], sizeof(v->listed[0]),
+		    "%s", names[i]);
+		v->list_holders[v->nlisted] = v->st[i].nholders;
+		v->list_waiters[v->nlisted] = v->st[i].waiters;
+		v->nlisted++;
+	}
+}
+
+/*
+ * Group commit, as the worker uses it: d is granted, and b released and
+ * handed to its waiter, in one transaction, which commits whatever
+ * succeeded.  A call that failed in it must have left nothing behind
+ * (its savepoint rolled back): the step then says which view the calls
+ * that succeeded leave (r->expect).  If the commit fails, nothing of the
+ * batch happened.
+ */
 static int
 st_batch(struct run *r)
 {
 	struct lock_acquire_req q = mkreq(r, "d", NULL, false, 7);
+	struct lock_handoff ho;
 	struct lock_grant gd;
 	int64_t now = r->gc.expires_at + 1;
 	bool wake;
-	int rc, rc2;
+	int ra, rb, rc;
 
 	if ((rc = lockcore_batch_begin(r->lc)) < 0)
 		return rc;
-	if ((rc = grant(r, &q, now, &gd)) > 0 &&
-	    (rc = lock_release(r->lc, "b", r->gb.token, now, &wake,
-	    NULL)) == 0)
-		rc = LC_GRANTED;
-	rc2 = lockcore_batch_end(r->lc, rc);
-	if (rc < 0 || rc2 < 0)
-		return rc < 0 ? rc : rc2;
-	issued(&gd);
-	return rc;
+	ra = grant(r, &q, now, &gd);
+	memset(&ho, 0, sizeof(ho));
+	if ((rb = lock_release(r->lc, "b", r->gb.token, now, &wake, &ho)) == 0)
+		ck_assert_int_eq(ho.waiter_id, r->w7);
+	if ((rc = lockcore_batch_end(r->lc, 0)) < 0)
+		return rc;
+	if (ra > 0)
+		issued(&gd);
+	if (rb == 0)
+		issued(&ho.grant);
+	if (ra > 0 && rb == 0)
+		return LC_GRANTED;
+	r->expect = *r->before;
+	if (ra > 0)
+		view_hold(&r->expect, "d", &gd);
+	if (rb == 0) {
+		view_hold(&r->expect, "b", &ho.grant);
+		r->expect.st[name_index("b")].waiters = 0;
+	}
+	view_relist(&r->expect);
+	r->partial = true;
+	return ra < 0 ? ra : rb;
 }
 
 /* Long after: every lease is over, the sweep reclaims a, b and c. */
@@ -824,11 +889,12 @@ static const struct step steps[] = {
 	{ "cancel", st_cancel, 8 },
 	{ "acquire c", st_acquire_c, 9 },
 	{ "queue on c", st_queue5, 10 },
+	{ "queue on b", st_queue7, 11 },
 	{ "poll after expiry", st_poll_expiry, -1 },
 	{ "batch", st_batch, -2 },
 	{ "sweep", st_sweep, 200000 },
 	{ "acquire reclaimed", st_acquire_reclaimed, 200001 },
-	{ "queue on b", st_queue6, 200002 },
+	{ "queue on reclaimed b", st_queue6, 200002 },
 	{ "abandon", st_abandon, 200003 },
 };
 #define NSTEPS (sizeof(steps) / sizeof(steps[0]))
@@ -857,15 +923,16 @@ reopen(const struct lockcore_opts *o)
 
 /*
  * After the call of step i failed: the same connection (if it opened)
- * shows what it showed before and still writes; so does a new one; the
- * file is sound; and a new grant of each lock carries a fence above
- * every fence issued so far.  An open that failed without touching the
- * database file or its WAL (`files`: their stamps before it) has left
- * them as they were, which is all there is to check: most of the
- * allocations of an open prepare its statements, before it writes.
+ * shows `want` (what it showed before the call, or, after a batch that
+ * committed its other calls, what those did) and still writes; so does a
+ * new one; the file is sound; and a new grant of each lock carries a
+ * fence above every fence issued so far.  An open that failed without
+ * touching the database file or its WAL (`files`: their stamps before
+ * it) has left them as they were, which is all there is to check: most
+ * of the allocations of an open prepare its statements, before it writes.
  */
 static void
-after_failure(struct run *r, size_t i, const struct view *before,
+after_failure(struct run *r, size_t i, const struct view *want,
     const struct stamp files[2])
 {
 	struct stamp now_files[2];
@@ -879,13 +946,13 @@ after_failure(struct run *r, size_t i, const struct view *before,
 			return;
 	} else {
 		view_of(r->lc, now, &v);
-		view_same(&v, before, "same connection");
+		view_same(&v, want, "same connection");
 		ck_assert_int_eq(lockcore_ping(r->lc), 0);
 		lockcore_close(r->lc);
 	}
 	r->lc = reopen(&r->opts);
 	view_of(r->lc, now, &v);
-	view_same(&v, before, "reopened");
+	view_same(&v, want, "reopened");
 	integrity_ok();
 	for (k = 0; k < NNAMES; k++) {
 		struct lock_acquire_req q = mkreq(r, names[k], NULL, false, 99);
@@ -927,6 +994,7 @@ one_run(enum fault k, long n, int64_t base, const struct lockcore_opts *o,
 			view_of(r.lc, t_of(&r, i), &before);
 		else
 			stamp_db(files);
+		r.before = &before;
 		had = fi.injected;
 		fi.armed = true;
 		rc = steps[i].fn(&r);
@@ -936,7 +1004,7 @@ one_run(enum fault k, long n, int64_t base, const struct lockcore_opts *o,
 		ck_assert_msg(fi.injected > had, "step %s failed with nothing "
 		    "injected: %d %s", steps[i].what, rc,
 		    r.lc != NULL ? lockcore_errmsg(r.lc) : "");
-		after_failure(&r, i, &before, files);
+		after_failure(&r, i, r.partial ? &r.expect : &before, files);
 		break;
 	}
 	if (i == NSTEPS && final != NULL) {
