@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include <check.h>
+#include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1048,6 +1049,61 @@ every_n(enum fault k, const struct lockcore_opts *o)
 	    (int)k, n, failed);
 }
 
+/*
+ * Creating a database: call n of kind k fails during the first open of a
+ * new file, for every n (every `stride`th) until an open completes with
+ * nothing injected.  After a failed open, the next one creates or
+ * completes the schema, grants, and the file is sound.
+ */
+static void
+create_every_n(enum fault k, long stride, const struct lockcore_opts *o)
+{
+	static const char *const sfx[3] = { "", "-wal", "-shm" };
+	struct lockcore *c;
+	struct lock_grant g;
+	char err[256], p[sizeof(dbpath) + 4];
+	long n, opens = 0, failed = 0;
+	int i, rc;
+
+	for (n = 1;; n += stride) {
+		opens++;
+		for (i = 0; i < 3; i++) {
+			ck_assert(snprintf(p, sizeof(p), "%s%s", dbpath, sfx[i]) <
+			    (int)sizeof(p));
+			ck_assert(unlink(p) == 0 || errno == ENOENT);
+		}
+		memset(last_fence, 0, sizeof(last_fence));
+		c = NULL;
+		fi_reset(k, n);
+		fi.armed = true;
+		rc = lockcore_open(&c, dbpath, o, err, sizeof(err));
+		fi.armed = false;
+		if (rc < 0) {
+			ck_assert_msg(fi.injected > 0, "open failed with nothing "
+			    "injected: %s", err);
+			ck_assert_ptr_null(c);
+			failed++;
+		}
+		lockcore_close(c);
+		if (fi.injected == 0)
+			break;
+		c = reopen(o);
+		{
+			struct run r = { .lc = c, .base = T0 };
+			struct lock_acquire_req q = mkreq(&r, "a", NULL, false,
+			    1);
+
+			ck_assert_int_eq(grant(&r, &q, T0, &g), LC_GRANTED);
+			issued(&g);
+		}
+		lockcore_close(c);
+		integrity_ok();
+	}
+	ck_assert_int_gt(failed, 0);
+	fprintf(stderr, "check_faults: creating, kind %d: %ld opens, %ld "
+	    "failed\n", (int)k, opens, failed);
+}
+
 static void
 setup(void)
 {
@@ -1105,6 +1161,22 @@ START_TEST(test_fail_sync)
 }
 END_TEST
 
+/*
+ * Creating the schema makes some 4,700 allocations: every 31st fails
+ * here (test_fail_malloc fails every one of an existing file's open).
+ */
+START_TEST(test_fail_create)
+{
+	const struct lockcore_opts o = { .busy_timeout_ms = 1000 };
+	const struct lockcore_opts full = { .busy_timeout_ms = 1000,
+	    .synchronous_full = 1 };
+
+	create_every_n(F_WRITE, 1, &o);
+	create_every_n(F_SYNC, 1, &full);
+	create_every_n(F_MALLOC, 31, &o);
+}
+END_TEST
+
 static Suite *
 faults_suite(void)
 {
@@ -1116,6 +1188,7 @@ faults_suite(void)
 	tcase_add_test(tc, test_fail_malloc);
 	tcase_add_test(tc, test_fail_write);
 	tcase_add_test(tc, test_fail_sync);
+	tcase_add_test(tc, test_fail_create);
 	suite_add_tcase(s, tc);
 	return s;
 }
