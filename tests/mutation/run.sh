@@ -42,9 +42,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM HUP
 
-# The list must parse and every snippet must be found, once, before
-# anything is built.
-"$py" "$here/mutate.py" "$list" "$src" check >/dev/null || exit 1
+# The list must parse.  A snippet found nowhere, or more than once, fails
+# its mutation only (below), naming where it was found.
+"$py" "$here/mutate.py" "$list" "$src" names >/dev/null || exit 1
 if [ $# -gt 0 ]; then
 	names=$*
 else

@@ -23,8 +23,10 @@
  * SQLite takes its allocator only before sqlite3_initialize(), so main()
  * installs both hooks, idle, before any test runs; each test (a forked
  * process, Check's default) arms them in its own copy of the counters.
- * Only lockcore.h is used, and SQLite's own API for the hooks and for
- * integrity_check.
+ * Only public headers are used: lockcore.h, proc.h (a waiter's process
+ * start time), and SQLite's own API for the hooks and integrity_check.
+ * Creating a database is tested apart (test_fail_create): the workload
+ * runs on a file that exists.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
