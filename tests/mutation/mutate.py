@@ -12,8 +12,11 @@
 
 A mutation names no file: its snippet must occur exactly once in all of
 the C sources (*.c, *.h) under lockcore/, fcgi/, coord/ and common/, so
-it follows code moved between files.  Anything else is an error (exit 2)
-that names the mutation and where its snippet was or was not found.
+it follows code moved between files.  A mutation may give several
+find/replace pairs, the same change to code that exists in more than one
+shape (before and after a refactoring lands): exactly one of them may be
+found, and that one exactly once.  Anything else is an error (exit 2)
+that names the mutation and where its snippets were or were not found.
 """
 
 import os
@@ -21,6 +24,7 @@ import sys
 
 DIRS = ("lockcore", "fcgi", "coord", "common")
 KEYS = ("name", "breaks", "find", "replace", "tests", "killed-by")
+PAIRED = ("find", "replace")      # may repeat, pairing up in order
 ORIG = ".mutation-orig"
 
 
@@ -49,6 +53,12 @@ def parse(path):
                 muts.append(cur)
             elif cur is None:
                 die("%s:%d: a mutation starts with 'name: '" % (path, no))
+            if key in PAIRED:
+                cur.setdefault(key, []).append(val)
+                if key == "replace" and \
+                        len(cur["replace"]) != len(cur.get("find", [])):
+                    die("%s:%d: each 'replace' follows its 'find'" % (path, no))
+                continue
             if key in cur:
                 die("%s:%d: '%s' given twice" % (path, no, key))
             cur[key] = val
@@ -60,9 +70,13 @@ def parse(path):
                     (path, m["line"], m.get("name"), k))
         if m["name"] in names:
             die("%s:%d: mutation %s listed twice" % (path, m["line"], m["name"]))
-        if m["find"] == m["replace"]:
-            die("%s:%d: mutation %s replaces its snippet by itself" %
+        if len(m["find"]) != len(m["replace"]):
+            die("%s:%d: mutation %s: a 'find' without its 'replace'" %
                 (path, m["line"], m["name"]))
+        for f, r in zip(m["find"], m["replace"]):
+            if f == r:
+                die("%s:%d: mutation %s replaces its snippet by itself" %
+                    (path, m["line"], m["name"]))
         names.add(m["name"])
     return muts
 
@@ -76,19 +90,25 @@ def sources(src):
 
 
 def locate(src, m):
-    """The one file that holds m's snippet, once."""
-    hits = []
-    for path in sources(src):
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            n = f.read().count(m["find"])
-        if n:
-            hits.append((os.path.relpath(path, src), n))
-    if len(hits) != 1 or hits[0][1] != 1:
-        where = ", ".join("%s (%d times)" % h for h in hits) or "nowhere"
-        die("mutation %s: its snippet must occur exactly once under %s, "
-            "found %s: %r" % (m["name"], "/ ".join(DIRS) + "/", where,
-                              m["find"]))
-    return hits[0][0]
+    """(file, index): the one file that holds the one pair's snippet, once."""
+    found, report = [], []
+    for j, snippet in enumerate(m["find"]):
+        hits = []
+        for path in sources(src):
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                n = f.read().count(snippet)
+            if n:
+                hits.append((os.path.relpath(path, src), n))
+        if hits:
+            found.append((j, hits))
+        report.append("%r: %s" % (snippet, ", ".join(
+            "%s (%d times)" % h for h in hits) or "nowhere"))
+    if len(found) != 1 or len(found[0][1]) != 1 or found[0][1][0][1] != 1:
+        die("mutation %s: exactly one snippet must occur, exactly once, "
+            "under %s; found %s" % (m["name"], "/ ".join(DIRS) + "/",
+                                    "; ".join(report)))
+    j, hits = found[0]
+    return hits[0][0], j
 
 
 def find(muts, name):
@@ -99,7 +119,7 @@ def find(muts, name):
 
 
 def apply(src, m):
-    rel = locate(src, m)
+    rel, j = locate(src, m)
     path = os.path.join(src, rel)
     if os.path.exists(path + ORIG):
         die("%s: a mutation is applied already (restore first)" % rel)
@@ -108,7 +128,7 @@ def apply(src, m):
     os.rename(path, path + ORIG)
     # A new file, so that its mtime is new and make rebuilds from it.
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text.replace(m["find"], m["replace"], 1))
+        f.write(text.replace(m["find"][j], m["replace"][j], 1))
     print(rel)
 
 
@@ -132,15 +152,16 @@ def main(argv):
     muts, src, cmd = parse(argv[1]), argv[2], argv[3]
     if cmd == "check":
         for m in muts:
-            print("%-24s %s" % (m["name"], locate(src, m)))
+            print("%-24s %s" % (m["name"], locate(src, m)[0]))
     elif cmd == "names":
         for m in muts:
             print("%s\t%s" % (m["name"], m["tests"]))
     elif cmd == "show" and len(argv) == 5:
         m = find(muts, argv[4])
+        rel, j = locate(src, m)
         print("%s (%s): breaks: %s\n  - %s\n  + %s" %
-              (m["name"], locate(src, m), m["breaks"], m["find"].strip(),
-               m["replace"].strip()))
+              (m["name"], rel, m["breaks"], m["find"][j].strip(),
+               m["replace"][j].strip()))
     elif cmd == "apply" and len(argv) == 5:
         apply(src, find(muts, argv[4]))
     elif cmd == "restore":
