@@ -3,7 +3,7 @@
 #
 # Copies the source tree (the files git knows, or the tree without its
 # build directories) to a scratch directory, configures it once (plain,
-# --enable-debug) and builds it, checks that the suites pass there
+# --enable-debug --enable-test-hooks) and builds it, checks that the suites pass there
 # unmutated, then for each mutation of tests/mutation/mutations.txt (or
 # only those named): applies it, rebuilds what the suites need (make
 # rebuilds only what changed), and runs the mutation's own tests first,
@@ -81,12 +81,15 @@ else
 fi
 
 # --- configure and build once ----------------------------------------------
-# -O0 -g0 after the debug flags: each mutation recompiles a file and
-# relinks, and nothing here is debugged.  At -O0, ceil(3) is a call
-# into libm (the optimiser inlines it otherwise), hence LIBS.
-say "configure --enable-debug"
-(cd "$B" && "$S/configure" -q --enable-debug CFLAGS='-O0 -g0' LIBS=-lm \
-    >"$L/configure.log" 2>&1) || { tail -n 30 "$L/configure.log"; exit 1; }
+# The flags of ./quickstart test's plain build (a configure without
+# --enable-test-hooks warns and goes on).  -O0 -g0 after the debug
+# flags: each mutation recompiles a file and relinks, and nothing here
+# is debugged.  At -O0, ceil(3) is a call into libm (the optimiser
+# inlines it otherwise), hence LIBS.
+say "configure --enable-debug --enable-test-hooks"
+(cd "$B" && "$S/configure" -q --enable-debug --enable-test-hooks \
+    CFLAGS='-O0 -g0' LIBS=-lm >"$L/configure.log" 2>&1) ||
+    { tail -n 30 "$L/configure.log"; exit 1; }
 
 # The unit suites: the Check programs of Makefile.am's TESTS, but
 # check_client, which needs a running server (tests/client.sh).
