@@ -202,6 +202,10 @@ static const char *const sqltab[S_COUNT] = {
 	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = locks.id)"
 };
 
+/* A batch member's statements: each member's calls run in a savepoint,
+ * released when they succeed and rolled back to when they fail. */
+enum { SP_OPEN, SP_RELEASE, SP_UNDO, SP_COUNT };
+
 struct sqstore {
 	struct store     base;             /* first: a struct store * is us */
 	sqlite3         *db;
@@ -215,7 +219,7 @@ struct sqstore {
 	bool             batch;            /* in batch_begin() */
 	bool             batch_failed;     /* a savepoint could not be undone
 	                                      or released: roll back at end */
-	sqlite3_stmt    *sp[3];            /* savepoint, release, rollback to */
+	sqlite3_stmt    *sp[SP_COUNT];     /* a batch member's savepoint */
 };
 
 static const struct store_ops sqlite_ops;
@@ -437,7 +441,7 @@ tx_begin(struct store *st, bool write, int64_t *now)
 		 * commit on its own. */
 		if (q->batch_failed || sqlite3_get_autocommit(q->db))
 			return LC_E_DB;
-		rc = stmt_exec(q, q->sp[0], SQLITE_OK);
+		rc = stmt_exec(q, q->sp[SP_OPEN], SQLITE_OK);
 	} else
 		rc = stmt_exec(q, q->st[write ? S_BEGIN : S_BEGIN_RO],
 		    SQLITE_OK);
@@ -514,9 +518,9 @@ tx_end(struct store *st, int rc)
 		/* A call that failed must leave nothing behind: if its
 		 * savepoint cannot be undone, or released, the batch's
 		 * transaction is no longer trustworthy and is rolled back. */
-		if (rc < 0 && stmt_exec(q, q->sp[2], SQLITE_OK) < 0)
+		if (rc < 0 && stmt_exec(q, q->sp[SP_UNDO], SQLITE_OK) < 0)
 			q->batch_failed = true;
-		if ((crc = stmt_exec(q, q->sp[1], SQLITE_OK)) < 0) {
+		if ((crc = stmt_exec(q, q->sp[SP_RELEASE], SQLITE_OK)) < 0) {
 			q->batch_failed = true;
 			if (rc >= 0)
 				rc = crc;
@@ -549,15 +553,17 @@ prepare1(struct sqstore *q, const char *sql, sqlite3_stmt **out)
 static int
 batch_begin(struct store *st)
 {
-	static const char *const sql[3] = {
-		"SAVEPOINT op", "RELEASE op", "ROLLBACK TO op"
+	static const char *const sql[SP_COUNT] = {
+		[SP_OPEN] = "SAVEPOINT op",
+		[SP_RELEASE] = "RELEASE op",
+		[SP_UNDO] = "ROLLBACK TO op",
 	};
 	struct sqstore *q = (struct sqstore *)st;
 	int i, rc;
 
 	if (q->batch)
 		return LC_E_INVAL;
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < SP_COUNT; i++)
 		if (q->sp[i] == NULL && (rc = prepare1(q, sql[i],
 		    &q->sp[i])) < 0)
 			return rc;
@@ -618,7 +624,7 @@ sq_free(struct sqstore *q)
 		return;
 	for (i = 0; i < S_COUNT; i++)
 		(void)sqlite3_finalize(q->st[i]);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < SP_COUNT; i++)
 		(void)sqlite3_finalize(q->sp[i]);
 	(void)sqlite3_close_v2(q->db);
 	free(q);
