@@ -30,11 +30,11 @@
 #include "lockcore.h"
 #include "log.h"
 #include "proc.h"
+#include "unit.h"
 
 #define WAIT_MAX_MS 10000       /* for a thread to reach a given state */
 #define BOGUS_TOKEN "00000000000000000000000000000000"
 
-static char topdir[64];
 static char dir[128];
 static struct lockcore *peer;   /* another process's view */
 
@@ -210,9 +210,7 @@ gate_up(int batch_ops_max)
 static void
 setup(void)
 {
-	ck_assert_int_lt(snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir),
-	    (int)sizeof(dir));
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	unit_testdir(dir, sizeof(dir));
 }
 
 static void
@@ -438,23 +436,6 @@ db_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-	char cmd[128];
-
-	if (snprintf(topdir, sizeof(topdir), "/tmp/check_db.XXXXXX") >=
-	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
 	log_init("check_db", 0);
-	sr = srunner_create(db_suite());
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", topdir);
-	if (system(cmd) != 0)
-		failed++;
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(db_suite(), "/tmp/check_db.XXXXXX");
 }

@@ -33,7 +33,6 @@
 
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +42,7 @@
 
 #include "lockcore.h"
 #include "proc.h"
+#include "unit.h"
 
 #define T0     INT64_C(1700000000000)
 #define RUN_MS INT64_C(1000000)   /* between runs: every lease and
@@ -53,7 +53,6 @@
 
 static const char *const names[NNAMES] = { "a", "b", "c", "d" };
 
-static char topdir[64];
 static char dir[128];
 static char dbpath[160];
 
@@ -1109,32 +1108,16 @@ create_every_n(enum fault k, long stride, const struct lockcore_opts *o)
 static void
 setup(void)
 {
-	ck_assert(snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir) <
-	    (int)sizeof(dir));
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	unit_testdir(dir, sizeof(dir));
 	ck_assert(snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir) <
 	    (int)sizeof(dbpath));
 	memset(last_fence, 0, sizeof(last_fence));
 }
 
-static int
-rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static int
-rm_tree(const char *path)
-{
-	return nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 static void
 teardown(void)
 {
-	ck_assert_int_eq(rm_tree(dir), 0);
+	ck_assert_int_eq(unit_rm_tree(dir), 0);
 }
 
 START_TEST(test_fail_malloc)
@@ -1198,26 +1181,9 @@ faults_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	if (fi_install() < 0) {
 		fprintf(stderr, "check_faults: cannot install the SQLite hooks\n");
 		return EXIT_FAILURE;
 	}
-	if (snprintf(topdir, sizeof(topdir), "/dev/shm/check_faults.XXXXXX") >=
-	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
-	sr = srunner_create(faults_suite());
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	if (rm_tree(topdir) != 0) {
-		perror(topdir);
-		failed++;
-	}
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(faults_suite(), "/dev/shm/check_faults.XXXXXX");
 }

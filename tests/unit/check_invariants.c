@@ -21,7 +21,6 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,57 +28,27 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "lctest.h"
 #include "lockcore.h"
 #include "proc.h"
+#include "unit.h"
 
-#define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
-#define TTL    INT64_C(10000)
 #define JUMP   (INT64_C(1) << 32)       /* fences skipped after a loss
                                            (lockcore.h: fence_floor) */
 
-static char topdir[64];
 static char dir[128];
 static char dbpath[160];
 static struct lockcore *lc;
 
 static const struct lockcore_opts opts = { .busy_timeout_ms = 5000 };
 
-static struct lockcore *
-open_db(const char *path, const struct lockcore_opts *o)
-{
-	struct lockcore *c = NULL;
-	char err[256] = "";
-	int rc;
-
-	rc = lockcore_open(&c, path, o, err, sizeof(err));
-	ck_assert_msg(rc == 0, "lockcore_open(%s): %d %s", path, rc, err);
-	ck_assert_ptr_nonnull(c);
-	return c;
-}
-
 static void
 setup(void)
 {
-	ck_assert(snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir) <
-	    (int)sizeof(dir));
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	unit_testdir(dir, sizeof(dir));
 	ck_assert(snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir) <
 	    (int)sizeof(dbpath));
-	lc = open_db(dbpath, &opts);
-}
-
-static int
-rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static int
-rm_tree(const char *path)
-{
-	return nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	lc = lct_open(dbpath, &opts);
 }
 
 static void
@@ -87,40 +56,7 @@ teardown(void)
 {
 	lockcore_close(lc);
 	lc = NULL;
-	ck_assert_int_eq(rm_tree(dir), 0);
-}
-
-/* A request for `name` by this process with waiter key `key`. */
-static struct lock_acquire_req
-mkreq(const char *name, const char *rid, bool wait, uint64_t key)
-{
-	struct lock_acquire_req r;
-
-	memset(&r, 0, sizeof(r));
-	r.name = name;
-	r.owner = "tester";
-	r.request_id = rid;
-	r.ttl_ms = TTL;
-	r.deadline = T0 + 60000;
-	r.wait = wait;
-	r.max_waiters = 100;
-	r.who.pid = getpid();
-	r.who.pstart = proc_start(getpid());
-	r.who.key = key;
-	return r;
-}
-
-/* Acquires with `r` at `now` on connection c and insists on a grant. */
-static struct lock_grant
-must_grant(struct lockcore *c, struct lock_acquire_req *r, int64_t now)
-{
-	struct lock_grant g;
-	struct lock_wait_info wi;
-	int rc;
-
-	rc = lock_acquire(c, r, now, &g, &wi);
-	ck_assert_msg(rc == LC_GRANTED, "acquire %s: %d", r->name, rc);
-	return g;
+	ck_assert_int_eq(unit_rm_tree(dir), 0);
 }
 
 /* Queues `r` at `now`; returns its waiter id and gives r->who its token. */
@@ -155,15 +91,15 @@ status_of(struct lockcore *c, const char *name, int64_t now)
 START_TEST(test_request_id_two_locks_held)
 {
 	const char *rid = "rid-on-two-locks-0001";
-	struct lock_acquire_req ra = mkreq("a", rid, false, 1);
-	struct lock_acquire_req rb = mkreq("b", rid, false, 2);
+	struct lock_acquire_req ra = lct_req("a", rid, false, 1);
+	struct lock_acquire_req rb = lct_req("b", rid, false, 2);
 	struct lock_grant ga, gb, again;
 	struct lock_status st;
 	int64_t kick;
 	bool held, wake;
 
-	ga = must_grant(lc, &ra, T0);
-	gb = must_grant(lc, &rb, T0 + 1);
+	ga = lct_grant(lc, &ra, T0);
+	gb = lct_grant(lc, &rb, T0 + 1);
 	ck_assert_str_eq(gb.name, "b");
 	ck_assert_str_ne(gb.token, ga.token);
 	ck_assert_int_eq(gb.acquired_at, T0 + 1);
@@ -171,9 +107,9 @@ START_TEST(test_request_id_two_locks_held)
 	ck_assert_int_eq(st.nholders, 1);
 	ck_assert_int_eq(st.holders[0].fence, gb.fence);
 	/* A retry on each lock gets that lock's grant back. */
-	again = must_grant(lc, &ra, T0 + 2);
+	again = lct_grant(lc, &ra, T0 + 2);
 	ck_assert_str_eq(again.token, ga.token);
-	again = must_grant(lc, &rb, T0 + 2);
+	again = lct_grant(lc, &rb, T0 + 2);
 	ck_assert_str_eq(again.token, gb.token);
 	/* Cancelling on b leaves a held. */
 	ck_assert_int_eq(lock_cancel(lc, "b", rid, T0 + 3, &held, &kick,
@@ -194,17 +130,17 @@ END_TEST
 START_TEST(test_request_id_two_locks_queued)
 {
 	const char *rid = "rid-queued-on-two-01";
-	struct lock_acquire_req hc = mkreq("c", NULL, false, 1);
-	struct lock_acquire_req hd = mkreq("d", NULL, false, 2);
-	struct lock_acquire_req qc = mkreq("c", rid, true, 3);
-	struct lock_acquire_req qd = mkreq("d", rid, true, 4);
+	struct lock_acquire_req hc = lct_req("c", NULL, false, 1);
+	struct lock_acquire_req hd = lct_req("d", NULL, false, 2);
+	struct lock_acquire_req qc = lct_req("c", rid, true, 3);
+	struct lock_acquire_req qd = lct_req("d", rid, true, 4);
 	struct lock_grant g;
 	struct lock_wait_info wi;
 	int64_t wc, wd, kick;
 	bool held, wake;
 
-	(void)must_grant(lc, &hc, T0);
-	(void)must_grant(lc, &hd, T0);
+	(void)lct_grant(lc, &hc, T0);
+	(void)lct_grant(lc, &hd, T0);
 	wc = must_queue(&qc, T0 + 1);
 	wd = must_queue(&qd, T0 + 2);
 	ck_assert_int_ne(wc, wd);
@@ -274,7 +210,7 @@ open_boot(const char *path, const char *boot, int64_t boot_time)
 	o.boot_id = boot;
 	o.boot_time_ms = boot_time;
 	o.max_ttl_ms = 20000;
-	return open_db(path, &o);
+	return lct_open(path, &o);
 }
 
 /*
@@ -304,8 +240,8 @@ START_TEST(test_two_unclean_shutdowns)
 	    (int)sizeof(lost));
 	a = open_boot(dbpath, "boot-A", boot);
 	for (i = 0; i < 3; i++) {
-		r = mkreq(name[i], NULL, false, 1);
-		(void)must_grant(a, &r, now);
+		r = lct_req(name[i], NULL, false, 1);
+		(void)lct_grant(a, &r, now);
 	}
 	b = open_boot(dbpath, "boot-B", boot);
 	lockcore_recovery(b, &rec);
@@ -314,8 +250,8 @@ START_TEST(test_two_unclean_shutdowns)
 	snapshot_db(dbpath, lost);
 	/* B's grants, each above the last; their commits will be lost. */
 	for (i = 0; i < 30; i++) {
-		r = mkreq(name[i % 3], NULL, false, 2);
-		g = must_grant(b, &r, now + TTL + i);
+		r = lct_req(name[i % 3], NULL, false, 2);
+		g = lct_grant(b, &r, now + TTL + i);
 		ck_assert_int_ge(g.fence, fb);
 		ck_assert_int_gt(g.fence, last[i % 3]);
 		last[i % 3] = g.fence;
@@ -331,8 +267,8 @@ START_TEST(test_two_unclean_shutdowns)
 	ck_assert_int_gt(rec.fence_floor, top);
 	ck_assert_int_ge(rec.fence_floor, fb + JUMP);
 	for (i = 0; i < 3; i++) {
-		r = mkreq(name[i], NULL, false, 3);
-		g = must_grant(c, &r, now + 2 * TTL);
+		r = lct_req(name[i], NULL, false, 3);
+		g = lct_grant(c, &r, now + 2 * TTL);
 		ck_assert_int_ge(g.fence, fb + JUMP);
 	}
 	lockcore_close(c);
@@ -360,12 +296,12 @@ START_TEST(test_retry_keeps_its_deadline)
 	int i;
 
 	for (i = 0; i < 2; i++) {
-		hold = mkreq(name[i], NULL, false, 1);
-		first = mkreq(name[i], rid[i], true, 2);
-		retry = mkreq(name[i], rid[i], true, 3);
+		hold = lct_req(name[i], NULL, false, 1);
+		first = lct_req(name[i], rid[i], true, 2);
+		retry = lct_req(name[i], rid[i], true, 3);
 		first.deadline = T0 + 1000;
 		retry.deadline = T0 + 5000;
-		gh = must_grant(lc, &hold, T0);
+		gh = lct_grant(lc, &hold, T0);
 		id = must_queue(&first, T0 + 10);
 		ck_assert_int_eq(must_queue(&retry, T0 + 500), id);
 		ck_assert_str_eq(retry.who.token, first.who.token);
@@ -401,11 +337,11 @@ START_TEST(test_handoff_at_deadline)
 	int i;
 
 	for (i = 0; i < 2; i++) {
-		hold = mkreq(name[i], NULL, false, 1);
-		q = mkreq(name[i], NULL, true, 2);
+		hold = lct_req(name[i], NULL, false, 1);
+		q = lct_req(name[i], NULL, true, 2);
 		q.deadline = T0 + 1000;
 		when = i == 0 ? q.deadline - 1 : q.deadline;
-		gh = must_grant(lc, &hold, T0);
+		gh = lct_grant(lc, &hold, T0);
 		id = must_queue(&q, T0 + 1);
 		memset(&ho, 0, sizeof(ho));
 		ck_assert_int_eq(lock_release(lc, name[i], gh.token, when,
@@ -425,14 +361,14 @@ END_TEST
  */
 START_TEST(test_near_match_token)
 {
-	struct lock_acquire_req r = mkreq("t", NULL, false, 1);
+	struct lock_acquire_req r = lct_req("t", NULL, false, 1);
 	struct lock_grant g, g2;
 	char near[LC_TOKEN_LEN + 1];
 	size_t pos[2] = { 0, LC_TOKEN_LEN - 1 };
 	bool wake;
 	int i;
 
-	g = must_grant(lc, &r, T0);
+	g = lct_grant(lc, &r, T0);
 	for (i = 0; i < 2; i++) {
 		memcpy(near, g.token, sizeof(near));
 		near[pos[i]] = near[pos[i]] == 'a' ? 'b' : 'a';
@@ -455,13 +391,13 @@ END_TEST
  */
 START_TEST(test_lease_ends_at_expiry)
 {
-	struct lock_acquire_req r = mkreq("e", NULL, false, 1);
-	struct lock_acquire_req r2 = mkreq("e", NULL, false, 2);
+	struct lock_acquire_req r = lct_req("e", NULL, false, 1);
+	struct lock_acquire_req r2 = lct_req("e", NULL, false, 2);
 	struct lock_grant g, g2;
 	int64_t end;
 	bool wake;
 
-	g = must_grant(lc, &r, T0);
+	g = lct_grant(lc, &r, T0);
 	end = g.expires_at;
 	ck_assert_int_eq(end, T0 + TTL);
 	ck_assert_int_eq(lock_renew(lc, "e", g.token, TTL, end - 1, &g2), LC_OK);
@@ -475,7 +411,7 @@ START_TEST(test_lease_ends_at_expiry)
 	    LC_E_NOT_HELD);
 	ck_assert_int_eq(lock_release(lc, "e", g.token, end, &wake, NULL),
 	    LC_E_NOT_HELD);
-	g2 = must_grant(lc, &r2, end);
+	g2 = lct_grant(lc, &r2, end);
 	ck_assert_int_gt(g2.fence, g.fence);
 }
 END_TEST
@@ -502,22 +438,5 @@ invariants_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	if (snprintf(topdir, sizeof(topdir), "/tmp/check_invariants.XXXXXX") >=
-	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
-	sr = srunner_create(invariants_suite());
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	if (rm_tree(topdir) != 0) {
-		perror(topdir);
-		failed++;
-	}
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(invariants_suite(), "/tmp/check_invariants.XXXXXX");
 }

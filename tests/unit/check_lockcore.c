@@ -15,7 +15,6 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,16 +26,11 @@
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "lctest.h"
 #include "lockcore.h"
 #include "proc.h"
 #include "secret.h"
-
-#define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
-#define TTL    INT64_C(10000)
-#define WAITMS INT64_C(60000)
-
-/* The directory of all tests, made by main(). */
-static char topdir[64];
+#include "unit.h"
 
 /* Per-test state, set up in the forked test process by setup(). */
 static char dir[128];
@@ -48,49 +42,18 @@ static char long_rid[LC_REQUEST_ID_MAX + 2];
 
 static const struct lockcore_opts opts = { .busy_timeout_ms = 5000 };
 
-static struct lockcore *
-open_db(const char *path, const struct lockcore_opts *o)
-{
-	struct lockcore *c = NULL;
-	char err[256] = "";
-	int rc;
-
-	rc = lockcore_open(&c, path, o, err, sizeof(err));
-	ck_assert_msg(rc == 0, "lockcore_open(%s): %d %s", path, rc, err);
-	ck_assert_ptr_nonnull(c);
-	return c;
-}
-
 static void
 setup(void)
 {
 	int n;
 
-	if (snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir) >=
-	    (int)sizeof(dir))
-		ck_abort_msg("dir too long");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	unit_testdir(dir, sizeof(dir));
 	n = snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir);
 	ck_assert(n > 0 && n < (int)sizeof(dbpath));
 	memset(long_name, 'n', sizeof(long_name) - 1);
 	memset(long_owner, 'o', sizeof(long_owner) - 1);
 	memset(long_rid, 'r', sizeof(long_rid) - 1);
-	lc = open_db(dbpath, &opts);
-}
-
-static int
-rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-/* Removes directory `path` and everything in it. */
-static int
-rm_tree(const char *path)
-{
-	return nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	lc = lct_open(dbpath, &opts);
 }
 
 static void
@@ -98,26 +61,14 @@ teardown(void)
 {
 	lockcore_close(lc);
 	lc = NULL;
-	ck_assert_int_eq(rm_tree(dir), 0);
+	ck_assert_int_eq(unit_rm_tree(dir), 0);
 }
 
 /* A request for `name` by this process with waiter key `key`. */
 static struct lock_acquire_req
 mkreq(const char *name, bool wait, uint64_t key)
 {
-	struct lock_acquire_req r;
-
-	memset(&r, 0, sizeof(r));
-	r.name = name;
-	r.owner = "tester";
-	r.ttl_ms = TTL;
-	r.deadline = T0 + WAITMS;
-	r.wait = wait;
-	r.max_waiters = 100;
-	r.who.pid = getpid();
-	r.who.pstart = proc_start(getpid());
-	r.who.key = key;
-	return r;
+	return lct_req(name, NULL, wait, key);
 }
 
 /* The identity of a request of this process with key `key`; its token is
@@ -163,13 +114,8 @@ static struct lock_grant
 must_grant(struct lockcore *c, const char *name, int64_t now)
 {
 	struct lock_acquire_req r = mkreq(name, false, 1);
-	struct lock_grant g;
-	struct lock_wait_info wi;
-	int rc;
 
-	rc = lock_acquire(c, &r, now, &g, &wi);
-	ck_assert_msg(rc == LC_GRANTED, "acquire %s: %d", name, rc);
-	return g;
+	return lct_grant(c, &r, now);
 }
 
 /*
@@ -478,7 +424,7 @@ START_TEST(test_fence_persists)
 	g = must_grant(lc, "f", now);
 	ck_assert_int_eq(g.fence, f + 2);
 	lockcore_close(lc);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	ck_assert_int_ge(floor_of(lc), f);
 	ck_assert_int_eq(lock_status(lc, "f", now + 1, &st), 0);
 	ck_assert_int_eq(st.nholders, 1);
@@ -492,7 +438,7 @@ START_TEST(test_fence_persists)
 	f = g.fence;
 	/* Reopen once more and let the grant expire while closed. */
 	lockcore_close(lc);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	g = must_grant(lc, "f", now + 3 + TTL);
 	ck_assert_int_eq(g.fence, max64(f + 1, floor_of(lc)));
 }
@@ -1144,7 +1090,7 @@ wal_cycles(struct lockcore *a, struct lockcore *b, int n, int64_t *now)
 START_TEST(test_live_clock)
 {
 	struct lockcore_opts lo = { .busy_timeout_ms = 5000, .live_clock = 1 };
-	struct lockcore *c = open_db(dbpath, &lo);
+	struct lockcore *c = lct_open(dbpath, &lo);
 	struct lock_grant g, g2;
 	int64_t before = clock_wall_ms(), stale = before - 60000;
 
@@ -1169,7 +1115,7 @@ END_TEST
 #define WAL_MAX (8 * 1024 * 1024)
 START_TEST(test_wal_bounded)
 {
-	struct lockcore *lc2 = open_db(dbpath, &opts);
+	struct lockcore *lc2 = lct_open(dbpath, &opts);
 	sqlite3 *rd = NULL;
 	int64_t now = T0;
 	int i;
@@ -1198,7 +1144,7 @@ END_TEST
 
 START_TEST(test_two_connections)
 {
-	struct lockcore *lc2 = open_db(dbpath, &opts);
+	struct lockcore *lc2 = lct_open(dbpath, &opts);
 	struct lock_acquire_req r = mkreq("two", false, 1);
 	struct lock_status st;
 	struct lock_grant g, g2;
@@ -1222,7 +1168,7 @@ END_TEST
  * failure; nothing is visible to others or kept before the batch ends. */
 START_TEST(test_batch)
 {
-	struct lockcore *lc2 = open_db(dbpath, &opts);
+	struct lockcore *lc2 = lct_open(dbpath, &opts);
 	struct lock_acquire_req r = mkreq("b1", false, 1);
 	struct lock_status st;
 	struct lock_grant g1, g2, g;
@@ -1385,7 +1331,7 @@ START_TEST(test_busy_handler)
 	lockcore_close(lc);
 	lc = NULL;
 	pid = hold_db(1000);
-	lc = open_db(dbpath, &quick);
+	lc = lct_open(dbpath, &quick);
 	hold_go();
 	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
 	ck_assert_int_eq(lockcore_sweep(lc, T0, 100, 0, &status), LC_E_DB);
@@ -1402,7 +1348,7 @@ START_TEST(test_busy_handler)
 	hold_go();
 	/* Opening writes (its session row), so the wait may come there. */
 	(void)clock_gettime(CLOCK_MONOTONIC, &t0);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	g = must_grant(lc, "busy", T0);
 	ck_assert_int_ge(elapsed_ms(&t0), 30);
 	ck_assert_int_eq(g.fence, floor_of(lc));
@@ -1427,7 +1373,7 @@ open_boot(const char *boot, int64_t boot_time, int64_t max_ttl, int full,
 	o.max_ttl_ms = max_ttl;
 	o.synchronous_full = full;
 	o.no_crash_grace = no_grace;
-	return open_db(dbpath, &o);
+	return lct_open(dbpath, &o);
 }
 
 START_TEST(test_unclean_shutdown)
@@ -1592,7 +1538,7 @@ START_TEST(test_process_crash_no_grace)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(status, 0);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sessions"), 1);
-	b = open_db(dbpath, &opts);
+	b = lct_open(dbpath, &opts);
 	lockcore_recovery(b, &rec);
 	ck_assert_int_eq(rec.recovered, 0);
 	ck_assert_int_eq(rec.stale_sessions, 0);
@@ -1641,7 +1587,7 @@ START_TEST(test_schema_upgrade)
 	    "INSERT INTO locks(name, fence_seq) VALUES ('old', 7);",
 	    NULL, NULL, NULL), SQLITE_OK);
 	(void)sqlite3_close(db);
-	b = open_db(dbpath, &opts);
+	b = lct_open(dbpath, &opts);
 	ck_assert_int_eq(must_grant(b, "old", T0).fence, max64(8, floor_of(b)));
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
 	    " WHERE key = 'schema_version'"), 5);
@@ -1832,7 +1778,7 @@ START_TEST(test_processes)
 	qsort(a->fences, (size_t)a->grants, sizeof(a->fences[0]), cmp_i64);
 	for (i = 1; i < a->grants; i++)
 		ck_assert_int_lt(a->fences[i - 1], a->fences[i]);
-	c = open_db(path, &opts);
+	c = lct_open(path, &opts);
 	g = must_grant(c, "hot", clock_wall_ms());
 	ck_assert_int_gt(g.fence, a->fences[a->grants - 1]);
 	lockcore_close(c);
@@ -2133,7 +2079,7 @@ START_TEST(test_schema_migration)
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
 	ck_assert(file_has(path, "0123456789abcdef0123456789abcdef"));
 	lockcore_close(lc);
-	lc = open_db(path, &opts);
+	lc = lct_open(path, &opts);
 	id = must_queue("old", 81, T0 + 1, 0, &who);
 	/* The old token still releases the old grant (its hash is kept). */
 	memset(&g, 0, sizeof(g));
@@ -2145,7 +2091,7 @@ START_TEST(test_schema_migration)
 	ck_assert_int_eq(g.fence, max64(6, floor_of(lc)));
 	/* Opening it again finds version 5. */
 	lockcore_close(lc);
-	lc = open_db(path, &opts);
+	lc = lct_open(path, &opts);
 	ck_assert_int_eq(must_grant(lc, "new", T0 + 4).fence, floor_of(lc));
 	lockcore_close(lc);
 	lc = NULL;
@@ -2222,7 +2168,7 @@ START_TEST(test_schema_upgrade_v3)
 	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_exec(db, v3, NULL, NULL, NULL), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
 	    " WHERE key = 'schema_version'"), 5);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM sqlite_master"
@@ -2428,7 +2374,7 @@ START_TEST(test_no_plain_secrets)
 	    (const char *)sqlite3_column_text(st, 0)) == LC_TOKEN_LEN);
 	(void)sqlite3_finalize(st);
 	(void)sqlite3_close(db);
-	c = open_db(copy, &opts);
+	c = lct_open(copy, &opts);
 	ck_assert_int_eq(lock_release(c, "sec", hex, T0 + 2, &wake, NULL),
 	    LC_E_NOT_HELD);
 	ck_assert_int_eq(lock_release(c, "sec", g.token, T0 + 2, &wake, NULL),
@@ -2457,7 +2403,7 @@ START_TEST(test_retry_same_token)
 	r.who.key = 2;
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1, &g2, &wi), LC_GRANTED);
 	ck_assert_str_eq(g2.token, g.token);
-	c = open_db(dbpath, &opts);
+	c = lct_open(dbpath, &opts);
 	r.who.key = 3;
 	ck_assert_int_eq(lock_acquire(c, &r, T0 + 2, &g2, &wi), LC_GRANTED);
 	ck_assert_str_eq(g2.token, g.token);
@@ -2567,7 +2513,7 @@ START_TEST(test_renew_own_ttl)
 	ck_assert_int_eq(lock_status(lc, "own", T0 + 4000, &st), 0);
 	ck_assert_int_eq(st.holders[0].expires_at, T0 + 3000 + 60000);
 	/* The lease is kept in the file, not in the connection. */
-	c = open_db(dbpath, &opts);
+	c = lct_open(dbpath, &opts);
 	ck_assert_int_eq(lock_renew(c, "own", g.token, 0, T0 + 5000, &g2),
 	    LC_OK);
 	ck_assert_int_eq(g2.expires_at, T0 + 5000 + 60000);
@@ -2591,7 +2537,7 @@ START_TEST(test_renew_own_ttl)
 	r = mkreq("own-long", false, 3);
 	r.ttl_ms = 300000;
 	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
-	c = open_db(dbpath, &(struct lockcore_opts){ .busy_timeout_ms = 5000,
+	c = lct_open(dbpath, &(struct lockcore_opts){ .busy_timeout_ms = 5000,
 	    .max_ttl_ms = 30000 });
 	ck_assert_int_eq(lock_renew(c, "own-long", g.token, 0, T0 + 1000, &g2),
 	    LC_OK);
@@ -2623,7 +2569,7 @@ START_TEST(test_restore_older_copy)
 	ck_assert(snprintf(copy, sizeof(copy), "%s/backup.db", dir) <
 	    (int)sizeof(copy));
 	copy_file(dbpath, copy);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	for (i = 0; i < 3; i++) {
 		g = must_grant(lc, "x", T0 + 10 + 2 * i);
 		must_release(lc, &g, T0 + 11 + 2 * i, false);
@@ -2634,7 +2580,7 @@ START_TEST(test_restore_older_copy)
 	lc = NULL;
 	copy_file(copy, dbpath);
 	(void)usleep(2000);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	g = must_grant(lc, "x", T0 + 20);
 	ck_assert_int_gt(g.fence, f3);
 }
@@ -2753,7 +2699,7 @@ open_in(const char *sub, const char *name, char path[160],
     struct lockcore **c)
 {
 	ck_assert(snprintf(path, 160, "%s/%s/%s", dir, sub, name) < 160);
-	*c = open_db(path, &opts);
+	*c = lct_open(path, &opts);
 }
 
 /*
@@ -2800,7 +2746,7 @@ START_TEST(test_file_modes)
 	fd = open(side, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(close(fd), 0);
-	c = open_db(path, &opts);
+	c = lct_open(path, &opts);
 	ck_assert_int_eq(mode_of(path) & 007, 0);
 	ck_assert_int_eq(mode_of(path), 0640);
 	ck_assert_int_eq(mode_of(side) & 007, 0);
@@ -2884,7 +2830,7 @@ START_TEST(test_schema_upgrade_v4)
 	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
 		ck_assert_msg(file_has(dbpath, plain[i]), "%s", plain[i]);
 
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	ck_assert_int_eq(count_rows("SELECT value FROM meta"
 	    " WHERE key = 'schema_version'"), 5);
 	/* The file was rewritten and its WAL emptied: nothing left to do. */
@@ -2935,7 +2881,7 @@ START_TEST(test_schema_upgrade_v4)
 	ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO meta(key, value)"
 	    " VALUES ('scrub_pending', 1)", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
-	lc = open_db(dbpath, &opts);
+	lc = lct_open(dbpath, &opts);
 	ck_assert_int_eq(count_rows("SELECT count(*) FROM meta"
 	    " WHERE key = 'scrub_pending'"), 0);
 }
@@ -3036,22 +2982,5 @@ lockcore_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	if (snprintf(topdir, sizeof(topdir), "/tmp/check_lockcore.XXXXXX") >=
-	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
-	sr = srunner_create(lockcore_suite());
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	if (rm_tree(topdir) != 0) {
-		perror(topdir);
-		failed++;
-	}
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(lockcore_suite(), "/tmp/check_lockcore.XXXXXX");
 }

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "proc.h"
 #include "reply.h"
+#include "unit.h"
 #include "wait.h"
 
 #define ANSWER_MAX_MS 5000      /* an answer due after WAIT_MS comes by then */
@@ -43,7 +44,6 @@
 #define STEP_MS       (3600 * 1000)
 #define LONG_WAIT_MS  20000     /* a timeout the forward step must cut short */
 
-static char topdir[64];
 static char dir[128];
 static int stop_pipe[2] = { -1, -1 };
 static atomic_bool stopping;
@@ -66,9 +66,7 @@ setup(void)
 	struct hl_conf c;
 	struct db_conf dc;
 
-	ck_assert_int_lt(snprintf(dir, sizeof(dir), "%s/t.XXXXXX", topdir),
-	    (int)sizeof(dir));
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	unit_testdir(dir, sizeof(dir));
 	conf_defaults(&c);
 	ck_assert_int_lt(snprintf(c.database, sizeof(c.database), "%s/lock.db",
 	    dir), (int)sizeof(c.database));
@@ -287,23 +285,6 @@ wait_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-	char cmd[128];
-
-	if (snprintf(topdir, sizeof(topdir), "/tmp/check_wait.XXXXXX") >=
-	    (int)sizeof(topdir) || mkdtemp(topdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
 	log_init("check_wait", 0);
-	sr = srunner_create(wait_suite());
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", topdir);
-	if (system(cmd) != 0)
-		failed++;
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return unit_run(wait_suite(), "/tmp/check_wait.XXXXXX");
 }

@@ -1,0 +1,30 @@
+/*
+ * lctest: what the lockcore tests (check_lockcore, check_invariants) build
+ * their calls from: the time base they pass explicitly, a connection that
+ * must open, a request of this process, an acquire that must be granted.
+ */
+#ifndef LCTEST_H
+#define LCTEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lockcore.h"
+
+#define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
+#define TTL    INT64_C(10000)           /* a request's lease */
+#define WAITMS INT64_C(60000)           /* a request's deadline after T0 */
+
+/* Opens the database at `path` with options o; fails the test if not. */
+struct lockcore	*lct_open(const char *path, const struct lockcore_opts *o);
+
+/* A request for `name` by this process with waiter key `key` and
+ * request_id `rid` (NULL: none), lease TTL, deadline T0 + WAITMS. */
+struct lock_acquire_req lct_req(const char *name, const char *rid, bool wait,
+		    uint64_t key);
+
+/* Acquires with `r` at `now` on connection c and insists on a grant. */
+struct lock_grant lct_grant(struct lockcore *c, struct lock_acquire_req *r,
+		    int64_t now);
+
+#endif
