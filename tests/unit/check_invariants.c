@@ -45,18 +45,13 @@ static const struct lockcore_opts opts = { .busy_timeout_ms = 5000 };
 static void
 setup(void)
 {
-	unit_testdir(dir, sizeof(dir));
-	ck_assert(snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir) <
-	    (int)sizeof(dbpath));
-	lc = lct_open(dbpath, &opts);
+	lc = lct_setup(dir, sizeof(dir), dbpath, sizeof(dbpath), &opts);
 }
 
 static void
 teardown(void)
 {
-	lockcore_close(lc);
-	lc = NULL;
-	ck_assert_int_eq(unit_rm_tree(dir), 0);
+	lct_teardown(&lc, dir);
 }
 
 /* Queues `r` at `now`; returns its waiter id and gives r->who its token. */
@@ -169,22 +164,14 @@ END_TEST
 static void
 copy_file(const char *from, const char *to)
 {
-	char buf[65536];
-	ssize_t n;
-	int in, out;
+	int in;
 
 	if ((in = open(from, O_RDONLY | O_CLOEXEC)) == -1) {
 		ck_assert_int_eq(errno, ENOENT);
 		ck_assert(unlink(to) == 0 || errno == ENOENT);
 		return;
 	}
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ck_assert_int_ge(out, 0);
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		ck_assert_int_eq(write(out, buf, (size_t)n), n);
-	ck_assert_int_eq(n, 0);
-	ck_assert_int_eq(close(in), 0);
-	ck_assert_int_eq(close(out), 0);
+	unit_copy_fd(in, to);
 }
 
 /* What a power loss leaves of database `from`: its file and WAL as they

@@ -45,23 +45,16 @@ static const struct lockcore_opts opts = { .busy_timeout_ms = 5000 };
 static void
 setup(void)
 {
-	int n;
-
-	unit_testdir(dir, sizeof(dir));
-	n = snprintf(dbpath, sizeof(dbpath), "%s/lock.db", dir);
-	ck_assert(n > 0 && n < (int)sizeof(dbpath));
+	lc = lct_setup(dir, sizeof(dir), dbpath, sizeof(dbpath), &opts);
 	memset(long_name, 'n', sizeof(long_name) - 1);
 	memset(long_owner, 'o', sizeof(long_owner) - 1);
 	memset(long_rid, 'r', sizeof(long_rid) - 1);
-	lc = lct_open(dbpath, &opts);
 }
 
 static void
 teardown(void)
 {
-	lockcore_close(lc);
-	lc = NULL;
-	ck_assert_int_eq(unit_rm_tree(dir), 0);
+	lct_teardown(&lc, dir);
 }
 
 /* A request for `name` by this process with waiter key `key`. */
@@ -236,19 +229,11 @@ wal_has(const char *path, const char *needle)
 static void
 copy_file(const char *from, const char *to)
 {
-	char buf[65536];
-	ssize_t n;
-	int in, out;
+	int in;
 
 	in = open(from, O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(in, 0);
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ck_assert_int_ge(out, 0);
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		ck_assert_int_eq(write(out, buf, (size_t)n), n);
-	ck_assert_int_eq(n, 0);
-	ck_assert_int_eq(close(in), 0);
-	ck_assert_int_eq(close(out), 0);
+	unit_copy_fd(in, to);
 }
 
 /* A pid that certainly has no process: a child that exited and was reaped. */

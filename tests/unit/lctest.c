@@ -1,13 +1,16 @@
 /*
- * lctest: requests and grants for the lockcore tests (lctest.h), each
- * failing the test when lockcore does not answer as required.
+ * lctest: the database, requests and grants of the lockcore tests
+ * (lctest.h), each failing the test when lockcore does not answer as
+ * required.
  */
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "lctest.h"
 #include "proc.h"
+#include "unit.h"
 
 struct lockcore *
 lct_open(const char *path, const struct lockcore_opts *o)
@@ -51,4 +54,21 @@ lct_grant(struct lockcore *c, struct lock_acquire_req *r, int64_t now)
 	rc = lock_acquire(c, r, now, &g, &wi);
 	ck_assert_msg(rc == LC_GRANTED, "acquire %s: %d", r->name, rc);
 	return g;
+}
+
+struct lockcore *
+lct_setup(char *dir, size_t dn, char *dbpath, size_t pn,
+    const struct lockcore_opts *o)
+{
+	unit_testdir(dir, dn);
+	ck_assert(snprintf(dbpath, pn, "%s/lock.db", dir) < (int)pn);
+	return lct_open(dbpath, o);
+}
+
+void
+lct_teardown(struct lockcore **c, const char *dir)
+{
+	lockcore_close(*c);
+	*c = NULL;
+	ck_assert_int_eq(unit_rm_tree(dir), 0);
 }

@@ -1,12 +1,14 @@
 /*
  * lctest: what the lockcore tests (check_lockcore, check_invariants) build
- * their calls from: the time base they pass explicitly, a connection that
- * must open, a request of this process, an acquire that must be granted.
+ * their calls from: the time base they pass explicitly, a test's database
+ * in its own directory, a connection that must open, a request of this
+ * process, an acquire that must be granted.
  */
 #ifndef LCTEST_H
 #define LCTEST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lockcore.h"
@@ -14,6 +16,16 @@
 #define T0     INT64_C(1700000000000)   /* "now" at the start of a test */
 #define TTL    INT64_C(10000)           /* a request's lease */
 #define WAITMS INT64_C(60000)           /* a request's deadline after T0 */
+
+/*
+ * A test's fixture: makes a fresh directory under unit_topdir (in dir[dn]),
+ * names the database "lock.db" in it (in dbpath[pn]) and opens it with o.
+ */
+struct lockcore	*lct_setup(char *dir, size_t dn, char *dbpath, size_t pn,
+		    const struct lockcore_opts *o);
+
+/* Closes *c (and sets it to NULL), then removes the test's directory. */
+void		 lct_teardown(struct lockcore **c, const char *dir);
 
 /* Opens the database at `path` with options o; fails the test if not. */
 struct lockcore	*lct_open(const char *path, const struct lockcore_opts *o);

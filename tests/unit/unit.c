@@ -1,11 +1,13 @@
 /*
  * unit: the harness the unit tests share (unit.h): the run's top
- * directory, a directory per test, removing a tree, running a suite.
+ * directory, a directory per test, copying a file into it, removing a
+ * tree, running a suite.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <check.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,22 @@ unit_testdir(char *dir, size_t n)
 {
 	ck_assert(snprintf(dir, n, "%s/t.XXXXXX", unit_topdir) < (int)n);
 	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+void
+unit_copy_fd(int in, const char *to)
+{
+	char buf[65536];
+	ssize_t n;
+	int out;
+
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(out, 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(close(in), 0);
+	ck_assert_int_eq(close(out), 0);
 }
 
 static int

@@ -1,5 +1,6 @@
 /*
- * unit: the harness the unit tests share.  unit_run() makes one mkdtemp(3)
+ * unit: the harness the unit tests share: the run's scratch directories
+ * and the running of its suite.  unit_run() makes one mkdtemp(3)
  * directory for the whole run (unit_topdir), runs a suite with every test
  * in a forked process, and removes that directory at the end, also when
  * failed tests skipped their teardown.  A test's setup makes a fresh
@@ -18,6 +19,10 @@ extern char unit_topdir[64];
 /* Makes a fresh directory under unit_topdir and puts its path in dir[n];
  * fails the test if it cannot. */
 void	unit_testdir(char *dir, size_t n);
+
+/* Copies the rest of open file `in` to `to` (created or truncated, mode
+ * 0600) and closes both; fails the test on any error. */
+void	unit_copy_fd(int in, const char *to);
 
 /* Removes directory `path` and everything in it: 0, or -1 with errno. */
 int	unit_rm_tree(const char *path);
