@@ -222,6 +222,22 @@ teardown(void)
 }
 
 /*
+ * Starts a batch of two: a enters the gate, b queues behind it, a leaves
+ * (uncommitted: b waits) and b enters.  Both then wait for their `go`.
+ */
+static void
+batch_of_two(struct member *a, const char *la, struct member *b,
+    const char *lb, enum op opb)
+{
+	member_start(a, la, OP_ACQUIRE, true);
+	ev_wait(&a->entered);
+	member_start(b, lb, opb, true);
+	await_waiting(1);
+	ev_set(&a->go);
+	ev_wait(&b->entered);
+}
+
+/*
  * Two members: the first leaves while the second waits at the gate, so it
  * does not commit; its grant is invisible to another connection until the
  * second leaves and commits both.
@@ -231,12 +247,8 @@ START_TEST(test_batch_commits_together)
 	struct member a, b;
 
 	gate_up(BATCH_OPS_MAX);
-	member_start(&a, "a", OP_ACQUIRE, true);
-	ev_wait(&a.entered);
-	member_start(&b, "b", OP_ACQUIRE, true);
-	await_waiting(1);
-	ev_set(&a.go);
-	ev_wait(&b.entered);            /* a left the gate, uncommitted */
+	batch_of_two(&a, "a", &b, "b", OP_ACQUIRE);
+	/* a left the gate, uncommitted */
 	ck_assert(!ev_isset(&a.left));
 	ck_assert(!held("a"));
 	ev_set(&b.go);
@@ -263,12 +275,7 @@ START_TEST(test_failed_commit_fails_every_member)
 	ck_assert(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
 	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
 	tiny.rlim_max = old.rlim_max;
-	member_start(&a, "a", OP_ACQUIRE, true);
-	ev_wait(&a.entered);
-	member_start(&b, "b", OP_ACQUIRE, true);
-	await_waiting(1);
-	ev_set(&a.go);
-	ev_wait(&b.entered);
+	batch_of_two(&a, "a", &b, "b", OP_ACQUIRE);
 	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &tiny), 0);
 	ev_set(&b.go);
 	member_join(&a);
@@ -293,12 +300,7 @@ START_TEST(test_member_failure_undoes_only_itself)
 	struct member a, b;
 
 	gate_up(BATCH_OPS_MAX);
-	member_start(&a, "a", OP_ACQUIRE, true);
-	ev_wait(&a.entered);
-	member_start(&b, "a", OP_RELEASE_BOGUS, true);
-	await_waiting(1);
-	ev_set(&a.go);
-	ev_wait(&b.entered);
+	batch_of_two(&a, "a", &b, "a", OP_RELEASE_BOGUS);
 	ev_set(&b.go);
 	member_join(&a);
 	member_join(&b);
@@ -319,12 +321,7 @@ START_TEST(test_batch_ends_at_its_cap)
 	struct member a, b, c;
 
 	gate_up(2);
-	member_start(&a, "a", OP_ACQUIRE, true);
-	ev_wait(&a.entered);
-	member_start(&b, "b", OP_ACQUIRE, true);
-	await_waiting(1);
-	ev_set(&a.go);
-	ev_wait(&b.entered);
+	batch_of_two(&a, "a", &b, "b", OP_ACQUIRE);
 	member_start(&c, "c", OP_ACQUIRE, true);
 	await_waiting(1);
 	ev_set(&b.go);

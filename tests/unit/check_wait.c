@@ -160,36 +160,57 @@ read_answer(int fd, int64_t *ms)
 	return out;
 }
 
+/* Grants `name` to another request, so that acquires of it queue. */
+static void
+hold(const char *name, int64_t now)
+{
+	struct lock_acquire_req holder = acquire_req(name, 1, now, 0);
+	struct lock_wait_info info;
+
+	ck_assert_int_eq(acquire(&holder, now, &info), LC_GRANTED);
+}
+
+/*
+ * Queues an acquire of `name` (waiter key `key`, timeout `timeout` ms) and
+ * parks it on one end of a socket pair, as a pool thread parks its FastCGI
+ * connection; returns the other end, where its answer arrives.
+ */
+static int
+park_waiter(const char *name, uint64_t key, int64_t now, int64_t timeout)
+{
+	struct lock_acquire_req w = acquire_req(name, key, now, timeout);
+	struct lock_wait_info info;
+	struct lockref ref = { name, name, false, 0 };
+	int sv[2];
+
+	ck_assert_int_eq(acquire(&w, now, &info), LC_QUEUED);
+	memcpy(w.who.token, info.token, sizeof(w.who.token));
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ck_assert_int_eq(wait_park(sv[0], 1, "127.0.0.1", &ref, &w.who,
+	    w.deadline, &info, now), 0);
+	return sv[1];
+}
+
 /*
  * The wall clock steps back an hour right after the request parks: it
  * still times out (423) at its deadline, WAIT_MS later, not an hour later.
  */
 START_TEST(test_wall_clock_steps_back)
 {
-	struct lock_acquire_req holder, waiter;
-	struct lock_wait_info info;
-	struct lockref ref = { "x", "x", false, 0 };
 	int64_t now = clock_wall_ms(), took;
 	const char *answer;
-	int sv[2];
+	int fd;
 
-	holder = acquire_req("x", 1, now, 0);
-	ck_assert_int_eq(acquire(&holder, now, &info), LC_GRANTED);
-	waiter = acquire_req("x", 2, now, WAIT_MS);
-	ck_assert_int_eq(acquire(&waiter, now, &info), LC_QUEUED);
-	memcpy(waiter.who.token, info.token, sizeof(waiter.who.token));
-
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	ck_assert_int_eq(wait_park(sv[0], 1, "127.0.0.1", &ref, &waiter.who,
-	    waiter.deadline, &info, now), 0);
+	hold("x", now);
+	fd = park_waiter("x", 2, now, WAIT_MS);
 	atomic_store(&wall_offset, -STEP_MS);
 
-	answer = read_answer(sv[1], &took);
+	answer = read_answer(fd, &took);
 	ck_assert_msg(strstr(answer, "Status: 423") != NULL,
 	    "no 423 within %d ms of a %d ms wait (took %lld ms): '%s'",
 	    ANSWER_MAX_MS, WAIT_MS, (long long)took, answer);
 	ck_assert_int_ge(took, WAIT_MS / 2);
-	close(sv[1]);
+	close(fd);
 }
 END_TEST
 
@@ -201,40 +222,25 @@ END_TEST
  */
 START_TEST(test_wall_clock_steps_forward)
 {
-	struct lock_acquire_req holder, a, b;
-	struct lock_wait_info ia, ib;
-	struct lockref ref = { "z", "z", false, 0 };
 	int64_t now = clock_wall_ms(), took;
 	const char *answer;
-	int sa[2], sb[2];
+	int fa, fb;
 
-	holder = acquire_req("z", 1, now, 0);
-	ck_assert_int_eq(acquire(&holder, now, &ia), LC_GRANTED);
-	a = acquire_req("z", 2, now, LONG_WAIT_MS);
-	ck_assert_int_eq(acquire(&a, now, &ia), LC_QUEUED);
-	memcpy(a.who.token, ia.token, sizeof(a.who.token));
-	b = acquire_req("z", 3, now, LONG_WAIT_MS);
-	ck_assert_int_eq(acquire(&b, now, &ib), LC_QUEUED);
-	memcpy(b.who.token, ib.token, sizeof(b.who.token));
-
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sa), 0);
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sb), 0);
-	ck_assert_int_eq(wait_park(sa[0], 1, "127.0.0.1", &ref, &a.who,
-	    a.deadline, &ia, now), 0);
-	ck_assert_int_eq(wait_park(sb[0], 1, "127.0.0.1", &ref, &b.who,
-	    b.deadline, &ib, now), 0);
+	hold("z", now);
+	fa = park_waiter("z", 2, now, LONG_WAIT_MS);
+	fb = park_waiter("z", 3, now, LONG_WAIT_MS);
 	atomic_store(&wall_offset, STEP_MS);
 
-	answer = read_answer(sa[1], &took);
+	answer = read_answer(fa, &took);
 	ck_assert_msg(strstr(answer, "Status: 423") != NULL,
 	    "first waiter: no 423 within %d ms of the step (took %lld ms): "
 	    "'%s'", ANSWER_MAX_MS, (long long)took, answer);
-	answer = read_answer(sb[1], &took);
+	answer = read_answer(fb, &took);
 	ck_assert_msg(strstr(answer, "Status: 423") != NULL,
 	    "second waiter: no 423 within %d ms of the step (took %lld ms): "
 	    "'%s'", ANSWER_MAX_MS, (long long)took, answer);
-	close(sa[1]);
-	close(sb[1]);
+	close(fa);
+	close(fb);
 }
 END_TEST
 
@@ -242,26 +248,16 @@ END_TEST
  * measures the step, not the set-up. */
 START_TEST(test_wait_times_out)
 {
-	struct lock_acquire_req holder, waiter;
-	struct lock_wait_info info;
-	struct lockref ref = { "y", "y", false, 0 };
 	int64_t now = clock_wall_ms(), took;
 	const char *answer;
-	int sv[2];
+	int fd;
 
-	holder = acquire_req("y", 1, now, 0);
-	ck_assert_int_eq(acquire(&holder, now, &info), LC_GRANTED);
-	waiter = acquire_req("y", 2, now, WAIT_MS);
-	ck_assert_int_eq(acquire(&waiter, now, &info), LC_QUEUED);
-	memcpy(waiter.who.token, info.token, sizeof(waiter.who.token));
-
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	ck_assert_int_eq(wait_park(sv[0], 1, "127.0.0.1", &ref, &waiter.who,
-	    waiter.deadline, &info, now), 0);
-	answer = read_answer(sv[1], &took);
+	hold("y", now);
+	fd = park_waiter("y", 2, now, WAIT_MS);
+	answer = read_answer(fd, &took);
 	ck_assert_msg(strstr(answer, "Status: 423") != NULL, "'%s'", answer);
 	ck_assert_int_ge(took, WAIT_MS / 2);
-	close(sv[1]);
+	close(fd);
 }
 END_TEST
 
