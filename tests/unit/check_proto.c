@@ -1048,6 +1048,30 @@ START_TEST(test_expiry)
 }
 END_TEST
 
+/*
+ * A peer's expiry is any int64: the extremes in the past fire at once,
+ * INT64_MAX is pulled in to the horizon (max_ttl + a minute) instead of
+ * firing or overflowing, and the daemon goes on serving.
+ */
+START_TEST(test_expiry_extremes)
+{
+	struct coord_waiter *w;
+
+	w = waiter("xe1", 1, INT64_MIN);
+	ck_assert_int_eq(wait_woken(w, 2000), COORDC_WOKEN);
+	coord_waiter_free(w);
+	w = waiter("xe2", 1, -1);
+	ck_assert_int_eq(wait_woken(w, 2000), COORDC_WOKEN);
+	coord_waiter_free(w);
+	w = waiter("xe3", 1, INT64_MAX);
+	ck_assert_int_eq(wait_woken(w, 300), COORDC_E_TIMEOUT);
+	coord_waiter_free(w);
+	w = waiter("xe4", 1, wall_ms() - 5);
+	ck_assert_int_eq(wait_woken(w, 2000), COORDC_WOKEN);
+	coord_waiter_free(w);
+}
+END_TEST
+
 START_TEST(test_peer_close)
 {
 	struct coord_waiter *w1 = waiter("pc", 1, 0);
@@ -1743,6 +1767,7 @@ proto_suite(void)
 	tcase_add_test(tc, test_reregister);
 	tcase_add_test(tc, test_unwait);
 	tcase_add_test(tc, test_expiry);
+	tcase_add_test(tc, test_expiry_extremes);
 	tcase_add_test(tc, test_peer_close);
 	tcase_add_test(tc, test_garbage);
 	tcase_add_test(tc, test_pong_counts);
