@@ -262,4 +262,12 @@ struct store_ops {
 int store_sqlite_open(struct store **out, const char *path,
     const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
 
+/*
+ * Opens the PostgreSQL store at `conninfo` (store_pg.c: a libpq URI or
+ * key=value string), creating or upgrading its schema.  As
+ * store_sqlite_open otherwise.
+ */
+int store_pg_open(struct store **out, const char *conninfo,
+    const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
+
 #endif /* HTTPLOCK_STORE_H */
