@@ -31,6 +31,7 @@
 
 enum key_kind {
 	K_PATH,                  /* absolute path; char[] of `size` bytes */
+	K_URI,                   /* postgresql:// URI; char[] of `size` */
 	K_SECONDS,               /* int64_t milliseconds, min..max */
 	K_INT,                   /* int, min..max */
 	K_CHOICE                 /* one of `words` -> int, its index */
@@ -59,6 +60,9 @@ static const char *const no_yes_words[] = { "no", "yes", NULL };
 static const struct conf_key keys[] = {
 	{ "database", K_PATH, F(database), S(database), 0, 0,
 	  "must be shorter than 4096 bytes", NULL },
+	{ "store", K_URI, F(store), S(store), 0, 0,
+	  "must be a PostgreSQL connection URI (postgresql://...) shorter "
+	  "than 4096 bytes", NULL },
 	{ "coord_socket", K_PATH, F(coord_socket), S(coord_socket), 0, 0,
 	  "must be shorter than 108 bytes (sun_path, the limit on the "
 	  "path of a Unix socket)", NULL },
@@ -274,6 +278,14 @@ set_value(struct hl_conf *c, const struct conf_key *k, const char *v,
 	int64_t n;
 
 	switch (k->kind) {
+	case K_URI:
+		if (!((vlen > 13 && memcmp(v, "postgresql://", 13) == 0) ||
+		    (vlen > 11 && memcmp(v, "postgres://", 11) == 0)) ||
+		    vlen >= k->size)
+			return k->range;
+		memcpy(base, v, vlen);
+		base[vlen] = '\0';
+		return NULL;
 	case K_PATH:
 		if (v[0] != '/')
 			return "must be an absolute path";

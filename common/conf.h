@@ -19,6 +19,9 @@
 
 struct hl_conf {
 	char    database[CONF_PATH_MAX];     /* database = /var/lib/httplock/httplock.db */
+	char    store[CONF_PATH_MAX];        /* store = (empty: SQLite at
+	                                        `database`) or a PostgreSQL
+	                                        connection URI shared by hosts */
 	char    coord_socket[CONF_SOCK_MAX]; /* coord_socket = /run/httplock/coord.sock */
 	int64_t default_ttl_ms;              /* default_ttl = 30 (seconds) */
 	int64_t max_ttl_ms;                  /* max_ttl = 3600 */

@@ -37,6 +37,8 @@ struct batch_wait {
 static struct {
 	struct db_conf      conf;
 	char                boot_id[BOOT_ID_MAX];
+	char                name[CONF_PATH_MAX];  /* the database, as logged:
+	                                    a URI without its password */
 	pthread_mutex_t     mu;          /* the gate: serialises all of db */
 	struct lockcore    *db;          /* NULL until opened, or broken */
 	bool                open_failed; /* the last open failed (logged) */
@@ -59,14 +61,20 @@ void
 db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 {
 	memset(dc, 0, sizeof(*dc));
-	snprintf(dc->database, sizeof(dc->database), "%s", c->database);
+	snprintf(dc->database, sizeof(dc->database), "%s",
+	    c->store[0] != '\0' ? c->store : c->database);
 	dc->opts.busy_timeout_ms = (int)c->busy_timeout_ms;
 	dc->opts.synchronous_full = c->synchronous_full;
 	dc->opts.live_clock = 1;
 	dc->opts.no_crash_grace = !c->crash_grace;
 	dc->opts.max_ttl_ms = c->max_ttl_ms;
 	dc->idle_reclaim_ms = c->idle_reclaim_ms;
-	dc->batch_ops_max = BATCH_OPS_MAX;
+	/* A shared store runs each request in a transaction of its own: a
+	 * batch would hold the rows of several locks at once, and two hosts
+	 * batching the same locks in another order would deadlock.  The
+	 * server groups concurrent commits' WAL flushes itself. */
+	dc->batch_ops_max = lockcore_path_is_pg(dc->database) ? 0 :
+	    BATCH_OPS_MAX;
 	dc->batch_ms = BATCH_MS;
 #ifdef HTTPLOCK_TEST_HOOKS
 	{
@@ -96,6 +104,7 @@ db_init(const struct db_conf *dc)
 		    strlen(dc->opts.boot_id) + 1);
 		g.conf.opts.boot_id = g.boot_id;
 	}
+	lockcore_store_name(dc->database, g.name, sizeof(g.name));
 	if ((rc = pthread_mutex_init(&g.mu, NULL)) != 0 ||
 	    (rc = pthread_mutex_init(&g.end_mu, NULL)) != 0 ||
 	    (rc = pthread_cond_init(&g.end_cv, NULL)) != 0) {
@@ -136,10 +145,11 @@ static int
 db_open(void)
 {
 	struct lockcore_recovery rec;
-	const char *path = g.conf.database;
+	const char *path = g.name;
 	char err[256];
 
-	if (lockcore_open(&g.db, path, &g.conf.opts, err, sizeof(err)) != 0) {
+	if (lockcore_open(&g.db, g.conf.database, &g.conf.opts, err,
+	    sizeof(err)) != 0) {
 		/* Said once per outage, not once per request. */
 		if (!g.open_failed)
 			log_warnx("%s: %s", __func__, err);
@@ -170,11 +180,10 @@ static void
 db_failing(bool failing, const char *what)
 {
 	if (failing && !g.failing)
-		log_warnx("database %s: %s: %s", g.conf.database, what,
+		log_warnx("database %s: %s: %s", g.name, what,
 		    lockcore_errmsg(g.db));
 	else if (!failing && g.failing)
-		log_info("database %s: transactions commit again",
-		    g.conf.database);
+		log_info("database %s: transactions commit again", g.name);
 	g.failing = failing;
 }
 
@@ -188,7 +197,8 @@ db_enter(enum db_use use)
 		pthread_mutex_unlock(&g.mu);
 		return NULL;
 	}
-	if (!g.batch_open && use == DB_READ_FIRST) {
+	if (!g.batch_open && (use == DB_READ_FIRST ||
+	    g.conf.batch_ops_max == 0)) {
 		g.solo = true;
 		return g.db;
 	}

@@ -22,7 +22,8 @@ struct db_conf {
 	char    database[CONF_PATH_MAX];
 	struct lockcore_opts opts;   /* boot_id: copied, may be NULL */
 	int64_t idle_reclaim_ms;     /* db_sweep: idle lock rows go after it */
-	int     batch_ops_max;       /* BATCH_OPS_MAX */
+	int     batch_ops_max;       /* BATCH_OPS_MAX; 0: a transaction per
+	                                call, never a batch (a shared store) */
 	int64_t batch_ms;            /* BATCH_MS */
 };
 

@@ -88,8 +88,16 @@ reap_sessions(struct lockcore *lc, const char *boot, bool *lost,
 		if ((rc = STORE(lc, session_next, last, &s, &found)) < 0 ||
 		    !found)
 			return rc;
-		other = strcmp(s.boot_id, boot) != 0;
-		drop = other || !proc_alive(s.pid, s.pstart);
+		if (s.server_alive >= 0) {
+			/* The server knows whether the connection that
+			 * added it is open; one that closed lost nothing,
+			 * each commit having waited for the WAL flush. */
+			other = false;
+			drop = s.server_alive == 0;
+		} else {
+			other = strcmp(s.boot_id, boot) != 0;
+			drop = other || !proc_alive(s.pid, s.pstart);
+		}
 		if (other) {
 			lc->rec.stale_sessions++;
 			if (!s.sync_full)
@@ -221,7 +229,10 @@ lockcore_open(struct lockcore **out, const char *path,
 	    opts->max_ttl_ms : LC_GRACE_DEFAULT_MS;
 	lc->self_pid = getpid();
 	lc->self_pstart = proc_start(lc->self_pid);
-	if ((rc = store_sqlite_open(&lc->st, path, opts, err, errlen)) < 0)
+	rc = lockcore_path_is_pg(path) ?
+	    store_pg_open(&lc->st, path, opts, err, errlen) :
+	    store_sqlite_open(&lc->st, path, opts, err, errlen);
+	if (rc < 0)
 		goto out;
 	if (open_session(lc, opts, &why) < 0) {
 		if (err != NULL && errlen > 0)
@@ -236,6 +247,22 @@ lockcore_open(struct lockcore **out, const char *path,
 out:
 	lockcore_close(lc);
 	return rc;
+}
+
+bool
+lockcore_path_is_pg(const char *path)
+{
+	return strncmp(path, "postgresql://", 13) == 0 ||
+	    strncmp(path, "postgres://", 11) == 0;
+}
+
+void
+lockcore_store_name(const char *path, char *buf, size_t size)
+{
+	if (lockcore_path_is_pg(path))
+		store_pg_name(path, buf, size);
+	else
+		(void)snprintf(buf, size, "%s", path);
 }
 
 void

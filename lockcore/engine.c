@@ -50,6 +50,7 @@ struct walk {
 	int     live;     /* live waiters seen */
 	int64_t head;     /* id of the first live waiter, 0 if none */
 	pid_t   head_pid; /* its process */
+	bool    head_remote; /* it waits on another host */
 	int     removed;  /* dead waiters deleted */
 };
 
@@ -123,6 +124,7 @@ lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
     struct lockrow *lr, struct hstate *hs, bool *queued, bool *found)
 {
 	int rc, expired;
+	bool existed;
 
 	*queued = false;
 	if ((rc = STORE(lc, lock_state, name, now, lr, hs, &expired,
@@ -135,9 +137,13 @@ lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
 	}
 	if (!create)
 		return 0;
-	if ((rc = STORE(lc, lock_add, name, lr)) == 0)
-		*found = true;
-	return rc;
+	if ((rc = STORE(lc, lock_add, name, lr, &existed)) < 0)
+		return rc;
+	*found = true;
+	/* Created by another transaction since the look above: its state
+	 * is read again, now that this transaction has the row. */
+	return existed ? lock_state(lc, name, now, false, lr, hs, queued,
+	    found) : 0;
 }
 
 /* holder_by_token()'s walk: the token's hash and what matched it. */
@@ -322,7 +328,10 @@ walk_one(const struct wslot *ws, void *arg)
 	struct walk_state *ctx = arg;
 
 	ctx->cursor = ws->id;
-	if (!waiter_live(ctx->lc, &ctx->cache, ws->pid, ws->pstart,
+	/* Another host's waiter: its process is not ours to look at, so it
+	 * is live until its deadline. */
+	if (ws->remote ? ws->deadline <= ctx->now :
+	    !waiter_live(ctx->lc, &ctx->cache, ws->pid, ws->pstart,
 	    ws->deadline, ctx->now)) {
 		ctx->dead = ws->id;
 		return 1;
@@ -330,6 +339,7 @@ walk_one(const struct wslot *ws, void *arg)
 	if (ctx->w->live++ == 0) {
 		ctx->w->head = ws->id;
 		ctx->w->head_pid = ws->pid;
+		ctx->w->head_remote = ws->remote;
 	}
 	return !ctx->all;
 }
@@ -501,7 +511,8 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	*wake_next = false;
 	if (w.head == 0 || hs.count > 0)
 		return 0;
-	if (ho->only_pid != 0 && w.head_pid != ho->only_pid) {
+	if (ho->only_pid != 0 && (w.head_remote ||
+	    w.head_pid != ho->only_pid)) {
 		*wake_next = true;      /* the first waiter grants itself */
 		return 0;
 	}
@@ -513,7 +524,7 @@ handoff(struct lockcore *lc, const struct lockrow *lr, bool queued,
 	if ((rc = grant_waiter(lc, w.head, &wr, NULL, now, &ho->grant)) < 0)
 		return rc;
 	ho->waiter_id = w.head;
-	ho->pid = w.head_pid;
+	ho->pid = w.head_remote ? 0 : w.head_pid;
 	ho->key = wr.wkey;
 	ho->expires_at = ho->grant.expires_at;
 	return 0;

@@ -88,6 +88,8 @@ struct lockcore_opts {
 	const char *boot_id;     /* tests: this boot's id; NULL: the kernel's */
 	int64_t boot_time_ms;    /* tests: when this boot began (wall clock,
 	                            ms); 0: from CLOCK_BOOTTIME */
+	const char *host_key;    /* tests: this host's name in a shared
+	                            store; NULL: its boot and pid namespace */
 };
 
 #define LC_GRACE_DEFAULT_MS (3600 * 1000)
@@ -176,7 +178,8 @@ struct lock_wait_info {
 struct lock_handoff {
 	pid_t   only_pid;        /* IN: 0, or grant only this process's waiter */
 	int64_t waiter_id;       /* OUT: the waiter granted, 0 if none */
-	pid_t   pid;             /* OUT: its process */
+	pid_t   pid;             /* OUT: its process, 0 if it waits on
+	                            another host */
 	uint64_t key;            /* OUT: the key of the request that owned the
 	                            row (struct lock_waiter_ident) */
 	int64_t expires_at;      /* OUT: its lease's end */
@@ -207,13 +210,27 @@ struct lock_list_entry {
 };
 
 /*
- * Opens (creating if needed) the database at `path`, sets WAL mode, the
- * busy handler and the schema.  On success *out owns the connection; on
+ * Opens (creating if needed) the database at `path`: a SQLite file (WAL
+ * mode, the busy handler, the schema), or, for a path that is a libpq
+ * connection URI (postgresql:// or postgres://), a PostgreSQL database
+ * shared with other hosts (lockcore/store_pg.c), whose schema `httplock`
+ * it creates if missing.  On success *out owns the connection; on
  * failure *out is NULL and `err` (errlen bytes) says why.  opts may be NULL
- * for the defaults (busy timeout 5000 ms, synchronous=NORMAL).
+ * for the defaults (busy timeout 5000 ms, synchronous=NORMAL); with
+ * PostgreSQL the busy timeout bounds every exchange with the server.
  */
 int lockcore_open(struct lockcore **out, const char *path,
     const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
+
+/* True if lockcore_open() takes `path` for a PostgreSQL connection URI. */
+bool lockcore_path_is_pg(const char *path);
+
+/*
+ * The database at `path` as logs and /healthz may show it: the path, or
+ * a URI's user, hosts, ports and database without its password or other
+ * parameters.
+ */
+void lockcore_store_name(const char *path, char *buf, size_t size);
 
 /*
  * What the open found about an unclean shutdown, and the grace it set (also

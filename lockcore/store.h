@@ -91,6 +91,7 @@ struct wslot {
 	pid_t    pid;
 	uint64_t pstart;
 	int64_t  deadline;
+	bool     remote;    /* of another host (pid and pstart are its) */
 };
 
 /* A row of the sessions (conn.c, "Unclean shutdowns"). */
@@ -102,6 +103,9 @@ struct session_row {
 	bool     sync_full;     /* it committed with every grant on disk */
 	int64_t  max_ttl_ms;    /* the longest lease it granted */
 	int64_t  opened_at;
+	int      server_alive;  /* -1: the store cannot tell; 0 or 1: the
+	                           database server says whether the
+	                           connection that added it is open */
 };
 
 /* One connection to a store; each store's own struct begins with it. */
@@ -123,7 +127,9 @@ struct store_ops {
 	 * Transactions.  begin() opens a write transaction (`write`: one that
 	 * excludes every other writer of the lock rows it touches) or a read
 	 * one; a store whose transaction has its own clock may move *now
-	 * forward to it (never back).  end() commits when rc >= 0 and rolls
+	 * to it: SQLite's only forward (the caller's clock is the same
+	 * machine's), PostgreSQL's also back, so that every host judges
+	 * leases by the server's one clock.  end() commits when rc >= 0 and rolls
 	 * back otherwise; it returns rc, or the commit's error.  Between
 	 * batch_begin() and batch_end() all transactions are one, each a
 	 * savepoint (lockcore_batch_begin).  durable(true) makes the commits
@@ -155,7 +161,10 @@ struct store_ops {
 	 * Lock rows.  lock_state() reads in one go what the fast paths need:
 	 * the row of `name` with its live holders (expires_at > now) in *hs
 	 * and how many holders have expired (*expired), which it leaves in
-	 * place.  lock_add() creates the row of a name that has none.
+	 * place.  lock_add() creates the row of a name that had none; if
+	 * another transaction created it meanwhile (a store where writers
+	 * of different locks run at once), it returns that row with
+	 * *existed set, and the caller reads its state again.
 	 * fence_next() raises the row's fence counter to the greatest of its
 	 * value + 1, `floor` and meta.fence_floor, stamps its used_at with
 	 * now, and returns the new value.  fence_max() is the highest fence
@@ -165,7 +174,8 @@ struct store_ops {
 	    bool *found);
 	int (*lock_state)(struct store *st, const char *name, int64_t now,
 	    struct lockrow *lr, struct hstate *hs, int *expired, bool *found);
-	int (*lock_add)(struct store *st, const char *name, struct lockrow *lr);
+	int (*lock_add)(struct store *st, const char *name, struct lockrow *lr,
+	    bool *existed);
 	int (*fence_next)(struct store *st, int64_t lock_id, int64_t floor,
 	    int64_t now, int64_t *fence);
 	int (*fence_max)(struct store *st, int64_t *top);
@@ -269,5 +279,8 @@ int store_sqlite_open(struct store **out, const char *path,
  */
 int store_pg_open(struct store **out, const char *conninfo,
     const struct lockcore_opts *opts, char *err, size_t errlen) LC_WUR;
+
+/* lockcore_store_name() of a PostgreSQL URI. */
+void store_pg_name(const char *conninfo, char *buf, size_t size);
 
 #endif /* HTTPLOCK_STORE_H */

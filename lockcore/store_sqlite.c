@@ -843,6 +843,7 @@ session_next(struct store *st, int64_t after, struct session_row *r,
 		r->pstart = (uint64_t)sqlite3_column_int64(s, 3);
 		r->sync_full = sqlite3_column_int(s, 4) != 0;
 		r->max_ttl_ms = sqlite3_column_int64(s, 5);
+		r->server_alive = -1;
 		/* A boot id that does not fit is of another boot all the
 		 * same: keep its first bytes. */
 		if (sqlite3_column_text(s, 1) != NULL)
@@ -884,7 +885,8 @@ session_delete(struct store *st, int64_t id)
 /* Lock rows. */
 
 static int
-lock_add(struct store *st, const char *name, struct lockrow *lr)
+lock_add(struct store *st, const char *name, struct lockrow *lr,
+    bool *existed)
 {
 	struct sqstore *q = (struct sqstore *)st;
 	int rc, brc = SQLITE_OK;
@@ -894,6 +896,7 @@ lock_add(struct store *st, const char *name, struct lockrow *lr)
 		return rc;
 	lr->id = sqlite3_last_insert_rowid(q->db);
 	lr->nwait = 0;
+	*existed = false;         /* BEGIN IMMEDIATE: no other writer */
 	return 0;
 }
 
@@ -1289,6 +1292,7 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 		w.pid = (pid_t)sqlite3_column_int64(s, 1);
 		w.pstart = (uint64_t)sqlite3_column_int64(s, 2);
 		w.deadline = sqlite3_column_int64(s, 3);
+		w.remote = false;
 		rc = fn(&w, arg) != 0 ? SQLITE_DONE : SQLITE_OK;
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(q, rc);
