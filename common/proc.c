@@ -1,6 +1,7 @@
 /*
  * proc: what Linux's /proc tells about processes and the boot (proc.h).
  */
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -16,6 +17,21 @@
 
 #include "clock.h"
 #include "proc.h"
+
+void
+proc_host_key(char *buf, size_t size, const char *boot)
+{
+	char id[64];
+	struct stat sb;
+
+	if (boot == NULL) {
+		proc_boot_id(id, sizeof(id));
+		boot = id;
+	}
+	if (stat("/proc/self/ns/pid", &sb) != 0)
+		sb.st_ino = 0;
+	(void)snprintf(buf, size, "%s:%ju", boot, (uintmax_t)sb.st_ino);
+}
 
 /* The kernel's boot id (a UUID that changes at every boot). */
 void

@@ -20,6 +20,13 @@ bool proc_alive(pid_t pid, uint64_t pstart);
 /* The kernel's boot id into buf (never empty: a stand-in when /proc does
  * not have it). */
 void proc_boot_id(char *buf, size_t size);
+/*
+ * This host's key in a store shared by several (lockcore's PostgreSQL
+ * store): the boot id and the inode of the pid namespace, since containers
+ * on one machine share the boot but not their pids.  `boot` overrides the
+ * boot id (tests; NULL: the kernel's).
+ */
+void proc_host_key(char *buf, size_t size, const char *boot);
 /* Wall-clock time at which this boot began, ms. */
 int64_t proc_boot_time_ms(void);
 

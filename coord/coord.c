@@ -62,6 +62,8 @@
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
+#include "pglisten.h"
+#include "proc.h"
 #include "proto.h"
 
 #define IN_MAX            (PROTO_FRAME_MAX * 4)  /* one read, all peers */
@@ -156,7 +158,7 @@ static struct {
 } co = { .lfd = -1, .efd = -1, .sfd = -1, .lockfd = -1 };
 
 /* Tags that tell the listener and the signalfd from peers in epoll data. */
-static int listen_tag, signal_tag;
+static int listen_tag, signal_tag, store_tag;
 
 static void peer_kill(struct peer *, const char *);
 
@@ -709,6 +711,38 @@ do_notify(const struct proto_msg *m)
 	lock_maybe_free(l);
 }
 
+/*
+ * What another host's worker did to a lock, heard on a shared store
+ * (pglisten.h): its waiters here look, as after a NOTIFY from one of our
+ * workers.  After the listener (re)connects, every lock's first waiter
+ * looks, since what was said meanwhile is lost.
+ */
+static void
+do_heard(const char *name, size_t namelen, uint64_t kick, bool all,
+    void *arg)
+{
+	struct lock *l, *next;
+	size_t i;
+
+	(void)arg;
+	if (all) {
+		for (i = 0; i < co.nbuckets; i++)
+			for (l = co.buckets[i]; l != NULL; l = next) {
+				next = l->hnext;
+				wake_first(l);
+				lock_maybe_free(l);
+			}
+		return;
+	}
+	if (namelen == 0 || namelen > PROTO_NAME_MAX ||
+	    (l = lock_get(name, namelen, false)) == NULL)
+		return;
+	wake_first(l);
+	if (kick != 0)
+		wake_id(l, kick);
+	lock_maybe_free(l);
+}
+
 static void
 do_ping(struct peer *p)
 {
@@ -1130,6 +1164,10 @@ loop(void)
 				do_accept();
 				continue;
 			}
+			if (ev[i].data.ptr == &store_tag) {
+				pglisten_drain(do_heard, NULL);
+				continue;
+			}
 			if (ev[i].data.ptr == &signal_tag) {
 				do_signal();
 				continue;
@@ -1295,6 +1333,36 @@ setup_events(void)
 		    (uint32_t)clock_mono_ms();
 }
 
+/*
+ * On a store shared by several hosts, hears the other hosts' releases
+ * (pglisten.h).  Without the listener, waiters here still find their turn
+ * by their timers and polls: a failure to start it is logged, not fatal.
+ */
+static void
+listen_store(const char *conninfo)
+{
+	struct epoll_event ev;
+	char key[160];
+	const char *test_key = NULL;
+	int fd;
+
+#ifdef HTTPLOCK_TEST_HOOKS
+	/* Test builds only: one of several hosts on one machine. */
+	test_key = getenv("HTTPLOCK_TEST_HOST_KEY");
+#endif
+	if (test_key != NULL)
+		(void)snprintf(key, sizeof(key), "%s", test_key);
+	else
+		proc_host_key(key, sizeof(key), NULL);
+	if ((fd = pglisten_start(conninfo, key)) < 0)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = &store_tag;
+	if (epoll_ctl(co.efd, EPOLL_CTL_ADD, fd, &ev) == -1)
+		fatal("%s: epoll_ctl", __func__);
+}
+
 /* Closes everything and frees all state, so LeakSanitizer stays quiet. */
 static void
 teardown(void)
@@ -1303,6 +1371,7 @@ teardown(void)
 	struct stat st;
 	size_t i;
 
+	pglisten_stop();
 	while ((p = co.peers) != NULL) {
 		p->reg.lock = NULL;          /* the locks go below, wholesale */
 		peer_free(p);
@@ -1408,6 +1477,8 @@ main(int argc, char *argv[])
 	claim_path(co.path);
 	listen_on(co.path);
 	setup_events();
+	if (conf.store[0] != '\0')
+		listen_store(conf.store);
 	/* A worker looks for us again every poll_interval: let the one that
 	 * started us (-i) register before we count ourselves idle. */
 	co.busy_at = clock_mono_ms() + 2 * conf.poll_ms;

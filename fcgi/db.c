@@ -80,8 +80,10 @@ db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 	{
 		const char *v;
 
-		/* Test builds only: play a reboot without one. */
+		/* Test builds only: play a reboot without one, or one of
+		 * several hosts on one machine. */
 		dc->opts.boot_id = getenv("HTTPLOCK_TEST_BOOT_ID");
+		dc->opts.host_key = getenv("HTTPLOCK_TEST_HOST_KEY");
 		if ((v = getenv("HTTPLOCK_TEST_BOOT_TIME")) != NULL)
 			dc->opts.boot_time_ms = strtoll(v, NULL, 10);
 	}

@@ -28,7 +28,8 @@ struct db_conf {
 };
 
 /* The gate's settings from the worker's configuration (and, in a build
- * with test hooks, HTTPLOCK_TEST_BOOT_ID / HTTPLOCK_TEST_BOOT_TIME). */
+ * with test hooks, HTTPLOCK_TEST_BOOT_ID / HTTPLOCK_TEST_BOOT_TIME /
+ * HTTPLOCK_TEST_HOST_KEY). */
 void db_conf_from(struct db_conf *dc, const struct hl_conf *c);
 /* Sets the gate up; the database opens on the first db_enter().  Call
  * once, before the threads start.  0, or -1 (logged). */

@@ -204,7 +204,8 @@ static const char *const sqltab[S_COUNT] = {
 	    " VALUES ($1::int8, $2::bytea, $3::text, $4::int8, $5::int8,"
 	    " $11::int8, $6::int8, $7::int8, $8::int8, $9::bytea, $10::bytea)"
 	    " RETURNING id",
-	[S_W_DEL] = "DELETE FROM waiters WHERE id = $1::int8",
+	[S_W_DEL] = "DELETE FROM waiters WHERE id = $1::int8"
+	    " RETURNING lock_id, host_id <> $2::int8",
 	[S_LIST] = "WITH act(id) AS ("
 	    " SELECT lock_id FROM holders WHERE expires_at > $1::int8"
 	    " UNION SELECT lock_id FROM waiters WHERE deadline > $1::int8)"
@@ -325,6 +326,9 @@ struct pgstore {
 	bool         in_tx;
 	bool         write;             /* the open transaction writes */
 	int64_t      locked;            /* the lock row it holds, 0 if none */
+	int64_t      wake_lock;         /* a lock it freed room in, 0 if none */
+	int64_t      kick;              /* another host's waiter row it
+	                                   deleted, 0 if none */
 	bool         batch;             /* in batch_begin() */
 	bool         batch_failed;
 	int64_t      host_id;           /* our row of `hosts` */
@@ -617,11 +621,12 @@ sqlstate_drops(const char *state)
 
 /*
  * Reads the results of what was sent, up to the deadline, keeping the
- * last (or the first error).  Returns the result of the statement (the caller
+ * first or the last of several statements' (or the first error).  Returns the result of the statement (the caller
  * clears it) or NULL with *rc set.
  */
 static PGresult *
-collect(struct pgstore *q, const char *what, int64_t deadline, int *rc)
+collect(struct pgstore *q, const char *what, int64_t deadline, bool first,
+    int *rc)
 {
 	PGresult *r, *keep = NULL;
 	ExecStatusType es;
@@ -645,8 +650,8 @@ collect(struct pgstore *q, const char *what, int64_t deadline, int *rc)
 			break;
 		es = PQresultStatus(r);
 		if (*rc == 0 && (es == PGRES_TUPLES_OK ||
-		    es == PGRES_COMMAND_OK)) {
-			PQclear(keep);      /* several statements: the last */
+		    es == PGRES_COMMAND_OK) && (!first || keep == NULL)) {
+			PQclear(keep);
 			keep = r;
 			continue;
 		}
@@ -704,7 +709,7 @@ run(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int *rc)
 			*rc = conn_fail(q, "prepare");
 			return NULL;
 		}
-		if ((r = collect(q, "prepare", deadline, rc)) == NULL)
+		if ((r = collect(q, "prepare", deadline, false, rc)) == NULL)
 			return NULL;
 		PQclear(r);
 		q->prepared[id] = true;
@@ -715,12 +720,14 @@ run(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int *rc)
 		*rc = conn_fail(q, "query");
 		return NULL;
 	}
-	return collect(q, "query", deadline, rc);
+	return collect(q, "query", deadline, false, rc);
 }
 
-/* Runs SQL text with no parameters (several statements allowed). */
+/* Runs SQL text with no parameters (several statements allowed: the
+ * last one's result, or the first one's with `first`). */
 static PGresult *
-run_sql(struct pgstore *q, const char *what, const char *sql, int *rc)
+run_sql2(struct pgstore *q, const char *what, const char *sql, bool first,
+    int *rc)
 {
 	if (q->conn == NULL) {
 		*rc = fail(q, what, "not connected");
@@ -730,7 +737,13 @@ run_sql(struct pgstore *q, const char *what, const char *sql, int *rc)
 		*rc = conn_fail(q, what);
 		return NULL;
 	}
-	return collect(q, what, clock_mono_ms() + q->timeout_ms, rc);
+	return collect(q, what, clock_mono_ms() + q->timeout_ms, first, rc);
+}
+
+static PGresult *
+run_sql(struct pgstore *q, const char *what, const char *sql, int *rc)
+{
+	return run_sql2(q, what, sql, false, rc);
 }
 
 /* Statement helpers: run and drop the result; one row's int8. */
@@ -797,6 +810,8 @@ tx_begin(struct store *st, bool write, int64_t *now)
 	int rc;
 
 	q->locked = 0;
+	q->wake_lock = 0;
+	q->kick = 0;
 	q->write = write;
 	if (q->batch) {
 		if (q->batch_failed || q->conn == NULL)
@@ -829,10 +844,44 @@ tx_begin(struct store *st, bool write, int64_t *now)
 	return 0;
 }
 
+/*
+ * Waking across hosts.  A transaction that freed room in a lock (deleted
+ * a holder, or a waiter row, which may have been ahead of others) tells
+ * the other hosts when it commits, if the lock has a waiter on one of
+ * them: NOTIFY httplock, "<our host id> <waiter id> <lock key>", where the
+ * waiter id is that of another host's row it deleted (a cancelled
+ * waiter, or one granted by a handoff), to be woken by its id, or 0.
+ * Each host's coordinator listens (coord/pglisten.c) and wakes its
+ * waiters of that lock as a local release would.  The NOTIFY runs after
+ * the COMMIT, in the same round trip but a transaction of its own: a
+ * notifying commit takes a database-wide lock until its WAL is flushed,
+ * which in the lock's own transaction would serialise every commit that
+ * wakes.  Notifications are not durable (a dropped connection or a
+ * failover loses them): waiters then find their turn by their own timers
+ * and polls, as they do without a coordinator.
+ */
+#define PUBLISH_SQL                                                 \
+    "COMMIT; SELECT pg_notify('httplock', '%" PRId64 " %" PRId64 " ' ||"\
+    " name) FROM locks WHERE id = %" PRId64 " AND (%" PRId64 " <> 0 OR"\
+    " EXISTS (SELECT 1 FROM waiters WHERE lock_id = %" PRId64        \
+    " AND host_id <> %" PRId64 "))"
+
+/* What tx_end() sends to commit: COMMIT, with the NOTIFY if one is due. */
+static const char *
+publish_sql(struct pgstore *q, char *buf, size_t size)
+{
+	if (!q->write || q->wake_lock == 0 || q->host_id == 0)
+		return "COMMIT";
+	(void)snprintf(buf, size, PUBLISH_SQL, q->host_id, q->kick,
+	    q->wake_lock, q->kick, q->wake_lock, q->host_id);
+	return buf;
+}
+
 static int
 tx_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
+	char sql[sizeof(PUBLISH_SQL) + 6 * 21];
 	PGresult *r;
 	int erc;
 
@@ -857,7 +906,8 @@ tx_end(struct store *st, int rc)
 	}
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
-	if ((r = run_sql(q, "commit", "COMMIT", &erc)) == NULL)
+	if ((r = run_sql2(q, "commit", publish_sql(q, sql, sizeof(sql)), true,
+	    &erc)) == NULL)
 		return erc;
 	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
 	if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
@@ -1165,6 +1215,7 @@ holders_purge(struct store *st, int64_t lock_id, int64_t now, int *n)
 		return rc;
 	arg_i64(&a, lock_id);
 	arg_i64(&a, now);
+	q->wake_lock = lock_id;
 	return exec1(q, S_H_PURGE, &a, n);
 }
 
@@ -1321,6 +1372,7 @@ holder_delete(struct store *st, int64_t lock_id, int64_t fence)
 		return rc;
 	arg_i64(&a, lock_id);
 	arg_i64(&a, fence);
+	q->wake_lock = lock_id;
 	return exec1(q, S_H_DEL, &a, NULL);
 }
 
@@ -1465,10 +1517,22 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 static int
 waiter_delete(struct store *st, int64_t id)
 {
+	struct pgstore *q = (struct pgstore *)st;
 	struct pgargs a = { 0 };
+	PGresult *r;
+	int rc;
 
 	arg_i64(&a, id);
-	return exec1((struct pgstore *)st, S_W_DEL, &a, NULL);
+	arg_i64(&a, q->host_id);
+	if ((r = run(q, S_W_DEL, &a, &rc)) == NULL)
+		return rc;
+	if (PQntuples(r) == 1) {
+		q->wake_lock = col_i64(r, 0, 0);
+		if (col_bool(r, 0, 1))
+			q->kick = id;
+	}
+	PQclear(r);
+	return 0;
 }
 
 static int
@@ -1800,29 +1864,16 @@ rollback:
 	return rc;
 }
 
-/*
- * This host's key: the boot and the pid namespace (containers on one
- * machine share the boot but not their pids), unless opts names one.
- */
+/* This host's key (proc_host_key), unless opts names one. */
 static void
 host_key(struct pgstore *q, const struct lockcore_opts *opts)
 {
-	char boot[STORE_BOOT_ID_MAX + 1];
-	struct stat sb;
-
-	if (opts != NULL && opts->host_key != NULL) {
+	if (opts != NULL && opts->host_key != NULL)
 		(void)snprintf(q->host_key, sizeof(q->host_key), "%s",
 		    opts->host_key);
-		return;
-	}
-	if (opts != NULL && opts->boot_id != NULL)
-		(void)snprintf(boot, sizeof(boot), "%s", opts->boot_id);
 	else
-		proc_boot_id(boot, sizeof(boot));
-	if (stat("/proc/self/ns/pid", &sb) != 0)
-		sb.st_ino = 0;
-	(void)snprintf(q->host_key, sizeof(q->host_key), "%s:%ju", boot,
-	    (uintmax_t)sb.st_ino);
+		proc_host_key(q->host_key, sizeof(q->host_key),
+		    opts != NULL ? opts->boot_id : NULL);
 }
 
 /* Adds or refreshes our row of `hosts`. */
