@@ -60,15 +60,13 @@
 #include <libpq-fe.h>
 
 #include "clock.h"
+#include "pgconn.h"
+#include "pgschema.h"
 #include "proc.h"
 #include "store.h"
 
 #define PG_TIMEOUT_DEFAULT_MS 5000
-#define PG_SCHEMA_VERSION     1
-#define PG_LOCK_KEY1          0x6874746c   /* "httl": the xact advisory */
-#define PG_LOCK_KEY2          0x6f636b31   /* lock around schema DDL */
 #define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
-#define PG_PARAMS_MAX         12
 
 enum stmt_id {
 	S_META_GET,
@@ -246,83 +244,12 @@ static const char *const sqltab[S_COUNT] = {
 	    " RETURNING id",
 };
 
-/*
- * The schema, version 1, made in one transaction under a transaction-
- * scoped advisory lock, so hosts that start at once do not race on
- * CREATE ... IF NOT EXISTS (which fails with a unique violation when two
- * run together).  The advisory lock guards only this idempotent set-up,
- * never a grant, and ends with the transaction.  Names sort by bytes
- * (COLLATE "C"), as the listing and the prefix ranges need.  locks.nwait
- * counts a lock's waiter rows, kept by triggers as in the SQLite store.
- */
-static const char schema_sql[] =
-    "CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);"
-    "CREATE TABLE hosts ("
-    " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    " host_key text NOT NULL UNIQUE, name text NOT NULL,"
-    " started_at bigint NOT NULL, seen_at bigint NOT NULL);"
-    "CREATE TABLE sessions ("
-    " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    " host_id bigint NOT NULL, pid bigint NOT NULL, pstart bigint NOT NULL,"
-    " backend_pid integer NOT NULL, backend_start timestamptz NOT NULL,"
-    " sync_full boolean NOT NULL, max_ttl_ms bigint NOT NULL,"
-    " opened_at bigint NOT NULL);"
-    "CREATE TABLE locks ("
-    " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    " name text COLLATE \"C\" NOT NULL UNIQUE,"
-    " fence_seq bigint NOT NULL DEFAULT 0,"
-    " nwait bigint NOT NULL DEFAULT 0,"
-    " used_at bigint NOT NULL DEFAULT 0) WITH (fillfactor = 70);"
-    "CREATE TABLE holders ("
-    " lock_id bigint NOT NULL, fence bigint NOT NULL,"
-    " token_hash bytea NOT NULL, owner text NOT NULL DEFAULT '',"
-    " rid_hash bytea, seal bytea,"
-    " acquired_at bigint NOT NULL, expires_at bigint NOT NULL,"
-    " ttl_ms bigint NOT NULL, waiter_id bigint, wkey bigint,"
-    " PRIMARY KEY (lock_id, fence));"
-    "CREATE UNIQUE INDEX holders_waiter ON holders (waiter_id)"
-    " WHERE waiter_id IS NOT NULL;"
-    "CREATE UNIQUE INDEX holders_rid ON holders (lock_id, rid_hash)"
-    " WHERE rid_hash IS NOT NULL;"
-    /* Identity ids are handed out one at a time (CACHE 1, the default):
-     * with a cache, two connections would take ids from two ranges and
-     * a later waiter could get a smaller id.  Every insert of a lock's
-     * waiter runs under that lock's row lock, so per lock the ids grow
-     * in commit order, which is the FIFO order. */
-    "CREATE TABLE waiters ("
-    " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    " lock_id bigint NOT NULL, rid_hash bytea,"
-    " owner text NOT NULL DEFAULT '', ttl_ms bigint NOT NULL,"
-    " deadline bigint NOT NULL, host_id bigint NOT NULL,"
-    " pid bigint NOT NULL, pstart bigint NOT NULL, wkey bigint NOT NULL,"
-    " token_hash bytea, seal bytea);"
-    "CREATE INDEX waiters_lock ON waiters (lock_id, id);"
-    "CREATE UNIQUE INDEX waiters_rid ON waiters (lock_id, rid_hash)"
-    " WHERE rid_hash IS NOT NULL;"
-    "CREATE INDEX waiters_host ON waiters (host_id);"
-    "CREATE FUNCTION nwait_count() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN"
-    "  IF TG_OP = 'INSERT' THEN"
-    "   UPDATE locks SET nwait = nwait + 1 WHERE id = NEW.lock_id;"
-    "  ELSE"
-    "   UPDATE locks SET nwait = nwait - 1 WHERE id = OLD.lock_id;"
-    "  END IF;"
-    "  RETURN NULL;"
-    " END $$;"
-    "CREATE TRIGGER waiters_nwait AFTER INSERT OR DELETE ON waiters"
-    " FOR EACH ROW EXECUTE FUNCTION nwait_count();"
-    "ALTER TABLE locks SET (autovacuum_vacuum_scale_factor = 0.01);"
-    "ALTER TABLE holders SET (autovacuum_vacuum_scale_factor = 0.01);"
-    "ALTER TABLE waiters SET (autovacuum_vacuum_scale_factor = 0.01);"
-    "INSERT INTO meta(key, value) VALUES ('schema_version', 1);";
-
 struct pgstore {
 	struct store base;              /* first: a struct store * is us */
-	PGconn      *conn;              /* NULL while not connected */
+	struct pgconn pc;
 	char        *conninfo;
-	int          timeout_ms;        /* each exchange's deadline */
+	bool         prepared[S_COUNT]; /* on pc */
 	int          live_clock;        /* now := the server's clock */
-	bool         prepared[S_COUNT]; /* on this connection */
 	bool         in_tx;
 	bool         write;             /* the open transaction writes */
 	int64_t      locked;            /* the lock row it holds, 0 if none */
@@ -338,445 +265,14 @@ struct pgstore {
 
 static const struct store_ops pg_ops;
 
-/* Parameters of one statement, all sent in binary. */
-struct pgargs {
-	int         n;
-	const char *v[PG_PARAMS_MAX];
-	int         len[PG_PARAMS_MAX];
-	int         fmt[PG_PARAMS_MAX];
-	char        buf[PG_PARAMS_MAX][8];
-};
-
-static void
-arg_i64(struct pgargs *a, int64_t x)
-{
-	uint64_t be = htobe64((uint64_t)x);
-
-	memcpy(a->buf[a->n], &be, 8);
-	a->v[a->n] = a->buf[a->n];
-	a->len[a->n] = 8;
-	a->fmt[a->n++] = 1;
-}
-
-static void
-arg_bool(struct pgargs *a, bool x)
-{
-	a->buf[a->n][0] = x ? 1 : 0;
-	a->v[a->n] = a->buf[a->n];
-	a->len[a->n] = 1;
-	a->fmt[a->n++] = 1;
-}
-
-/* Text (or NULL), sent as its bytes; len < 0: strlen. */
-static void
-arg_txt(struct pgargs *a, const char *s, int len)
-{
-	a->v[a->n] = s;
-	a->len[a->n] = s == NULL ? 0 : len < 0 ? (int)strlen(s) : len;
-	a->fmt[a->n++] = 1;
-}
-
-/* Text in the text format: an array literal. */
-static void
-arg_str(struct pgargs *a, const char *s)
-{
-	a->v[a->n] = s;
-	a->len[a->n] = 0;
-	a->fmt[a->n++] = 0;
-}
-
-static void
-arg_blob(struct pgargs *a, const void *p, size_t n)
-{
-	a->v[a->n] = p;
-	a->len[a->n] = (int)n;
-	a->fmt[a->n++] = 1;
-}
-
-static void
-arg_null(struct pgargs *a)
-{
-	a->v[a->n] = NULL;
-	a->len[a->n] = 0;
-	a->fmt[a->n++] = 1;
-}
-
-/* Columns of a binary result; NULL reads as 0 or false. */
-static int64_t
-col_i64(const PGresult *r, int row, int col)
-{
-	uint64_t be;
-
-	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
-		return 0;
-	memcpy(&be, PQgetvalue(r, row, col), 8);
-	return (int64_t)be64toh(be);
-}
-
-static bool
-col_bool(const PGresult *r, int row, int col)
-{
-	return !PQgetisnull(r, row, col) && PQgetlength(r, row, col) == 1 &&
-	    PQgetvalue(r, row, col)[0] != 0;
-}
-
-/* Copies a text column into dst[size]; LC_E_DB if it does not fit. */
-static int
-col_txt(struct pgstore *q, const PGresult *r, int row, int col, char *dst,
-    size_t size)
-{
-	int n = PQgetlength(r, row, col);
-
-	if (PQgetisnull(r, row, col)) {
-		dst[0] = '\0';
-		return 0;
-	}
-	if (n < 0 || (size_t)n >= size) {
-		(void)snprintf(q->base.err, sizeof(q->base.err),
-		    "a stored string is too long");
-		return LC_E_DB;
-	}
-	memcpy(dst, PQgetvalue(r, row, col), (size_t)n);
-	dst[n] = '\0';
-	return 0;
-}
-
-/* Copies a bytea column of exactly n bytes; false if NULL or not n. */
-static bool
-col_blob(const PGresult *r, int row, int col, void *dst, size_t n)
-{
-	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != (int)n)
-		return false;
-	memcpy(dst, PQgetvalue(r, row, col), n);
-	return true;
-}
-
 static void
 read_secret(const PGresult *r, int row, int th_col, int seal_col,
     struct hsecret *sec)
 {
-	if (!col_blob(r, row, th_col, sec->token_hash, SECRET_HASH_LEN))
+	if (!pgc_col_blob(r, row, th_col, sec->token_hash, SECRET_HASH_LEN))
 		memset(sec->token_hash, 0, SECRET_HASH_LEN);  /* no match */
-	sec->has_seal = col_blob(r, row, seal_col, sec->seal,
+	sec->has_seal = pgc_col_blob(r, row, seal_col, sec->seal,
 	    SECRET_SEAL_LEN);
-}
-
-/* Connection. */
-
-static void
-disconnect(struct pgstore *q)
-{
-	if (q->conn != NULL)
-		PQfinish(q->conn);
-	q->conn = NULL;
-	memset(q->prepared, 0, sizeof(q->prepared));
-	q->in_tx = false;
-	q->locked = 0;
-	if (q->batch)
-		q->batch_failed = true;
-}
-
-static int
-fail(struct pgstore *q, const char *what, const char *msg)
-{
-	size_t n;
-
-	(void)snprintf(q->base.err, sizeof(q->base.err), "PostgreSQL: %s: %s",
-	    what, msg != NULL && msg[0] != '\0' ? msg : "failed");
-	/* libpq's messages end in a newline. */
-	n = strlen(q->base.err);
-	while (n > 0 && q->base.err[n - 1] == '\n')
-		q->base.err[--n] = '\0';
-	return LC_E_DB;
-}
-
-/* Drops the connection after a failure that leaves it unusable. */
-static int
-conn_fail(struct pgstore *q, const char *what)
-{
-	int rc = fail(q, what, q->conn != NULL ? PQerrorMessage(q->conn) :
-	    "not connected");
-
-	disconnect(q);
-	return rc;
-}
-
-/*
- * Waits until the socket is ready for `events` or the deadline (monotonic
- * ms) passes: 1 ready, 0 timed out, -1 error.
- */
-static int
-wait_sock(struct pgstore *q, short events, int64_t deadline)
-{
-	struct pollfd pfd;
-	int64_t left;
-	int n;
-
-	pfd.fd = PQsocket(q->conn);
-	pfd.events = events;
-	if (pfd.fd < 0)
-		return -1;
-	for (;;) {
-		left = deadline - clock_mono_ms();
-		if (left <= 0)
-			return 0;
-		n = poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
-		if (n > 0)
-			return 1;
-		if (n < 0 && errno != EINTR)
-			return -1;
-	}
-}
-
-static void
-ignore_notice(void *arg, const char *msg)
-{
-	(void)arg;
-	(void)msg;
-}
-
-/*
- * Connects within the timeout and sets the session up: search path,
- * timeouts on the server, synchronous commits.  Session settings go
- * after the caller's connection string, so they are ours whatever it
- * says; target_session_attrs=read-write goes before, as a default it may
- * override.
- */
-static int
-connect_db(struct pgstore *q)
-{
-	static const char setup_sql[] =
-	    "SET search_path TO httplock;"
-	    "SET synchronous_commit TO on;"
-	    "SET client_encoding TO 'UTF8';"
-	    "SET lock_timeout TO %d;"
-	    "SET statement_timeout TO %d;"
-	    "SET idle_in_transaction_session_timeout TO %d;";
-	const char *keys[] = { "target_session_attrs", "connect_timeout",
-	    "application_name", "keepalives", "keepalives_idle",
-	    "keepalives_interval", "keepalives_count", "dbname", NULL };
-	const char *vals[] = { "read-write", "2", "httplock", "1", "5", "1",
-	    "3", q->conninfo, NULL };
-	char sql[sizeof(setup_sql) + 64];
-	int64_t deadline = clock_mono_ms() + q->timeout_ms;
-	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-	PGresult *r;
-	int w, rc = 0;
-
-	disconnect(q);
-	if ((q->conn = PQconnectStartParams(keys, vals, 1)) == NULL)
-		return fail(q, "connect", "out of memory");
-	if (PQstatus(q->conn) == CONNECTION_BAD)
-		return conn_fail(q, "connect");
-	while (st != PGRES_POLLING_OK) {
-		if (st == PGRES_POLLING_FAILED)
-			return conn_fail(q, "connect");
-		w = wait_sock(q, st == PGRES_POLLING_READING ? POLLIN :
-		    POLLOUT, deadline);
-		if (w == 0) {
-			disconnect(q);
-			return fail(q, "connect", "timed out");
-		}
-		if (w < 0)
-			return conn_fail(q, "connect");
-		st = PQconnectPoll(q->conn);
-	}
-	if (PQsetnonblocking(q->conn, 1) != 0)
-		return conn_fail(q, "connect");
-	/* Notices ("already exists, skipping") are not errors. */
-	(void)PQsetNoticeProcessor(q->conn, ignore_notice, NULL);
-	(void)snprintf(sql, sizeof(sql), setup_sql, q->timeout_ms,
-	    q->timeout_ms, q->timeout_ms * 2 + 1000);
-	if (!PQsendQuery(q->conn, sql))
-		return conn_fail(q, "set-up");
-	/* The results, read as any exchange (below). */
-	for (;;) {
-		while (PQisBusy(q->conn)) {
-			if (PQflush(q->conn) < 0 ||
-			    wait_sock(q, POLLIN, deadline) != 1 ||
-			    !PQconsumeInput(q->conn))
-				return conn_fail(q, "set-up");
-		}
-		if ((r = PQgetResult(q->conn)) == NULL)
-			break;
-		if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
-			rc = fail(q, "set-up", PQresultErrorField(r,
-			    PG_DIAG_MESSAGE_PRIMARY));
-		PQclear(r);
-	}
-	if (rc < 0)
-		disconnect(q);
-	return rc;
-}
-
-/* Connection-level trouble: the server went away, is shutting down or
- * starting, or is read-only (a standby). */
-static bool
-sqlstate_drops(const char *state)
-{
-	return state == NULL || strncmp(state, "08", 2) == 0 ||
-	    strncmp(state, "57P", 3) == 0 || strcmp(state, "25006") == 0 ||
-	    strcmp(state, "53300") == 0;
-}
-
-/*
- * Reads the results of what was sent, up to the deadline, keeping the
- * first or the last of several statements' (or the first error).  Returns the result of the statement (the caller
- * clears it) or NULL with *rc set.
- */
-static PGresult *
-collect(struct pgstore *q, const char *what, int64_t deadline, bool first,
-    int *rc)
-{
-	PGresult *r, *keep = NULL;
-	ExecStatusType es;
-	int f;
-
-	*rc = 0;
-	for (;;) {
-		while ((f = PQflush(q->conn)) > 0) {
-			if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
-			    !PQconsumeInput(q->conn))
-				goto broken;
-		}
-		if (f < 0)
-			goto broken;
-		while (PQisBusy(q->conn)) {
-			if (wait_sock(q, POLLIN, deadline) != 1 ||
-			    !PQconsumeInput(q->conn))
-				goto broken;
-		}
-		if ((r = PQgetResult(q->conn)) == NULL)
-			break;
-		es = PQresultStatus(r);
-		if (*rc == 0 && (es == PGRES_TUPLES_OK ||
-		    es == PGRES_COMMAND_OK) && (!first || keep == NULL)) {
-			PQclear(keep);
-			keep = r;
-			continue;
-		}
-		if (*rc == 0 && es != PGRES_TUPLES_OK &&
-		    es != PGRES_COMMAND_OK) {
-			const char *state = PQresultErrorField(r,
-			    PG_DIAG_SQLSTATE);
-
-			*rc = fail(q, what, PQresultErrorField(r,
-			    PG_DIAG_MESSAGE_PRIMARY));
-			/* Not UTF-8, or a character PostgreSQL cannot store. */
-			if (state != NULL && (strcmp(state, "22021") == 0 ||
-			    strcmp(state, "22P05") == 0))
-				*rc = LC_E_INVAL;
-			if (sqlstate_drops(state))
-				f = -1;
-		}
-		PQclear(r);
-	}
-	if (*rc != 0) {
-		PQclear(keep);
-		if (f < 0)
-			disconnect(q);
-		return NULL;
-	}
-	if (keep == NULL)
-		*rc = fail(q, what, "no result");
-	return keep;
-broken:
-	PQclear(keep);
-	if (clock_mono_ms() >= deadline) {
-		disconnect(q);
-		*rc = fail(q, what, "timed out");
-	} else
-		*rc = conn_fail(q, what);
-	return NULL;
-}
-
-/* Runs statement `id` with args a; the result (TUPLES_OK or COMMAND_OK)
- * or NULL with *rc set. */
-static PGresult *
-run(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int *rc)
-{
-	int64_t deadline = clock_mono_ms() + q->timeout_ms;
-	char name[16];
-	PGresult *r;
-
-	if (q->conn == NULL) {
-		*rc = fail(q, "query", "not connected");
-		return NULL;
-	}
-	(void)snprintf(name, sizeof(name), "hl%d", (int)id);
-	if (!q->prepared[id]) {
-		if (!PQsendPrepare(q->conn, name, sqltab[id], 0, NULL)) {
-			*rc = conn_fail(q, "prepare");
-			return NULL;
-		}
-		if ((r = collect(q, "prepare", deadline, false, rc)) == NULL)
-			return NULL;
-		PQclear(r);
-		q->prepared[id] = true;
-	}
-	if (!PQsendQueryPrepared(q->conn, name, a != NULL ? a->n : 0,
-	    a != NULL ? a->v : NULL, a != NULL ? a->len : NULL,
-	    a != NULL ? a->fmt : NULL, 1)) {
-		*rc = conn_fail(q, "query");
-		return NULL;
-	}
-	return collect(q, "query", deadline, false, rc);
-}
-
-/* Runs SQL text with no parameters (several statements allowed: the
- * last one's result, or the first one's with `first`). */
-static PGresult *
-run_sql2(struct pgstore *q, const char *what, const char *sql, bool first,
-    int *rc)
-{
-	if (q->conn == NULL) {
-		*rc = fail(q, what, "not connected");
-		return NULL;
-	}
-	if (!PQsendQuery(q->conn, sql)) {
-		*rc = conn_fail(q, what);
-		return NULL;
-	}
-	return collect(q, what, clock_mono_ms() + q->timeout_ms, first, rc);
-}
-
-static PGresult *
-run_sql(struct pgstore *q, const char *what, const char *sql, int *rc)
-{
-	return run_sql2(q, what, sql, false, rc);
-}
-
-/* Statement helpers: run and drop the result; one row's int8. */
-static int
-exec1(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int *n)
-{
-	PGresult *r;
-	int rc;
-
-	if ((r = run(q, id, a, &rc)) == NULL)
-		return rc;
-	if (n != NULL)
-		*n = atoi(PQcmdTuples(r));
-	PQclear(r);
-	return 0;
-}
-
-static int
-int1(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int64_t *v,
-    bool *found)
-{
-	PGresult *r;
-	int rc;
-
-	*v = 0;
-	if ((r = run(q, id, a, &rc)) == NULL)
-		return rc;
-	if (found != NULL)
-		*found = PQntuples(r) > 0;
-	if (PQntuples(r) > 0)
-		*v = col_i64(r, 0, 0);
-	PQclear(r);
-	return 0;
 }
 
 /*
@@ -787,14 +283,14 @@ int1(struct pgstore *q, enum stmt_id id, const struct pgargs *a, int64_t *v,
 static int
 lock_row(struct pgstore *q, int64_t id)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int64_t v;
 	int rc;
 
 	if (!q->write || id == q->locked || id == 0)
 		return 0;
-	arg_i64(&a, id);
-	if ((rc = int1(q, S_LOCK_ID_W, &a, &v, NULL)) == 0)
+	pgc_arg_i64(&a, id);
+	if ((rc = pgc_int(&q->pc, S_LOCK_ID_W, &a, &v, NULL)) == 0)
 		q->locked = id;
 	return rc;
 }
@@ -814,13 +310,14 @@ tx_begin(struct store *st, bool write, int64_t *now)
 	q->kick = 0;
 	q->write = write;
 	if (q->batch) {
-		if (q->batch_failed || q->conn == NULL)
+		if (q->batch_failed || q->pc.conn == NULL)
 			return LC_E_DB;
 		sql = q->live_clock ? "SAVEPOINT op; SELECT floor(extract(epoch"
 		    " FROM clock_timestamp()) * 1000)::int8" : "SAVEPOINT op";
 	} else {
-		if (q->conn == NULL || PQstatus(q->conn) != CONNECTION_OK)
-			if ((rc = connect_db(q)) < 0)
+		if (q->pc.conn == NULL ||
+		    PQstatus(q->pc.conn) != CONNECTION_OK)
+			if ((rc = pgc_connect(&q->pc)) < 0)
 				return rc;
 		if (write)
 			sql = q->live_clock ? "BEGIN; SELECT floor(extract(epoch"
@@ -832,9 +329,9 @@ tx_begin(struct store *st, bool write, int64_t *now)
 			    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 	}
 	/* A simple query: the last statement's result, in text. */
-	if ((r = run_sql(q, "begin", sql, &rc)) == NULL) {
-		if (q->conn != NULL && !q->batch)
-			(void)run_sql(q, "rollback", "ROLLBACK", &rc);
+	if ((r = pgc_sql(&q->pc, "begin", sql, &rc)) == NULL) {
+		if (q->pc.conn != NULL && !q->batch)
+			(void)pgc_sql(&q->pc, "rollback", "ROLLBACK", &rc);
 		return LC_E_DB;
 	}
 	if (q->live_clock && PQntuples(r) == 1)
@@ -890,7 +387,7 @@ tx_end(struct store *st, int rc)
 	q->in_tx = false;
 	q->locked = 0;
 	if (q->batch) {
-		r = run_sql(q, "savepoint", rc >= 0 ? "RELEASE SAVEPOINT op" :
+		r = pgc_sql(&q->pc, "savepoint", rc >= 0 ? "RELEASE SAVEPOINT op" :
 		    "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op", &erc);
 		if (r == NULL) {
 			q->batch_failed = true;
@@ -900,18 +397,18 @@ tx_end(struct store *st, int rc)
 		return rc;
 	}
 	if (rc < 0) {
-		if ((r = run_sql(q, "rollback", "ROLLBACK", &erc)) != NULL)
+		if ((r = pgc_sql(&q->pc, "rollback", "ROLLBACK", &erc)) != NULL)
 			PQclear(r);
 		return rc;
 	}
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
-	if ((r = run_sql2(q, "commit", publish_sql(q, sql, sizeof(sql)), true,
+	if ((r = pgc_sql2(&q->pc, "commit", publish_sql(q, sql, sizeof(sql)), true,
 	    &erc)) == NULL)
 		return erc;
 	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
 	if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
-		erc = fail(q, "commit", "rolled back");
+		erc = pgc_fail(&q->pc, "commit", "rolled back");
 	else
 		erc = rc;
 	PQclear(r);
@@ -927,10 +424,10 @@ batch_begin(struct store *st)
 
 	if (q->batch)
 		return LC_E_INVAL;
-	if (q->conn == NULL || PQstatus(q->conn) != CONNECTION_OK)
-		if ((rc = connect_db(q)) < 0)
+	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
+		if ((rc = pgc_connect(&q->pc)) < 0)
 			return rc;
-	if ((r = run_sql(q, "begin", "BEGIN", &rc)) == NULL)
+	if ((r = pgc_sql(&q->pc, "begin", "BEGIN", &rc)) == NULL)
 		return rc;
 	PQclear(r);
 	q->batch = true;
@@ -951,14 +448,14 @@ batch_end(struct store *st, int rc)
 	if (q->in_tx)
 		(void)tx_end(st, LC_E_DB);
 	if (rc < 0 || q->batch_failed) {
-		if ((r = run_sql(q, "rollback", "ROLLBACK", &erc)) != NULL)
+		if ((r = pgc_sql(&q->pc, "rollback", "ROLLBACK", &erc)) != NULL)
 			PQclear(r);
 		return rc < 0 ? rc : LC_E_DB;
 	}
-	if ((r = run_sql(q, "commit", "COMMIT", &erc)) == NULL)
+	if ((r = pgc_sql(&q->pc, "commit", "COMMIT", &erc)) == NULL)
 		return erc;
 	erc = strcmp(PQcmdStatus(r), "COMMIT") == 0 ? 0 :
-	    fail(q, "commit", "rolled back");
+	    pgc_fail(&q->pc, "commit", "rolled back");
 	PQclear(r);
 	return erc;
 }
@@ -986,7 +483,7 @@ pg_close(struct store *st)
 
 	if (q == NULL)
 		return;
-	disconnect(q);
+	pgc_close(&q->pc);
 	free(q->conninfo);
 	free(q);
 }
@@ -996,29 +493,29 @@ pg_close(struct store *st)
 static int
 meta_get(struct store *st, const char *key, int64_t *v)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 
-	arg_txt(&a, key, -1);
-	return int1((struct pgstore *)st, S_META_GET, &a, v, NULL);
+	pgc_arg_txt(&a, key, -1);
+	return pgc_int(&((struct pgstore *)st)->pc, S_META_GET, &a, v, NULL);
 }
 
 static int
 meta_set(struct store *st, const char *key, int64_t v)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 
-	arg_txt(&a, key, -1);
-	arg_i64(&a, v);
-	return exec1((struct pgstore *)st, S_META_SET, &a, NULL);
+	pgc_arg_txt(&a, key, -1);
+	pgc_arg_i64(&a, v);
+	return pgc_exec(&((struct pgstore *)st)->pc, S_META_SET, &a, NULL);
 }
 
 static int
 floor_raise(struct store *st, int64_t floor)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 
-	arg_i64(&a, floor);
-	return exec1((struct pgstore *)st, S_FLOOR_RAISE, &a, NULL);
+	pgc_arg_i64(&a, floor);
+	return pgc_exec(&((struct pgstore *)st)->pc, S_FLOOR_RAISE, &a, NULL);
 }
 
 static int
@@ -1026,22 +523,22 @@ session_next(struct store *st, int64_t after, struct session_row *s,
     bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
-	arg_i64(&a, after);
-	if ((r = run(q, S_SESS_NEXT, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, after);
+	if ((r = pgc_run(&q->pc, S_SESS_NEXT, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found) {
 		memset(s, 0, sizeof(*s));
-		s->id = col_i64(r, 0, 0);
-		s->pid = (pid_t)col_i64(r, 0, 1);
-		s->pstart = (uint64_t)col_i64(r, 0, 2);
-		s->sync_full = col_bool(r, 0, 3);
-		s->max_ttl_ms = col_i64(r, 0, 4);
-		s->server_alive = col_bool(r, 0, 5) ? 1 : 0;
+		s->id = pgc_col_i64(r, 0, 0);
+		s->pid = (pid_t)pgc_col_i64(r, 0, 1);
+		s->pstart = (uint64_t)pgc_col_i64(r, 0, 2);
+		s->sync_full = pgc_col_bool(r, 0, 3);
+		s->max_ttl_ms = pgc_col_i64(r, 0, 4);
+		s->server_alive = pgc_col_bool(r, 0, 5) ? 1 : 0;
 	}
 	PQclear(r);
 	return 0;
@@ -1051,18 +548,18 @@ static int
 session_add(struct store *st, const struct session_row *s, int64_t *id)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	bool found;
 	int rc;
 
-	arg_i64(&a, q->host_id);
-	arg_i64(&a, s->pid);
-	arg_i64(&a, (int64_t)s->pstart);
-	arg_bool(&a, s->sync_full);
-	arg_i64(&a, s->max_ttl_ms);
-	arg_i64(&a, s->opened_at);
-	if ((rc = int1(q, S_SESS_ADD, &a, id, &found)) == 0 && !found)
-		rc = fail(q, "session", "this backend is not in"
+	pgc_arg_i64(&a, q->host_id);
+	pgc_arg_i64(&a, s->pid);
+	pgc_arg_i64(&a, (int64_t)s->pstart);
+	pgc_arg_bool(&a, s->sync_full);
+	pgc_arg_i64(&a, s->max_ttl_ms);
+	pgc_arg_i64(&a, s->opened_at);
+	if ((rc = pgc_int(&q->pc, S_SESS_ADD, &a, id, &found)) == 0 && !found)
+		rc = pgc_fail(&q->pc, "session", "this backend is not in"
 		    " pg_stat_activity");
 	return rc;
 }
@@ -1070,10 +567,10 @@ session_add(struct store *st, const struct session_row *s, int64_t *id)
 static int
 session_delete(struct store *st, int64_t id)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 
-	arg_i64(&a, id);
-	return exec1((struct pgstore *)st, S_SESS_DEL, &a, NULL);
+	pgc_arg_i64(&a, id);
+	return pgc_exec(&((struct pgstore *)st)->pc, S_SESS_DEL, &a, NULL);
 }
 
 /* Lock rows. */
@@ -1082,18 +579,18 @@ static int
 lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
-	arg_txt(&a, name, -1);
-	if ((r = run(q, q->write ? S_LOCK_GET_W : S_LOCK_GET, &a, &rc)) ==
+	pgc_arg_txt(&a, name, -1);
+	if ((r = pgc_run(&q->pc, q->write ? S_LOCK_GET_W : S_LOCK_GET, &a, &rc)) ==
 	    NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found) {
-		lr->id = col_i64(r, 0, 0);
-		lr->nwait = col_i64(r, 0, 1);
+		lr->id = pgc_col_i64(r, 0, 0);
+		lr->nwait = pgc_col_i64(r, 0, 1);
 		if (q->write)
 			q->locked = lr->id;
 	}
@@ -1106,7 +603,7 @@ lock_state(struct store *st, const char *name, int64_t now,
     struct lockrow *lr, struct hstate *hs, int *expired, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
@@ -1115,14 +612,14 @@ lock_state(struct store *st, const char *name, int64_t now,
 	*expired = 0;
 	if ((rc = lock_get(st, name, lr, found)) < 0 || !*found)
 		return rc;
-	arg_i64(&a, lr->id);
-	arg_i64(&a, now);
-	if ((r = run(q, S_LOCK_HOLDERS, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lr->id);
+	pgc_arg_i64(&a, now);
+	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) == 1) {
-		hs->count = (int)col_i64(r, 0, 0);
-		hs->min_expires = col_i64(r, 0, 1);
-		*expired = (int)col_i64(r, 0, 2);
+		hs->count = (int)pgc_col_i64(r, 0, 0);
+		hs->min_expires = pgc_col_i64(r, 0, 1);
+		*expired = (int)pgc_col_i64(r, 0, 2);
 	}
 	PQclear(r);
 	return 0;
@@ -1133,20 +630,20 @@ lock_add(struct store *st, const char *name, struct lockrow *lr,
     bool *existed)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
-	arg_txt(&a, name, -1);
-	if ((r = run(q, S_LOCK_ADD, &a, &rc)) == NULL)
+	pgc_arg_txt(&a, name, -1);
+	if ((r = pgc_run(&q->pc, S_LOCK_ADD, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) != 1) {
 		PQclear(r);
-		return fail(q, "lock_add", "no row");
+		return pgc_fail(&q->pc, "lock_add", "no row");
 	}
-	lr->id = col_i64(r, 0, 0);
-	lr->nwait = col_i64(r, 0, 1);
-	*existed = col_bool(r, 0, 2);
+	lr->id = pgc_col_i64(r, 0, 0);
+	lr->nwait = pgc_col_i64(r, 0, 1);
+	*existed = pgc_col_bool(r, 0, 2);
 	q->locked = lr->id;
 	PQclear(r);
 	return 0;
@@ -1157,24 +654,24 @@ fence_next(struct store *st, int64_t lock_id, int64_t floor, int64_t now,
     int64_t *fence)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	bool found;
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, floor);
-	arg_i64(&a, now);
-	if ((rc = int1(q, S_FENCE_NEXT, &a, fence, &found)) == 0 && !found)
-		rc = fail(q, "fence", "lock row vanished");
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, floor);
+	pgc_arg_i64(&a, now);
+	if ((rc = pgc_int(&q->pc, S_FENCE_NEXT, &a, fence, &found)) == 0 && !found)
+		rc = pgc_fail(&q->pc, "fence", "lock row vanished");
 	return rc;
 }
 
 static int
 fence_max(struct store *st, int64_t *top)
 {
-	return int1((struct pgstore *)st, S_FENCE_MAX, NULL, top, NULL);
+	return pgc_int(&((struct pgstore *)st)->pc, S_FENCE_MAX, NULL, top, NULL);
 }
 
 /* Holders. */
@@ -1184,7 +681,7 @@ holder_state(struct store *st, int64_t lock_id, int64_t now,
     struct hstate *hs)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
@@ -1192,13 +689,13 @@ holder_state(struct store *st, int64_t lock_id, int64_t now,
 	hs->min_expires = 0;
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, now);
-	if ((r = run(q, S_H_STATE, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, now);
+	if ((r = pgc_run(&q->pc, S_H_STATE, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) == 1) {
-		hs->count = (int)col_i64(r, 0, 0);
-		hs->min_expires = col_i64(r, 0, 1);
+		hs->count = (int)pgc_col_i64(r, 0, 0);
+		hs->min_expires = pgc_col_i64(r, 0, 1);
 	}
 	PQclear(r);
 	return 0;
@@ -1208,30 +705,30 @@ static int
 holders_purge(struct store *st, int64_t lock_id, int64_t now, int *n)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, now);
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, now);
 	q->wake_lock = lock_id;
-	return exec1(q, S_H_PURGE, &a, n);
+	return pgc_exec(&q->pc, S_H_PURGE, &a, n);
 }
 
 /* Reads row `row` of HOLDER_COLS. */
 static int
 read_holder(struct pgstore *q, const PGresult *r, int row, struct hrow *h)
 {
-	h->lock_id = col_i64(r, row, 0);
-	h->fence = col_i64(r, row, 2);
-	h->acquired_at = col_i64(r, row, 4);
-	h->expires_at = col_i64(r, row, 5);
-	h->waiter_id = col_i64(r, row, 6);
-	h->wkey = (uint64_t)col_i64(r, row, 7);
-	h->ttl_ms = col_i64(r, row, 9);
+	h->lock_id = pgc_col_i64(r, row, 0);
+	h->fence = pgc_col_i64(r, row, 2);
+	h->acquired_at = pgc_col_i64(r, row, 4);
+	h->expires_at = pgc_col_i64(r, row, 5);
+	h->waiter_id = pgc_col_i64(r, row, 6);
+	h->wkey = (uint64_t)pgc_col_i64(r, row, 7);
+	h->ttl_ms = pgc_col_i64(r, row, 9);
 	read_secret(r, row, 1, 8, &h->sec);
-	return col_txt(q, r, row, 3, h->owner, sizeof(h->owner));
+	return pgc_col_txt(&q->pc, r, row, 3, h->owner, sizeof(h->owner));
 }
 
 static int
@@ -1239,16 +736,16 @@ holders_live(struct store *st, int64_t lock_id, int64_t now,
     store_holder_fn *fn, void *arg)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	struct hrow h;
 	PGresult *r;
 	int rc, i;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, now);
-	if ((r = run(q, S_H_LIST, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, now);
+	if ((r = pgc_run(&q->pc, S_H_LIST, &a, &rc)) == NULL)
 		return rc;
 	for (i = 0; i < PQntuples(r); i++) {
 		if ((rc = read_holder(q, r, i, &h)) < 0 || fn(&h, arg) != 0)
@@ -1263,16 +760,16 @@ holder_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
     int64_t now, struct hrow *h, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_blob(&a, rh, SECRET_HASH_LEN);
-	arg_i64(&a, now);
-	if ((r = run(q, S_H_BY_REQ, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_blob(&a, rh, SECRET_HASH_LEN);
+	pgc_arg_i64(&a, now);
+	if ((r = pgc_run(&q->pc, S_H_BY_REQ, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found)
@@ -1291,15 +788,15 @@ holder_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 static int
 lock_of(struct pgstore *q, enum stmt_id id, int64_t row_id)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int64_t lock_id;
 	bool found;
 	int rc;
 
 	if (!q->write)
 		return 0;
-	arg_i64(&a, row_id);
-	if ((rc = int1(q, id, &a, &lock_id, &found)) == 0 && found)
+	pgc_arg_i64(&a, row_id);
+	if ((rc = pgc_int(&q->pc, id, &a, &lock_id, &found)) == 0 && found)
 		q->locked = lock_id;
 	return rc;
 }
@@ -1309,19 +806,19 @@ holder_by_waiter(struct store *st, int64_t waiter_id, int64_t now,
     struct hrow *h, char name[LC_KEY_MAX + 1], bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
 	if ((rc = lock_of(q, S_LOCK_OF_HOLDER, waiter_id)) < 0)
 		return rc;
-	arg_i64(&a, waiter_id);
-	arg_i64(&a, now);
-	if ((r = run(q, S_H_BY_WAITER, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, waiter_id);
+	pgc_arg_i64(&a, now);
+	if ((r = pgc_run(&q->pc, S_H_BY_WAITER, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found && (rc = read_holder(q, r, 0, h)) == 0)
-		rc = col_txt(q, r, 0, 10, name, LC_KEY_MAX + 1);
+		rc = pgc_col_txt(&q->pc, r, 0, 10, name, LC_KEY_MAX + 1);
 	PQclear(r);
 	return rc;
 }
@@ -1330,50 +827,50 @@ static int
 holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc;
 
 	if ((rc = lock_row(q, h->lock_id)) < 0)
 		return rc;
-	arg_blob(&a, h->sec.token_hash, SECRET_HASH_LEN);
-	arg_i64(&a, h->lock_id);
-	arg_i64(&a, h->fence);
-	arg_txt(&a, h->owner, -1);
+	pgc_arg_blob(&a, h->sec.token_hash, SECRET_HASH_LEN);
+	pgc_arg_i64(&a, h->lock_id);
+	pgc_arg_i64(&a, h->fence);
+	pgc_arg_txt(&a, h->owner, -1);
 	if (rh != NULL)
-		arg_blob(&a, rh, SECRET_HASH_LEN);
+		pgc_arg_blob(&a, rh, SECRET_HASH_LEN);
 	else
-		arg_null(&a);
+		pgc_arg_null(&a);
 	if (h->sec.has_seal)
-		arg_blob(&a, h->sec.seal, SECRET_SEAL_LEN);
+		pgc_arg_blob(&a, h->sec.seal, SECRET_SEAL_LEN);
 	else
-		arg_null(&a);
-	arg_i64(&a, h->acquired_at);
-	arg_i64(&a, h->expires_at);
-	arg_i64(&a, h->ttl_ms);
+		pgc_arg_null(&a);
+	pgc_arg_i64(&a, h->acquired_at);
+	pgc_arg_i64(&a, h->expires_at);
+	pgc_arg_i64(&a, h->ttl_ms);
 	if (h->waiter_id != 0)
-		arg_i64(&a, h->waiter_id);
+		pgc_arg_i64(&a, h->waiter_id);
 	else
-		arg_null(&a);
+		pgc_arg_null(&a);
 	if (h->wkey != 0)
-		arg_i64(&a, (int64_t)h->wkey);
+		pgc_arg_i64(&a, (int64_t)h->wkey);
 	else
-		arg_null(&a);
-	return exec1(q, S_H_ADD, &a, NULL);
+		pgc_arg_null(&a);
+	return pgc_exec(&q->pc, S_H_ADD, &a, NULL);
 }
 
 static int
 holder_delete(struct store *st, int64_t lock_id, int64_t fence)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, fence);
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, fence);
 	q->wake_lock = lock_id;
-	return exec1(q, S_H_DEL, &a, NULL);
+	return pgc_exec(&q->pc, S_H_DEL, &a, NULL);
 }
 
 static int
@@ -1381,31 +878,31 @@ holder_renew(struct store *st, int64_t lock_id, int64_t fence,
     int64_t expires_at, int64_t ttl_ms)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, fence);
-	arg_i64(&a, expires_at);
-	arg_i64(&a, ttl_ms);
-	return exec1(q, S_H_RENEW, &a, NULL);
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, fence);
+	pgc_arg_i64(&a, expires_at);
+	pgc_arg_i64(&a, ttl_ms);
+	return pgc_exec(&q->pc, S_H_RENEW, &a, NULL);
 }
 
 static int
 holder_take(struct store *st, int64_t lock_id, int64_t fence, uint64_t wkey)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, fence);
-	arg_i64(&a, (int64_t)wkey);
-	return exec1(q, S_H_TAKE, &a, NULL);
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, fence);
+	pgc_arg_i64(&a, (int64_t)wkey);
+	return pgc_exec(&q->pc, S_H_TAKE, &a, NULL);
 }
 
 /* Waiters. */
@@ -1414,26 +911,26 @@ static int
 waiter_get(struct store *st, int64_t id, struct wrow *w, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
 	if ((rc = lock_of(q, S_LOCK_OF_WAITER, id)) < 0)
 		return rc;
-	arg_i64(&a, id);
-	if ((r = run(q, S_W_GET, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, id);
+	if ((r = pgc_run(&q->pc, S_W_GET, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found) {
-		w->lock_id = col_i64(r, 0, 0);
-		w->has_rid = col_blob(r, 0, 2, w->rid_hash, SECRET_HASH_LEN);
-		w->ttl_ms = col_i64(r, 0, 3);
-		w->wkey = (uint64_t)col_i64(r, 0, 4);
-		w->deadline = col_i64(r, 0, 6);
+		w->lock_id = pgc_col_i64(r, 0, 0);
+		w->has_rid = pgc_col_blob(r, 0, 2, w->rid_hash, SECRET_HASH_LEN);
+		w->ttl_ms = pgc_col_i64(r, 0, 3);
+		w->wkey = (uint64_t)pgc_col_i64(r, 0, 4);
+		w->deadline = pgc_col_i64(r, 0, 6);
 		read_secret(r, 0, 7, 8, &w->sec);
-		rc = col_txt(q, r, 0, 1, w->owner, sizeof(w->owner));
+		rc = pgc_col_txt(&q->pc, r, 0, 1, w->owner, sizeof(w->owner));
 		if (rc == 0)
-			rc = col_txt(q, r, 0, 5, w->name, sizeof(w->name));
+			rc = pgc_col_txt(&q->pc, r, 0, 5, w->name, sizeof(w->name));
 	}
 	PQclear(r);
 	return rc;
@@ -1444,19 +941,19 @@ waiter_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
     int64_t *id, struct hsecret *sec)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
 	*id = 0;
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_blob(&a, rh, SECRET_HASH_LEN);
-	if ((r = run(q, S_W_BY_REQ, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_blob(&a, rh, SECRET_HASH_LEN);
+	if ((r = pgc_run(&q->pc, S_W_BY_REQ, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) > 0) {
-		*id = col_i64(r, 0, 0);
+		*id = pgc_col_i64(r, 0, 0);
 		if (sec != NULL)
 			read_secret(r, 0, 1, 2, sec);
 	}
@@ -1469,31 +966,31 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
     int64_t *id)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	bool found;
 	int rc;
 
 	if ((rc = lock_row(q, w->lock_id)) < 0)
 		return rc;
-	arg_i64(&a, w->lock_id);
+	pgc_arg_i64(&a, w->lock_id);
 	if (w->has_rid)
-		arg_blob(&a, w->rid_hash, SECRET_HASH_LEN);
+		pgc_arg_blob(&a, w->rid_hash, SECRET_HASH_LEN);
 	else
-		arg_null(&a);
-	arg_txt(&a, w->owner, -1);
-	arg_i64(&a, w->ttl_ms);
-	arg_i64(&a, w->deadline);
-	arg_i64(&a, pid);
-	arg_i64(&a, (int64_t)pstart);
-	arg_i64(&a, (int64_t)w->wkey);
-	arg_blob(&a, w->sec.token_hash, SECRET_HASH_LEN);
+		pgc_arg_null(&a);
+	pgc_arg_txt(&a, w->owner, -1);
+	pgc_arg_i64(&a, w->ttl_ms);
+	pgc_arg_i64(&a, w->deadline);
+	pgc_arg_i64(&a, pid);
+	pgc_arg_i64(&a, (int64_t)pstart);
+	pgc_arg_i64(&a, (int64_t)w->wkey);
+	pgc_arg_blob(&a, w->sec.token_hash, SECRET_HASH_LEN);
 	if (w->sec.has_seal)
-		arg_blob(&a, w->sec.seal, SECRET_SEAL_LEN);
+		pgc_arg_blob(&a, w->sec.seal, SECRET_SEAL_LEN);
 	else
-		arg_null(&a);
-	arg_i64(&a, q->host_id);
-	if ((rc = int1(q, S_W_ADD, &a, id, &found)) == 0 && !found)
-		rc = fail(q, "waiter_add", "no id");
+		pgc_arg_null(&a);
+	pgc_arg_i64(&a, q->host_id);
+	if ((rc = pgc_int(&q->pc, S_W_ADD, &a, id, &found)) == 0 && !found)
+		rc = pgc_fail(&q->pc, "waiter_add", "no id");
 	return rc;
 }
 
@@ -1503,32 +1000,32 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
     int64_t deadline)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 
-	arg_i64(&a, id);
-	arg_i64(&a, who->pid);
-	arg_i64(&a, (int64_t)who->pstart);
-	arg_i64(&a, (int64_t)who->key);
-	arg_i64(&a, deadline);
-	arg_i64(&a, q->host_id);
-	return exec1(q, S_W_TAKE, &a, NULL);
+	pgc_arg_i64(&a, id);
+	pgc_arg_i64(&a, who->pid);
+	pgc_arg_i64(&a, (int64_t)who->pstart);
+	pgc_arg_i64(&a, (int64_t)who->key);
+	pgc_arg_i64(&a, deadline);
+	pgc_arg_i64(&a, q->host_id);
+	return pgc_exec(&q->pc, S_W_TAKE, &a, NULL);
 }
 
 static int
 waiter_delete(struct store *st, int64_t id)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
-	arg_i64(&a, id);
-	arg_i64(&a, q->host_id);
-	if ((r = run(q, S_W_DEL, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, id);
+	pgc_arg_i64(&a, q->host_id);
+	if ((r = pgc_run(&q->pc, S_W_DEL, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) == 1) {
-		q->wake_lock = col_i64(r, 0, 0);
-		if (col_bool(r, 0, 1))
+		q->wake_lock = pgc_col_i64(r, 0, 0);
+		if (pgc_col_bool(r, 0, 1))
 			q->kick = id;
 	}
 	PQclear(r);
@@ -1540,22 +1037,22 @@ waiter_count(struct store *st, int64_t lock_id, int64_t after, int64_t below,
     int64_t now, int64_t limit, int *n)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int64_t v;
 	int rc;
 
 	*n = 0;
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, after);
-	arg_i64(&a, below);
-	arg_i64(&a, now);
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, after);
+	pgc_arg_i64(&a, below);
+	pgc_arg_i64(&a, now);
 	if (limit >= 0)
-		arg_i64(&a, limit);
+		pgc_arg_i64(&a, limit);
 	else
-		arg_null(&a);               /* LIMIT NULL: no limit */
-	if ((rc = int1(q, S_W_COUNT, &a, &v, NULL)) == 0)
+		pgc_arg_null(&a);               /* LIMIT NULL: no limit */
+	if ((rc = pgc_int(&q->pc, S_W_COUNT, &a, &v, NULL)) == 0)
 		*n = (int)v;
 	return rc;
 }
@@ -1565,25 +1062,25 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
     store_waiter_fn *fn, void *arg)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	struct wslot w;
 	PGresult *r;
 	int rc, i;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	arg_i64(&a, lock_id);
-	arg_i64(&a, after);
-	arg_i64(&a, below);
-	arg_i64(&a, q->host_id);
-	if ((r = run(q, S_W_WALK, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lock_id);
+	pgc_arg_i64(&a, after);
+	pgc_arg_i64(&a, below);
+	pgc_arg_i64(&a, q->host_id);
+	if ((r = pgc_run(&q->pc, S_W_WALK, &a, &rc)) == NULL)
 		return rc;
 	for (i = 0; i < PQntuples(r); i++) {
-		w.id = col_i64(r, i, 0);
-		w.pid = (pid_t)col_i64(r, i, 1);
-		w.pstart = (uint64_t)col_i64(r, i, 2);
-		w.deadline = col_i64(r, i, 3);
-		w.remote = col_bool(r, i, 4);
+		w.id = pgc_col_i64(r, i, 0);
+		w.pid = (pid_t)pgc_col_i64(r, i, 1);
+		w.pstart = (uint64_t)pgc_col_i64(r, i, 2);
+		w.deadline = pgc_col_i64(r, i, 3);
+		w.remote = pgc_col_bool(r, i, 4);
 		if (fn(&w, arg) != 0)
 			break;
 	}
@@ -1654,15 +1151,15 @@ prefix_end(const char *prefix, char hi[PREFIX_HI_MAX + 1], int *len)
 }
 
 static void
-arg_prefix_end(struct pgargs *a, const char *pfx, char hi[PREFIX_HI_MAX + 1])
+arg_prefix_end(struct pgc_args *a, const char *pfx, char hi[PREFIX_HI_MAX + 1])
 {
 	int n;
 
 	prefix_end(pfx, hi, &n);
 	if (n < 0)
-		arg_null(a);
+		pgc_arg_null(a);
 	else
-		arg_txt(a, hi, n);
+		pgc_arg_txt(a, hi, n);
 }
 
 static int
@@ -1670,17 +1167,17 @@ quota_count(struct store *st, bool waiting, const char *prefix, int64_t now,
     int limit, int *n)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	char hi[PREFIX_HI_MAX + 1];
 	int64_t v;
 	int rc;
 
 	*n = 0;
-	arg_txt(&a, prefix, -1);
+	pgc_arg_txt(&a, prefix, -1);
 	arg_prefix_end(&a, prefix, hi);
-	arg_i64(&a, now);
-	arg_i64(&a, limit);
-	if ((rc = int1(q, waiting ? S_Q_WAIT : S_Q_HELD, &a, &v, NULL)) == 0)
+	pgc_arg_i64(&a, now);
+	pgc_arg_i64(&a, limit);
+	if ((rc = pgc_int(&q->pc, waiting ? S_Q_WAIT : S_Q_HELD, &a, &v, NULL)) == 0)
 		*n = (int)v;
 	return rc;
 }
@@ -1690,33 +1187,33 @@ list(struct store *st, int64_t now, const char *after, const char *prefix,
     const char *skip, int64_t limit, store_list_fn *fn, void *arg)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	struct lock_list_entry e;
 	char hi[PREFIX_HI_MAX + 1], skip_hi[PREFIX_HI_MAX + 1];
 	char name[LC_KEY_MAX + 1];
 	PGresult *r;
 	int rc, i;
 
-	arg_i64(&a, now);
-	arg_txt(&a, after, -1);
-	arg_txt(&a, prefix, -1);
+	pgc_arg_i64(&a, now);
+	pgc_arg_txt(&a, after, -1);
+	pgc_arg_txt(&a, prefix, -1);
 	arg_prefix_end(&a, prefix, hi);
-	arg_i64(&a, limit);
+	pgc_arg_i64(&a, limit);
 	if (skip[0] == '\0') {
-		arg_null(&a);
-		arg_null(&a);
+		pgc_arg_null(&a);
+		pgc_arg_null(&a);
 	} else {
-		arg_txt(&a, skip, -1);
+		pgc_arg_txt(&a, skip, -1);
 		arg_prefix_end(&a, skip, skip_hi);
 	}
-	if ((r = run(q, S_LIST, &a, &rc)) == NULL)
+	if ((r = pgc_run(&q->pc, S_LIST, &a, &rc)) == NULL)
 		return rc;
 	for (i = 0; i < PQntuples(r); i++) {
-		if ((rc = col_txt(q, r, i, 0, name, sizeof(name))) < 0)
+		if ((rc = pgc_col_txt(&q->pc, r, i, 0, name, sizeof(name))) < 0)
 			break;
 		e.name = name;
-		e.holders = (int)col_i64(r, i, 1);
-		e.waiters = (int)col_i64(r, i, 2);
+		e.holders = (int)pgc_col_i64(r, i, 1);
+		e.waiters = (int)pgc_col_i64(r, i, 2);
 		if (fn(&e, arg) != 0)
 			break;
 	}
@@ -1733,7 +1230,7 @@ static int
 sweep_range(struct store *st, int64_t lo, int batch, int64_t *hi)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	size_t off;
 	int rc, i;
@@ -1741,14 +1238,14 @@ sweep_range(struct store *st, int64_t lo, int batch, int64_t *hi)
 	*hi = 0;
 	if (batch > PG_SWEEP_MAX)
 		batch = PG_SWEEP_MAX;
-	arg_i64(&a, lo);
-	arg_i64(&a, batch);
-	if ((r = run(q, S_SWEEP_LOCK, &a, &rc)) == NULL)
+	pgc_arg_i64(&a, lo);
+	pgc_arg_i64(&a, batch);
+	if ((r = pgc_run(&q->pc, S_SWEEP_LOCK, &a, &rc)) == NULL)
 		return rc;
 	off = 0;
 	q->sweep_ids[off++] = '{';
 	for (i = 0; i < PQntuples(r); i++) {
-		*hi = col_i64(r, i, 0);
+		*hi = pgc_col_i64(r, i, 0);
 		off += (size_t)snprintf(q->sweep_ids + off,
 		    sizeof(q->sweep_ids) - off, "%s%" PRId64, i > 0 ? "," : "",
 		    *hi);
@@ -1764,21 +1261,21 @@ sweep_expired(struct store *st, int64_t lo, int64_t hi, int64_t now,
     int64_t late, int *n)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	int rc, k = 0;
 
 	(void)lo;
 	(void)hi;
 	*n = 0;
-	arg_str(&a, q->sweep_ids);
-	arg_i64(&a, now);
-	if ((rc = exec1(q, S_SWEEP_PURGE, &a, &k)) < 0)
+	pgc_arg_str(&a, q->sweep_ids);
+	pgc_arg_i64(&a, now);
+	if ((rc = pgc_exec(&q->pc, S_SWEEP_PURGE, &a, &k)) < 0)
 		return rc;
 	*n += k;
 	a.n = 0;
-	arg_str(&a, q->sweep_ids);
-	arg_i64(&a, late);
-	if ((rc = exec1(q, S_SWEEP_WAITERS, &a, &k)) < 0)
+	pgc_arg_str(&a, q->sweep_ids);
+	pgc_arg_i64(&a, late);
+	if ((rc = pgc_exec(&q->pc, S_SWEEP_WAITERS, &a, &k)) < 0)
 		return rc;
 	*n += k;
 	return 0;
@@ -1789,7 +1286,7 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
     int64_t *top, int *n)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
 
@@ -1797,72 +1294,19 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
 	(void)hi;
 	*n = 0;
 	*top = 0;
-	arg_str(&a, q->sweep_ids);
-	arg_i64(&a, used_before);
-	if ((r = run(q, S_SWEEP_IDLE, &a, &rc)) == NULL)
+	pgc_arg_str(&a, q->sweep_ids);
+	pgc_arg_i64(&a, used_before);
+	if ((r = pgc_run(&q->pc, S_SWEEP_IDLE, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) == 1) {
-		*n = (int)col_i64(r, 0, 0);
-		*top = col_i64(r, 0, 1);
+		*n = (int)pgc_col_i64(r, 0, 0);
+		*top = pgc_col_i64(r, 0, 1);
 	}
 	PQclear(r);
 	return 0;
 }
 
 /* Opening. */
-
-/*
- * Creates the schema if it is missing, in one transaction under the
- * advisory lock; refuses a schema newer than this program.
- */
-static int
-make_schema(struct pgstore *q, const char **why)
-{
-	char sql[128];
-	PGresult *r;
-	int64_t version = 0;
-	int rc;
-
-	*why = "schema";
-	(void)snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL lock_timeout TO"
-	    " '%ds'; SELECT pg_advisory_xact_lock(%d, %d)",
-	    q->timeout_ms / 1000 + 5, PG_LOCK_KEY1, PG_LOCK_KEY2);
-	if ((r = run_sql(q, "schema", sql, &rc)) == NULL)
-		return rc;
-	PQclear(r);
-	r = run_sql(q, "schema", "CREATE SCHEMA IF NOT EXISTS httplock;"
-	    " SELECT to_regclass('meta') IS NOT NULL", &rc);
-	if (r == NULL)
-		goto rollback;
-	if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
-		PQclear(r);
-		r = run_sql(q, "schema", "SELECT value FROM meta"
-		    " WHERE key = 'schema_version'", &rc);
-		if (r == NULL)
-			goto rollback;
-		if (PQntuples(r) == 1)
-			version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	}
-	PQclear(r);
-	if (version > PG_SCHEMA_VERSION) {
-		rc = fail(q, "schema", "made by a newer httplock");
-		goto rollback;
-	}
-	if (version == 0) {
-		if ((r = run_sql(q, "schema", schema_sql, &rc)) == NULL)
-			goto rollback;
-		PQclear(r);
-	}
-	if ((r = run_sql(q, "schema", "COMMIT", &rc)) == NULL)
-		return rc;
-	PQclear(r);
-	return 0;
-rollback:
-	if (q->conn != NULL && (r = run_sql(q, "schema", "ROLLBACK",
-	    &(int){ 0 })) != NULL)
-		PQclear(r);
-	return rc;
-}
 
 /* This host's key (proc_host_key), unless opts names one. */
 static void
@@ -1880,7 +1324,7 @@ host_key(struct pgstore *q, const struct lockcore_opts *opts)
 static int
 add_host(struct pgstore *q)
 {
-	struct pgargs a = { 0 };
+	struct pgc_args a = { 0 };
 	char name[256];
 	int64_t now = 0;
 	bool found;
@@ -1894,12 +1338,12 @@ add_host(struct pgstore *q)
 	q->live_clock = live;
 	if (rc < 0)
 		return rc;
-	arg_txt(&a, q->host_key, -1);
-	arg_txt(&a, name, -1);
-	arg_i64(&a, now);
-	if ((rc = int1(q, S_HOST_ADD, &a, &q->host_id, &found)) == 0 &&
+	pgc_arg_txt(&a, q->host_key, -1);
+	pgc_arg_txt(&a, name, -1);
+	pgc_arg_i64(&a, now);
+	if ((rc = pgc_int(&q->pc, S_HOST_ADD, &a, &q->host_id, &found)) == 0 &&
 	    !found)
-		rc = fail(q, "hosts", "no id");
+		rc = pgc_fail(&q->pc, "hosts", "no id");
 	return tx_end(&q->base, rc);
 }
 
@@ -1908,7 +1352,7 @@ store_pg_open(struct store **out, const char *conninfo,
     const struct lockcore_opts *opts, char *err, size_t errlen)
 {
 	struct pgstore *q;
-	const char *why = "connect";
+	char name[256];
 	int rc;
 
 	*out = NULL;
@@ -1920,14 +1364,22 @@ store_pg_open(struct store **out, const char *conninfo,
 		return LC_E_NOMEM;
 	}
 	q->base.ops = &pg_ops;
-	q->timeout_ms = opts != NULL && opts->busy_timeout_ms > 0 ?
+	q->pc.conninfo = q->conninfo;
+	q->pc.sqltab = sqltab;
+	q->pc.prepared = q->prepared;
+	q->pc.nstmt = S_COUNT;
+	q->pc.err = q->base.err;
+	q->pc.errlen = sizeof(q->base.err);
+	q->pc.timeout_ms = opts != NULL && opts->busy_timeout_ms > 0 ?
 	    opts->busy_timeout_ms : PG_TIMEOUT_DEFAULT_MS;
 	q->live_clock = opts != NULL && opts->live_clock;
 	host_key(q, opts);
-	if ((rc = connect_db(q)) < 0 || (rc = make_schema(q, &why)) < 0 ||
-	    (why = "hosts", rc = add_host(q)) < 0) {
+	if ((rc = pgc_connect(&q->pc)) < 0 ||
+	    (rc = pgschema_make(&q->pc)) < 0 || (rc = add_host(q)) < 0) {
+		store_pg_name(conninfo, name, sizeof(name));
 		if (err != NULL && errlen > 0)
-			(void)snprintf(err, errlen, "%s", q->base.err);
+			(void)snprintf(err, errlen, "%s: %s", name,
+			    q->base.err);
 		pg_close(&q->base);
 		return rc;
 	}

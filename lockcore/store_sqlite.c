@@ -105,8 +105,7 @@ static const char *const sqltab[S_COUNT] = {
 	    " sync_full, max_ttl_ms, opened_at)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[S_SESS_DEL] = "DELETE FROM sessions WHERE id = ?1",
-	[S_LOCK_GET] = "SELECT id, nwait FROM locks"
-	    " WHERE name = ?1",
+	[S_LOCK_GET] = "SELECT id, nwait FROM locks WHERE name = ?1",
 	/* The lock row with what the fast paths need to know of its holders
 	 * and queue, in one statement: live holders, their first expiry,
 	 * expired holders (to purge), and its waiter rows (locks.nwait).
@@ -119,10 +118,8 @@ static const char *const sqltab[S_COUNT] = {
 	    " FROM locks l LEFT JOIN holders h ON h.lock_id = l.id"
 	    " WHERE l.name = ?1",
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
-	/* Not one UPDATE ... RETURNING: SQLite buffers RETURNING rows in an
-	 * ephemeral table, which cost more CPU than the second statement
-	 * (bench/lcbench: +10 us per acquire, a malloc that trimmed and
-	 * regrew the heap every time). */
+	/* Not UPDATE ... RETURNING, whose ephemeral table cost more CPU than
+	 * a second statement (bench/lcbench: +10 us per acquire). */
 	[S_FENCE_BUMP] = "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2,"
 	    " (SELECT value FROM meta WHERE key = 'fence_floor')), used_at = ?3"
 	    " WHERE id = ?1",
@@ -896,7 +893,7 @@ lock_add(struct store *st, const char *name, struct lockrow *lr,
 		return rc;
 	lr->id = sqlite3_last_insert_rowid(q->db);
 	lr->nwait = 0;
-	*existed = false;         /* BEGIN IMMEDIATE: no other writer */
+	*existed = false;        /* BEGIN IMMEDIATE: no other writer */
 	return 0;
 }
 
@@ -1281,7 +1278,7 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 {
 	struct sqstore *q = (struct sqstore *)st;
 	sqlite3_stmt *s = q->st[S_W_WALK];
-	struct wslot w;
+	struct wslot w = { 0 };       /* every row is local */
 	int rc = SQLITE_OK;
 
 	bind_i64(s, 1, lock_id, &rc);
@@ -1292,7 +1289,6 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 		w.pid = (pid_t)sqlite3_column_int64(s, 1);
 		w.pstart = (uint64_t)sqlite3_column_int64(s, 2);
 		w.deadline = sqlite3_column_int64(s, 3);
-		w.remote = false;
 		rc = fn(&w, arg) != 0 ? SQLITE_DONE : SQLITE_OK;
 	}
 	rc = rc == SQLITE_DONE || rc == SQLITE_OK ? 0 : dbfail(q, rc);

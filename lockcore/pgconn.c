@@ -1,0 +1,432 @@
+/*
+ * pgconn.c: a PostgreSQL connection with deadlines (pgconn.h).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "lockcore.h"
+#include "pgconn.h"
+
+
+void
+pgc_arg_i64(struct pgc_args *a, int64_t x)
+{
+	uint64_t be = htobe64((uint64_t)x);
+
+	memcpy(a->buf[a->n], &be, 8);
+	a->v[a->n] = a->buf[a->n];
+	a->len[a->n] = 8;
+	a->fmt[a->n++] = 1;
+}
+
+void
+pgc_arg_bool(struct pgc_args *a, bool x)
+{
+	a->buf[a->n][0] = x ? 1 : 0;
+	a->v[a->n] = a->buf[a->n];
+	a->len[a->n] = 1;
+	a->fmt[a->n++] = 1;
+}
+
+/* Text (or NULL), sent as its bytes; len < 0: strlen. */
+void
+pgc_arg_txt(struct pgc_args *a, const char *s, int len)
+{
+	a->v[a->n] = s;
+	a->len[a->n] = s == NULL ? 0 : len < 0 ? (int)strlen(s) : len;
+	a->fmt[a->n++] = 1;
+}
+
+/* Text in the text format: an array literal. */
+void
+pgc_arg_str(struct pgc_args *a, const char *s)
+{
+	a->v[a->n] = s;
+	a->len[a->n] = 0;
+	a->fmt[a->n++] = 0;
+}
+
+void
+pgc_arg_blob(struct pgc_args *a, const void *p, size_t n)
+{
+	a->v[a->n] = p;
+	a->len[a->n] = (int)n;
+	a->fmt[a->n++] = 1;
+}
+
+void
+pgc_arg_null(struct pgc_args *a)
+{
+	a->v[a->n] = NULL;
+	a->len[a->n] = 0;
+	a->fmt[a->n++] = 1;
+}
+
+/* Columns of a binary result; NULL reads as 0 or false. */
+int64_t
+pgc_col_i64(const PGresult *r, int row, int col)
+{
+	uint64_t be;
+
+	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+		return 0;
+	memcpy(&be, PQgetvalue(r, row, col), 8);
+	return (int64_t)be64toh(be);
+}
+
+bool
+pgc_col_bool(const PGresult *r, int row, int col)
+{
+	return !PQgetisnull(r, row, col) && PQgetlength(r, row, col) == 1 &&
+	    PQgetvalue(r, row, col)[0] != 0;
+}
+
+/* Copies a text column into dst[size]; LC_E_DB if it does not fit. */
+int
+pgc_col_txt(struct pgconn *q, const PGresult *r, int row, int col, char *dst,
+    size_t size)
+{
+	int n = PQgetlength(r, row, col);
+
+	if (PQgetisnull(r, row, col)) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (n < 0 || (size_t)n >= size) {
+		(void)snprintf(q->err, q->errlen,
+		    "a stored string is too long");
+		return LC_E_DB;
+	}
+	memcpy(dst, PQgetvalue(r, row, col), (size_t)n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* Copies a bytea column of exactly n bytes; false if NULL or not n. */
+bool
+pgc_col_blob(const PGresult *r, int row, int col, void *dst, size_t n)
+{
+	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != (int)n)
+		return false;
+	memcpy(dst, PQgetvalue(r, row, col), n);
+	return true;
+}
+
+void
+pgc_close(struct pgconn *q)
+{
+	if (q->conn != NULL)
+		PQfinish(q->conn);
+	q->conn = NULL;
+	memset(q->prepared, 0, (size_t)q->nstmt * sizeof(q->prepared[0]));
+}
+
+int
+pgc_fail(struct pgconn *q, const char *what, const char *msg)
+{
+	size_t n;
+
+	(void)snprintf(q->err, q->errlen, "PostgreSQL: %s: %s",
+	    what, msg != NULL && msg[0] != '\0' ? msg : "failed");
+	/* libpq's messages end in a newline. */
+	n = strlen(q->err);
+	while (n > 0 && q->err[n - 1] == '\n')
+		q->err[--n] = '\0';
+	return LC_E_DB;
+}
+
+/* Drops the connection after a failure that leaves it unusable. */
+static int
+conn_fail(struct pgconn *q, const char *what)
+{
+	int rc = pgc_fail(q, what, q->conn != NULL ? PQerrorMessage(q->conn) :
+	    "not connected");
+
+	pgc_close(q);
+	return rc;
+}
+
+/*
+ * Waits until the socket is ready for `events` or the deadline (monotonic
+ * ms) passes: 1 ready, 0 timed out, -1 error.
+ */
+static int
+wait_sock(struct pgconn *q, short events, int64_t deadline)
+{
+	struct pollfd pfd;
+	int64_t left;
+	int n;
+
+	pfd.fd = PQsocket(q->conn);
+	pfd.events = events;
+	if (pfd.fd < 0)
+		return -1;
+	for (;;) {
+		left = deadline - clock_mono_ms();
+		if (left <= 0)
+			return 0;
+		n = poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
+		if (n > 0)
+			return 1;
+		if (n < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+static void
+ignore_notice(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+/*
+ * Connects within the timeout and sets the session up: search path,
+ * timeouts on the server, synchronous commits.  Session settings go
+ * after the caller's connection string, so they are ours whatever it
+ * says; target_session_attrs=read-write goes before, as a default it may
+ * override.
+ */
+int
+pgc_connect(struct pgconn *q)
+{
+	static const char setup_sql[] =
+	    "SET search_path TO httplock;"
+	    "SET synchronous_commit TO on;"
+	    "SET client_encoding TO 'UTF8';"
+	    "SET lock_timeout TO %d;"
+	    "SET statement_timeout TO %d;"
+	    "SET idle_in_transaction_session_timeout TO %d;";
+	const char *keys[] = { "target_session_attrs", "connect_timeout",
+	    "application_name", "keepalives", "keepalives_idle",
+	    "keepalives_interval", "keepalives_count", "dbname", NULL };
+	const char *vals[] = { "read-write", "2", "httplock", "1", "5", "1",
+	    "3", q->conninfo, NULL };
+	char sql[sizeof(setup_sql) + 64];
+	int64_t deadline = clock_mono_ms() + q->timeout_ms;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	PGresult *r;
+	int w, rc = 0;
+
+	pgc_close(q);
+	if ((q->conn = PQconnectStartParams(keys, vals, 1)) == NULL)
+		return pgc_fail(q, "connect", "out of memory");
+	if (PQstatus(q->conn) == CONNECTION_BAD)
+		return conn_fail(q, "connect");
+	while (st != PGRES_POLLING_OK) {
+		if (st == PGRES_POLLING_FAILED)
+			return conn_fail(q, "connect");
+		w = wait_sock(q, st == PGRES_POLLING_READING ? POLLIN :
+		    POLLOUT, deadline);
+		if (w == 0) {
+			pgc_close(q);
+			return pgc_fail(q, "connect", "timed out");
+		}
+		if (w < 0)
+			return conn_fail(q, "connect");
+		st = PQconnectPoll(q->conn);
+	}
+	if (PQsetnonblocking(q->conn, 1) != 0)
+		return conn_fail(q, "connect");
+	/* Notices ("already exists, skipping") are not errors. */
+	(void)PQsetNoticeProcessor(q->conn, ignore_notice, NULL);
+	(void)snprintf(sql, sizeof(sql), setup_sql, q->timeout_ms,
+	    q->timeout_ms, q->timeout_ms * 2 + 1000);
+	if (!PQsendQuery(q->conn, sql))
+		return conn_fail(q, "set-up");
+	/* The results, read as any exchange (below). */
+	for (;;) {
+		while (PQisBusy(q->conn)) {
+			if (PQflush(q->conn) < 0 ||
+			    wait_sock(q, POLLIN, deadline) != 1 ||
+			    !PQconsumeInput(q->conn))
+				return conn_fail(q, "set-up");
+		}
+		if ((r = PQgetResult(q->conn)) == NULL)
+			break;
+		if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
+			rc = pgc_fail(q, "set-up", PQresultErrorField(r,
+			    PG_DIAG_MESSAGE_PRIMARY));
+		PQclear(r);
+	}
+	if (rc < 0)
+		pgc_close(q);
+	return rc;
+}
+
+/* Connection-level trouble: the server went away, is shutting down or
+ * starting, or is read-only (a standby). */
+static bool
+sqlstate_drops(const char *state)
+{
+	return state == NULL || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57P", 3) == 0 || strcmp(state, "25006") == 0 ||
+	    strcmp(state, "53300") == 0;
+}
+
+/*
+ * Reads the results of what was sent, up to the deadline, keeping the
+ * first or the last of several statements' (or the first error).  Returns the result of the statement (the caller
+ * clears it) or NULL with *rc set.
+ */
+static PGresult *
+collect(struct pgconn *q, const char *what, int64_t deadline, bool first,
+    int *rc)
+{
+	PGresult *r, *keep = NULL;
+	ExecStatusType es;
+	int f;
+
+	*rc = 0;
+	for (;;) {
+		while ((f = PQflush(q->conn)) > 0) {
+			if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
+			    !PQconsumeInput(q->conn))
+				goto broken;
+		}
+		if (f < 0)
+			goto broken;
+		while (PQisBusy(q->conn)) {
+			if (wait_sock(q, POLLIN, deadline) != 1 ||
+			    !PQconsumeInput(q->conn))
+				goto broken;
+		}
+		if ((r = PQgetResult(q->conn)) == NULL)
+			break;
+		es = PQresultStatus(r);
+		if (*rc == 0 && (es == PGRES_TUPLES_OK ||
+		    es == PGRES_COMMAND_OK) && (!first || keep == NULL)) {
+			PQclear(keep);
+			keep = r;
+			continue;
+		}
+		if (*rc == 0 && es != PGRES_TUPLES_OK &&
+		    es != PGRES_COMMAND_OK) {
+			const char *state = PQresultErrorField(r,
+			    PG_DIAG_SQLSTATE);
+
+			*rc = pgc_fail(q, what, PQresultErrorField(r,
+			    PG_DIAG_MESSAGE_PRIMARY));
+			/* Not UTF-8, or a character PostgreSQL cannot store. */
+			if (state != NULL && (strcmp(state, "22021") == 0 ||
+			    strcmp(state, "22P05") == 0))
+				*rc = LC_E_INVAL;
+			if (sqlstate_drops(state))
+				f = -1;
+		}
+		PQclear(r);
+	}
+	if (*rc != 0) {
+		PQclear(keep);
+		if (f < 0)
+			pgc_close(q);
+		return NULL;
+	}
+	if (keep == NULL)
+		*rc = pgc_fail(q, what, "no result");
+	return keep;
+broken:
+	PQclear(keep);
+	if (clock_mono_ms() >= deadline) {
+		pgc_close(q);
+		*rc = pgc_fail(q, what, "timed out");
+	} else
+		*rc = conn_fail(q, what);
+	return NULL;
+}
+
+/* Runs statement `id` with args a; the result (TUPLES_OK or COMMAND_OK)
+ * or NULL with *rc set. */
+PGresult *
+pgc_run(struct pgconn *q, int id, const struct pgc_args *a, int *rc)
+{
+	int64_t deadline = clock_mono_ms() + q->timeout_ms;
+	char name[16];
+	PGresult *r;
+
+	if (q->conn == NULL) {
+		*rc = pgc_fail(q, "query", "not connected");
+		return NULL;
+	}
+	(void)snprintf(name, sizeof(name), "hl%d", (int)id);
+	if (!q->prepared[id]) {
+		if (!PQsendPrepare(q->conn, name, q->sqltab[id], 0, NULL)) {
+			*rc = conn_fail(q, "prepare");
+			return NULL;
+		}
+		if ((r = collect(q, "prepare", deadline, false, rc)) == NULL)
+			return NULL;
+		PQclear(r);
+		q->prepared[id] = true;
+	}
+	if (!PQsendQueryPrepared(q->conn, name, a != NULL ? a->n : 0,
+	    a != NULL ? a->v : NULL, a != NULL ? a->len : NULL,
+	    a != NULL ? a->fmt : NULL, 1)) {
+		*rc = conn_fail(q, "query");
+		return NULL;
+	}
+	return collect(q, "query", deadline, false, rc);
+}
+
+/* Runs SQL text with no parameters (several statements allowed: the
+ * last one's result, or the first one's with `first`). */
+PGresult *
+pgc_sql2(struct pgconn *q, const char *what, const char *sql, bool first,
+    int *rc)
+{
+	if (q->conn == NULL) {
+		*rc = pgc_fail(q, what, "not connected");
+		return NULL;
+	}
+	if (!PQsendQuery(q->conn, sql)) {
+		*rc = conn_fail(q, what);
+		return NULL;
+	}
+	return collect(q, what, clock_mono_ms() + q->timeout_ms, first, rc);
+}
+
+PGresult *
+pgc_sql(struct pgconn *q, const char *what, const char *sql, int *rc)
+{
+	return pgc_sql2(q, what, sql, false, rc);
+}
+
+/* Statement helpers: run and drop the result; one row's int8. */
+int
+pgc_exec(struct pgconn *q, int id, const struct pgc_args *a, int *n)
+{
+	PGresult *r;
+	int rc;
+
+	if ((r = pgc_run(q, id, a, &rc)) == NULL)
+		return rc;
+	if (n != NULL)
+		*n = atoi(PQcmdTuples(r));
+	PQclear(r);
+	return 0;
+}
+
+int
+pgc_int(struct pgconn *q, int id, const struct pgc_args *a, int64_t *v,
+    bool *found)
+{
+	PGresult *r;
+	int rc;
+
+	*v = 0;
+	if ((r = pgc_run(q, id, a, &rc)) == NULL)
+		return rc;
+	if (found != NULL)
+		*found = PQntuples(r) > 0;
+	if (PQntuples(r) > 0)
+		*v = pgc_col_i64(r, 0, 0);
+	PQclear(r);
+	return 0;
+}
+

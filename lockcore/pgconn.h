@@ -1,0 +1,88 @@
+/*
+ * pgconn: one connection to PostgreSQL for lockcore's store (store_pg.c),
+ * on which nothing waits past a deadline.  Connecting is asynchronous
+ * (libpq's connect_timeout cannot go below 2 s); every exchange is sent
+ * and its results read with poll() against the connection's timeout; a
+ * connection that misses its deadline, breaks, or finds the server
+ * shutting down, starting or read-only is closed, so the server rolls back
+ * its transaction and the next pgc_connect() starts afresh.  Statements
+ * come from the caller's table, each prepared on the connection when
+ * first used; parameters and results are binary.
+ */
+#ifndef HTTPLOCK_PGCONN_H
+#define HTTPLOCK_PGCONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#define PGC_PARAMS_MAX 12
+
+struct pgconn {
+	PGconn            *conn;      /* NULL while not connected */
+	const char        *conninfo;  /* the caller's, a libpq URI */
+	int                timeout_ms;
+	const char *const *sqltab;    /* the statements, by id */
+	bool              *prepared;  /* nstmt flags: prepared on conn */
+	int                nstmt;
+	char              *err;       /* the last error, errlen bytes */
+	size_t             errlen;
+};
+
+/* Parameters of one statement, all sent in binary. */
+struct pgc_args {
+	int         n;
+	const char *v[PGC_PARAMS_MAX];
+	int         len[PGC_PARAMS_MAX];
+	int         fmt[PGC_PARAMS_MAX];
+	char        buf[PGC_PARAMS_MAX][8];
+};
+
+/* Appends a parameter: int8, bool, text (len < 0: strlen; NULL: SQL
+ * NULL), a text-format literal (an array), bytea, or NULL. */
+void pgc_arg_i64(struct pgc_args *a, int64_t x);
+void pgc_arg_bool(struct pgc_args *a, bool x);
+void pgc_arg_txt(struct pgc_args *a, const char *s, int len);
+void pgc_arg_str(struct pgc_args *a, const char *s);
+void pgc_arg_blob(struct pgc_args *a, const void *p, size_t n);
+void pgc_arg_null(struct pgc_args *a);
+
+/* Columns of a binary result; NULL reads as 0, false or "".
+ * pgc_col_txt() fails (LC_E_DB) on a string that does not fit dst[size];
+ * pgc_col_blob() is false unless the value has exactly n bytes. */
+int64_t pgc_col_i64(const PGresult *r, int row, int col);
+bool pgc_col_bool(const PGresult *r, int row, int col);
+int pgc_col_txt(struct pgconn *q, const PGresult *r, int row, int col,
+    char *dst, size_t size);
+bool pgc_col_blob(const PGresult *r, int row, int col, void *dst, size_t n);
+
+/* Connects (closing what was open) and sets the session up.  0 or
+ * LC_E_DB with the reason in q->err. */
+int pgc_connect(struct pgconn *q);
+/* Closes the connection, if open. */
+void pgc_close(struct pgconn *q);
+/* Notes "PostgreSQL: what: msg" as the error; returns LC_E_DB. */
+int pgc_fail(struct pgconn *q, const char *what, const char *msg);
+
+/*
+ * Runs statement `id` of the table with args a (NULL: none): its result
+ * (the caller clears it), or NULL with *rc an LC_E_ code: LC_E_INVAL for
+ * text the server cannot store (not UTF-8), else LC_E_DB.
+ */
+PGresult *pgc_run(struct pgconn *q, int id, const struct pgc_args *a,
+    int *rc);
+/* Runs SQL text (several statements allowed): the last statement's
+ * result, or with pgc_sql2's `first` the first one's. */
+PGresult *pgc_sql(struct pgconn *q, const char *what, const char *sql,
+    int *rc);
+PGresult *pgc_sql2(struct pgconn *q, const char *what, const char *sql,
+    bool first, int *rc);
+/* Runs a statement for its effect (*n: the rows it changed, may be
+ * NULL), or for one int8 (*v, 0 if no row; *found may be NULL). */
+int pgc_exec(struct pgconn *q, int id, const struct pgc_args *a, int *n);
+int pgc_int(struct pgconn *q, int id, const struct pgc_args *a, int64_t *v,
+    bool *found);
+
+#endif /* HTTPLOCK_PGCONN_H */
