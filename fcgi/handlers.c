@@ -383,15 +383,39 @@ static void
 handle_health(struct reply *r, const struct request *rq)
 {
 	struct coord_stats cs;
+	struct lockcore_store_info si = { .kind = NULL, .primary = -1 };
 	struct lockcore *db;
-	json_object *o = json_object_new_object();
-	int64_t grace;
+	json_object *o = json_object_new_object(), *so;
+	int64_t grace, t0, us = 0;
 	bool db_ok = false, coord_ok;
+	char lat[32];
+	int rc;
 
 	/* The ping writes: it proves that transactions commit. */
-	if ((db = db_enter(DB_WRITE)) != NULL)
-		db_ok = db_leave(lockcore_ping(db)) == LC_OK;
+	t0 = clock_mono_us();
+	if ((db = db_enter(DB_WRITE)) != NULL) {
+		rc = lockcore_ping(db);
+		us = clock_mono_us() - t0;
+		if (rc == LC_OK && lockcore_store_info(db, &si) != LC_OK)
+			si.primary = -1;
+		db_ok = db_leave(rc) == LC_OK;
+	}
 	coord_ok = coordlink_ping(&cs);
+	/* The store: its kind, whether it takes writes and how long the
+	 * ping took, to everyone; which server, to tenants only. */
+	if (si.kind != NULL) {
+		so = json_object_new_object();
+		json_object_object_add(so, "kind", jstr(si.kind));
+		if (si.primary >= 0)
+			json_object_object_add(so, "primary",
+			    json_object_new_boolean(si.primary));
+		(void)snprintf(lat, sizeof(lat), "%.6f", (double)us / 1e6);
+		json_object_object_add(so, "latency",
+		    json_object_new_double_s((double)us / 1e6, lat));
+		if (rq->tenant && si.server[0] != '\0')
+			json_object_object_add(so, "server", jstr(si.server));
+		json_object_object_add(o, "store", so);
+	}
 	json_object_object_add(o, "ok", json_object_new_boolean(db_ok));
 	json_object_object_add(o, "database", jstr(db_ok ? "ok" : "unavailable"));
 	json_object_object_add(o, "coordinator", jstr(coord_ok ? "ok" : "down"));

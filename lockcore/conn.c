@@ -334,3 +334,13 @@ lockcore_ping(struct lockcore *lc)
 	rc = STORE(lc, meta_set, "health_probe", clock_wall_ms());
 	return STORE(lc, end, rc);
 }
+
+int
+lockcore_store_info(struct lockcore *lc, struct lockcore_store_info *si)
+{
+	if (lc == NULL || si == NULL)
+		return LC_E_INVAL;
+	memset(si, 0, sizeof(*si));
+	si->primary = -1;
+	return lc->st->ops->info(lc->st, si);
+}

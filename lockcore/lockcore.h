@@ -384,4 +384,18 @@ int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
  */
 int lockcore_ping(struct lockcore *lc) LC_WUR;
 
+/* What /healthz shows of the store. */
+struct lockcore_store_info {
+	const char *kind;        /* "sqlite" or "postgresql" */
+	char server[256];        /* PostgreSQL: host:port of the server this
+	                            connection reached ("" if none) */
+	int  primary;            /* 1: the server takes writes, 0: it is a
+	                            standby, -1: unknown or not applicable */
+};
+
+/* Fills *si; asks the server (a read) only on PostgreSQL.  0 or an
+ * LC_E_ code, with what is known filled in either way. */
+int lockcore_store_info(struct lockcore *lc,
+    struct lockcore_store_info *si) LC_WUR;
+
 #endif /* HTTPLOCK_LOCKCORE_H */

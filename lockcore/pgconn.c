@@ -13,6 +13,9 @@
 #include "lockcore.h"
 #include "pgconn.h"
 
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
 
 void
 pgc_arg_i64(struct pgc_args *a, int64_t x)
@@ -193,8 +196,8 @@ ignore_notice(void *arg, const char *msg)
  * says; target_session_attrs=read-write goes before, as a default it may
  * override.
  */
-int
-pgc_connect(struct pgconn *q)
+static int
+connect_once(struct pgconn *q)
 {
 	static const char setup_sql[] =
 	    "SET search_path TO httplock;"
@@ -236,7 +239,10 @@ pgc_connect(struct pgconn *q)
 		return conn_fail(q, "connect");
 	/* Notices ("already exists, skipping") are not errors. */
 	(void)PQsetNoticeProcessor(q->conn, ignore_notice, NULL);
-	(void)snprintf(sql, sizeof(sql), setup_sql, q->timeout_ms,
+	/* A wait for a lock row ends before the exchange's deadline, so the
+	 * server says why; a transaction left open by a process that hangs
+	 * is rolled back, and its row locks freed, soon after. */
+	(void)snprintf(sql, sizeof(sql), setup_sql, q->timeout_ms / 2,
 	    q->timeout_ms, q->timeout_ms * 2 + 1000);
 	if (!PQsendQuery(q->conn, sql))
 		return conn_fail(q, "set-up");
@@ -257,6 +263,35 @@ pgc_connect(struct pgconn *q)
 	}
 	if (rc < 0)
 		pgc_close(q);
+	return rc;
+}
+
+/*
+ * After a failed attempt, the next is not made before a backoff (from
+ * BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS): meanwhile every call fails
+ * at once with the last attempt's error, so requests get their 503 fast
+ * and a server that comes back is not met by every thread at once.
+ */
+int
+pgc_connect(struct pgconn *q)
+{
+	int64_t now = clock_mono_ms();
+	int rc;
+
+	if (now < q->retry_at) {
+		if (q->conn != NULL)
+			pgc_close(q);
+		return LC_E_DB;            /* q->err still says why */
+	}
+	if ((rc = connect_once(q)) == 0) {
+		q->backoff_ms = 0;
+		q->retry_at = 0;
+		return 0;
+	}
+	q->backoff_ms = q->backoff_ms == 0 ? BACKOFF_MIN_MS :
+	    q->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
+	    q->backoff_ms * 2;
+	q->retry_at = clock_mono_ms() + q->backoff_ms;
 	return rc;
 }
 

@@ -29,6 +29,9 @@ struct pgconn {
 	int                nstmt;
 	char              *err;       /* the last error, errlen bytes */
 	size_t             errlen;
+	int64_t            retry_at;  /* no connection attempt before this
+	                                 (monotonic ms) */
+	int64_t            backoff_ms;
 };
 
 /* Parameters of one statement, all sent in binary. */
@@ -58,8 +61,9 @@ int pgc_col_txt(struct pgconn *q, const PGresult *r, int row, int col,
     char *dst, size_t size);
 bool pgc_col_blob(const PGresult *r, int row, int col, void *dst, size_t n);
 
-/* Connects (closing what was open) and sets the session up.  0 or
- * LC_E_DB with the reason in q->err. */
+/* Connects (closing what was open) and sets the session up, within
+ * timeout_ms; after a failure, fails at once for a backoff.  0 or LC_E_DB
+ * with the reason in q->err. */
 int pgc_connect(struct pgconn *q);
 /* Closes the connection, if open. */
 void pgc_close(struct pgconn *q);

@@ -13,6 +13,7 @@
 #define PG_SCHEMA_VERSION     1
 #define PG_LOCK_KEY1          0x6874746c   /* "httl": the xact advisory */
 #define PG_LOCK_KEY2          0x6f636b31   /* lock around schema DDL */
+#define SCHEMA_MS             10000
 
 /*
  * The schema, version 1, made in one transaction under a transaction-
@@ -88,17 +89,35 @@ static const char schema_sql[] =
  * Creates the schema if it is missing, in one transaction under the
  * advisory lock; refuses a schema newer than this program.
  */
+static int make(struct pgconn *q);
+
 int
 pgschema_make(struct pgconn *q)
 {
-	char sql[128];
+	int rc;
+
+	int saved = q->timeout_ms;
+
+	/* DDL may wait for another host's, and takes longer than a lock's
+	 * transaction: SCHEMA_MS for each step. */
+	q->timeout_ms = SCHEMA_MS;
+	rc = make(q);
+	q->timeout_ms = saved;
+	return rc;
+}
+
+static int
+make(struct pgconn *q)
+{
+	char sql[160];
 	PGresult *r;
 	int64_t version = 0;
 	int rc;
 
 	(void)snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL lock_timeout TO"
-	    " '%ds'; SELECT pg_advisory_xact_lock(%d, %d)",
-	    q->timeout_ms / 1000 + 5, PG_LOCK_KEY1, PG_LOCK_KEY2);
+	    " %d; SET LOCAL statement_timeout TO %d;"
+	    " SELECT pg_advisory_xact_lock(%d, %d)", SCHEMA_MS - 1000,
+	    SCHEMA_MS - 500, PG_LOCK_KEY1, PG_LOCK_KEY2);
 	if ((r = pgc_sql(q, "schema", sql, &rc)) == NULL)
 		return rc;
 	PQclear(r);

@@ -142,6 +142,8 @@ struct store_ops {
 	int  (*batch_end)(struct store *st, int rc);
 	int  (*durable)(struct store *st, bool on);
 	const char *(*errmsg)(struct store *st);
+	/* lockcore_store_info(), outside any transaction. */
+	int  (*info)(struct store *st, struct lockcore_store_info *si);
 	void (*close)(struct store *st);  /* rolls back what is open */
 
 	/* meta: named integers; a missing key reads as 0. */

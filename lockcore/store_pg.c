@@ -32,8 +32,8 @@
  * before a wait for a lock row is earlier than the time the decision is
  * taken, which only judges fewer leases over and grants a shorter one.
  *
- * Never hang.  Every exchange with the server has a deadline (the
- * connection's timeout, opts->busy_timeout_ms); connecting is
+ * Never hang.  Every exchange with the server has a deadline
+ * (opts->busy_timeout_ms, at most PG_TIMEOUT_MAX_MS); connecting is
  * asynchronous (libpq's own connect_timeout cannot go below 2 s), and a
  * connection that misses a deadline or breaks is closed, its transaction
  * rolled back by the server, and opened again by the next transaction.
@@ -65,7 +65,7 @@
 #include "proc.h"
 #include "store.h"
 
-#define PG_TIMEOUT_DEFAULT_MS 5000
+#define PG_TIMEOUT_MAX_MS     1000   /* every exchange, connecting too */
 #define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
 
 enum stmt_id {
@@ -474,6 +474,30 @@ static const char *
 errmsg(struct store *st)
 {
 	return st->err[0] != '\0' ? st->err : "no error";
+}
+
+static int
+info(struct store *st, struct lockcore_store_info *si)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	const char *host, *port;
+	PGresult *r;
+	int rc;
+
+	si->kind = "postgresql";
+	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
+		return pgc_fail(&q->pc, "info", "not connected");
+	host = PQhost(q->pc.conn);
+	port = PQport(q->pc.conn);
+	(void)snprintf(si->server, sizeof(si->server), "%s:%s",
+	    host != NULL ? host : "", port != NULL ? port : "");
+	if ((r = pgc_sql(&q->pc, "info", "SELECT pg_is_in_recovery()",
+	    &rc)) == NULL)
+		return rc;
+	if (PQntuples(r) == 1)
+		si->primary = strcmp(PQgetvalue(r, 0, 0), "f") == 0;
+	PQclear(r);
+	return 0;
 }
 
 static void
@@ -1370,8 +1394,9 @@ store_pg_open(struct store **out, const char *conninfo,
 	q->pc.nstmt = S_COUNT;
 	q->pc.err = q->base.err;
 	q->pc.errlen = sizeof(q->base.err);
-	q->pc.timeout_ms = opts != NULL && opts->busy_timeout_ms > 0 ?
-	    opts->busy_timeout_ms : PG_TIMEOUT_DEFAULT_MS;
+	q->pc.timeout_ms = opts != NULL && opts->busy_timeout_ms > 0 &&
+	    opts->busy_timeout_ms < PG_TIMEOUT_MAX_MS ?
+	    opts->busy_timeout_ms : PG_TIMEOUT_MAX_MS;
 	q->live_clock = opts != NULL && opts->live_clock;
 	host_key(q, opts);
 	if ((rc = pgc_connect(&q->pc)) < 0 ||
@@ -1422,6 +1447,7 @@ static const struct store_ops pg_ops = {
 	.batch_end = batch_end,
 	.durable = durable,
 	.errmsg = errmsg,
+	.info = info,
 	.close = pg_close,
 	.meta_get = meta_get,
 	.meta_set = meta_set,

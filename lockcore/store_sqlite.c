@@ -1457,6 +1457,14 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
 	return stmt_exec_count(q, s, brc, n);
 }
 
+static int
+info(struct store *st, struct lockcore_store_info *si)
+{
+	(void)st;
+	si->kind = "sqlite";
+	return 0;
+}
+
 static const struct store_ops sqlite_ops = {
 	.begin = tx_begin,
 	.end = tx_end,
@@ -1464,6 +1472,7 @@ static const struct store_ops sqlite_ops = {
 	.batch_end = batch_end,
 	.durable = durable,
 	.errmsg = errmsg,
+	.info = info,
 	.close = sq_close,
 	.meta_get = meta_get,
 	.meta_set = meta_set,
