@@ -13,7 +13,8 @@
  * Those of our own host are dropped: the worker that made the change has
  * told us already over our socket.  Our host id is looked up by our host
  * key in httplock.hosts; until a worker of ours has registered the host,
- * nothing is dropped, which costs a spurious look at most.
+ * nothing is dropped, which costs a spurious look at most.  The same
+ * connection keeps our host's row fresh (beat()).
  */
 #include <sys/eventfd.h>
 
@@ -37,7 +38,8 @@
 #define CONNECT_MS      2000     /* one connection attempt */
 #define BACKOFF_MIN_MS  50
 #define BACKOFF_MAX_MS  1000
-#define QUERY_MS        2000     /* LISTEN, the host id */
+#define QUERY_MS        2000     /* LISTEN, the host id, a beat */
+#define BEAT_MS         1000
 
 struct heard {
 	struct heard *next;
@@ -237,6 +239,23 @@ fail:
 	return -1;
 }
 
+/*
+ * Tells the other hosts that this one is alive (engine.c counts another
+ * host's waiters live only while it is, HOST_TTL_MS): our row of hosts,
+ * stamped with the server's clock, every BEAT_MS.  A failure drops the
+ * connection, which the loop makes again.
+ */
+static void
+beat(void)
+{
+	const char *vals[1] = { pl.host_key };
+
+	if (query("UPDATE httplock.hosts SET seen_at = greatest(seen_at,"
+	    " floor(extract(epoch FROM clock_timestamp()) * 1000)::int8)"
+	    " WHERE host_key = $1", 1, vals, NULL) != 0)
+		drop();
+}
+
 /* Parses and queues one notification. */
 static void
 heard(const char *payload)
@@ -272,7 +291,7 @@ static void *
 run(void *arg)
 {
 	PGnotify *n;
-	int64_t backoff = BACKOFF_MIN_MS;
+	int64_t backoff = BACKOFF_MIN_MS, beat_at = 0;
 	bool said = false;
 
 	(void)arg;
@@ -295,7 +314,18 @@ run(void *arg)
 			/* What was said while we were away is lost. */
 			push(NULL, 0, 0, true);
 		}
-		if (wait_ready(POLLIN, clock_mono_ms() + 1000) == 1 &&
+		if (clock_mono_ms() >= beat_at) {
+			beat();
+			beat_at = clock_mono_ms() + BEAT_MS;
+		}
+		/* What libpq read along with a query's answer first. */
+		while (pl.conn != NULL && (n = PQnotifies(pl.conn)) != NULL) {
+			heard(n->extra);
+			PQfreemem(n);
+		}
+		if (pl.conn == NULL)
+			continue;
+		if (wait_ready(POLLIN, beat_at) == 1 &&
 		    !PQconsumeInput(pl.conn)) {
 			drop();
 			continue;

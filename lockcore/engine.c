@@ -329,8 +329,10 @@ walk_one(const struct wslot *ws, void *arg)
 
 	ctx->cursor = ws->id;
 	/* Another host's waiter: its process is not ours to look at, so it
-	 * is live until its deadline. */
-	if (ws->remote ? ws->deadline <= ctx->now :
+	 * is live until its deadline while its host is (the host removes
+	 * its rows whose process is gone: reap_mine()). */
+	if (ws->remote ? ws->deadline <= ctx->now ||
+	    ws->host_seen <= ctx->now - HOST_TTL_MS :
 	    !waiter_live(ctx->lc, &ctx->cache, ws->pid, ws->pstart,
 	    ws->deadline, ctx->now)) {
 		ctx->dead = ws->id;
@@ -1222,6 +1224,69 @@ sweep_tx(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 	return 0;
 }
 
+/* reap_mine()'s walk: the rows whose process is gone. */
+struct reap {
+	int64_t  id[REAP_MAX];
+	uint64_t wkey[REAP_MAX];
+	int      n;
+	int      seen;
+	int64_t  last;
+};
+
+static int
+reap_one(const struct wslot *ws, void *arg)
+{
+	struct reap *rp = arg;
+
+	rp->last = ws->id;
+	rp->seen++;
+	if (!proc_alive(ws->pid, ws->pstart)) {
+		rp->id[rp->n] = ws->id;
+		rp->wkey[rp->n++] = ws->wkey;
+	}
+	return rp->n == REAP_MAX;
+}
+
+/*
+ * On a shared store, removes this host's waiter rows whose process is
+ * gone (other hosts count them live while this host is), each in a
+ * transaction of its own that takes the lock's row first, as a waiter
+ * that leaves does; a row taken over since by a live request (another
+ * wkey) stays.  At most REAP_MAX rows a call, after lc->reap_cursor.
+ */
+static int
+reap_mine(struct lockcore *lc, int64_t now, int *changed)
+{
+	struct reap rp = { .n = 0, .seen = 0, .last = 0 };
+	struct wrow wr;
+	int64_t t;
+	int i, rc;
+	bool found;
+
+	t = now;
+	if ((rc = STORE(lc, begin, false, &t)) < 0)
+		return rc;
+	rc = STORE(lc, waiters_mine, lc->reap_cursor, REAP_SCAN, reap_one,
+	    &rp);
+	if ((rc = STORE(lc, end, rc)) < 0)
+		return rc;
+	/* After the last row, the next call starts over. */
+	lc->reap_cursor = rp.n < REAP_MAX && rp.seen < REAP_SCAN ? 0 :
+	    rp.last;
+	for (i = 0; i < rp.n; i++) {
+		t = now;
+		if ((rc = STORE(lc, begin, true, &t)) < 0)
+			return rc;
+		if ((rc = STORE(lc, waiter_get, rp.id[i], &wr, &found)) == 0 &&
+		    found && wr.wkey == rp.wkey[i] &&
+		    (rc = STORE(lc, waiter_delete, rp.id[i])) == 0)
+			(*changed)++;
+		if ((rc = STORE(lc, end, rc)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
 int
 lockcore_sweep(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
     int *changed)
@@ -1237,9 +1302,14 @@ lockcore_sweep(struct lockcore *lc, int64_t now, int batch, int64_t idle_ms,
 	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
 	rc = sweep_tx(lc, now, batch, idle_ms, changed);
+	if (rc == 0 && lc->st->ops->host_beat != NULL)
+		rc = STORE(lc, host_beat, now);
 	if ((rc = STORE(lc, end, rc)) < 0) {
 		*changed = 0;
 		lc->sweep_cursor = cursor;
+		return rc;
 	}
+	if (lc->st->ops->waiters_mine != NULL)
+		rc = reap_mine(lc, now, changed);
 	return rc;
 }

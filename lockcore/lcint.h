@@ -17,6 +17,11 @@
 
 #define FENCE_JUMP       ((int64_t)1 << 32)  /* fences skipped after an
                                    unclean shutdown (conn.c) */
+#define HOST_TTL_MS      (10 * 1000)  /* on a shared store, a host not
+                                   heard of for this long is gone, and so
+                                   are its waiters (engine.c) */
+#define REAP_MAX         64     /* dead waiters of ours removed per sweep */
+#define REAP_SCAN        1024   /* waiter rows of ours looked at per sweep */
 #define SWEEP_WAITER_LATE_MS (60 * 1000)  /* lockcore_sweep deletes waiter
                                    rows this long past their deadline */
 
@@ -28,6 +33,8 @@ struct lockcore {
 	uint64_t         self_pstart;      /* its start time, 0 if unknown */
 	int64_t          sweep_cursor;     /* lockcore_sweep's next batch
 	                                      starts after this lock id */
+	int64_t          reap_cursor;      /* and its reap_mine() after this
+	                                      waiter id */
 	int64_t          max_ttl_ms;       /* the longest lease we grant (the
 	                                      crash grace counts on it) */
 };

@@ -92,6 +92,8 @@ struct wslot {
 	uint64_t pstart;
 	int64_t  deadline;
 	bool     remote;    /* of another host (pid and pstart are its) */
+	int64_t  host_seen; /* remote: when its host was last heard of */
+	uint64_t wkey;      /* waiters_mine(): the row's wkey */
 };
 
 /* A row of the sessions (conn.c, "Unclean shutdowns"). */
@@ -233,6 +235,17 @@ struct store_ops {
 	    int64_t below, int64_t now, int64_t limit, int *n);
 	int (*waiters_walk)(struct store *st, int64_t lock_id, int64_t after,
 	    int64_t below, store_waiter_fn *fn, void *arg);
+
+	/*
+	 * Hosts, on a store shared by several (NULL on one that is not).
+	 * host_beat() notes that this host is alive at `now`.
+	 * waiters_mine() calls fn for at most `limit` of this host's waiter
+	 * rows with id > after, in id order, with their pid, pstart and wkey
+	 * (other hosts cannot tell whether those processes run).
+	 */
+	int (*host_beat)(struct store *st, int64_t now);
+	int (*waiters_mine)(struct store *st, int64_t after, int limit,
+	    store_waiter_fn *fn, void *arg);
 
 	/*
 	 * Across locks.  quota_count() counts the live holders (`waiting`

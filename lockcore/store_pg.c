@@ -97,6 +97,8 @@ enum stmt_id {
 	S_W_BY_REQ,
 	S_W_TAKE,
 	S_W_WALK,
+	S_W_MINE,
+	S_HOST_BEAT,
 	S_W_COUNT,
 	S_W_ADD,
 	S_W_DEL,
@@ -191,9 +193,16 @@ static const char *const sqltab[S_COUNT] = {
 	[S_W_TAKE] = "UPDATE waiters SET host_id = $6::int8, pid = $2::int8,"
 	    " pstart = $3::int8, wkey = $4::int8, deadline = $5::int8"
 	    " WHERE id = $1::int8",
-	[S_W_WALK] = "SELECT id, pid, pstart, deadline, host_id <> $4::int8"
-	    " FROM waiters WHERE lock_id = $1::int8 AND id > $2::int8"
-	    " AND id < $3::int8 ORDER BY id",
+	[S_W_WALK] = "SELECT w.id, w.pid, w.pstart, w.deadline,"
+	    " w.host_id <> $4::int8, coalesce(h.seen_at, 0)"
+	    " FROM waiters w LEFT JOIN hosts h ON h.id = w.host_id"
+	    " WHERE w.lock_id = $1::int8 AND w.id > $2::int8"
+	    " AND w.id < $3::int8 ORDER BY w.id",
+	[S_W_MINE] = "SELECT id, pid, pstart, deadline, wkey FROM waiters"
+	    " WHERE host_id = $1::int8 AND id > $2::int8 ORDER BY id"
+	    " LIMIT $3::int8",
+	[S_HOST_BEAT] = "UPDATE hosts SET seen_at = greatest(seen_at, $2::int8)"
+	    " WHERE id = $1::int8",
 	[S_W_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM waiters"
 	    " WHERE lock_id = $1::int8 AND id > $2::int8 AND id < $3::int8"
 	    " AND deadline > $4::int8 LIMIT $5::int8) c",
@@ -1105,6 +1114,49 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 		w.pstart = (uint64_t)pgc_col_i64(r, i, 2);
 		w.deadline = pgc_col_i64(r, i, 3);
 		w.remote = pgc_col_bool(r, i, 4);
+		w.host_seen = pgc_col_i64(r, i, 5);
+		w.wkey = 0;
+		if (fn(&w, arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* Hosts. */
+
+static int
+host_beat(struct store *st, int64_t now)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	struct pgc_args a = { 0 };
+
+	pgc_arg_i64(&a, q->host_id);
+	pgc_arg_i64(&a, now);
+	return pgc_exec(&q->pc, S_HOST_BEAT, &a, NULL);
+}
+
+static int
+waiters_mine(struct store *st, int64_t after, int limit, store_waiter_fn *fn,
+    void *arg)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	struct pgc_args a = { 0 };
+	struct wslot w = { 0 };
+	PGresult *r;
+	int rc, i;
+
+	pgc_arg_i64(&a, q->host_id);
+	pgc_arg_i64(&a, after);
+	pgc_arg_i64(&a, limit);
+	if ((r = pgc_run(&q->pc, S_W_MINE, &a, &rc)) == NULL)
+		return rc;
+	for (i = 0; i < PQntuples(r); i++) {
+		w.id = pgc_col_i64(r, i, 0);
+		w.pid = (pid_t)pgc_col_i64(r, i, 1);
+		w.pstart = (uint64_t)pgc_col_i64(r, i, 2);
+		w.deadline = pgc_col_i64(r, i, 3);
+		w.wkey = (uint64_t)pgc_col_i64(r, i, 4);
 		if (fn(&w, arg) != 0)
 			break;
 	}
@@ -1476,6 +1528,8 @@ static const struct store_ops pg_ops = {
 	.waiter_delete = waiter_delete,
 	.waiter_count = waiter_count,
 	.waiters_walk = waiters_walk,
+	.host_beat = host_beat,
+	.waiters_mine = waiters_mine,
 	.quota_count = quota_count,
 	.list = list,
 	.sweep_range = sweep_range,
