@@ -150,6 +150,14 @@ static const struct ccase ccases[] = {
 	ERR("database =", FILE_NAME ":1: database: value is empty"),
 	ERR("database = /a#b", "database: '#' is not allowed in a value"),
 	ERR("database = /x.db # main", "comments must be on their own line"),
+	OK("store = postgresql://db.example/httplock", NULL, 0),
+	OK("store = postgres://u@h1:5432,h2:5432/d?target_session_attrs="
+	    "read-write", NULL, 0),
+	ERR("store = /var/lib/httplock/x.db",
+	    FILE_NAME ":1: store: must be a PostgreSQL connection URI"),
+	ERR("store = postgresql://", "store: must be a PostgreSQL"),
+	ERR("store = host=h dbname=d", "store: must be a PostgreSQL"),
+	ERR("store = mysql://h/d", "store: must be a PostgreSQL"),
 	OK("coord_socket = /run/x.sock", NULL, 0),
 	ERR("coord_socket = run/x.sock",
 	    FILE_NAME ":1: coord_socket: must be an absolute path"),
@@ -606,8 +614,8 @@ START_TEST(test_sample)
 		if (line[0] != '#' && strchr(line, '=') != NULL)
 			nkeys++;
 	}
-	/* coord_binary and coord_log default to empty, which no line can
-	 * say: the sample shows them commented out. */
+	/* coord_binary, coord_log and store default to empty, which no
+	 * line can say: the sample shows them commented out. */
 	ck_assert_int_eq(nkeys, 20);
 }
 END_TEST
