@@ -19,7 +19,7 @@
 #include "proc.h"
 
 void
-proc_host_key(char *buf, size_t size, const char *boot)
+proc_host_key(char *buf, size_t size, const char *boot, const char *domain)
 {
 	char id[64];
 	struct stat sb;
@@ -30,7 +30,8 @@ proc_host_key(char *buf, size_t size, const char *boot)
 	}
 	if (stat("/proc/self/ns/pid", &sb) != 0)
 		sb.st_ino = 0;
-	(void)snprintf(buf, size, "%s:%ju", boot, (uintmax_t)sb.st_ino);
+	(void)snprintf(buf, size, "%s:%ju:%s", boot, (uintmax_t)sb.st_ino,
+	    domain);
 }
 
 /* The kernel's boot id (a UUID that changes at every boot). */

@@ -22,11 +22,15 @@ bool proc_alive(pid_t pid, uint64_t pstart);
 void proc_boot_id(char *buf, size_t size);
 /*
  * This host's key in a store shared by several (lockcore's PostgreSQL
- * store): the boot id and the inode of the pid namespace, since containers
- * on one machine share the boot but not their pids.  `boot` overrides the
- * boot id (tests; NULL: the kernel's).
+ * store): the boot id, the inode of the pid namespace (containers on one
+ * machine share the boot but not their pids) and `domain`, the
+ * coordinator's socket, so that two httplock stacks on one machine, each
+ * with its coordinator, are two hosts that wake each other's waiters.
+ * `boot` overrides the boot id (tests; NULL: the kernel's).
  */
-void proc_host_key(char *buf, size_t size, const char *boot);
+#define PROC_HOST_KEY_MAX 256
+void proc_host_key(char *buf, size_t size, const char *boot,
+    const char *domain);
 /* Wall-clock time at which this boot began, ms. */
 int64_t proc_boot_time_ms(void);
 

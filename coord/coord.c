@@ -1342,7 +1342,7 @@ static void
 listen_store(const char *conninfo)
 {
 	struct epoll_event ev;
-	char key[160];
+	char key[PROC_HOST_KEY_MAX];
 	const char *test_key = NULL;
 	int fd;
 
@@ -1353,7 +1353,7 @@ listen_store(const char *conninfo)
 	if (test_key != NULL)
 		(void)snprintf(key, sizeof(key), "%s", test_key);
 	else
-		proc_host_key(key, sizeof(key), NULL);
+		proc_host_key(key, sizeof(key), NULL, co.path);
 	if ((fd = pglisten_start(conninfo, key)) < 0)
 		return;
 	memset(&ev, 0, sizeof(ev));

@@ -69,6 +69,9 @@ db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 	dc->opts.no_crash_grace = !c->crash_grace;
 	dc->opts.max_ttl_ms = c->max_ttl_ms;
 	dc->idle_reclaim_ms = c->idle_reclaim_ms;
+	/* One host per coordinator: the coordinator names itself alike. */
+	proc_host_key(dc->host_key, sizeof(dc->host_key), NULL,
+	    c->coord_socket);
 	/* A shared store runs each request in a transaction of its own: a
 	 * batch would hold the rows of several locks at once, and two hosts
 	 * batching the same locks in another order would deadlock.  The
@@ -83,7 +86,9 @@ db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 		/* Test builds only: play a reboot without one, or one of
 		 * several hosts on one machine. */
 		dc->opts.boot_id = getenv("HTTPLOCK_TEST_BOOT_ID");
-		dc->opts.host_key = getenv("HTTPLOCK_TEST_HOST_KEY");
+		if ((v = getenv("HTTPLOCK_TEST_HOST_KEY")) != NULL)
+			(void)snprintf(dc->host_key, sizeof(dc->host_key),
+			    "%s", v);
 		if ((v = getenv("HTTPLOCK_TEST_BOOT_TIME")) != NULL)
 			dc->opts.boot_time_ms = strtoll(v, NULL, 10);
 	}
@@ -106,6 +111,7 @@ db_init(const struct db_conf *dc)
 		    strlen(dc->opts.boot_id) + 1);
 		g.conf.opts.boot_id = g.boot_id;
 	}
+	g.conf.opts.host_key = g.conf.host_key;
 	lockcore_store_name(dc->database, g.name, sizeof(g.name));
 	if ((rc = pthread_mutex_init(&g.mu, NULL)) != 0 ||
 	    (rc = pthread_mutex_init(&g.end_mu, NULL)) != 0 ||

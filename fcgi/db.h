@@ -12,6 +12,7 @@
 #include "conf.h"
 #include "lockcore.h"
 #include "lockref.h"
+#include "proc.h"
 
 /* A batch ends after BATCH_OPS_MAX requests or BATCH_MS (monotonic) of
  * age, so that it cannot grow for ever under a stream of arrivals. */
@@ -20,6 +21,7 @@
 
 struct db_conf {
 	char    database[CONF_PATH_MAX];
+	char    host_key[PROC_HOST_KEY_MAX];  /* opts.host_key points here */
 	struct lockcore_opts opts;   /* boot_id: copied, may be NULL */
 	int64_t idle_reclaim_ms;     /* db_sweep: idle lock rows go after it */
 	int     batch_ops_max;       /* BATCH_OPS_MAX; 0: a transaction per

@@ -88,8 +88,9 @@ struct lockcore_opts {
 	const char *boot_id;     /* tests: this boot's id; NULL: the kernel's */
 	int64_t boot_time_ms;    /* tests: when this boot began (wall clock,
 	                            ms); 0: from CLOCK_BOOTTIME */
-	const char *host_key;    /* tests: this host's name in a shared
-	                            store; NULL: its boot and pid namespace */
+	const char *host_key;    /* this host's name in a shared store
+	                            (proc_host_key); NULL: its boot and pid
+	                            namespace */
 };
 
 #define LC_GRACE_DEFAULT_MS (3600 * 1000)

@@ -268,7 +268,7 @@ struct pgstore {
 	bool         batch;             /* in batch_begin() */
 	bool         batch_failed;
 	int64_t      host_id;           /* our row of `hosts` */
-	char         host_key[STORE_BOOT_ID_MAX + 32];
+	char         host_key[PROC_HOST_KEY_MAX];
 	char         sweep_ids[PG_SWEEP_MAX * 21 + 3]; /* "{1,2,...}" */
 };
 
@@ -1393,7 +1393,7 @@ host_key(struct pgstore *q, const struct lockcore_opts *opts)
 		    opts->host_key);
 	else
 		proc_host_key(q->host_key, sizeof(q->host_key),
-		    opts != NULL ? opts->boot_id : NULL);
+		    opts != NULL ? opts->boot_id : NULL, "");
 }
 
 /* Adds or refreshes our row of `hosts`. */
