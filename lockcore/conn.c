@@ -341,6 +341,7 @@ lockcore_store_info(struct lockcore *lc, struct lockcore_store_info *si)
 	if (lc == NULL || si == NULL)
 		return LC_E_INVAL;
 	memset(si, 0, sizeof(*si));
+	si->kind = lc->st->ops->kind;
 	si->primary = -1;
-	return lc->st->ops->info(lc->st, si);
+	return lc->st->ops->info != NULL ? lc->st->ops->info(lc->st, si) : 0;
 }

@@ -144,7 +144,9 @@ struct store_ops {
 	int  (*batch_end)(struct store *st, int rc);
 	int  (*durable)(struct store *st, bool on);
 	const char *(*errmsg)(struct store *st);
-	/* lockcore_store_info(), outside any transaction. */
+	const char *kind;    /* lockcore_store_info's: "sqlite", ... */
+	/* What else lockcore_store_info() shows, outside any transaction;
+	 * NULL: nothing. */
 	int  (*info)(struct store *st, struct lockcore_store_info *si);
 	void (*close)(struct store *st);  /* rolls back what is open */
 

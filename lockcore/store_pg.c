@@ -68,191 +68,6 @@
 #define PG_TIMEOUT_MAX_MS     1000   /* every exchange, connecting too */
 #define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
 
-enum stmt_id {
-	S_META_GET,
-	S_META_SET,
-	S_FLOOR_RAISE,
-	S_SESS_NEXT,
-	S_SESS_ADD,
-	S_SESS_DEL,
-	S_LOCK_GET,
-	S_LOCK_GET_W,
-	S_LOCK_ID_W,
-	S_LOCK_OF_WAITER,
-	S_LOCK_OF_HOLDER,
-	S_LOCK_HOLDERS,
-	S_LOCK_ADD,
-	S_FENCE_NEXT,
-	S_FENCE_MAX,
-	S_H_PURGE,
-	S_H_STATE,
-	S_H_LIST,
-	S_H_BY_REQ,
-	S_H_BY_WAITER,
-	S_H_ADD,
-	S_H_DEL,
-	S_H_RENEW,
-	S_H_TAKE,
-	S_W_GET,
-	S_W_BY_REQ,
-	S_W_TAKE,
-	S_W_WALK,
-	S_W_MINE,
-	S_HOST_BEAT,
-	S_W_COUNT,
-	S_W_ADD,
-	S_W_DEL,
-	S_LIST,
-	S_Q_HELD,
-	S_Q_WAIT,
-	S_SWEEP_LOCK,
-	S_SWEEP_PURGE,
-	S_SWEEP_WAITERS,
-	S_SWEEP_IDLE,
-	S_HOST_ADD,
-	S_COUNT
-};
-
-#define HOLDER_COLS                                                 \
-    "lock_id, token_hash, fence, owner, acquired_at, expires_at,"    \
-    " waiter_id, wkey, seal, ttl_ms"
-
-/* Every parameter is cast, so the server knows its type without our
- * OIDs; every result column is int8, bool, text or bytea. */
-static const char *const sqltab[S_COUNT] = {
-	[S_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
-	[S_META_SET] = "INSERT INTO meta(key, value) VALUES ($1::text, $2::int8)"
-	    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-	[S_FLOOR_RAISE] = "INSERT INTO meta(key, value)"
-	    " VALUES ('fence_floor', $1::int8) ON CONFLICT (key)"
-	    " DO UPDATE SET value = greatest(meta.value, EXCLUDED.value)",
-	/* A session is live while the server backend that added it runs. */
-	[S_SESS_NEXT] = "SELECT s.id, s.pid, s.pstart, s.sync_full,"
-	    " s.max_ttl_ms, EXISTS (SELECT 1 FROM pg_stat_activity a"
-	    "  WHERE a.pid = s.backend_pid"
-	    "  AND a.backend_start = s.backend_start)"
-	    " FROM sessions s WHERE s.id > $1::int8 ORDER BY s.id LIMIT 1",
-	[S_SESS_ADD] = "INSERT INTO sessions(host_id, pid, pstart,"
-	    " backend_pid, backend_start, sync_full, max_ttl_ms, opened_at)"
-	    " SELECT $1::int8, $2::int8, $3::int8, a.pid, a.backend_start,"
-	    " $4::bool, $5::int8, $6::int8 FROM pg_stat_activity a"
-	    " WHERE a.pid = pg_backend_pid() RETURNING id",
-	[S_SESS_DEL] = "DELETE FROM sessions WHERE id = $1::int8",
-	[S_LOCK_GET] = "SELECT id, nwait FROM locks WHERE name = $1::text",
-	[S_LOCK_GET_W] = "SELECT id, nwait FROM locks WHERE name = $1::text"
-	    " FOR UPDATE",
-	[S_LOCK_ID_W] = "SELECT id FROM locks WHERE id = $1::int8 FOR UPDATE",
-	[S_LOCK_OF_WAITER] = "SELECT id FROM locks WHERE id ="
-	    " (SELECT lock_id FROM waiters WHERE id = $1::int8) FOR UPDATE",
-	[S_LOCK_OF_HOLDER] = "SELECT id FROM locks WHERE id ="
-	    " (SELECT lock_id FROM holders WHERE waiter_id = $1::int8)"
-	    " FOR UPDATE",
-	[S_LOCK_HOLDERS] = "SELECT"
-	    " count(*) FILTER (WHERE expires_at > $2::int8),"
-	    " min(expires_at) FILTER (WHERE expires_at > $2::int8),"
-	    " count(*) FILTER (WHERE expires_at <= $2::int8)"
-	    " FROM holders WHERE lock_id = $1::int8",
-	/* Returns the row, locked, also when another transaction created
-	 * it first; xmax tells which. */
-	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES ($1::text)"
-	    " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name"
-	    " RETURNING id, nwait, xmax::text <> '0'",
-	[S_FENCE_NEXT] = "UPDATE locks SET fence_seq = greatest(fence_seq + 1,"
-	    " $2::int8, coalesce((SELECT value FROM meta"
-	    "  WHERE key = 'fence_floor'), 0)), used_at = $3::int8"
-	    " WHERE id = $1::int8 RETURNING fence_seq",
-	[S_FENCE_MAX] = "SELECT coalesce(max(fence_seq), 0) FROM locks",
-	[S_H_PURGE] = "DELETE FROM holders"
-	    " WHERE lock_id = $1::int8 AND expires_at <= $2::int8",
-	[S_H_STATE] = "SELECT count(*), min(expires_at) FROM holders"
-	    " WHERE lock_id = $1::int8 AND expires_at > $2::int8",
-	[S_H_LIST] = "SELECT " HOLDER_COLS " FROM holders"
-	    " WHERE lock_id = $1::int8 AND expires_at > $2::int8 ORDER BY fence",
-	[S_H_BY_REQ] = "SELECT " HOLDER_COLS " FROM holders"
-	    " WHERE lock_id = $1::int8 AND rid_hash = $2::bytea"
-	    " AND expires_at > $3::int8",
-	[S_H_BY_WAITER] = "SELECT " HOLDER_COLS ", (SELECT name FROM locks"
-	    "  WHERE id = holders.lock_id) FROM holders"
-	    " WHERE waiter_id = $1::int8 AND expires_at > $2::int8",
-	[S_H_ADD] = "INSERT INTO holders(token_hash, lock_id, fence, owner,"
-	    " rid_hash, seal, acquired_at, expires_at, ttl_ms, waiter_id, wkey)"
-	    " VALUES ($1::bytea, $2::int8, $3::int8, $4::text, $5::bytea,"
-	    " $6::bytea, $7::int8, $8::int8, $9::int8, $10::int8, $11::int8)",
-	[S_H_DEL] = "DELETE FROM holders"
-	    " WHERE lock_id = $1::int8 AND fence = $2::int8",
-	[S_H_RENEW] = "UPDATE holders SET expires_at = $3::int8,"
-	    " ttl_ms = $4::int8 WHERE lock_id = $1::int8 AND fence = $2::int8",
-	[S_H_TAKE] = "UPDATE holders SET wkey = $3::int8"
-	    " WHERE lock_id = $1::int8 AND fence = $2::int8",
-	[S_W_GET] = "SELECT w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
-	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal"
-	    " FROM waiters w JOIN locks l ON l.id = w.lock_id"
-	    " WHERE w.id = $1::int8",
-	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
-	    " WHERE lock_id = $1::int8 AND rid_hash = $2::bytea",
-	[S_W_TAKE] = "UPDATE waiters SET host_id = $6::int8, pid = $2::int8,"
-	    " pstart = $3::int8, wkey = $4::int8, deadline = $5::int8"
-	    " WHERE id = $1::int8",
-	[S_W_WALK] = "SELECT w.id, w.pid, w.pstart, w.deadline,"
-	    " w.host_id <> $4::int8, coalesce(h.seen_at, 0)"
-	    " FROM waiters w LEFT JOIN hosts h ON h.id = w.host_id"
-	    " WHERE w.lock_id = $1::int8 AND w.id > $2::int8"
-	    " AND w.id < $3::int8 ORDER BY w.id",
-	[S_W_MINE] = "SELECT id, pid, pstart, deadline, wkey FROM waiters"
-	    " WHERE host_id = $1::int8 AND id > $2::int8 ORDER BY id"
-	    " LIMIT $3::int8",
-	[S_HOST_BEAT] = "UPDATE hosts SET seen_at = greatest(seen_at, $2::int8)"
-	    " WHERE id = $1::int8",
-	[S_W_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM waiters"
-	    " WHERE lock_id = $1::int8 AND id > $2::int8 AND id < $3::int8"
-	    " AND deadline > $4::int8 LIMIT $5::int8) c",
-	[S_W_ADD] = "INSERT INTO waiters(lock_id, rid_hash, owner, ttl_ms,"
-	    " deadline, host_id, pid, pstart, wkey, token_hash, seal)"
-	    " VALUES ($1::int8, $2::bytea, $3::text, $4::int8, $5::int8,"
-	    " $11::int8, $6::int8, $7::int8, $8::int8, $9::bytea, $10::bytea)"
-	    " RETURNING id",
-	[S_W_DEL] = "DELETE FROM waiters WHERE id = $1::int8"
-	    " RETURNING lock_id, host_id <> $2::int8",
-	[S_LIST] = "WITH act(id) AS ("
-	    " SELECT lock_id FROM holders WHERE expires_at > $1::int8"
-	    " UNION SELECT lock_id FROM waiters WHERE deadline > $1::int8)"
-	    " SELECT l.name,"
-	    " (SELECT count(*) FROM holders h"
-	    "  WHERE h.lock_id = l.id AND h.expires_at > $1::int8),"
-	    " (SELECT count(*) FROM waiters w"
-	    "  WHERE w.lock_id = l.id AND w.deadline > $1::int8)"
-	    " FROM act JOIN locks l ON l.id = act.id"
-	    " WHERE l.name > $2::text AND l.name >= $3::text"
-	    " AND ($4::text IS NULL OR l.name < $4::text)"
-	    " AND ($6::text IS NULL OR l.name < $6::text"
-	    "  OR ($7::text IS NOT NULL AND l.name >= $7::text))"
-	    " ORDER BY l.name LIMIT $5::int8",
-	[S_Q_HELD] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN holders h ON h.lock_id = l.id WHERE l.name >= $1::text"
-	    " AND ($2::text IS NULL OR l.name < $2::text)"
-	    " AND h.expires_at > $3::int8 LIMIT $4::int8) c",
-	[S_Q_WAIT] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN waiters w ON w.lock_id = l.id WHERE l.name >= $1::text"
-	    " AND ($2::text IS NULL OR l.name < $2::text)"
-	    " AND w.deadline > $3::int8 LIMIT $4::int8) c",
-	[S_SWEEP_LOCK] = "SELECT id FROM locks WHERE id > $1::int8"
-	    " ORDER BY id LIMIT $2::int8 FOR UPDATE SKIP LOCKED",
-	[S_SWEEP_PURGE] = "DELETE FROM holders"
-	    " WHERE lock_id = ANY ($1::int8[]) AND expires_at <= $2::int8",
-	[S_SWEEP_WAITERS] = "DELETE FROM waiters"
-	    " WHERE lock_id = ANY ($1::int8[]) AND deadline <= $2::int8",
-	[S_SWEEP_IDLE] = "WITH d AS (DELETE FROM locks l"
-	    " WHERE id = ANY ($1::int8[]) AND nwait = 0 AND used_at <= $2::int8"
-	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = l.id)"
-	    " RETURNING fence_seq)"
-	    " SELECT count(*), coalesce(max(fence_seq), 0) FROM d",
-	[S_HOST_ADD] = "INSERT INTO hosts(host_key, name, started_at, seen_at)"
-	    " VALUES ($1::text, $2::text, $3::int8, $3::int8)"
-	    " ON CONFLICT (host_key) DO UPDATE SET name = EXCLUDED.name,"
-	    " started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at"
-	    " RETURNING id",
-};
-
 struct pgstore {
 	struct store base;              /* first: a struct store * is us */
 	struct pgconn pc;
@@ -493,7 +308,6 @@ info(struct store *st, struct lockcore_store_info *si)
 	PGresult *r;
 	int rc;
 
-	si->kind = "postgresql";
 	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
 		return pgc_fail(&q->pc, "info", "not connected");
 	host = PQhost(q->pc.conn);
@@ -1441,7 +1255,7 @@ store_pg_open(struct store **out, const char *conninfo,
 	}
 	q->base.ops = &pg_ops;
 	q->pc.conninfo = q->conninfo;
-	q->pc.sqltab = sqltab;
+	q->pc.sqltab = pg_sql;
 	q->pc.prepared = q->prepared;
 	q->pc.nstmt = S_COUNT;
 	q->pc.err = q->base.err;
@@ -1499,6 +1313,7 @@ static const struct store_ops pg_ops = {
 	.batch_end = batch_end,
 	.durable = durable,
 	.errmsg = errmsg,
+	.kind = "postgresql",
 	.info = info,
 	.close = pg_close,
 	.meta_get = meta_get,

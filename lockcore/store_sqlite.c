@@ -95,8 +95,7 @@ static const char *const sqltab[S_COUNT] = {
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_VERSION] = "SELECT value FROM meta WHERE key = 'schema_version'",
 	[S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
-	[S_META_SET] = "INSERT OR REPLACE INTO meta(key, value)"
-	    " VALUES (?1, ?2)",
+	[S_META_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
 	[S_FLOOR_RAISE] = "UPDATE meta SET value = max(value, ?1)"
 	    " WHERE key = 'fence_floor'",
 	[S_SESS_NEXT] = "SELECT id, boot_id, pid, pstart, sync_full,"
@@ -1457,14 +1456,6 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
 	return stmt_exec_count(q, s, brc, n);
 }
 
-static int
-info(struct store *st, struct lockcore_store_info *si)
-{
-	(void)st;
-	si->kind = "sqlite";
-	return 0;
-}
-
 static const struct store_ops sqlite_ops = {
 	.begin = tx_begin,
 	.end = tx_end,
@@ -1472,7 +1463,7 @@ static const struct store_ops sqlite_ops = {
 	.batch_end = batch_end,
 	.durable = durable,
 	.errmsg = errmsg,
-	.info = info,
+	.kind = "sqlite",
 	.close = sq_close,
 	.meta_get = meta_get,
 	.meta_set = meta_set,
