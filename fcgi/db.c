@@ -1,6 +1,7 @@
 /*
  * db.c: the database gate and group commit (db.h).
  *
+ * On a SQLite file:
  * Every request's database work is serialised on the gate's mutex.  A
  * thread that finishes while others wait for the gate does not commit: it
  * leaves the transaction open for the next one (lockcore_batch_begin) and
@@ -9,6 +10,13 @@
  * touch in common (a lock's row, the index pages) are paid once per batch,
  * not once per request.  Nothing is answered, and no wake or handoff acted
  * upon, before the commit: db_leave() returns only then.
+ *
+ * On a store shared by several hosts (PostgreSQL): a pool of POOL_SIZE
+ * connections, each a lockcore handle of its own, taken by one thread at
+ * a time; every call is its own transaction (no batches: db_conf_from).
+ * The server runs transactions on different locks at once and shares
+ * the WAL flushes of concurrent commits, which is what batches buy on
+ * SQLite.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +34,8 @@
 #define SWEEP_EVERY_MS 1000     /* monotonic */
 #define SWEEP_BATCH    1000     /* lock rows per sweep */
 #define BOOT_ID_MAX    64
+#define POOL_SIZE      4        /* connections per worker process to a
+                                   shared store */
 
 /* A call of the open batch that waits for its commit. */
 struct batch_wait {
@@ -41,7 +51,7 @@ static struct {
 	                                    a URI without its password */
 	pthread_mutex_t     mu;          /* the gate: serialises all of db */
 	struct lockcore    *db;          /* NULL until opened, or broken */
-	bool                open_failed; /* the last open failed (logged) */
+	atomic_bool         open_failed; /* the last open failed (logged) */
 	bool                failing;     /* transactions fail (logged) */
 	_Atomic int64_t     grace_until;
 	atomic_int          want;        /* threads waiting for mu */
@@ -55,7 +65,19 @@ static struct {
 	pthread_mutex_t     end_mu;
 	pthread_cond_t      end_cv;
 	_Atomic int64_t     sweep_next;  /* monotonic ms */
+	/* The pool (a shared store), under pool_mu: */
+	bool                pooled;
+	bool                closed;      /* db_close: nothing may enter */
+	pthread_mutex_t     pool_mu;
+	pthread_cond_t      pool_cv;     /* a slot came free (monotonic) */
+	struct {
+		struct lockcore *db;     /* NULL until opened */
+		bool             busy;
+	} slot[POOL_SIZE];
 } g;
+
+/* The slot this thread holds between db_enter() and db_leave(). */
+static _Thread_local int my_slot = -1;
 
 void
 db_conf_from(struct db_conf *dc, const struct hl_conf *c)
@@ -98,6 +120,7 @@ db_conf_from(struct db_conf *dc, const struct hl_conf *c)
 int
 db_init(const struct db_conf *dc)
 {
+	pthread_condattr_t ca;
 	int rc;
 
 	memset(&g, 0, sizeof(g));
@@ -113,14 +136,45 @@ db_init(const struct db_conf *dc)
 	}
 	g.conf.opts.host_key = g.conf.host_key;
 	lockcore_store_name(dc->database, g.name, sizeof(g.name));
+	g.pooled = g.conf.batch_ops_max == 0;
 	if ((rc = pthread_mutex_init(&g.mu, NULL)) != 0 ||
 	    (rc = pthread_mutex_init(&g.end_mu, NULL)) != 0 ||
-	    (rc = pthread_cond_init(&g.end_cv, NULL)) != 0) {
+	    (rc = pthread_cond_init(&g.end_cv, NULL)) != 0 ||
+	    (rc = pthread_mutex_init(&g.pool_mu, NULL)) != 0 ||
+	    (rc = pthread_condattr_init(&ca)) != 0 ||
+	    (rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
+	    (rc = pthread_cond_init(&g.pool_cv, &ca)) != 0) {
 		errno = rc;
 		log_warn("%s: pthread", __func__);
 		return -1;
 	}
+	(void)pthread_condattr_destroy(&ca);
 	return 0;
+}
+
+/* db_close() of the pool: waits for every slot to come free. */
+static int
+pool_close(int64_t wait_ms)
+{
+	struct timespec ts = clock_after(CLOCK_MONOTONIC, wait_ms);
+	int i, busy;
+
+	pthread_mutex_lock(&g.pool_mu);
+	g.closed = true;
+	for (;;) {
+		for (busy = 0, i = 0; i < POOL_SIZE; i++)
+			busy += g.slot[i].busy;
+		if (busy == 0 ||
+		    pthread_cond_timedwait(&g.pool_cv, &g.pool_mu, &ts) != 0)
+			break;
+	}
+	if (busy == 0)
+		for (i = 0; i < POOL_SIZE; i++) {
+			lockcore_close(g.slot[i].db);
+			g.slot[i].db = NULL;
+		}
+	pthread_mutex_unlock(&g.pool_mu);
+	return busy == 0 ? 0 : -1;
 }
 
 int
@@ -128,6 +182,8 @@ db_close(int64_t wait_ms)
 {
 	struct timespec ts = clock_after(CLOCK_MONOTONIC, wait_ms);
 
+	if (g.pooled)
+		return pool_close(wait_ms);
 	/* The gate stays taken: nothing may open the database again. */
 	if (pthread_mutex_clocklock(&g.mu, CLOCK_MONOTONIC, &ts) != 0)
 		return -1;
@@ -148,26 +204,25 @@ db_grace_until(void)
 	return atomic_load(&g.grace_until);
 }
 
-/* Opens the database (gate held).  0, or -1 when it cannot be opened. */
+/* Opens a connection into *dbp (the gate or its pool slot held).  0, or
+ * -1 when it cannot be opened. */
 static int
-db_open(void)
+db_open(struct lockcore **dbp)
 {
 	struct lockcore_recovery rec;
 	const char *path = g.name;
 	char err[256];
 
-	if (lockcore_open(&g.db, g.conf.database, &g.conf.opts, err,
+	if (lockcore_open(dbp, g.conf.database, &g.conf.opts, err,
 	    sizeof(err)) != 0) {
 		/* Said once per outage, not once per request. */
-		if (!g.open_failed)
+		if (!atomic_exchange(&g.open_failed, true))
 			log_warnx("%s: %s", __func__, err);
-		g.open_failed = true;
 		return -1;
 	}
-	if (g.open_failed)
+	if (atomic_exchange(&g.open_failed, false))
 		log_info("%s: database %s open again", __func__, path);
-	g.open_failed = false;
-	lockcore_recovery(g.db, &rec);
+	lockcore_recovery(*dbp, &rec);
 	atomic_store(&g.grace_until, rec.grace_until);
 	if (rec.recovered)
 		log_warnx("database %s: %d connection(s) of an earlier boot "
@@ -195,13 +250,61 @@ db_failing(bool failing, const char *what)
 	g.failing = failing;
 }
 
+static int pool_leave(void);
+
+/* db_enter() on a shared store: a free slot, preferably one whose
+ * connection is open. */
+static struct lockcore *
+pool_enter(void)
+{
+	int i, pick = -1;
+
+	atomic_fetch_add(&g.want, 1);
+	pthread_mutex_lock(&g.pool_mu);
+	while (!g.closed) {
+		for (i = 0; i < POOL_SIZE; i++)
+			if (!g.slot[i].busy && (pick < 0 ||
+			    g.slot[i].db != NULL))
+				pick = i;
+		if (pick >= 0)
+			break;
+		pthread_cond_wait(&g.pool_cv, &g.pool_mu);
+	}
+	if (pick >= 0)
+		g.slot[pick].busy = true;
+	pthread_mutex_unlock(&g.pool_mu);
+	atomic_fetch_sub(&g.want, 1);
+	if (pick < 0)
+		return NULL;
+	my_slot = pick;
+	if (g.slot[pick].db == NULL && db_open(&g.slot[pick].db) != 0) {
+		(void)pool_leave();
+		return NULL;
+	}
+	return g.slot[pick].db;
+}
+
+/* db_leave() on a shared store: the slot goes back. */
+static int
+pool_leave(void)
+{
+	pthread_mutex_lock(&g.pool_mu);
+	g.slot[my_slot].busy = false;
+	pthread_cond_signal(&g.pool_cv);
+	pthread_mutex_unlock(&g.pool_mu);
+	my_slot = -1;
+	return 0;
+}
+
 struct lockcore *
 db_enter(enum db_use use)
 {
+	if (g.pooled)
+		return pool_enter();
 	atomic_fetch_add(&g.want, 1);
 	pthread_mutex_lock(&g.mu);
 	atomic_fetch_sub(&g.want, 1);
-	if (g.db == NULL && db_open() != 0) {
+	if (g.db == NULL && db_open(&g.db) != 0) {
 		pthread_mutex_unlock(&g.mu);
 		return NULL;
 	}
@@ -257,6 +360,8 @@ db_leave(int rc)
 	struct batch_wait self;
 	int crc;
 
+	if (g.pooled)
+		return pool_leave() == 0 ? rc : LC_E_DB;
 	if (g.solo) {
 		g.solo = false;
 		pthread_mutex_unlock(&g.mu);
