@@ -2,7 +2,8 @@
 """pgcluster: a private, throw-away PostgreSQL for the tests.
 
 A PgCluster runs Debian's PostgreSQL server (the highest version under
-/usr/lib/postgresql, else `pg_config --bindir`) in a fresh temporary
+/usr/lib/postgresql, else `pg_config --bindir`; HTTPLOCK_PG_BINDIR
+chooses another directory) in a fresh temporary
 directory: initdb into DIR/data with the superuser `httplock` and trust
 authentication, the server on a free loopback port with its socket in DIR
 and fsync off (the tests kill processes, never the machine).  initdb and
@@ -56,8 +57,14 @@ def say(msg):
 
 
 def find_bindir():
-    """The directory of initdb, pg_ctl and postgres: the highest version
-    under /usr/lib/postgresql, else what `pg_config --bindir` says."""
+    """The directory of initdb, pg_ctl and postgres: $HTTPLOCK_PG_BINDIR
+    when set, else the highest version under /usr/lib/postgresql, else
+    what `pg_config --bindir` says."""
+    b = os.environ.get("HTTPLOCK_PG_BINDIR")
+    if b:
+        if not os.access(os.path.join(b, "initdb"), os.X_OK):
+            raise PgError("HTTPLOCK_PG_BINDIR=%s: no initdb there" % b)
+        return b
     root = "/usr/lib/postgresql"
     found = []
     if os.path.isdir(root):
@@ -462,7 +469,11 @@ def cmd_run(argv):
     if not argv:
         say("usage: pgcluster.py run -- CMD ARGS...")
         return 2
-    pg = PgCluster()
+    try:
+        pg = PgCluster()
+    except PgError as e:
+        say("PostgreSQL did not start: %s" % e)
+        return 1
     child = None
 
     def forward(signum, _frame):
