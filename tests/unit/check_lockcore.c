@@ -5,11 +5,11 @@
  * HTTPLOCK_TEST_PG set (lctest.h), the same tests run on PostgreSQL, but
  * for the tcase "sqlite": the tests of the SQLite file itself (its bytes,
  * WAL, modes, busy handler, boot-id recovery after a power loss, upgrades
- * of older files, a restored copy).  Time
- * is passed explicitly, so expiry and deadlines are tested without
- * sleeping; processes are real (fork) where liveness or concurrency is the
- * point.  Fences start at the floor each open sets from the wall clock
- * (floor_of()), so tests compare fences with the floor or with each other.
+ * of older files, a restored copy).  Time is passed explicitly, so expiry
+ * and deadlines are tested without sleeping; processes are real (fork)
+ * where liveness or concurrency is the point.  Fences start at the floor
+ * each open sets from the wall clock (floor_of()), so tests compare fences
+ * with the floor or with each other.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
