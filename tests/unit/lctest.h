@@ -1,8 +1,9 @@
 /*
  * lctest: what the lockcore tests (check_lockcore, check_invariants) build
  * their calls from: the time base they pass explicitly, a test's database
- * in its own directory, a connection that must open, a request of this
- * process, an acquire that must be granted.
+ * (a SQLite file in its own directory, or a PostgreSQL database), a
+ * connection that must open, a request of this process, an acquire that
+ * must be granted.
  */
 #ifndef LCTEST_H
 #define LCTEST_H
@@ -17,12 +18,44 @@
 #define TTL    INT64_C(10000)           /* a request's lease */
 #define WAITMS INT64_C(60000)           /* a request's deadline after T0 */
 
+/* The size of a buffer for a test's database (a path or a URI). */
+#define LCT_PATH_MAX 512
+
 /*
- * A test's fixture: makes a fresh directory under unit_topdir (in dir[dn]),
- * names the database "lock.db" in it (in dbpath[pn]) and opens it with o.
+ * True when the environment variable HTTPLOCK_TEST_PG names a PostgreSQL
+ * server (a libpq URI without a database, such as tests/pgcluster.py's
+ * postgresql://httplock@127.0.0.1:PORT): the tests then run on it instead
+ * of on SQLite files.
+ */
+bool		 lct_pg(void);
+
+/*
+ * A test's fixture: makes a fresh directory under unit_topdir (in dir[dn])
+ * and opens the test's database with o, its name in dbpath[pn] (give it
+ * LCT_PATH_MAX bytes).  On SQLite, that is "lock.db" in the directory; on
+ * PostgreSQL (lct_pg()), the database lc_<program> of the server, made
+ * if missing, without the schema httplock (dropped), so that each test
+ * starts on an empty store.
  */
 struct lockcore	*lct_setup(char *dir, size_t dn, char *dbpath, size_t pn,
 		    const struct lockcore_opts *o);
+
+/*
+ * Names in path[n] a store that nobody has opened yet, for tests where
+ * several connections create it at once: on SQLite, `name` in the test's
+ * directory `dir`; on PostgreSQL, the test's database, *c closed (and set
+ * to NULL) and its schema dropped.
+ */
+void		 lct_fresh(struct lockcore **c, char *path, size_t n,
+		    const char *dir, const char *name);
+
+/*
+ * The integer in the first column of the first row of `sql` (a query on
+ * lockcore's tables that both stores understand) run on the store at
+ * `path` over a connection of its own; -1 if there is no row, 0 for NULL.
+ * Fails the test on any error.
+ */
+int64_t		 lct_query_int(const char *path, const char *sql);
 
 /* Closes *c (and sets it to NULL), then removes the test's directory. */
 void		 lct_teardown(struct lockcore **c, const char *dir);
