@@ -9,7 +9,8 @@
  * entries it is replaced by one "wake everyone", which is what a flood
  * of notifications amounts to anyway.
  *
- * A notification is "<host id> <waiter id> <lock key>" (store_pg.c).
+ * A notification is "<host id> <waiter id> <lock key in hex>"
+ * (store_pg.c).
  * Those of our own host are dropped: the worker that made the change has
  * told us already over our socket.  Our host id is looked up by our host
  * key in httplock.hosts; until a worker of ours has registered the host,
@@ -33,6 +34,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pglisten.h"
+#include "proto.h"
 
 #define QUEUE_MAX       10000
 #define CONNECT_MS      2000     /* one connection attempt */
@@ -256,13 +258,40 @@ beat(void)
 		drop();
 }
 
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ?
+	    c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Decodes hex into out[size]; the length, or 0 if it is not hex or
+ * does not fit. */
+static size_t
+unhex(const char *hex, char *out, size_t size)
+{
+	size_t n = strlen(hex), i;
+	int hi, lo;
+
+	if (n % 2 != 0 || n / 2 > size)
+		return 0;
+	for (i = 0; i < n / 2; i++) {
+		if ((hi = hexval(hex[2 * i])) < 0 ||
+		    (lo = hexval(hex[2 * i + 1])) < 0)
+			return 0;
+		out[i] = (char)(hi << 4 | lo);
+	}
+	return n / 2;
+}
+
 /* Parses and queues one notification. */
 static void
 heard(const char *payload)
 {
-	char *end;
+	char *end, name[PROTO_NAME_MAX];
 	int64_t host;
 	uint64_t kick;
+	size_t len;
 
 	errno = 0;
 	host = strtoll(payload, &end, 10);
@@ -275,7 +304,8 @@ heard(const char *payload)
 		find_host_id();
 	if (host == pl.host_id)
 		return;
-	push(end + 1, strlen(end + 1), kick, false);
+	if ((len = unhex(end + 1, name, sizeof(name))) > 0)
+		push(name, len, kick, false);
 }
 
 /* Sleeps `ms` unless told to stop. */

@@ -40,8 +40,8 @@ const char *const pg_sql[S_COUNT] = {
 	    " $4::bool, $5::int8, $6::int8 FROM pg_stat_activity a"
 	    " WHERE a.pid = pg_backend_pid() RETURNING id",
 	[S_SESS_DEL] = "DELETE FROM sessions WHERE id = $1::int8",
-	[S_LOCK_GET] = "SELECT id, nwait FROM locks WHERE name = $1::text",
-	[S_LOCK_GET_W] = "SELECT id, nwait FROM locks WHERE name = $1::text"
+	[S_LOCK_GET] = "SELECT id, nwait FROM locks WHERE name = $1::bytea",
+	[S_LOCK_GET_W] = "SELECT id, nwait FROM locks WHERE name = $1::bytea"
 	    " FOR UPDATE",
 	[S_LOCK_ID_W] = "SELECT id FROM locks WHERE id = $1::int8 FOR UPDATE",
 	[S_LOCK_OF_WAITER] = "SELECT id FROM locks WHERE id ="
@@ -56,7 +56,7 @@ const char *const pg_sql[S_COUNT] = {
 	    " FROM holders WHERE lock_id = $1::int8",
 	/* Returns the row, locked, also when another transaction created
 	 * it first; xmax tells which. */
-	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES ($1::text)"
+	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES ($1::bytea)"
 	    " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name"
 	    " RETURNING id, nwait, xmax::text <> '0'",
 	[S_FENCE_NEXT] = "UPDATE locks SET fence_seq = greatest(fence_seq + 1,"
@@ -124,18 +124,18 @@ const char *const pg_sql[S_COUNT] = {
 	    " (SELECT count(*) FROM waiters w"
 	    "  WHERE w.lock_id = l.id AND w.deadline > $1::int8)"
 	    " FROM act JOIN locks l ON l.id = act.id"
-	    " WHERE l.name > $2::text AND l.name >= $3::text"
-	    " AND ($4::text IS NULL OR l.name < $4::text)"
-	    " AND ($6::text IS NULL OR l.name < $6::text"
-	    "  OR ($7::text IS NOT NULL AND l.name >= $7::text))"
+	    " WHERE l.name > $2::bytea AND l.name >= $3::bytea"
+	    " AND ($4::bytea IS NULL OR l.name < $4::bytea)"
+	    " AND ($6::bytea IS NULL OR l.name < $6::bytea"
+	    "  OR ($7::bytea IS NOT NULL AND l.name >= $7::bytea))"
 	    " ORDER BY l.name LIMIT $5::int8",
 	[S_Q_HELD] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN holders h ON h.lock_id = l.id WHERE l.name >= $1::text"
-	    " AND ($2::text IS NULL OR l.name < $2::text)"
+	    " JOIN holders h ON h.lock_id = l.id WHERE l.name >= $1::bytea"
+	    " AND ($2::bytea IS NULL OR l.name < $2::bytea)"
 	    " AND h.expires_at > $3::int8 LIMIT $4::int8) c",
 	[S_Q_WAIT] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN waiters w ON w.lock_id = l.id WHERE l.name >= $1::text"
-	    " AND ($2::text IS NULL OR l.name < $2::text)"
+	    " JOIN waiters w ON w.lock_id = l.id WHERE l.name >= $1::bytea"
+	    " AND ($2::bytea IS NULL OR l.name < $2::bytea)"
 	    " AND w.deadline > $3::int8 LIMIT $4::int8) c",
 	[S_SWEEP_LOCK] = "SELECT id FROM locks WHERE id > $1::int8"
 	    " ORDER BY id LIMIT $2::int8 FOR UPDATE SKIP LOCKED",
@@ -161,8 +161,9 @@ const char *const pg_sql[S_COUNT] = {
  * scoped advisory lock, so hosts that start at once do not race on
  * CREATE ... IF NOT EXISTS (which fails with a unique violation when two
  * run together).  The advisory lock guards only this idempotent set-up,
- * never a grant, and ends with the transaction.  Names sort by bytes
- * (COLLATE "C"), as the listing and the prefix ranges need.  locks.nwait
+ * never a grant, and ends with the transaction.  A lock's name (its key)
+ * is bytea, as in SQLite any bytes compared as bytes: the listing's order
+ * and the prefix ranges are those of the SQLite store.  locks.nwait
  * counts a lock's waiter rows, kept by triggers as in the SQLite store.
  */
 static const char schema_sql[] =
@@ -179,7 +180,7 @@ static const char schema_sql[] =
     " opened_at bigint NOT NULL);"
     "CREATE TABLE locks ("
     " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    " name text COLLATE \"C\" NOT NULL UNIQUE,"
+    " name bytea NOT NULL UNIQUE,"
     " fence_seq bigint NOT NULL DEFAULT 0,"
     " nwait bigint NOT NULL DEFAULT 0,"
     " used_at bigint NOT NULL DEFAULT 0) WITH (fillfactor = 70);"

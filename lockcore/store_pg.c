@@ -169,9 +169,10 @@ tx_begin(struct store *st, bool write, int64_t *now)
  * Waking across hosts.  A transaction that freed room in a lock (deleted
  * a holder, or a waiter row, which may have been ahead of others) tells
  * the other hosts when it commits, if the lock has a waiter on one of
- * them: NOTIFY httplock, "<our host id> <waiter id> <lock key>", where the
- * waiter id is that of another host's row it deleted (a cancelled
- * waiter, or one granted by a handoff), to be woken by its id, or 0.
+ * them: NOTIFY httplock, "<our host id> <waiter id> <lock key in hex>",
+ * where the waiter id is that of another host's row it deleted (a
+ * cancelled waiter, or one granted by a handoff), to be woken by its id,
+ * or 0.
  * Each host's coordinator listens (coord/pglisten.c) and wakes its
  * waiters of that lock as a local release would.  The NOTIFY runs after
  * the COMMIT, in the same round trip but a transaction of its own: a
@@ -183,7 +184,8 @@ tx_begin(struct store *st, bool write, int64_t *now)
  */
 #define PUBLISH_SQL                                                 \
     "COMMIT; SELECT pg_notify('httplock', '%" PRId64 " %" PRId64 " ' ||"\
-    " name) FROM locks WHERE id = %" PRId64 " AND (%" PRId64 " <> 0 OR"\
+    " encode(name, 'hex')) FROM locks WHERE id = %" PRId64 " AND (%"    \
+    PRId64 " <> 0 OR"                                                \
     " EXISTS (SELECT 1 FROM waiters WHERE lock_id = %" PRId64        \
     " AND host_id <> %" PRId64 "))"
 
@@ -267,7 +269,7 @@ batch_end(struct store *st, int rc)
 	int erc;
 
 	if (!q->batch)
-		return rc;
+		return LC_E_INVAL;
 	q->batch = false;
 	if (q->in_tx)
 		(void)tx_end(st, LC_E_DB);
@@ -980,64 +982,28 @@ waiters_mine(struct store *st, int64_t after, int limit, store_waiter_fn *fn,
 
 /* Across locks. */
 
-#define PREFIX_HI_MAX (LC_KEY_MAX + 4)   /* an upper bound's bytes */
+#define PREFIX_HI_MAX LC_KEY_MAX
 
 /*
  * The smallest string greater than every string starting with prefix, in
- * byte order, kept valid UTF-8 (PostgreSQL stores nothing else): the last
- * code point goes up by one, skipping the surrogates; past U+10FFFF it is
- * dropped and the one before goes up.  In UTF-8, byte order is code point
- * order, so the range is the one that adding one to the last byte gives
- * on bytes.  *len is -1 if there is none (prefix empty).  A prefix that
- * is not UTF-8 gets some bound: the server refuses it anyway (22021).
+ * byte order (names are bytea): drop trailing 0xff bytes, then add one to
+ * the last byte.  *len is -1 if there is none (prefix empty or all 0xff),
+ * i.e. no upper bound.
  */
 static void
 prefix_end(const char *prefix, char hi[PREFIX_HI_MAX + 1], int *len)
 {
-	const unsigned char *p = (const unsigned char *)prefix;
-	size_t n = strnlen(prefix, LC_KEY_MAX), start, i;
-	uint32_t cp;
+	size_t n = strnlen(prefix, PREFIX_HI_MAX);
 
+	while (n > 0 && (unsigned char)prefix[n - 1] == 0xff)
+		n--;
 	*len = -1;
-	while (n > 0) {
-		start = n - 1;
-		while (start > 0 && (p[start] & 0xc0) == 0x80 &&
-		    n - start < 4)
-			start--;
-		if (p[start] < 0x80 || n - start == 1)
-			cp = p[start];
-		else {
-			cp = p[start] & (0x7f >> (n - start));
-			for (i = start + 1; i < n; i++)
-				cp = cp << 6 | (p[i] & 0x3f);
-		}
-		if (++cp == 0xd800)
-			cp = 0xe000;
-		if (cp > 0x10ffff) {
-			n = start;
-			continue;
-		}
-		memcpy(hi, prefix, start);
-		i = start;
-		if (cp < 0x80)
-			hi[i++] = (char)cp;
-		else if (cp < 0x800) {
-			hi[i++] = (char)(0xc0 | cp >> 6);
-			hi[i++] = (char)(0x80 | (cp & 0x3f));
-		} else if (cp < 0x10000) {
-			hi[i++] = (char)(0xe0 | cp >> 12);
-			hi[i++] = (char)(0x80 | (cp >> 6 & 0x3f));
-			hi[i++] = (char)(0x80 | (cp & 0x3f));
-		} else {
-			hi[i++] = (char)(0xf0 | cp >> 18);
-			hi[i++] = (char)(0x80 | (cp >> 12 & 0x3f));
-			hi[i++] = (char)(0x80 | (cp >> 6 & 0x3f));
-			hi[i++] = (char)(0x80 | (cp & 0x3f));
-		}
-		hi[i] = '\0';
-		*len = (int)i;
+	if (n == 0)
 		return;
-	}
+	memcpy(hi, prefix, n);
+	hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+	hi[n] = '\0';
+	*len = (int)n;
 }
 
 static void
