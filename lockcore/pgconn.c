@@ -128,6 +128,7 @@ pgc_close(struct pgconn *q)
 		PQfinish(q->conn);
 	q->conn = NULL;
 	memset(q->prepared, 0, (size_t)q->nstmt * sizeof(q->prepared[0]));
+	q->npend = 0;
 }
 
 int
@@ -261,6 +262,8 @@ connect_once(struct pgconn *q)
 			    PG_DIAG_MESSAGE_PRIMARY));
 		PQclear(r);
 	}
+	if (rc == 0 && !PQenterPipelineMode(q->conn))
+		rc = pgc_fail(q, "set-up", "pipeline mode");
 	if (rc < 0)
 		pgc_close(q);
 	return rc;
@@ -305,131 +308,255 @@ sqlstate_drops(const char *state)
 	    strcmp(state, "53300") == 0;
 }
 
-/*
- * Reads the results of what was sent, up to the deadline, keeping the
- * first or the last of several statements' (or the first error).  Returns the result of the statement (the caller
- * clears it) or NULL with *rc set.
- */
+/* The next result, read up to the deadline; NULL when a query's results
+ * end, or with *broken set when the connection failed or timed out. */
 static PGresult *
-collect(struct pgconn *q, const char *what, int64_t deadline, bool first,
-    int *rc)
+next_result(struct pgconn *q, int64_t deadline, bool *broken)
 {
-	PGresult *r, *keep = NULL;
-	ExecStatusType es;
-	int f;
-
-	*rc = 0;
-	for (;;) {
-		while ((f = PQflush(q->conn)) > 0) {
-			if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
-			    !PQconsumeInput(q->conn))
-				goto broken;
+	while (PQisBusy(q->conn)) {
+		if (wait_sock(q, POLLIN, deadline) != 1 ||
+		    !PQconsumeInput(q->conn)) {
+			*broken = true;
+			return NULL;
 		}
-		if (f < 0)
-			goto broken;
-		while (PQisBusy(q->conn)) {
-			if (wait_sock(q, POLLIN, deadline) != 1 ||
-			    !PQconsumeInput(q->conn))
-				goto broken;
-		}
-		if ((r = PQgetResult(q->conn)) == NULL)
-			break;
-		es = PQresultStatus(r);
-		if (*rc == 0 && (es == PGRES_TUPLES_OK ||
-		    es == PGRES_COMMAND_OK) && (!first || keep == NULL)) {
-			PQclear(keep);
-			keep = r;
-			continue;
-		}
-		if (*rc == 0 && es != PGRES_TUPLES_OK &&
-		    es != PGRES_COMMAND_OK) {
-			const char *state = PQresultErrorField(r,
-			    PG_DIAG_SQLSTATE);
-
-			*rc = pgc_fail(q, what, PQresultErrorField(r,
-			    PG_DIAG_MESSAGE_PRIMARY));
-			/* Not UTF-8, or a character PostgreSQL cannot store. */
-			if (state != NULL && (strcmp(state, "22021") == 0 ||
-			    strcmp(state, "22P05") == 0))
-				*rc = LC_E_INVAL;
-			if (sqlstate_drops(state))
-				f = -1;
-		}
-		PQclear(r);
 	}
-	if (*rc != 0) {
-		PQclear(keep);
-		if (f < 0)
-			pgc_close(q);
-		return NULL;
-	}
-	if (keep == NULL)
-		*rc = pgc_fail(q, what, "no result");
-	return keep;
-broken:
-	PQclear(keep);
-	if (clock_mono_ms() >= deadline) {
-		pgc_close(q);
-		*rc = pgc_fail(q, what, "timed out");
-	} else
-		*rc = conn_fail(q, what);
-	return NULL;
+	return PQgetResult(q->conn);
 }
 
-/* Runs statement `id` with args a; the result (TUPLES_OK or COMMAND_OK)
- * or NULL with *rc set. */
-PGresult *
-pgc_run(struct pgconn *q, int id, const struct pgc_args *a, int *rc)
+/* Notes the error of result r as the call's (the first one counts). */
+static int
+result_error(struct pgconn *q, const char *what, const PGresult *r,
+    bool *drop)
 {
-	int64_t deadline = clock_mono_ms() + q->timeout_ms;
-	char name[16];
-	PGresult *r;
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	int rc = pgc_fail(q, what, PQresultErrorField(r,
+	    PG_DIAG_MESSAGE_PRIMARY));
 
-	if (q->conn == NULL) {
-		*rc = pgc_fail(q, "query", "not connected");
-		return NULL;
-	}
-	(void)snprintf(name, sizeof(name), "hl%d", (int)id);
+	/* Not UTF-8, or a character PostgreSQL cannot store. */
+	if (state != NULL && (strcmp(state, "22021") == 0 ||
+	    strcmp(state, "22P05") == 0))
+		rc = LC_E_INVAL;
+	if (sqlstate_drops(state))
+		*drop = true;
+	return rc;
+}
+
+/* Queues one more expected result. */
+static int
+pend(struct pgconn *q, int id, bool prepare, pgc_result_fn *fn, void *arg)
+{
+	struct pgc_pending *p = &q->pend[q->npend++];
+
+	p->id = id;
+	p->prepare = prepare;
+	p->fn = fn;
+	p->arg = arg;
+	return 0;
+}
+
+int
+pgc_queue(struct pgconn *q, int id, const struct pgc_args *a,
+    pgc_result_fn *fn, void *arg)
+{
+	char name[16];
+	int rc;
+
+	if (q->conn == NULL)
+		return pgc_fail(q, "query", "not connected");
+	if (q->npend + 2 > PGC_PENDING_MAX &&
+	    (rc = pgc_sync(q, "query", NULL)) < 0)
+		return rc;
+	(void)snprintf(name, sizeof(name), "hl%d", id);
 	if (!q->prepared[id]) {
-		if (!PQsendPrepare(q->conn, name, q->sqltab[id], 0, NULL)) {
-			*rc = conn_fail(q, "prepare");
-			return NULL;
-		}
-		if ((r = collect(q, "prepare", deadline, false, rc)) == NULL)
-			return NULL;
-		PQclear(r);
+		if (!PQsendPrepare(q->conn, name, q->sqltab[id], 0, NULL))
+			return conn_fail(q, "prepare");
 		q->prepared[id] = true;
+		(void)pend(q, id, true, NULL, NULL);
 	}
 	if (!PQsendQueryPrepared(q->conn, name, a != NULL ? a->n : 0,
 	    a != NULL ? a->v : NULL, a != NULL ? a->len : NULL,
-	    a != NULL ? a->fmt : NULL, 1)) {
-		*rc = conn_fail(q, "query");
-		return NULL;
-	}
-	return collect(q, "query", deadline, false, rc);
+	    a != NULL ? a->fmt : NULL, 1))
+		return conn_fail(q, "query");
+	return pend(q, id, false, fn, arg);
 }
 
-/* Runs SQL text with no parameters (several statements allowed: the
- * last one's result, or the first one's with `first`). */
-PGresult *
-pgc_sql2(struct pgconn *q, const char *what, const char *sql, bool first,
-    int *rc)
+int
+pgc_queue_sql(struct pgconn *q, const char *sql, pgc_result_fn *fn,
+    void *arg)
 {
+	int rc;
+
+	if (q->conn == NULL)
+		return pgc_fail(q, "query", "not connected");
+	if (q->npend + 1 > PGC_PENDING_MAX &&
+	    (rc = pgc_sync(q, "query", NULL)) < 0)
+		return rc;
+	if (!PQsendQueryParams(q->conn, sql, 0, NULL, NULL, NULL, NULL, 1))
+		return conn_fail(q, "query");
+	return pend(q, -1, false, fn, arg);
+}
+
+/*
+ * Sends what is queued with a Sync and reads every result: each queued
+ * statement's goes to its callback; the last one's, with `out`, to the
+ * caller (who clears it).  The first error is the call's: the server
+ * skipped what followed it (PGRES_PIPELINE_ABORTED), and the transaction
+ * is aborted.  A statement that failed to prepare is prepared again when
+ * next queued.
+ */
+int
+pgc_sync(struct pgconn *q, const char *what, PGresult **out)
+{
+	int64_t deadline = clock_mono_ms() + q->timeout_ms;
+	PGresult *r, *keep = NULL, *x;
+	ExecStatusType es;
+	bool broken = false, drop = false;
+	int i, f, rc = 0;
+
+	if (out != NULL)
+		*out = NULL;
+	if (q->conn == NULL)
+		return pgc_fail(q, what, "not connected");
+	if (q->npend == 0)
+		return 0;
+	if (!PQpipelineSync(q->conn))
+		return conn_fail(q, what);
+	while ((f = PQflush(q->conn)) > 0)
+		if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
+		    !PQconsumeInput(q->conn))
+			goto broken;
+	if (f < 0)
+		goto broken;
+	for (i = 0; i < q->npend; i++) {
+		struct pgc_pending *p = &q->pend[i];
+
+		if ((r = next_result(q, deadline, &broken)) == NULL)
+			goto broken;
+		es = PQresultStatus(r);
+		if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
+			if (p->fn != NULL)
+				p->fn(p->arg, r);
+		} else {
+			if (p->prepare)
+				q->prepared[p->id] = false;
+			if (rc == 0 && es != PGRES_PIPELINE_ABORTED)
+				rc = result_error(q, what, r, &drop);
+			else if (rc == 0)
+				rc = pgc_fail(q, what, "aborted");
+		}
+		if (i == q->npend - 1 && out != NULL && rc == 0)
+			keep = r;
+		else
+			PQclear(r);
+		/* The end of this statement's results. */
+		while ((x = next_result(q, deadline, &broken)) != NULL)
+			PQclear(x);
+		if (broken)
+			goto broken;
+	}
+	q->npend = 0;
+	/* The Sync's own result. */
+	do {
+		if ((r = next_result(q, deadline, &broken)) == NULL && broken)
+			goto broken;
+		es = r != NULL ? PQresultStatus(r) : PGRES_PIPELINE_SYNC;
+		PQclear(r);
+	} while (es != PGRES_PIPELINE_SYNC);
+	if (drop)
+		pgc_close(q);
+	if (rc < 0) {
+		PQclear(keep);
+		return rc;
+	}
+	if (out != NULL)
+		*out = keep;
+	return 0;
+broken:
+	PQclear(keep);
+	q->npend = 0;
+	if (clock_mono_ms() >= deadline) {
+		pgc_close(q);
+		return pgc_fail(q, what, "timed out");
+	}
+	return conn_fail(q, what);
+}
+
+PGresult *
+pgc_run(struct pgconn *q, int id, const struct pgc_args *a, int *rc)
+{
+	PGresult *r;
+
+	if ((*rc = pgc_queue(q, id, a, NULL, NULL)) < 0 ||
+	    (*rc = pgc_sync(q, "query", &r)) < 0)
+		return NULL;
+	return r;
+}
+
+/*
+ * Runs SQL text with no parameters, several statements allowed, outside
+ * pipeline mode (the schema's set-up): the last statement's result.
+ */
+PGresult *
+pgc_sql(struct pgconn *q, const char *what, const char *sql, int *rc)
+{
+	int64_t deadline = clock_mono_ms() + q->timeout_ms;
+	PGresult *r, *keep = NULL;
+	ExecStatusType es;
+	bool broken = false, drop = false;
+
+	*rc = 0;
 	if (q->conn == NULL) {
 		*rc = pgc_fail(q, what, "not connected");
+		return NULL;
+	}
+	if (PQpipelineStatus(q->conn) != PQ_PIPELINE_OFF &&
+	    (q->npend != 0 || !PQexitPipelineMode(q->conn))) {
+		*rc = pgc_fail(q, what, "results pending");
 		return NULL;
 	}
 	if (!PQsendQuery(q->conn, sql)) {
 		*rc = conn_fail(q, what);
 		return NULL;
 	}
-	return collect(q, what, clock_mono_ms() + q->timeout_ms, first, rc);
-}
-
-PGresult *
-pgc_sql(struct pgconn *q, const char *what, const char *sql, int *rc)
-{
-	return pgc_sql2(q, what, sql, false, rc);
+	while (PQflush(q->conn) > 0)
+		if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
+		    !PQconsumeInput(q->conn))
+			broken = true;
+	while (!broken && (r = next_result(q, deadline, &broken)) != NULL) {
+		es = PQresultStatus(r);
+		if (*rc == 0 && (es == PGRES_COMMAND_OK ||
+		    es == PGRES_TUPLES_OK)) {
+			PQclear(keep);
+			keep = r;
+			continue;
+		}
+		if (*rc == 0)
+			*rc = result_error(q, what, r, &drop);
+		PQclear(r);
+	}
+	if (broken) {
+		PQclear(keep);
+		if (clock_mono_ms() >= deadline) {
+			pgc_close(q);
+			*rc = pgc_fail(q, what, "timed out");
+		} else
+			*rc = conn_fail(q, what);
+		return NULL;
+	}
+	if (drop || !PQenterPipelineMode(q->conn)) {
+		PQclear(keep);
+		pgc_close(q);
+		if (*rc == 0)
+			*rc = pgc_fail(q, what, "pipeline mode");
+		return NULL;
+	}
+	if (*rc < 0) {
+		PQclear(keep);
+		return NULL;
+	}
+	if (keep == NULL)
+		*rc = pgc_fail(q, what, "no result");
+	return keep;
 }
 
 /* Statement helpers: run and drop the result; one row's int8. */

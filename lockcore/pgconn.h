@@ -19,6 +19,17 @@
 #include <libpq-fe.h>
 
 #define PGC_PARAMS_MAX 12
+#define PGC_PENDING_MAX 32
+
+/* What a queued statement's result is given to (pgc_queue). */
+typedef void pgc_result_fn(void *arg, const PGresult *r);
+
+struct pgc_pending {
+	int            id;        /* the statement, -1 for SQL text */
+	bool           prepare;   /* its PREPARE, not its execution */
+	pgc_result_fn *fn;
+	void          *arg;
+};
 
 struct pgconn {
 	PGconn            *conn;      /* NULL while not connected */
@@ -32,6 +43,8 @@ struct pgconn {
 	int64_t            retry_at;  /* no connection attempt before this
 	                                 (monotonic ms) */
 	int64_t            backoff_ms;
+	struct pgc_pending pend[PGC_PENDING_MAX];  /* sent, results unread */
+	int                npend;
 };
 
 /* Parameters of one statement, all sent in binary. */
@@ -71,18 +84,27 @@ void pgc_close(struct pgconn *q);
 int pgc_fail(struct pgconn *q, const char *what, const char *msg);
 
 /*
- * Runs statement `id` of the table with args a (NULL: none): its result
- * (the caller clears it), or NULL with *rc an LC_E_ code: LC_E_INVAL for
- * text the server cannot store (not UTF-8), else LC_E_DB.
+ * Pipelining.  The connection is in libpq's pipeline mode: pgc_queue()
+ * sends statement `id` of the table with args a (NULL: none; copied
+ * before it returns) without waiting, pgc_queue_sql() SQL text without
+ * parameters; their results are read at the next pgc_sync(), in one
+ * round trip, each given to fn (may be NULL).  pgc_sync() gives the last
+ * statement's result to *out (may be NULL; the caller clears it).  The
+ * first error is the call's: LC_E_INVAL for text the server cannot store,
+ * else LC_E_DB.  pgc_run() is a queue and a sync: that statement's result,
+ * or NULL with *rc set.
  */
+int pgc_queue(struct pgconn *q, int id, const struct pgc_args *a,
+    pgc_result_fn *fn, void *arg);
+int pgc_queue_sql(struct pgconn *q, const char *sql, pgc_result_fn *fn,
+    void *arg);
+int pgc_sync(struct pgconn *q, const char *what, PGresult **out);
 PGresult *pgc_run(struct pgconn *q, int id, const struct pgc_args *a,
     int *rc);
-/* Runs SQL text (several statements allowed): the last statement's
- * result, or with pgc_sql2's `first` the first one's. */
+/* Runs SQL text (several statements allowed) outside the pipeline: the
+ * last statement's result. */
 PGresult *pgc_sql(struct pgconn *q, const char *what, const char *sql,
     int *rc);
-PGresult *pgc_sql2(struct pgconn *q, const char *what, const char *sql,
-    bool first, int *rc);
 /* Runs a statement for its effect (*n: the rows it changed, may be
  * NULL), or for one int8 (*v, 0 if no row; *found may be NULL). */
 int pgc_exec(struct pgconn *q, int id, const struct pgc_args *a, int *n);

@@ -49,11 +49,15 @@ const char *const pg_sql[S_COUNT] = {
 	[S_LOCK_OF_HOLDER] = "SELECT id FROM locks WHERE id ="
 	    " (SELECT lock_id FROM holders WHERE waiter_id = $1::int8)"
 	    " FOR UPDATE",
+	/* By the lock's name, so that it goes in one round trip with the
+	 * statement that takes the lock's row: run after it, it sees what
+	 * the transactions before it on the lock committed. */
 	[S_LOCK_HOLDERS] = "SELECT"
 	    " count(*) FILTER (WHERE expires_at > $2::int8),"
 	    " min(expires_at) FILTER (WHERE expires_at > $2::int8),"
 	    " count(*) FILTER (WHERE expires_at <= $2::int8)"
-	    " FROM holders WHERE lock_id = $1::int8",
+	    " FROM holders WHERE lock_id ="
+	    " (SELECT id FROM locks WHERE name = $1::bytea)",
 	/* Returns the row, locked, also when another transaction created
 	 * it first; xmax tells which. */
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES ($1::bytea)"

@@ -68,6 +68,13 @@
 #define PG_TIMEOUT_MAX_MS     1000   /* every exchange, connecting too */
 #define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
 
+/* A deleted waiter row's lock may have room now; another host's row is
+ * named in the NOTIFY (tx_end). */
+struct del_look {
+	struct pgstore *q;
+	int64_t         id;
+};
+
 struct pgstore {
 	struct store base;              /* first: a struct store * is us */
 	struct pgconn pc;
@@ -80,6 +87,9 @@ struct pgstore {
 	int64_t      wake_lock;         /* a lock it freed room in, 0 if none */
 	int64_t      kick;              /* another host's waiter row it
 	                                   deleted, 0 if none */
+	struct del_look del[PGC_PENDING_MAX];  /* waiter_delete()s whose
+	                                   results are not read yet */
+	int          ndel;
 	bool         batch;             /* in batch_begin() */
 	bool         batch_failed;
 	int64_t      host_id;           /* our row of `hosts` */
@@ -100,6 +110,26 @@ read_secret(const PGresult *r, int row, int th_col, int seal_col,
 }
 
 /*
+ * A write whose result the engine does not read: queued, sent with the
+ * next statement whose result it reads (or the COMMIT), so it costs no
+ * round trip of its own.  An error it meets is that later call's.
+ */
+static int
+defer(struct pgstore *q, enum stmt_id id, const struct pgc_args *a)
+{
+	return pgc_queue(&q->pc, id, a, NULL, NULL);
+}
+
+static void
+read_locked(void *arg, const PGresult *r)
+{
+	struct pgstore *q = arg;
+
+	if (PQntuples(r) == 1)
+		q->locked = pgc_col_i64(r, 0, 0);
+}
+
+/*
  * In a write transaction, takes the row of lock `id` unless this
  * transaction has it already: every statement about a lock's holders or
  * waiters then sees all earlier transactions on it.
@@ -108,59 +138,74 @@ static int
 lock_row(struct pgstore *q, int64_t id)
 {
 	struct pgc_args a = { 0 };
-	int64_t v;
-	int rc;
 
 	if (!q->write || id == q->locked || id == 0)
 		return 0;
 	pgc_arg_i64(&a, id);
-	if ((rc = pgc_int(&q->pc, S_LOCK_ID_W, &a, &v, NULL)) == 0)
-		q->locked = id;
-	return rc;
+	q->locked = id;
+	return defer(q, S_LOCK_ID_W, &a);
 }
 
 /* Transactions. */
 
+#define CLOCK_SQL \
+    "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+
+static void
+read_clock(void *arg, const PGresult *r)
+{
+	if (PQntuples(r) == 1)
+		*(int64_t *)arg = pgc_col_i64(r, 0, 0);
+}
+
+/*
+ * Ends what the server may hold open after a failed exchange: a
+ * transaction left in the failed state is rolled back (errors ignored:
+ * a broken connection is closed anyway).
+ */
+static void
+abort_tx(struct pgstore *q)
+{
+	if (q->pc.conn != NULL &&
+	    PQtransactionStatus(q->pc.conn) != PQTRANS_IDLE &&
+	    pgc_queue_sql(&q->pc, "ROLLBACK", NULL, NULL) == 0)
+		(void)pgc_sync(&q->pc, "rollback", NULL);
+}
+
+/*
+ * BEGIN goes with the transaction's first statement, unless the server's
+ * clock is wanted now (a live clock): then BEGIN and the clock take one
+ * round trip here.
+ */
 static int
 tx_begin(struct store *st, bool write, int64_t *now)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	const char *sql;
-	PGresult *r;
 	int rc;
 
 	q->locked = 0;
 	q->wake_lock = 0;
 	q->kick = 0;
+	q->ndel = 0;
 	q->write = write;
 	if (q->batch) {
 		if (q->batch_failed || q->pc.conn == NULL)
 			return LC_E_DB;
-		sql = q->live_clock ? "SAVEPOINT op; SELECT floor(extract(epoch"
-		    " FROM clock_timestamp()) * 1000)::int8" : "SAVEPOINT op";
+		rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL, NULL);
 	} else {
 		if (q->pc.conn == NULL ||
 		    PQstatus(q->pc.conn) != CONNECTION_OK)
 			if ((rc = pgc_connect(&q->pc)) < 0)
 				return rc;
-		if (write)
-			sql = q->live_clock ? "BEGIN; SELECT floor(extract(epoch"
-			    " FROM clock_timestamp()) * 1000)::int8" : "BEGIN";
-		else
-			sql = q->live_clock ? "BEGIN ISOLATION LEVEL REPEATABLE"
-			    " READ READ ONLY; SELECT floor(extract(epoch"
-			    " FROM clock_timestamp()) * 1000)::int8" :
-			    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+		rc = pgc_queue_sql(&q->pc, write ? "BEGIN" : "BEGIN ISOLATION"
+		    " LEVEL REPEATABLE READ READ ONLY", NULL, NULL);
 	}
-	/* A simple query: the last statement's result, in text. */
-	if ((r = pgc_sql(&q->pc, "begin", sql, &rc)) == NULL) {
-		if (q->pc.conn != NULL && !q->batch)
-			(void)pgc_sql(&q->pc, "rollback", "ROLLBACK", &rc);
+	if (rc == 0 && q->live_clock &&
+	    ((rc = pgc_queue_sql(&q->pc, CLOCK_SQL, read_clock, now)) < 0 ||
+	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0) && !q->batch)
+		abort_tx(q);
+	if (rc < 0)
 		return LC_E_DB;
-	}
-	if (q->live_clock && PQntuples(r) == 1)
-		*now = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
 	q->in_tx = true;
 	return 0;
 }
@@ -172,8 +217,7 @@ tx_begin(struct store *st, bool write, int64_t *now)
  * them: NOTIFY httplock, "<our host id> <waiter id> <lock key in hex>",
  * where the waiter id is that of another host's row it deleted (a
  * cancelled waiter, or one granted by a handoff), to be woken by its id,
- * or 0.
- * Each host's coordinator listens (coord/pglisten.c) and wakes its
+ * or 0.  Each host's coordinator listens (coord/pglisten.c) and wakes its
  * waiters of that lock as a local release would.  The NOTIFY runs after
  * the COMMIT, in the same round trip but a transaction of its own: a
  * notifying commit takes a database-wide lock until its WAL is flushed,
@@ -183,29 +227,23 @@ tx_begin(struct store *st, bool write, int64_t *now)
  * and polls, as they do without a coordinator.
  */
 #define PUBLISH_SQL                                                 \
-    "COMMIT; SELECT pg_notify('httplock', '%" PRId64 " %" PRId64 " ' ||"\
+    "SELECT pg_notify('httplock', '%" PRId64 " %" PRId64 " ' ||"     \
     " encode(name, 'hex')) FROM locks WHERE id = %" PRId64 " AND (%"    \
     PRId64 " <> 0 OR"                                                \
     " EXISTS (SELECT 1 FROM waiters WHERE lock_id = %" PRId64        \
     " AND host_id <> %" PRId64 "))"
 
-/* What tx_end() sends to commit: COMMIT, with the NOTIFY if one is due. */
-static const char *
-publish_sql(struct pgstore *q, char *buf, size_t size)
+static void
+read_status(void *arg, const PGresult *r)
 {
-	if (!q->write || q->wake_lock == 0 || q->host_id == 0)
-		return "COMMIT";
-	(void)snprintf(buf, size, PUBLISH_SQL, q->host_id, q->kick,
-	    q->wake_lock, q->kick, q->wake_lock, q->host_id);
-	return buf;
+	(void)snprintf(arg, 16, "%s", PQcmdStatus((PGresult *)r));
 }
 
 static int
 tx_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	char sql[sizeof(PUBLISH_SQL) + 6 * 21];
-	PGresult *r;
+	char sql[sizeof(PUBLISH_SQL) + 6 * 21], status[16] = "";
 	int erc;
 
 	if (!q->in_tx)
@@ -213,39 +251,57 @@ tx_end(struct store *st, int rc)
 	q->in_tx = false;
 	q->locked = 0;
 	if (q->batch) {
-		r = pgc_sql(&q->pc, "savepoint", rc >= 0 ? "RELEASE SAVEPOINT op" :
-		    "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op", &erc);
-		if (r == NULL) {
+		erc = pgc_queue_sql(&q->pc, rc >= 0 ? "RELEASE SAVEPOINT op" :
+		    "ROLLBACK TO SAVEPOINT op", NULL, NULL);
+		if (erc == 0 && rc < 0)
+			erc = pgc_queue_sql(&q->pc, "RELEASE SAVEPOINT op",
+			    NULL, NULL);
+		if (erc < 0 || (erc = pgc_sync(&q->pc, "savepoint", NULL)) < 0) {
 			q->batch_failed = true;
 			return rc < 0 ? rc : erc;
 		}
-		PQclear(r);
 		return rc;
 	}
 	if (rc < 0) {
-		if ((r = pgc_sql(&q->pc, "rollback", "ROLLBACK", &erc)) != NULL)
-			PQclear(r);
+		/* What was queued may hold the error: it goes with the
+		 * rollback's round trip. */
+		if (pgc_queue_sql(&q->pc, "ROLLBACK", NULL, NULL) == 0 &&
+		    pgc_sync(&q->pc, "rollback", NULL) < 0)
+			abort_tx(q);
 		return rc;
 	}
+	/* Whom to tell depends on the waiter rows deleted: their results
+	 * first (a round trip only when some are unread). */
+	if (q->ndel > 0 && q->pc.npend > 0 &&
+	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
+		abort_tx(q);
+		return erc;
+	}
+	q->ndel = 0;
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
-	if ((r = pgc_sql2(&q->pc, "commit", publish_sql(q, sql, sizeof(sql)), true,
-	    &erc)) == NULL)
+	erc = pgc_queue_sql(&q->pc, "COMMIT", read_status, status);
+	if (erc == 0 && q->write && q->wake_lock != 0 && q->host_id != 0) {
+		(void)snprintf(sql, sizeof(sql), PUBLISH_SQL, q->host_id,
+		    q->kick, q->wake_lock, q->kick, q->wake_lock, q->host_id);
+		erc = pgc_queue_sql(&q->pc, sql, NULL, NULL);
+	}
+	if (erc == 0)
+		erc = pgc_sync(&q->pc, "commit", NULL);
+	if (erc < 0) {
+		abort_tx(q);
 		return erc;
+	}
 	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
-	if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
-		erc = pgc_fail(&q->pc, "commit", "rolled back");
-	else
-		erc = rc;
-	PQclear(r);
-	return erc;
+	if (strcmp(status, "COMMIT") != 0)
+		return pgc_fail(&q->pc, "commit", "rolled back");
+	return rc;
 }
 
 static int
 batch_begin(struct store *st)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	PGresult *r;
 	int rc;
 
 	if (q->batch)
@@ -253,9 +309,9 @@ batch_begin(struct store *st)
 	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
 		if ((rc = pgc_connect(&q->pc)) < 0)
 			return rc;
-	if ((r = pgc_sql(&q->pc, "begin", "BEGIN", &rc)) == NULL)
+	if ((rc = pgc_queue_sql(&q->pc, "BEGIN", NULL, NULL)) < 0 ||
+	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0)
 		return rc;
-	PQclear(r);
 	q->batch = true;
 	q->batch_failed = false;
 	return 0;
@@ -265,7 +321,7 @@ static int
 batch_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	PGresult *r;
+	char status[16] = "";
 	int erc;
 
 	if (!q->batch)
@@ -274,16 +330,16 @@ batch_end(struct store *st, int rc)
 	if (q->in_tx)
 		(void)tx_end(st, LC_E_DB);
 	if (rc < 0 || q->batch_failed) {
-		if ((r = pgc_sql(&q->pc, "rollback", "ROLLBACK", &erc)) != NULL)
-			PQclear(r);
+		abort_tx(q);
 		return rc < 0 ? rc : LC_E_DB;
 	}
-	if ((r = pgc_sql(&q->pc, "commit", "COMMIT", &erc)) == NULL)
+	if ((erc = pgc_queue_sql(&q->pc, "COMMIT", read_status, status)) < 0 ||
+	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
+		abort_tx(q);
 		return erc;
-	erc = strcmp(PQcmdStatus(r), "COMMIT") == 0 ? 0 :
+	}
+	return strcmp(status, "COMMIT") == 0 ? 0 :
 	    pgc_fail(&q->pc, "commit", "rolled back");
-	PQclear(r);
-	return erc;
 }
 
 /* Every commit waits for the WAL flush (synchronous_commit=on, set for
@@ -316,11 +372,11 @@ info(struct store *st, struct lockcore_store_info *si)
 	port = PQport(q->pc.conn);
 	(void)snprintf(si->server, sizeof(si->server), "%s:%s",
 	    host != NULL ? host : "", port != NULL ? port : "");
-	if ((r = pgc_sql(&q->pc, "info", "SELECT pg_is_in_recovery()",
-	    &rc)) == NULL)
+	if ((rc = pgc_queue_sql(&q->pc, "SELECT pg_is_in_recovery()", NULL,
+	    NULL)) < 0 || (rc = pgc_sync(&q->pc, "info", &r)) < 0)
 		return rc;
-	if (PQntuples(r) == 1)
-		si->primary = strcmp(PQgetvalue(r, 0, 0), "f") == 0;
+	if (r != NULL && PQntuples(r) == 1)
+		si->primary = !pgc_col_bool(r, 0, 0);
 	PQclear(r);
 	return 0;
 }
@@ -355,7 +411,7 @@ meta_set(struct store *st, const char *key, int64_t v)
 
 	pgc_arg_txt(&a, key, -1);
 	pgc_arg_i64(&a, v);
-	return pgc_exec(&((struct pgstore *)st)->pc, S_META_SET, &a, NULL);
+	return defer((struct pgstore *)st, S_META_SET, &a);
 }
 
 static int
@@ -364,7 +420,7 @@ floor_raise(struct store *st, int64_t floor)
 	struct pgc_args a = { 0 };
 
 	pgc_arg_i64(&a, floor);
-	return pgc_exec(&((struct pgstore *)st)->pc, S_FLOOR_RAISE, &a, NULL);
+	return defer((struct pgstore *)st, S_FLOOR_RAISE, &a);
 }
 
 static int
@@ -419,39 +475,64 @@ session_delete(struct store *st, int64_t id)
 	struct pgc_args a = { 0 };
 
 	pgc_arg_i64(&a, id);
-	return pgc_exec(&((struct pgstore *)st)->pc, S_SESS_DEL, &a, NULL);
+	return defer((struct pgstore *)st, S_SESS_DEL, &a);
 }
 
 /* Lock rows. */
+
+/* The row of lock_get()/lock_state(), from S_LOCK_GET(_W). */
+struct lock_look {
+	struct pgstore *q;
+	struct lockrow *lr;
+	bool           *found;
+};
+
+static void
+read_lock(void *arg, const PGresult *r)
+{
+	struct lock_look *lk = arg;
+
+	*lk->found = PQntuples(r) > 0;
+	if (!*lk->found)
+		return;
+	lk->lr->id = pgc_col_i64(r, 0, 0);
+	lk->lr->nwait = pgc_col_i64(r, 0, 1);
+	if (lk->q->write)
+		lk->q->locked = lk->lr->id;
+}
+
+/* Queues the look for lock `name` (taking its row in a write
+ * transaction); *found and *lr are set at the next sync. */
+static int
+queue_lock(struct pgstore *q, const char *name, struct lock_look *lk)
+{
+	struct pgc_args a = { 0 };
+
+	*lk->found = false;
+	pgc_arg_txt(&a, name, -1);
+	return pgc_queue(&q->pc, q->write ? S_LOCK_GET_W : S_LOCK_GET, &a,
+	    read_lock, lk);
+}
 
 static int
 lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgc_args a = { 0 };
-	PGresult *r;
+	struct lock_look lk = { q, lr, found };
 	int rc;
 
-	pgc_arg_txt(&a, name, -1);
-	if ((r = pgc_run(&q->pc, q->write ? S_LOCK_GET_W : S_LOCK_GET, &a, &rc)) ==
-	    NULL)
+	if ((rc = queue_lock(q, name, &lk)) < 0)
 		return rc;
-	*found = PQntuples(r) > 0;
-	if (*found) {
-		lr->id = pgc_col_i64(r, 0, 0);
-		lr->nwait = pgc_col_i64(r, 0, 1);
-		if (q->write)
-			q->locked = lr->id;
-	}
-	PQclear(r);
-	return 0;
+	return pgc_sync(&q->pc, "lock", NULL);
 }
 
+/* One round trip: the lock's row, then its holders. */
 static int
 lock_state(struct store *st, const char *name, int64_t now,
     struct lockrow *lr, struct hstate *hs, int *expired, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
+	struct lock_look lk = { q, lr, found };
 	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
@@ -459,13 +540,13 @@ lock_state(struct store *st, const char *name, int64_t now,
 	hs->count = 0;
 	hs->min_expires = 0;
 	*expired = 0;
-	if ((rc = lock_get(st, name, lr, found)) < 0 || !*found)
+	if ((rc = queue_lock(q, name, &lk)) < 0)
 		return rc;
-	pgc_arg_i64(&a, lr->id);
+	pgc_arg_txt(&a, name, -1);
 	pgc_arg_i64(&a, now);
 	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL)
 		return rc;
-	if (PQntuples(r) == 1) {
+	if (*found && PQntuples(r) == 1) {
 		hs->count = (int)pgc_col_i64(r, 0, 0);
 		hs->min_expires = pgc_col_i64(r, 0, 1);
 		*expired = (int)pgc_col_i64(r, 0, 2);
@@ -562,6 +643,8 @@ holders_purge(struct store *st, int64_t lock_id, int64_t now, int *n)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, now);
 	q->wake_lock = lock_id;
+	if (n == NULL)
+		return defer(q, S_H_PURGE, &a);
 	return pgc_exec(&q->pc, S_H_PURGE, &a, n);
 }
 
@@ -638,16 +721,11 @@ static int
 lock_of(struct pgstore *q, enum stmt_id id, int64_t row_id)
 {
 	struct pgc_args a = { 0 };
-	int64_t lock_id;
-	bool found;
-	int rc;
 
 	if (!q->write)
 		return 0;
 	pgc_arg_i64(&a, row_id);
-	if ((rc = pgc_int(&q->pc, id, &a, &lock_id, &found)) == 0 && found)
-		q->locked = lock_id;
-	return rc;
+	return pgc_queue(&q->pc, id, &a, read_locked, q);
 }
 
 static int
@@ -704,7 +782,7 @@ holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
 		pgc_arg_i64(&a, (int64_t)h->wkey);
 	else
 		pgc_arg_null(&a);
-	return pgc_exec(&q->pc, S_H_ADD, &a, NULL);
+	return defer(q, S_H_ADD, &a);
 }
 
 static int
@@ -719,7 +797,7 @@ holder_delete(struct store *st, int64_t lock_id, int64_t fence)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, fence);
 	q->wake_lock = lock_id;
-	return pgc_exec(&q->pc, S_H_DEL, &a, NULL);
+	return defer(q, S_H_DEL, &a);
 }
 
 static int
@@ -736,7 +814,7 @@ holder_renew(struct store *st, int64_t lock_id, int64_t fence,
 	pgc_arg_i64(&a, fence);
 	pgc_arg_i64(&a, expires_at);
 	pgc_arg_i64(&a, ttl_ms);
-	return pgc_exec(&q->pc, S_H_RENEW, &a, NULL);
+	return defer(q, S_H_RENEW, &a);
 }
 
 static int
@@ -751,7 +829,7 @@ holder_take(struct store *st, int64_t lock_id, int64_t fence, uint64_t wkey)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, fence);
 	pgc_arg_i64(&a, (int64_t)wkey);
-	return pgc_exec(&q->pc, S_H_TAKE, &a, NULL);
+	return defer(q, S_H_TAKE, &a);
 }
 
 /* Waiters. */
@@ -857,7 +935,19 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 	pgc_arg_i64(&a, (int64_t)who->key);
 	pgc_arg_i64(&a, deadline);
 	pgc_arg_i64(&a, q->host_id);
-	return pgc_exec(&q->pc, S_W_TAKE, &a, NULL);
+	return defer(q, S_W_TAKE, &a);
+}
+
+static void
+read_deleted(void *arg, const PGresult *r)
+{
+	struct del_look *d = arg;
+
+	if (PQntuples(r) != 1)
+		return;
+	d->q->wake_lock = pgc_col_i64(r, 0, 0);
+	if (pgc_col_bool(r, 0, 1))
+		d->q->kick = d->id;
 }
 
 static int
@@ -865,20 +955,21 @@ waiter_delete(struct store *st, int64_t id)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
-	PGresult *r;
+	struct del_look *d;
 	int rc;
 
+	/* Its result is read with the next sync: the look lives in q. */
+	if (q->ndel == PGC_PENDING_MAX &&
+	    (rc = pgc_sync(&q->pc, "waiter_delete", NULL)) < 0)
+		return rc;
+	if (q->pc.npend == 0)
+		q->ndel = 0;
+	d = &q->del[q->ndel++];
+	d->q = q;
+	d->id = id;
 	pgc_arg_i64(&a, id);
 	pgc_arg_i64(&a, q->host_id);
-	if ((r = pgc_run(&q->pc, S_W_DEL, &a, &rc)) == NULL)
-		return rc;
-	if (PQntuples(r) == 1) {
-		q->wake_lock = pgc_col_i64(r, 0, 0);
-		if (pgc_col_bool(r, 0, 1))
-			q->kick = id;
-	}
-	PQclear(r);
-	return 0;
+	return pgc_queue(&q->pc, S_W_DEL, &a, read_deleted, d);
 }
 
 static int
@@ -949,7 +1040,7 @@ host_beat(struct store *st, int64_t now)
 
 	pgc_arg_i64(&a, q->host_id);
 	pgc_arg_i64(&a, now);
-	return pgc_exec(&q->pc, S_HOST_BEAT, &a, NULL);
+	return defer(q, S_HOST_BEAT, &a);
 }
 
 static int
