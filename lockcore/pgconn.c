@@ -206,7 +206,15 @@ connect_once(struct pgconn *q)
 	    "SET client_encoding TO 'UTF8';"
 	    "SET lock_timeout TO %d;"
 	    "SET statement_timeout TO %d;"
-	    "SET idle_in_transaction_session_timeout TO %d;";
+	    "SET idle_in_transaction_session_timeout TO %d;"
+	    /* Every statement finds its rows by a plain index scan.  The
+	     * generic plan a prepared statement gets, made while a table is
+	     * small, would otherwise scan it whole, for ever, through every
+	     * dead version that each grant's insert and delete leaves until
+	     * autovacuum; and only a plain index scan marks the dead entries
+	     * it meets, so that the next one skips them. */
+	    "SET enable_seqscan TO off;"
+	    "SET enable_bitmapscan TO off;";
 	const char *keys[] = { "target_session_attrs", "connect_timeout",
 	    "application_name", "keepalives", "keepalives_idle",
 	    "keepalives_interval", "keepalives_count", "dbname", NULL };

@@ -22,6 +22,20 @@
 /* Every parameter is cast, so the server knows its type without our
  * OIDs; every result column is int8, bool, text or bytea. */
 const char *const pg_sql[S_COUNT] = {
+	/* Transactions, prepared as any statement: nothing is parsed twice
+	 * on a connection. */
+	[S_BEGIN] = "BEGIN",
+	[S_BEGIN_RO] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_CLOCK] = "SELECT floor(extract(epoch FROM clock_timestamp())"
+	    " * 1000)::int8",
+	/* store_pg.c, "Waking across hosts": $1 our host, $2 the waiter row
+	 * to name, $3 the lock. */
+	[S_PUBLISH] = "SELECT pg_notify('httplock', $1::int8 || ' ' ||"
+	    " $2::int8 || ' ' || encode(name, 'hex')) FROM locks"
+	    " WHERE id = $3::int8 AND ($2::int8 <> 0 OR EXISTS (SELECT 1"
+	    " FROM waiters WHERE lock_id = $3::int8 AND host_id <> $1::int8))",
 	[S_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
 	[S_META_SET] = "INSERT INTO meta(key, value) VALUES ($1::text, $2::int8)"
 	    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -11,6 +11,12 @@
 
 /* The statements, prepared on first use (pgconn.h). */
 enum stmt_id {
+	S_BEGIN,
+	S_BEGIN_RO,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_CLOCK,
+	S_PUBLISH,
 	S_META_GET,
 	S_META_SET,
 	S_FLOOR_RAISE,

@@ -148,9 +148,6 @@ lock_row(struct pgstore *q, int64_t id)
 
 /* Transactions. */
 
-#define CLOCK_SQL \
-    "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
-
 static void
 read_clock(void *arg, const PGresult *r)
 {
@@ -168,7 +165,7 @@ abort_tx(struct pgstore *q)
 {
 	if (q->pc.conn != NULL &&
 	    PQtransactionStatus(q->pc.conn) != PQTRANS_IDLE &&
-	    pgc_queue_sql(&q->pc, "ROLLBACK", NULL, NULL) == 0)
+	    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0)
 		(void)pgc_sync(&q->pc, "rollback", NULL);
 }
 
@@ -197,11 +194,11 @@ tx_begin(struct store *st, bool write, int64_t *now)
 		    PQstatus(q->pc.conn) != CONNECTION_OK)
 			if ((rc = pgc_connect(&q->pc)) < 0)
 				return rc;
-		rc = pgc_queue_sql(&q->pc, write ? "BEGIN" : "BEGIN ISOLATION"
-		    " LEVEL REPEATABLE READ READ ONLY", NULL, NULL);
+		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
+		    NULL, NULL);
 	}
 	if (rc == 0 && q->live_clock &&
-	    ((rc = pgc_queue_sql(&q->pc, CLOCK_SQL, read_clock, now)) < 0 ||
+	    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock, now)) < 0 ||
 	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0) && !q->batch)
 		abort_tx(q);
 	if (rc < 0)
@@ -224,15 +221,8 @@ tx_begin(struct store *st, bool write, int64_t *now)
  * which in the lock's own transaction would serialise every commit that
  * wakes.  Notifications are not durable (a dropped connection or a
  * failover loses them): waiters then find their turn by their own timers
- * and polls, as they do without a coordinator.
+ * and polls, as they do without a coordinator.  (S_PUBLISH, pgschema.c.)
  */
-#define PUBLISH_SQL                                                 \
-    "SELECT pg_notify('httplock', '%" PRId64 " %" PRId64 " ' ||"     \
-    " encode(name, 'hex')) FROM locks WHERE id = %" PRId64 " AND (%"    \
-    PRId64 " <> 0 OR"                                                \
-    " EXISTS (SELECT 1 FROM waiters WHERE lock_id = %" PRId64        \
-    " AND host_id <> %" PRId64 "))"
-
 static void
 read_status(void *arg, const PGresult *r)
 {
@@ -243,7 +233,8 @@ static int
 tx_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	char sql[sizeof(PUBLISH_SQL) + 6 * 21], status[16] = "";
+	struct pgc_args a = { 0 };
+	char status[16] = "";
 	int erc;
 
 	if (!q->in_tx)
@@ -265,7 +256,7 @@ tx_end(struct store *st, int rc)
 	if (rc < 0) {
 		/* What was queued may hold the error: it goes with the
 		 * rollback's round trip. */
-		if (pgc_queue_sql(&q->pc, "ROLLBACK", NULL, NULL) == 0 &&
+		if (pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0 &&
 		    pgc_sync(&q->pc, "rollback", NULL) < 0)
 			abort_tx(q);
 		return rc;
@@ -280,11 +271,12 @@ tx_end(struct store *st, int rc)
 	q->ndel = 0;
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
-	erc = pgc_queue_sql(&q->pc, "COMMIT", read_status, status);
+	erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status, status);
 	if (erc == 0 && q->write && q->wake_lock != 0 && q->host_id != 0) {
-		(void)snprintf(sql, sizeof(sql), PUBLISH_SQL, q->host_id,
-		    q->kick, q->wake_lock, q->kick, q->wake_lock, q->host_id);
-		erc = pgc_queue_sql(&q->pc, sql, NULL, NULL);
+		pgc_arg_i64(&a, q->host_id);
+		pgc_arg_i64(&a, q->kick);
+		pgc_arg_i64(&a, q->wake_lock);
+		erc = pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL);
 	}
 	if (erc == 0)
 		erc = pgc_sync(&q->pc, "commit", NULL);
@@ -309,7 +301,7 @@ batch_begin(struct store *st)
 	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
 		if ((rc = pgc_connect(&q->pc)) < 0)
 			return rc;
-	if ((rc = pgc_queue_sql(&q->pc, "BEGIN", NULL, NULL)) < 0 ||
+	if ((rc = pgc_queue(&q->pc, S_BEGIN, NULL, NULL, NULL)) < 0 ||
 	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0)
 		return rc;
 	q->batch = true;
@@ -333,7 +325,7 @@ batch_end(struct store *st, int rc)
 		abort_tx(q);
 		return rc < 0 ? rc : LC_E_DB;
 	}
-	if ((erc = pgc_queue_sql(&q->pc, "COMMIT", read_status, status)) < 0 ||
+	if ((erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status, status)) < 0 ||
 	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
 		abort_tx(q);
 		return erc;
