@@ -10,7 +10,7 @@
  * of notifications amounts to anyway.
  *
  * A notification is "<host id> <waiter id> <lock key in hex>"
- * (store_pg.c).
+ * (notify.h).
  * Those of our own host are dropped: the worker that made the change has
  * told us already over our socket.  Our host id is looked up by our host
  * key in httplock.hosts; until a worker of ours has registered the host,
@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "notify.h"
 #include "pglisten.h"
 #include "proto.h"
 
@@ -258,54 +259,23 @@ beat(void)
 		drop();
 }
 
-static int
-hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ?
-	    c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* Decodes hex into out[size]; the length, or 0 if it is not hex or
- * does not fit. */
-static size_t
-unhex(const char *hex, char *out, size_t size)
-{
-	size_t n = strlen(hex), i;
-	int hi, lo;
-
-	if (n % 2 != 0 || n / 2 > size)
-		return 0;
-	for (i = 0; i < n / 2; i++) {
-		if ((hi = hexval(hex[2 * i])) < 0 ||
-		    (lo = hexval(hex[2 * i + 1])) < 0)
-			return 0;
-		out[i] = (char)(hi << 4 | lo);
-	}
-	return n / 2;
-}
-
-/* Parses and queues one notification. */
+/* Parses and queues one notification (notify.h); drops what is not one
+ * or is our own. */
 static void
 heard(const char *payload)
 {
-	char *end, name[PROTO_NAME_MAX];
+	char name[PROTO_NAME_MAX];
 	int64_t host;
 	uint64_t kick;
 	size_t len;
 
-	errno = 0;
-	host = strtoll(payload, &end, 10);
-	if (errno != 0 || *end != ' ')
-		return;
-	kick = strtoull(end + 1, &end, 10);
-	if (errno != 0 || *end != ' ')
+	if (notify_parse(payload, &host, &kick, name, sizeof(name), &len) != 0)
 		return;
 	if (pl.host_id == 0)
 		find_host_id();
 	if (host == pl.host_id)
 		return;
-	if ((len = unhex(end + 1, name, sizeof(name))) > 0)
-		push(name, len, kick, false);
+	push(name, len, kick, false);
 }
 
 /* Sleeps `ms` unless told to stop. */

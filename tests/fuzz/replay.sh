@@ -4,7 +4,7 @@
 srcdir=${HTTPLOCK_SRCDIR:-.}
 builddir=${HTTPLOCK_BUILDDIR:-.}
 pass=0 fail=0
-for h in request proto conf log; do
+for h in request proto conf log notify; do
 	if "$builddir/tests/fuzz/replay_$h" "$srcdir/tests/fuzz/corpus/$h"; then
 		echo "PASS replay_$h"; pass=$((pass + 1))
 	else

@@ -4,7 +4,7 @@
 #   tests/fuzz/run-fuzzers.sh BUILDDIR [SECONDS]
 #
 # BUILDDIR was configured with CC=clang --enable-fuzzing and has
-# tests/fuzz/fuzz_{request,proto,conf,log} built.  Each harness runs SECONDS
+# tests/fuzz/fuzz_{request,proto,conf,log,notify} built.  Each harness runs SECONDS
 # (default 20) on a fresh copy of its seed corpus in
 # BUILDDIR/tests/fuzz/work/NAME (the source tree is never written), with
 # its dictionary, -max_len=4096, -timeout=5 (a hang fails), -rss_limit_mb=2048
@@ -34,7 +34,7 @@ export ASAN_OPTIONS UBSAN_OPTIONS
 
 mkdir -p "$rundir" || exit 2
 pass=0 fail=0
-for h in request proto conf log; do
+for h in request proto conf log notify; do
 	bin=$fdir/fuzz_$h
 	out=$rundir/fuzz_$h.out
 	work=$fdir/work/$h
