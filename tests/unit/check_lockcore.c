@@ -229,18 +229,6 @@ copy_file(const char *from, const char *to)
 	unit_copy_fd(in, to);
 }
 
-/* A pid that certainly has no process: a child that exited and was reaped. */
-static pid_t
-dead_pid(void)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(0);
-	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
-	return pid;
-}
 
 START_TEST(test_acquire_free)
 {
@@ -628,7 +616,7 @@ START_TEST(test_dead_waiters_skipped)
 	bool wake;
 
 	g = must_grant(lc, "dead", T0);
-	r.who.pid = dead_pid();
+	r.who.pid = lct_dead_pid();
 	r.who.pstart = 12345;
 	w1.pid = r.who.pid;
 	w1.pstart = r.who.pstart;
@@ -677,7 +665,7 @@ START_TEST(test_waiter_cap)
 	struct lock_acquire_req r = mkreq("cap", true, 51);
 	struct lock_grant g, g2;
 	struct lock_wait_info wi;
-	pid_t gone = dead_pid();
+	pid_t gone = lct_dead_pid();
 
 	g = must_grant(lc, "cap", T0);
 	r.max_waiters = 2;
@@ -875,7 +863,7 @@ START_TEST(test_sweep)
 	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g, &wi), LC_GRANTED);
 	gs2 = must_grant(lc, "s2", T0);
 	r = mkreq("s2", true, 71);
-	r.who.pid = wd.pid = dead_pid();
+	r.who.pid = wd.pid = lct_dead_pid();
 	ck_assert_int_eq(lock_acquire(lc, &r, T0, &g2, &wi), LC_QUEUED);
 	take_token(&wd, &wi);
 	dead_id = wi.waiter_id;
@@ -1213,7 +1201,7 @@ START_TEST(test_proc)
 	ck_assert(proc_alive(getpid(), start));
 	ck_assert(proc_alive(getpid(), 0));
 	ck_assert(!proc_alive(getpid(), start + 1));
-	ck_assert(!proc_alive(dead_pid(), 0));
+	ck_assert(!proc_alive(lct_dead_pid(), 0));
 	ck_assert(!proc_alive(0, 0));
 	ck_assert(!proc_alive(-1, 0));
 	ck_assert_uint_eq(proc_start(-1), 0);
@@ -1879,7 +1867,7 @@ START_TEST(test_handoff_skips_dead_and_late)
 	first = must_queue("hd", 40, T0 + 1, 0, &wfirst);
 	/* Behind a live head nobody looks at the process of the others. */
 	r = mkreq("hd", true, 41);
-	r.who.pid = wd.pid = dead_pid();
+	r.who.pid = wd.pid = lct_dead_pid();
 	r.who.pstart = wd.pstart = 777;
 	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 2, &g2, &wi), LC_QUEUED);
 	dead = wi.waiter_id;

@@ -59,18 +59,6 @@ teardown(void)
 	lct_teardown(&a, dir);
 }
 
-/* A pid that certainly has no process: a child that exited and was reaped. */
-static pid_t
-dead_pid(void)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(0);
-	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
-	return pid;
-}
 
 /* Queues a waiter for `name` on c as process `pid`, deadline now + 60 s;
  * its id. */
@@ -101,7 +89,7 @@ START_TEST(test_remote_waiter_live)
 	struct lock_handoff ho;
 	struct lock_grant g;
 	int64_t now = clock_wall_ms(), wid;
-	pid_t gone = dead_pid();
+	pid_t gone = lct_dead_pid();
 	bool wake;
 
 	g = lct_grant(a, &r, now);
@@ -189,7 +177,7 @@ START_TEST(test_reap_mine)
 {
 	struct lock_acquire_req r = lct_req("x", NULL, false, 1);
 	int64_t now = clock_wall_ms();
-	pid_t gone = dead_pid();
+	pid_t gone = lct_dead_pid();
 	int changed = -1;
 
 	/* The dead one behind a live one: no acquire's walk reaches it. */

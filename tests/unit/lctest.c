@@ -5,6 +5,8 @@
  * (make -j runs several programs at once), and each test, run alone in a
  * forked process, empties it by dropping lockcore's schema.
  */
+#include <sys/wait.h>
+
 #include <check.h>
 #include <ctype.h>
 #include <errno.h>
@@ -269,4 +271,16 @@ lct_teardown(struct lockcore **c, const char *dir)
 	lockcore_close(*c);
 	*c = NULL;
 	ck_assert_int_eq(unit_rm_tree(dir), 0);
+}
+
+pid_t
+lct_dead_pid(void)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	return pid;
 }

@@ -8,6 +8,8 @@
 #ifndef LCTEST_H
 #define LCTEST_H
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +69,10 @@ struct lockcore	*lct_open(const char *path, const struct lockcore_opts *o);
  * request_id `rid` (NULL: none), lease TTL, deadline T0 + WAITMS. */
 struct lock_acquire_req lct_req(const char *name, const char *rid, bool wait,
 		    uint64_t key);
+
+/* A pid that certainly has no process: a child that exited and was
+ * reaped. */
+pid_t		 lct_dead_pid(void);
 
 /* Acquires with `r` at `now` on connection c and insists on a grant. */
 struct lock_grant lct_grant(struct lockcore *c, struct lock_acquire_req *r,
