@@ -12,7 +12,6 @@
  * sets it); without it the program exits 77, automake's "skipped".
  */
 #include <sys/types.h>
-#include <sys/wait.h>
 
 #include <check.h>
 #include <poll.h>
