@@ -15,7 +15,10 @@ Exit status 0 iff nothing failed.
 Environment (set by `make check`; defaults fit the source tree):
 HTTPLOCK_SRCDIR, HTTPLOCK_BUILDDIR, LIGHTTPD, APACHE2.  HTTPLOCK_FRONT=
 lighttpd (default) or apache chooses the web server in front; tests marked
-@fronts(...) run only behind those.  HTTPLOCK_KEEP=1 keeps the temporary
+@fronts(...) run only behind those.  HTTPLOCK_TEST_PG=postgresql://USER@HOST:PORT
+(a server, no database) runs every stack on a PostgreSQL database of its
+own there instead of SQLite; tests marked @needs_store(...) run only on
+that store.  HTTPLOCK_KEEP=1 keeps the temporary
 directories of failed tests.  HTTPLOCK_SUITE_TIMEOUT=SECONDS replaces
 the whole run's limit (default 280).
 """
@@ -33,10 +36,13 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True     # the source tree may be read-only
 
 import stack as stackmod  # noqa: E402
-from testenv import FRONT, FRONTS, configured_with  # noqa: E402
+from testenv import FRONT, FRONTS, STORE, configured_with  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT = 60.0
 SUITE_TIMEOUT = float(os.environ.get("HTTPLOCK_SUITE_TIMEOUT") or 280.0)
+# What each result line names besides the test: the front end, and the
+# store when it is not the default.
+TAG = FRONT if STORE == "sqlite" else "%s, %s" % (FRONT, STORE)
 TEST_DIR = HERE     # where test_*.py are discovered (--dir)
 
 _out_lock = threading.Lock()
@@ -69,7 +75,11 @@ def discover(filters):
                 continue
             need = getattr(fn, "hl_needs", None)
             if need is not None and not configured_with(need):
-                out("SKIP %s [%s]: needs a build configured with %s" % (full, FRONT, need))
+                out("SKIP %s [%s]: needs a build configured with %s" % (full, TAG, need))
+                continue
+            store = getattr(fn, "hl_store", None)
+            if store is not None and store != STORE:
+                out("SKIP %s [%s]: needs the %s store" % (full, TAG, store))
                 continue
             tests.append((full, fn, None))
     return tests
@@ -119,7 +129,7 @@ def report_fail(name, reason, tb, stack):
     first = reason.strip().splitlines()[0] if reason.strip() else "failed"
     if len(first) > 500:
         first = first[:500] + "..."
-    lines = ["FAIL %s [%s]: %s" % (name, FRONT, first)]
+    lines = ["FAIL %s [%s]: %s" % (name, TAG, first)]
     if tb:
         lines.append(tb.rstrip())
     if stack is not None:
@@ -190,7 +200,7 @@ def run_one(name, fn, shared_stack_box):
         if own and s is not None:
             s.cleanup(keep=not ok and bool(os.environ.get("HTTPLOCK_KEEP")))
     RESULTS["passed"] += 1
-    out("PASS %s [%s] (%d ms)" % (name, FRONT, (time.monotonic() - t0) * 1000))
+    out("PASS %s [%s] (%d ms)" % (name, TAG, (time.monotonic() - t0) * 1000))
     return True
 
 
@@ -241,7 +251,7 @@ def main(argv):
         stackmod.kill_everything()
     if not tests:
         out("no tests matched %s" % (filters,))
-    out("(suite took %.1f s behind %s)" % (time.monotonic() - t_suite, FRONT))
+    out("(suite took %.1f s behind %s on %s)" % (time.monotonic() - t_suite, FRONT, STORE))
     out("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
     return 0 if RESULTS["failed"] == 0 else 1
 
