@@ -517,12 +517,11 @@ def test_unavailable_when_database_locked(s):
 
 
 @needs_store("postgresql")
-@conf(busy_timeout="0.3")
 def test_unavailable_when_store_locked(s):
     """While another session holds an exclusive lock on the store's lock
-    table past busy_timeout, reads and writes get 503 unavailable soon
-    after it (never a hang), and the service recovers by itself when the
-    table is let go."""
+    table, reads and writes get 503 unavailable within about a second
+    (never a hang), and the service recovers by itself when the table is
+    let go."""
     g = s.acquire_ok("db-pre")
     s.release_ok("db-pre", g["token"])
     sql = subprocess.Popen([pgdb.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -542,7 +541,7 @@ def test_unavailable_when_store_locked(s):
             ms = (time.monotonic() - t0) * 1000
             log("%s with the lock table locked: %d after %.0f ms" % (what, r.status, ms))
             expect(r, 503, "unavailable")
-            assert 250 <= ms < 1500, "%s answered after %.0f ms (busy_timeout 300 ms)" % (what, ms)
+            assert ms < 1500, "%s answered after %.0f ms" % (what, ms)
     finally:
         sql.stdin.write(b"ROLLBACK;\n")
         sql.stdin.close()
