@@ -91,11 +91,18 @@ class Hosts:
         return len(self.stacks)
 
     def start(self):
-        """Starts every host at once; returns the seconds it took."""
+        """Starts every host, at once behind lighttpd; returns the seconds
+        it took.  Behind Apache one after the other: the worker pool is
+        this process's child and ends with the thread that started it
+        (PR_SET_PDEATHSIG), so it must be started by this one."""
         t0 = time.monotonic()
-        bgs = [BG(s.start) for s in self.stacks]
-        for b in bgs:
-            b.get(60)
+        if all(s.front_name == "lighttpd" for s in self.stacks):
+            bgs = [BG(s.start) for s in self.stacks]
+            for b in bgs:
+                b.get(60)
+        else:
+            for s in self.stacks:
+                s.start()
         return time.monotonic() - t0
 
     def stop_and_check(self):
@@ -128,8 +135,8 @@ def _run_on_hosts(fn, hosts):
     try:
         took = hosts.start()
         n = int(hosts[0].store_query("SELECT count(*) FROM httplock.hosts")[0][0])
-        log("%d hosts started at once on one database in %.2f s; %d host rows in the store" % (
-            len(hosts), took, n))
+        log("%d hosts started %s on one database in %.2f s; %d host rows in the store" % (
+            len(hosts), "at once" if hosts[0].front_name == "lighttpd" else "in turn", took, n))
         assert n == len(hosts), "%d rows in httplock.hosts for %d hosts" % (n, len(hosts))
         fn(hosts)
         hosts.stop_and_check()
@@ -216,12 +223,12 @@ def test_cross_host_handoff_fifo(h):
 @on_hosts(3, seconds=170, max_wait=120)
 def test_mutual_exclusion_16_clients_over_3_hosts(h):
     """16 clients, client i on host i % 3, each doing acquire / hold 2 ms
-    / release cycles over four locks: no two critical sections of a lock
+    / release cycles over three locks: no two critical sections of a lock
     overlap, fences increase in grant order, every cycle completes.  The
-    acquires wait up to 100 s: a handoff across hosts may take up to a
-    waiter's next look (CROSS_HOST_LOOK_MS)."""
-    names = ["mh-x0", "mh-x1", "mh-x2", "mh-x3"]
-    clients, cycles = 16, 4
+    acquires may wait up to 100 s: with notifications lost, a handoff
+    across hosts waits for a waiter's next look (CROSS_HOST_LOOK_MS)."""
+    names = ["mh-x0", "mh-x1", "mh-x2"]
+    clients, cycles = 16, 25
     clog = CycleLog()
     t0 = time.monotonic()
     bgs = [BG(cycle_client, h[i % len(h)], names, cycles, 0.002, clog, i, None, 100)
@@ -546,14 +553,13 @@ def test_postgresql_restarted_while_idle(_shared_stack):
 
         def burst(h, tag):
             """12 concurrent acquire/release pairs on each host; the
-            acquires' answers."""
+            answers."""
             def one(s, i):
-                r = s.acquire("mh-idle-%s-%s-%d" % (tag, s.host, i), timeout=0)
-                if r.status == 200:
-                    s.release_ok("mh-idle-%s-%s-%d" % (tag, s.host, i), r["token"])
-                return r
+                name = "mh-idle-%s-%s-%d" % (tag, s.host, i)
+                r = s.acquire(name, timeout=0)
+                return [r] if r.status != 200 else [r, s.release(name, r["token"])]
             bgs = [BG(one, s, i) for s in h for i in range(12)]
-            return [b.get(20) for b in bgs]
+            return [r for b in bgs for r in b.get(20)]
 
         def body(h):
             for r in burst(h, "warm"):
@@ -565,9 +571,9 @@ def test_postgresql_restarted_while_idle(_shared_stack):
             time.sleep(0.5)     # up for a while: no request finds it starting
             rs = burst(h, "after")
             bad = [r for r in rs if r.status != 200]
-            log("server down and up in %.2f s; 0.5 s later %d of %d acquires failed%s" % (
+            log("server down and up in %.2f s; 0.5 s later %d of %d requests failed%s" % (
                 t_up - t0, len(bad), len(rs), ": %s" % bad[0].short() if bad else ""))
-            assert not bad, "%d of %d acquires after the restart: %s" % (
+            assert not bad, "%d of %d requests after the restart: %s" % (
                 len(bad), len(rs), bad[0].short())
 
         _run_on_hosts(body, hosts)
