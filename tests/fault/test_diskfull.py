@@ -3,7 +3,8 @@ tmpfs mounted over the stack's data directory.  An acquire that cannot be
 written answers 503 "unavailable" (JSON, with a message) and never hangs,
 nothing already granted is lost, and the service resumes by itself once the
 file system is writable again.  Needs root (mount); the test is skipped
-(passes with a note) otherwise.  Part of the fault-injection suite
+(passes with a note) otherwise.  SQLite store only: a PostgreSQL store
+keeps no file there.  Part of the fault-injection suite
 (tests/fault/run.sh, on the integration harness in tests/integ/)."""
 
 import errno
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from checks import check_integrity, expect  # noqa: E402
 from common import BG, log, wait_for  # noqa: E402
 from httpclient import lpath  # noqa: E402
-from markers import fronts, shared, timeout  # noqa: E402
+from markers import fronts, needs_store, shared, timeout  # noqa: E402
 from procs import cpu_seconds  # noqa: E402
 from rawsock import free_port  # noqa: E402
 from stack import Stack  # noqa: E402
@@ -203,6 +204,7 @@ def _wait_recovered(s, probe, what):
 
 
 @fronts("lighttpd")
+@needs_store("sqlite")
 @timeout(120)
 @on_tmpfs_stack
 def test_disk_full(s):
@@ -282,6 +284,7 @@ def test_disk_full(s):
 
 
 @fronts("lighttpd")
+@needs_store("sqlite")
 @timeout(120)
 @on_tmpfs_stack
 def test_waiter_while_disk_full(s):
@@ -356,6 +359,7 @@ def _start_tolerant(s):
 
 
 @fronts("lighttpd")
+@needs_store("sqlite")
 @timeout(120)
 @on_tmpfs_stack
 def test_read_only_database(s):

@@ -57,6 +57,7 @@ from httpclient import lpath  # noqa: E402
 from markers import timeout  # noqa: E402
 from procs import wait_gone  # noqa: E402
 from stack import Stack  # noqa: E402
+import storeview  # noqa: E402
 
 N_CLIENTS = 32
 LOCKS = ["fault-%d" % i for i in range(4)]
@@ -293,15 +294,20 @@ class Faults:
             self.note("stack-restarted")
 
 
-def _db_facts(path):
-    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
-    try:
-        ic = [r[0] for r in con.execute("PRAGMA integrity_check")]
-        fseq = dict(con.execute("SELECT name, fence_seq FROM locks"))
-        holders = list(con.execute(
-            "SELECT l.name, h.fence FROM holders h JOIN locks l ON l.id = h.lock_id"))
-    finally:
-        con.close()
+def _db_facts(s):
+    """The store after the run: SQLite's integrity check (["ok"] on
+    PostgreSQL, which keeps its own), each lock's fence_seq, the holders."""
+    if s.store_kind == "sqlite":
+        con = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True)
+        try:
+            ic = [r[0] for r in con.execute("PRAGMA integrity_check")]
+        finally:
+            con.close()
+    else:
+        ic = ["ok"]
+    fseq = dict(storeview.rows(s, "SELECT name, fence_seq FROM locks"))
+    holders = [tuple(r) for r in storeview.rows(
+        s, "SELECT l.name, h.fence FROM holders h JOIN locks l ON l.id = h.lock_id")]
     return ic, fseq, holders
 
 
@@ -416,7 +422,7 @@ def test_fault_injection(s):
         raise AssertionError("clients %s still running %.0f s after the faults stopped" % (
             stuck, time.monotonic() - t_stop))
     s.stop()
-    ic, fseq, holders = _db_facts(s.db_path)
+    ic, fseq, holders = _db_facts(s)
     with jr.lock:
         sections = list(jr.sections)
         errors = list(jr.errors)

@@ -1,7 +1,7 @@
 """Marks on test functions, which run.py reads to choose where a test runs:
 on the suite's shared stack (@shared), on a fresh stack with other
 configuration (@conf, @mount), behind which front ends (@fronts), on which
-builds (@needs), within what time (@timeout); and @on_own_stack for a test that builds and starts
+builds (@needs), on which store (@needs_store), within what time (@timeout); and @on_own_stack for a test that builds and starts
 a stack of its own (another web-server configuration, debug logging).
 """
 
@@ -40,6 +40,18 @@ def needs(option):
     "--enable-test-hooks"); run.py names the tests it leaves out."""
     def mark(fn):
         fn.hl_needs = option
+        return fn
+    return mark
+
+
+def needs_store(kind):
+    """Runs the test only on this store: "sqlite" for a test about the
+    SQLite file itself (its WAL, its modes, a copy of it, power loss),
+    "postgresql" for one that needs the shared store (several hosts).
+    The store of a run is PostgreSQL when HTTPLOCK_TEST_PG is set
+    (testenv.STORE); run.py names the tests it leaves out."""
+    def mark(fn):
+        fn.hl_store = kind
         return fn
     return mark
 

@@ -5,7 +5,10 @@ or "apache" (Apache 2.4 with mod_proxy_fcgi, in front of an
 httplock-worker pool: `httplock-worker -s SOCKET -n 2`).  Stack writes the
 configuration, starts, stops, kills and restarts the processes, finds
 them in /proc, and reads and checks their logs; it is also the tests'
-HTTP client (httpclient.Client) on its port.
+HTTP client (httpclient.Client) on its port.  Its store is an SQLite file
+in that directory, or, when HTTPLOCK_TEST_PG is set, a database of its
+own on that PostgreSQL server (created here, dropped by cleanup()); or
+the `store` it is given, which several stacks share as several hosts.
 
 Python 3 standard library only.  Every process started here is registered so
 that it can be killed whatever happens (see kill_everything()).
@@ -24,11 +27,12 @@ import time
 
 from coordwire import ping as coord_ping
 from httpclient import Client
+import pgdb
 from procs import (all_pids, children_map, kill_quietly, pid_alive, proc_comm, threads,
                    wait_gone)
 from rawsock import free_port, unix_accepts
 from testenv import (APACHE2, APACHE_CONF, COORD_BIN, FRONT, FRONTS, LIGHTTPD, LIGHTTPD_CONF,
-                     PROCS, WORKER_BIN)
+                     PG_SERVER, PROCS, WORKER_BIN)
 
 DEFAULT_CONF = [
     ("database", "{dir}/data/httplock.db"),
@@ -52,7 +56,8 @@ _live_stacks = set()
 
 
 def kill_everything():
-    """Last-resort cleanup: SIGKILL every process of every live stack."""
+    """Last-resort cleanup: SIGKILL every process of every live stack and
+    drop the PostgreSQL databases made for them."""
     with _registry_lock:
         stacks = list(_live_stacks)
     for s in stacks:
@@ -60,6 +65,7 @@ def kill_everything():
             s.force_kill()
         except Exception:
             pass
+    pgdb.drop_all()
 
 
 class StackError(Exception):
@@ -76,10 +82,15 @@ class Stack(Client):
     environment for the front end (may be filled in before start()).
     start_coord: whether start() starts httplock-coord; by default it does
     unless the conf sets coord_autostart = yes (then the workers start it:
-    see auto_coords())."""
+    see auto_coords()).  store: a libpq URI the stack's httplock.conf names
+    as its store (the same as conf_overrides {"store": ...}); unset, the
+    stack makes a PostgreSQL database of its own when HTTPLOCK_TEST_PG is
+    set, else it keeps SQLite at db_path.  store_kind: "postgresql" or
+    "sqlite"; pg_db: the database this stack made (None if none)."""
 
     def __init__(self, conf_overrides=None, label="stack", front=None, mount="/",
-                 lighttpd_conf=None, extra_env=None, apache_conf=None, start_coord=None):
+                 lighttpd_conf=None, extra_env=None, apache_conf=None, start_coord=None,
+                 store=None):
         self.lighttpd_conf = lighttpd_conf or LIGHTTPD_CONF
         self.apache_conf = apache_conf or APACHE_CONF
         self.extra_env = dict(extra_env or {})
@@ -126,8 +137,19 @@ class Stack(Client):
         self.pool = None             # Popen: the worker pool (Apache only)
         self.known_workers = set()   # every worker pid we have seen
         self.stopped = True
+        self.pg_db = None
         with _registry_lock:
             _live_stacks.add(self)
+        if store is not None:
+            self.conf["store"] = store
+        if not self.conf.get("store") and PG_SERVER:
+            try:
+                self.pg_db, self.conf["store"] = pgdb.create_database(PG_SERVER)
+            except pgdb.PgError as e:
+                self.cleanup()
+                raise StackError("cannot make the stack's database: %s" % e)
+        self.store_uri = self.conf.get("store") or None
+        self.store_kind = "postgresql" if self.store_uri else "sqlite"
 
     # -- configuration and start ------------------------------------------
 
@@ -462,12 +484,27 @@ class Stack(Client):
         wait_gone(list(pids), 5)
 
     def cleanup(self, keep=False):
-        """Kills what is left; removes the directory unless keep."""
+        """Kills what is left; removes the directory and the database it
+        made unless keep."""
         self.force_kill()
         with _registry_lock:
             _live_stacks.discard(self)
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.pg_db is not None:
+                db, self.pg_db = self.pg_db, None
+                try:
+                    pgdb.drop_database(db, PG_SERVER)
+                except pgdb.PgError:
+                    pass
+        elif self.pg_db is not None:
+            pgdb.keep(self.pg_db, PG_SERVER)
+
+    def store_query(self, sql):
+        """Rows of sql run on this stack's PostgreSQL store (pgdb.query)."""
+        if self.store_kind != "postgresql":
+            raise AssertionError("store_query on an SQLite store")
+        return pgdb.query(self.store_uri, sql)
 
     # -- logs --------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """The HTTP contract, row by row: responses, parameters, names, errors."""
 
 import sqlite3
+import subprocess
 import time
 
 from checks import check_grant, expect, is_int, is_num
 from common import BG, log, wait_for
 from httpclient import lpath
-from markers import conf, shared
+from markers import conf, needs_store, shared
+import pgdb
 from rawsock import parse_raw_response
 
 
@@ -491,6 +493,7 @@ def test_too_many_waiters(s):
 
 # -- database unavailable ----------------------------------------------------
 
+@needs_store("sqlite")
 @conf(busy_timeout="0.3")
 def test_unavailable_when_database_locked(s):
     """While another process holds SQLite's write lock past busy_timeout,
@@ -510,4 +513,37 @@ def test_unavailable_when_database_locked(s):
             db.execute("ROLLBACK")
         finally:
             db.close()
+    s.assert_healthy_and_working("db-after")
+
+
+@needs_store("postgresql")
+def test_unavailable_when_store_locked(s):
+    """While another session holds an exclusive lock on the store's lock
+    table, reads and writes get 503 unavailable within about a second
+    (never a hang), and the service recovers by itself when the table is
+    let go."""
+    g = s.acquire_ok("db-pre")
+    s.release_ok("db-pre", g["token"])
+    sql = subprocess.Popen([pgdb.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                            "-d", s.store_uri],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    try:
+        sql.stdin.write(b"BEGIN; LOCK TABLE httplock.locks IN ACCESS EXCLUSIVE MODE;"
+                        b" SELECT 'locked';\n")
+        sql.stdin.flush()
+        line = sql.stdout.readline()
+        assert b"locked" in line, "psql: %r" % line
+        for what, call in (("acquire", lambda: s.acquire("db-locked", timeout=0, timeout_s=15)),
+                           ("status", lambda: s.get(lpath("db-pre"), timeout=15))):
+            t0 = time.monotonic()
+            r = call()
+            ms = (time.monotonic() - t0) * 1000
+            log("%s with the lock table locked: %d after %.0f ms" % (what, r.status, ms))
+            expect(r, 503, "unavailable")
+            assert ms < 1500, "%s answered after %.0f ms" % (what, ms)
+    finally:
+        sql.stdin.write(b"ROLLBACK;\n")
+        sql.stdin.close()
+        sql.wait(10)
     s.assert_healthy_and_working("db-after")

@@ -9,14 +9,15 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import stat
 import subprocess
 
 import authstack
 from checks import expect
 from common import BG, log, wait_for
-from markers import conf, shared
+from markers import conf, needs_store, shared
+import storeview
+from storeview import rows as _rows
 from testenv import SRCDIR
 
 
@@ -24,33 +25,18 @@ def _files(s):
     return [s.db_path + sfx for sfx in ("", "-wal", "-shm") if os.path.exists(s.db_path + sfx)]
 
 
-def _file_bytes(s):
-    data = b""
-    for p in _files(s):
-        with open(p, "rb") as f:
-            data += f.read()
-    return data
-
-
-def _rows(s, sql, args=()):
-    db = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
 def test_no_token_or_request_id_in_the_database(s):
-    """The database, its WAL and its shared-memory file hold neither a
-    token nor a request_id, while the grants live and after a stop; a retry
-    with the request_id still gets its token back."""
+    """The store (SQLite: the database, its WAL and its shared-memory
+    file; PostgreSQL: a dump of its schema) holds neither a token nor a
+    request_id, while the grants live and after a stop; a retry with the
+    request_id still gets its token back."""
     rid_h, rid_w = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     h = s.acquire_ok("hs-secret", request_id=rid_h, ttl=60)
     w_tok = None
     w = BG(s.acquire, "hs-secret", request_id=rid_w, timeout=20)
     s.wait_waiters("hs-secret", 1, bg=w)
     plain = [h["token"].encode(), rid_h.encode(), rid_w.encode()]
-    data = _file_bytes(s)
+    data = storeview.dump(s)
     assert data, "no database files"
     for p in plain:
         assert p not in data, "%r found in the database files" % p[:6]
@@ -63,18 +49,19 @@ def test_no_token_or_request_id_in_the_database(s):
     # The waiter's retry gets the token its own request was answered with.
     again = s.acquire_ok("hs-secret", request_id=rid_w)
     assert again["token"] == w_tok, again.short()
-    data = _file_bytes(s)
+    data = storeview.dump(s)
     for p in plain + [w_tok.encode()]:
         assert p not in data, "%r found in the database files" % p[:6]
     s.release_ok("hs-secret", w_tok)
     s.stop()
-    data = _file_bytes(s)
+    data = storeview.dump(s)
     for p in plain + [w_tok.encode()]:
         assert p not in data, "%r found after the stop" % p[:6]
-    cols = [r[1] for r in _rows(s, "PRAGMA table_info(holders)")]
+    cols = storeview.columns(s, "holders")
     assert "token" not in cols and "token_hash" in cols, cols
 
 
+@needs_store("sqlite")
 def test_state_files_are_private(s):
     """Whatever the umask, the database files deny other users, and an
     existing database readable by everyone is made private when opened."""
@@ -126,6 +113,7 @@ def test_idle_locks_are_reclaimed(s):
     s.release_ok("hs-idle-held", held["token"])
 
 
+@needs_store("sqlite")
 def test_restored_backup_never_reissues_a_fence(s):
     """A copy of the database taken at fence f, restored after the server
     went on to later fences, grants above all of them."""

@@ -35,6 +35,7 @@ import time
 from checks import check_grant
 from common import BG, log, wait_for
 from markers import fronts, on_own_stack, timeout
+import pgdb
 from procs import all_pids, pid_alive, wait_gone
 from stack import Stack
 from testenv import COORD_BIN, LIGHTTPD_CONF, WORKER_BIN
@@ -57,10 +58,29 @@ def _target_ids():
     return os.geteuid(), os.getegid(), pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _owned_outside(uid, exclude):
-    """Every path below SCAN_ROOTS owned by uid, except below `exclude`."""
+def _store_dirs(s):
+    """The directories of the PostgreSQL server a PostgreSQL store lives
+    on (its data and its sockets): not the stack's, and a private test
+    server may run as the same user.  [] on SQLite, or when the server
+    does not say."""
+    if s.store_kind != "postgresql":
+        return []
+    try:
+        rows = pgdb.query(s.store_uri, "SELECT current_setting('data_directory') || ',' || "
+                                       "current_setting('unix_socket_directories')")
+    except pgdb.PgError:
+        return []
+    return [d.strip() for d in rows[0][0].split(",") if d.strip().startswith("/")]
+
+
+def _owned_outside(uid, s):
+    """Every path below SCAN_ROOTS owned by uid, except below stack s's
+    directory and its store's server's directories."""
     roots = [r for r in SCAN_ROOTS if os.path.isdir(r)]
-    p = subprocess.run(["find"] + roots + ["-xdev", "(", "-path", exclude, "-prune", ")",
+    prune = ["-path", s.dir]
+    for d in _store_dirs(s):
+        prune += ["-o", "-path", d]
+    p = subprocess.run(["find"] + roots + ["-xdev", "("] + prune + [")", "-prune",
                                            "-o", "-user", str(uid), "-print"],
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     return set(p.stdout.decode("utf-8", "replace").splitlines())
@@ -203,7 +223,7 @@ def _start_nonroot(label):
     s = NonrootStack(uid, gid, dict(coord_autostart="yes", coord_idle_exit="1",
                                     poll_interval="1"))
     s.sys_before = sys_before
-    s.outside_before = _owned_outside(uid, s.dir)
+    s.outside_before = _owned_outside(uid, s)
     try:
         s.start()
     except BaseException:
@@ -251,11 +271,15 @@ def test_nonroot_shared_hosting(s):
     log("lighttpd %d, workers %s, coordinator %d: all uid/gid %d/%d" % (
         s.front.pid, workers, cpid, uid, gid))
 
-    # every file it made is in the directory and the user's
+    # every file it made is in the directory and the user's (the database
+    # files only on SQLite: a PostgreSQL store keeps none here)
+    dbfiles = ["data/httplock.db", "data/httplock.db-wal", "data/httplock.db-shm"]
+    if s.store_kind != "sqlite":
+        dbfiles = []
     made = _check_files(s, [
         "httplock.conf", "bin/httplock-worker", "bin/httplock-coord",
-        "conf/lighttpd.conf", "data/httplock.db", "data/httplock.db-wal",
-        "data/httplock.db-shm", "run/coord.sock", "run/coord.sock.lock",
+        "conf/lighttpd.conf"] + dbfiles + [
+        "run/coord.sock", "run/coord.sock.lock",
         "run/coord.sock.spawn", "run/coord.log", "run/lighttpd-error.log",
         "run/lighttpd.pid"])
     wsocks = [p for p in made if p.startswith("run/worker.sock")]
@@ -280,13 +304,13 @@ def test_nonroot_shared_hosting(s):
     s.stop()
     left = _procs_of(uid, s.dir)
     assert left == [], "processes of the stack left after stop: %s" % left
-    _check_files(s, ["data/httplock.db", "run/coord.log", "run/lighttpd-error.log"])
+    _check_files(s, dbfiles[:1] + ["run/coord.log", "run/lighttpd-error.log"])
     s.check_logs()
 
     # nothing outside the directory
     sys_after = {p: os.path.lexists(p) for p in SYSTEM_PATHS}
     created = [p for p in SYSTEM_PATHS if sys_after[p] and not sys_before[p]]
     assert not created, "created outside the directory: %s" % created
-    new = sorted(_owned_outside(uid, s.dir) - outside_before)
+    new = sorted(_owned_outside(uid, s) - outside_before)
     assert not new, "files of uid %d created outside %s: %s" % (uid, s.dir, new[:20])
     log("%d entries in the directory, all %s's; none outside" % (len(made), uname))

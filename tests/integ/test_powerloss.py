@@ -30,7 +30,7 @@ import time
 
 from checks import check_integrity, expect
 from common import log, wait_for
-from markers import conf, fronts, needs, timeout
+from markers import conf, fronts, needs, needs_store, timeout
 
 MAX_TTL = 4          # seconds: the grace after a "power loss"
 FENCE_JUMP = 1 << 32
@@ -114,6 +114,7 @@ def _lose_a_grant(s):
 
 @fronts("lighttpd")
 @needs("--enable-test-hooks")
+@needs_store("sqlite")
 @conf(max_ttl=MAX_TTL, default_ttl=2)
 @timeout(60)
 def test_power_loss_grace(s):
@@ -183,6 +184,7 @@ def test_power_loss_grace(s):
 
 @fronts("lighttpd")
 @needs("--enable-test-hooks")
+@needs_store("sqlite")
 @conf(max_ttl=MAX_TTL, default_ttl=2, crash_grace="no")
 @timeout(60)
 def test_power_loss_no_grace(s):
@@ -204,6 +206,7 @@ def test_power_loss_no_grace(s):
 
 @fronts("lighttpd")
 @needs("--enable-test-hooks")
+@needs_store("sqlite")
 @conf(max_ttl=MAX_TTL, default_ttl=2, synchronous="full")
 @timeout(60)
 def test_power_loss_synchronous_full(s):

@@ -14,7 +14,6 @@ trusted with REMOTE_USER.
 """
 
 import base64
-import sqlite3
 import time
 
 from authstack import LONG_USER, USERS, User, on_auth_stack, users
@@ -24,17 +23,14 @@ from fcgiwire import fcgi_request, worker_socket
 from httpclient import lpath
 from markers import conf, shared
 from stack import LOG_FILES
+import storeview
 
 # ---------------------------------------------------------------------------
 # The database, read beside the service.
 
 def db_keys(s):
-    """Every lock key in the database (read-only)."""
-    db = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=5)
-    try:
-        return sorted(r[0] for r in db.execute("SELECT name FROM locks"))
-    finally:
-        db.close()
+    """Every lock key in the store (read-only)."""
+    return sorted(r[0] for r in storeview.rows(s, "SELECT name FROM locks"))
 
 
 # ---------------------------------------------------------------------------

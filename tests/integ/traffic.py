@@ -37,29 +37,40 @@ def queue_fifo_waiters(stack, name, n, timeout_s=30):
 
 class CycleLog:
     """What cycle_client threads record: (lock, fence, t_enter, t_leave,
-    client) a critical section, the count done, the errors."""
+    client) a critical section, the count done, the errors, the acquires'
+    round trips."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.records = []    # (lock, fence, t_enter, t_leave, client)
         self.done = 0
         self.errors = []
+        self.waits = []      # ms from acquire sent to granted
 
-    def add(self, rec):
+    def add(self, rec, wait_ms=None):
         with self.lock:
             self.records.append(rec)
             self.done += 1
+            if wait_ms is not None:
+                self.waits.append(wait_ms)
 
 
-def cycle_client(stack, names, cycles, hold_s, clog, client_id, stop_evt=None):
-    """Runs `cycles` acquire (no timeout) / hold / release cycles over names
-    (round robin), recording enter/leave times (monotonic) and fences."""
+def cycle_client(stack, names, cycles, hold_s, clog, client_id, stop_evt=None, wait_s=None):
+    """Runs `cycles` acquire / hold / release cycles over names (round
+    robin), recording enter/leave times (monotonic) and fences, and each
+    acquire's round trip in clog.waits (ms).  wait_s: the acquires'
+    timeout (default none: the server's max_wait, within the client's
+    20 s)."""
     for i in range(cycles):
         if stop_evt is not None and stop_evt.is_set():
             return
         name = names[i % len(names)]
         try:
-            r = stack.acquire(name, owner="c%d" % client_id)
+            if wait_s is None:
+                r = stack.acquire(name, owner="c%d" % client_id)
+            else:
+                r = stack.acquire(name, owner="c%d" % client_id, timeout=wait_s,
+                                  timeout_s=wait_s + 30)
             if r.status != 200:
                 raise AssertionError("client %d cycle %d: %s" % (client_id, i, r.short()))
             t_enter = time.monotonic()
@@ -69,7 +80,7 @@ def cycle_client(stack, names, cycles, hold_s, clog, client_id, stop_evt=None):
             rr = stack.release(name, r["token"])
             if rr.status != 200:
                 raise AssertionError("client %d cycle %d: release: %s" % (client_id, i, rr.short()))
-            clog.add((name, r["fence"], t_enter, t_leave, client_id))
+            clog.add((name, r["fence"], t_enter, t_leave, client_id), r.ms)
         except BaseException as e:
             with clog.lock:
                 clog.errors.append(e)
