@@ -170,15 +170,42 @@ abort_tx(struct pgstore *q)
 }
 
 /*
+ * True if the open connection is fit for a transaction: an idle one has
+ * nothing to read, unless the server ended it (a restart, a failover,
+ * pg_terminate_backend: an error message, then the end of the stream),
+ * which a look at the socket, without waiting, tells.
+ */
+static bool
+conn_fit(struct pgstore *q)
+{
+	struct pollfd pfd;
+
+	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
+		return false;
+	if (q->pc.npend > 0)
+		return true;
+	pfd.fd = PQsocket(q->pc.conn);
+	pfd.events = POLLIN;
+	if (pfd.fd < 0)
+		return false;
+	if (poll(&pfd, 1, 0) == 0)
+		return true;
+	return PQconsumeInput(q->pc.conn) && PQstatus(q->pc.conn) ==
+	    CONNECTION_OK;
+}
+
+/*
  * BEGIN goes with the transaction's first statement, unless the server's
  * clock is wanted now (a live clock): then BEGIN and the clock take one
- * round trip here.
+ * round trip here.  A connection found broken here (the server restarted
+ * since it was last used) is replaced once: nothing of the transaction
+ * was done on it.
  */
 static int
 tx_begin(struct store *st, bool write, int64_t *now)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	int rc;
+	int rc, tries;
 
 	q->locked = 0;
 	q->wake_lock = 0;
@@ -188,23 +215,34 @@ tx_begin(struct store *st, bool write, int64_t *now)
 	if (q->batch) {
 		if (q->batch_failed || q->pc.conn == NULL)
 			return LC_E_DB;
-		rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL, NULL);
-	} else {
-		if (q->pc.conn == NULL ||
-		    PQstatus(q->pc.conn) != CONNECTION_OK)
-			if ((rc = pgc_connect(&q->pc)) < 0)
-				return rc;
+		if ((rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL,
+		    NULL)) == 0 && q->live_clock &&
+		    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
+		    now)) < 0 || (rc = pgc_sync(&q->pc, "begin", NULL)) < 0))
+			q->batch_failed = true;
+		if (rc < 0)
+			return LC_E_DB;
+		q->in_tx = true;
+		return 0;
+	}
+	for (tries = 0; tries < 2; tries++) {
+		if (!conn_fit(q) && (rc = pgc_connect(&q->pc)) < 0)
+			return rc;
 		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
 		    NULL, NULL);
+		if (rc == 0 && q->live_clock &&
+		    (rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
+		    now)) == 0)
+			rc = pgc_sync(&q->pc, "begin", NULL);
+		if (rc == 0) {
+			q->in_tx = true;
+			return 0;
+		}
+		if (q->pc.conn != NULL)
+			break;                /* the server refused it */
 	}
-	if (rc == 0 && q->live_clock &&
-	    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock, now)) < 0 ||
-	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0) && !q->batch)
-		abort_tx(q);
-	if (rc < 0)
-		return LC_E_DB;
-	q->in_tx = true;
-	return 0;
+	abort_tx(q);
+	return LC_E_DB;
 }
 
 /*
