@@ -14,10 +14,23 @@ import pgdb
 PG_DUMP = os.path.join(os.path.dirname(pgdb.PSQL), "pg_dump")
 
 
+def _pg_value(v):
+    """A PostgreSQL value as psql prints it, as SQLite's module would give
+    it: an int for an integer, a str for a bytea (lock names are bytea
+    there, text in SQLite: its bytes as UTF-8), else the string."""
+    if v.lstrip("-").isdigit():
+        return int(v)
+    if v.startswith("\\x"):
+        try:
+            return bytes.fromhex(v[2:]).decode("utf-8", "surrogateescape")
+        except ValueError:
+            pass
+    return v
+
+
 def rows(s, sql, args=()):
     """The rows of sql (a SELECT; `args` for SQLite's ? placeholders
-    only) on stack s's store, as tuples; on PostgreSQL the values are
-    strings, except that integer-looking ones are ints."""
+    only) on stack s's store, as tuples; on PostgreSQL see _pg_value."""
     if s.store_kind == "sqlite":
         db = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=5)
         try:
@@ -27,7 +40,7 @@ def rows(s, sql, args=()):
     assert not args, "rows(): no placeholders on PostgreSQL"
     out = []
     for r in pgdb.query(s.store_uri, "SET search_path = httplock; " + sql):
-        out.append(tuple(int(v) if v.lstrip("-").isdigit() else v for v in r))
+        out.append(tuple(_pg_value(v) for v in r))
     return out
 
 
