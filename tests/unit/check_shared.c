@@ -326,7 +326,9 @@ END_TEST
 /*
  * A connection the server ends (pg_terminate_backend: a restart, a
  * failover) costs the call that finds it an error, never a hang; the
- * next call connects again, and nothing committed is lost.
+ * next call connects again, and nothing committed is lost.  Only this
+ * test's database's connections are ended: the other suites run at the
+ * same time on the same server.
  */
 START_TEST(test_connection_lost)
 {
@@ -340,6 +342,7 @@ START_TEST(test_connection_lost)
 	ck_assert_int_ge(lct_query_int(dbpath, "SELECT count(*) FROM"
 	    " (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
 	    "  WHERE application_name = 'httplock'"
+	    "  AND datname = current_database()"
 	    "  AND pid <> pg_backend_pid()) t"), 2);
 	t0 = clock_mono_ms();
 	rc = lock_status(a, "x", now, &st);
