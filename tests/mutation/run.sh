@@ -18,7 +18,10 @@
 # Environment: HTTPLOCK_SRCDIR (default: two directories up from here),
 # PYTHON3, LIGHTTPD, APACHE2, PHP (for the integration tests), TMPDIR.
 # HTTPLOCK_MUTATION_SKIP="SUITE..." never runs those suites (to see what
-# the rest of the suite kills without them).
+# the rest of the suite kills without them).  HTTPLOCK_TEST_PG (a
+# PostgreSQL server, as tests/pgcluster.py run sets it) is given to the
+# suites listed as pg:check_NAME only, which run on that server; without
+# it they are skipped, and said to be.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 src=${HTTPLOCK_SRCDIR:-$(cd "$here/../.." && pwd)}
@@ -102,6 +105,7 @@ target() {
 	case $1 in
 	integ:*)     echo all ;;
 	check_proto) echo "tests/unit/check_proto coord/httplock-coord" ;;
+	pg:*)        echo "tests/unit/${1#pg:}" ;;
 	*)           echo "tests/unit/$1" ;;
 	esac
 }
@@ -128,6 +132,11 @@ run_suite() {
 		    timeout 240 "$py" "$S/tests/integ/run.py" "${suite#integ:}") \
 		    >>"$log" 2>&1
 		;;
+	pg:*)
+		(cd "$S" && HTTPLOCK_SRCDIR=$S HTTPLOCK_BUILDDIR=$B \
+		    HTTPLOCK_TEST_PG=$pg CK_TIMEOUT_MULTIPLIER=3 \
+		    timeout 240 "$B/tests/unit/${suite#pg:}") >>"$log" 2>&1
+		;;
 	*)
 		# Check forks each test; a hung mutant is stopped by timeout.
 		(cd "$S" && HTTPLOCK_SRCDIR=$S HTTPLOCK_BUILDDIR=$B \
@@ -147,7 +156,14 @@ failures() {
 
 # --- the unmutated suites must pass -----------------------------------------
 integs=$("$py" "$here/mutate.py" "$list" "$src" names | cut -f2 |
-    tr ' ' '\n' | grep '^integ:' | sort -u)
+    tr ' ' '\n' | grep -E '^(integ|pg):' | sort -u)
+# The unit suites run on SQLite; pg: suites alone get the server.
+pg=${HTTPLOCK_TEST_PG:-}
+unset HTTPLOCK_TEST_PG
+if [ -z "$pg" ]; then
+	say "no HTTPLOCK_TEST_PG: the pg: suites are skipped"
+	skip="$skip $(echo "$integs" | grep '^pg:' | tr '\n' ' ') "
+fi
 t=$(date +%s)
 for suite in $units $integs; do
 	case $skip in *" $suite "*) continue ;; esac
