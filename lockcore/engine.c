@@ -723,9 +723,11 @@ int
 lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
     int64_t now, struct lock_grant *grant, struct lock_wait_info *info)
 {
+	struct lock_acquire_req r;
 	const char *rid;
 	struct lockrow lr;
 	struct hstate hs;
+	int64_t asked = now, skew;
 	int rc;
 	bool found, queued, handled = false;
 
@@ -735,6 +737,15 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 	rid = opt_rid(req->request_id);
 	if ((rc = STORE(lc, begin, true, &now)) < 0)
 		return rc;
+	/* The deadline is the caller's clock's; the rows are judged by the
+	 * server's: it keeps its distance from `now`, whatever the skew
+	 * between the two clocks. */
+	r = *req;
+	if (lc->st->ops->server_clock &&
+	    (__builtin_sub_overflow(now, asked, &skew) ||
+	    __builtin_add_overflow(r.deadline, skew, &r.deadline)))
+		r.deadline = now > asked ? INT64_MAX : INT64_MIN;
+	req = &r;
 	/* Not even a queue: a waiter could not be granted before the grace
 	 * ends, which is usually long after its deadline. */
 	if (now < lc->rec.grace_until) {

@@ -145,6 +145,10 @@ struct store_ops {
 	int  (*durable)(struct store *st, bool on);
 	const char *(*errmsg)(struct store *st);
 	const char *kind;    /* lockcore_store_info's: "sqlite", ... */
+	bool server_clock;   /* begin()'s time is another machine's (the
+	                        database server's): a deadline the caller
+	                        made from its own clock is moved by the
+	                        difference (lock_acquire) */
 	/* What else lockcore_store_info() shows, outside any transaction;
 	 * NULL: nothing. */
 	int  (*info)(struct store *st, struct lockcore_store_info *si);

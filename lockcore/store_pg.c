@@ -1401,6 +1401,7 @@ static const struct store_ops pg_ops = {
 	.durable = durable,
 	.errmsg = errmsg,
 	.kind = "postgresql",
+	.server_clock = true,
 	.info = info,
 	.close = pg_close,
 	.meta_get = meta_get,

@@ -356,6 +356,36 @@ START_TEST(test_connection_lost)
 }
 END_TEST
 
+/*
+ * A host whose clock is behind the server's still waits as long as it
+ * asked: its deadline keeps its distance from the transaction's time (the
+ * server's), so the request queues rather than being refused as too late,
+ * and its row lives for the wait it asked for.
+ */
+START_TEST(test_skewed_host_deadline)
+{
+	struct lockcore_opts o = opts_b;
+	struct lock_acquire_req r = lct_req("x", NULL, false, 1);
+	struct lock_grant g;
+	struct lock_wait_info wi;
+	struct lockcore *c;
+	int64_t now = clock_wall_ms(), behind = now - 5000, dl;
+
+	o.live_clock = 1;
+	o.host_key = "host-behind";
+	c = lct_open(dbpath, &o);
+	(void)lct_grant(a, &r, now);
+	r = lct_req("x", NULL, true, 2);
+	r.deadline = behind + 3000;        /* "wait 3 s" by its clock */
+	ck_assert_int_eq(lock_acquire(c, &r, behind, &g, &wi), LC_QUEUED);
+	dl = lct_query_int(dbpath, "SELECT deadline FROM waiters");
+	printf("deadline %lld ms after the local clock\n", (long long)(dl - now));
+	ck_assert_int_ge(dl, now + 2000);
+	ck_assert_int_le(dl, clock_wall_ms() + 3000 + 1000);
+	lockcore_close(c);
+}
+END_TEST
+
 /* A server that is not there: an error within the timeout, not a hang. */
 START_TEST(test_unreachable)
 {
@@ -413,6 +443,7 @@ shared_suite(void)
 	tcase_add_test(tc, test_notify);
 	tcase_add_test(tc, test_other_hosts_sessions);
 	tcase_add_test(tc, test_connection_lost);
+	tcase_add_test(tc, test_skewed_host_deadline);
 	tcase_add_test(tc, test_unreachable);
 	tcase_add_test(tc, test_store_info);
 	suite_add_tcase(s, tc);
