@@ -134,7 +134,7 @@ recover_lost(struct lockcore *lc, const struct lockcore_opts *opts,
 	if (top < *floor)
 		top = *floor;
 	*floor = top + FENCE_JUMP;
-	if ((rc = STORE(lc, meta_set, "fence_floor", *floor)) < 0)
+	if ((rc = STORE(lc, floor_raise, *floor)) < 0)
 		return rc;
 	if (opts != NULL && opts->no_crash_grace)
 		return 0;
@@ -186,7 +186,7 @@ open_session(struct lockcore *lc, const struct lockcore_opts *opts,
 	 * in microseconds (see "Fences"). */
 	if (alone && now < INT64_MAX / 1000 && floor < now * 1000) {
 		floor = now * 1000;
-		if ((rc = STORE(lc, meta_set, "fence_floor", floor)) < 0)
+		if ((rc = STORE(lc, floor_raise, floor)) < 0)
 			goto end;
 	}
 	if (lost && (rc = recover_lost(lc, opts, ttl, &floor, &until)) < 0)

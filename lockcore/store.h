@@ -157,7 +157,8 @@ struct store_ops {
 	/* meta: named integers; a missing key reads as 0. */
 	int (*meta_get)(struct store *st, const char *key, int64_t *v);
 	int (*meta_set)(struct store *st, const char *key, int64_t v);
-	/* meta.fence_floor = max(meta.fence_floor, floor) */
+	/* meta.fence_floor = max(meta.fence_floor, floor), in one statement:
+	 * a floor another connection raised meanwhile is never lowered. */
 	int (*floor_raise)(struct store *st, int64_t floor);
 
 	/* Sessions, in id order: the first after `after`. */

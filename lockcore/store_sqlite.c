@@ -96,8 +96,8 @@ static const char *const sqltab[S_COUNT] = {
 	[S_VERSION] = "SELECT value FROM meta WHERE key = 'schema_version'",
 	[S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[S_META_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-	[S_FLOOR_RAISE] = "UPDATE meta SET value = max(value, ?1)"
-	    " WHERE key = 'fence_floor'",
+	[S_FLOOR_RAISE] = "INSERT INTO meta(key, value) VALUES ('fence_floor', ?1)"
+	    " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
 	[S_SESS_NEXT] = "SELECT id, boot_id, pid, pstart, sync_full,"
 	    " max_ttl_ms FROM sessions WHERE id > ?1 ORDER BY id LIMIT 1",
 	[S_SESS_ADD] = "INSERT INTO sessions(boot_id, pid, pstart,"
