@@ -251,11 +251,23 @@ fail:
 static void
 beat(void)
 {
+	static bool said;
 	const char *vals[1] = { pl.host_key };
 
 	if (query("UPDATE httplock.hosts SET seen_at = greatest(seen_at,"
 	    " floor(extract(epoch FROM clock_timestamp()) * 1000)::int8)"
-	    " WHERE host_key = $1", 1, vals, NULL) != 0)
+	    " WHERE host_key = $1", 1, vals, NULL) == 0) {
+		said = false;
+		return;
+	}
+	/* A refusal (no schema yet, no right to write) keeps the
+	 * connection and is said once; a broken connection is made again
+	 * by the loop, with its backoff. */
+	if (!said)
+		log_warnx("store: cannot mark this host alive: %s",
+		    pl.conn != NULL ? PQerrorMessage(pl.conn) : "no connection");
+	said = true;
+	if (pl.conn != NULL && PQstatus(pl.conn) != CONNECTION_OK)
 		drop();
 }
 

@@ -161,6 +161,8 @@ pool_close(int64_t wait_ms)
 
 	pthread_mutex_lock(&g.pool_mu);
 	g.closed = true;
+	/* Threads waiting for a slot leave (NULL); those inside finish. */
+	pthread_cond_broadcast(&g.pool_cv);
 	for (;;) {
 		for (busy = 0, i = 0; i < POOL_SIZE; i++)
 			busy += g.slot[i].busy;
@@ -168,6 +170,8 @@ pool_close(int64_t wait_ms)
 		    pthread_cond_timedwait(&g.pool_cv, &g.pool_mu, &ts) != 0)
 			break;
 	}
+	for (busy = 0, i = 0; i < POOL_SIZE; i++)
+		busy += g.slot[i].busy;
 	if (busy == 0)
 		for (i = 0; i < POOL_SIZE; i++) {
 			lockcore_close(g.slot[i].db);
@@ -290,7 +294,12 @@ pool_leave(void)
 {
 	pthread_mutex_lock(&g.pool_mu);
 	g.slot[my_slot].busy = false;
-	pthread_cond_signal(&g.pool_cv);
+	/* Once closing, db_close waits on the same condition as the
+	 * threads that want a slot: all of them hear it. */
+	if (g.closed)
+		pthread_cond_broadcast(&g.pool_cv);
+	else
+		pthread_cond_signal(&g.pool_cv);
 	pthread_mutex_unlock(&g.pool_mu);
 	my_slot = -1;
 	return 0;

@@ -56,6 +56,7 @@
 #define SAFETY_POLL_MS   5000   /* re-check now and then even when registered */
 #define SAFETY_POLL_PER  100    /* ... less often per this many waiters ahead */
 #define SAFETY_POLL_MAX  60000  /* ... but at least this often */
+#define HOUSEKEEPING_MS  1000   /* db_sweep() while requests are parked */
 #define FIRST_LOOK_POLLS 10     /* the first registered waiter looks every
                                    this many poll intervals */
 #define EXPIRY_LOOK_MS   5      /* the first waiter looks this long after
@@ -898,6 +899,14 @@ park_main(void *arg)
 		t = SAFETY_POLL_MAX;
 		if (heaplen > 0 && heap[0]->due - now < SAFETY_POLL_MAX)
 			t = clock_ms_left(heap[0]->due, now);
+		/* While requests wait here, the housekeeping goes on without
+		 * new requests: on a shared store it also tells the other
+		 * hosts that this one, and so its waiters, is alive. */
+		if (atomic_load(&nparked) > 0) {
+			db_sweep();
+			if (t > HOUSEKEEPING_MS)
+				t = HOUSEKEEPING_MS;
+		}
 		n = epoll_wait(epfd, evs, EVENTS_MAX, t);
 		if (n < 0) {
 			if (errno != EINTR) {

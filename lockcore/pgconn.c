@@ -526,7 +526,7 @@ pgc_sql(struct pgconn *q, const char *what, const char *sql, int *rc)
 		*rc = conn_fail(q, what);
 		return NULL;
 	}
-	while (PQflush(q->conn) > 0)
+	while (!broken && PQflush(q->conn) > 0)
 		if (wait_sock(q, POLLIN | POLLOUT, deadline) != 1 ||
 		    !PQconsumeInput(q->conn))
 			broken = true;

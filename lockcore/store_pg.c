@@ -253,11 +253,11 @@ tx_begin(struct store *st, bool write, int64_t *now)
  * where the waiter id is that of another host's row it deleted (a
  * cancelled waiter, or one granted by a handoff), to be woken by its id,
  * or 0.  Each host's coordinator listens (coord/pglisten.c) and wakes its
- * waiters of that lock as a local release would.  The NOTIFY runs after
- * the COMMIT, in the same round trip but a transaction of its own: a
- * notifying commit takes a database-wide lock until its WAL is flushed,
+ * waiters of that lock as a local release would.  The NOTIFY runs once
+ * the COMMIT has answered, in a transaction and a round trip of its own:
+ * a notifying commit takes a database-wide lock until its WAL is flushed,
  * which in the lock's own transaction would serialise every commit that
- * wakes.  Notifications are not durable (a dropped connection or a
+ * wakes, and its trouble must not make a committed call look failed.  Notifications are not durable (a dropped connection or a
  * failover loses them): waiters then find their turn by their own timers
  * and polls, as they do without a coordinator.  (S_PUBLISH, pgschema.c.)
  */
@@ -272,7 +272,7 @@ tx_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
-	char status[16] = "";
+	char status[16] = "", keep[STORE_ERR_LEN];
 	int erc;
 
 	if (!q->in_tx)
@@ -292,11 +292,14 @@ tx_end(struct store *st, int rc)
 		return rc;
 	}
 	if (rc < 0) {
-		/* What was queued may hold the error: it goes with the
-		 * rollback's round trip. */
-		if (pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0 &&
+		/* The rollback's own trouble (a connection already closed)
+		 * does not replace the error that led to it. */
+		(void)memcpy(keep, q->base.err, sizeof(keep));
+		if (q->pc.conn != NULL &&
+		    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0 &&
 		    pgc_sync(&q->pc, "rollback", NULL) < 0)
 			abort_tx(q);
+		(void)memcpy(q->base.err, keep, sizeof(keep));
 		return rc;
 	}
 	/* Whom to tell depends on the waiter rows deleted: their results
@@ -309,14 +312,8 @@ tx_end(struct store *st, int rc)
 	q->ndel = 0;
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
-	erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status, status);
-	if (erc == 0 && q->write && q->wake_lock != 0 && q->host_id != 0) {
-		pgc_arg_i64(&a, q->host_id);
-		pgc_arg_i64(&a, q->kick);
-		pgc_arg_i64(&a, q->wake_lock);
-		erc = pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL);
-	}
-	if (erc == 0)
+	if ((erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status,
+	    status)) == 0)
 		erc = pgc_sync(&q->pc, "commit", NULL);
 	if (erc < 0) {
 		abort_tx(q);
@@ -325,6 +322,19 @@ tx_end(struct store *st, int rc)
 	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
 	if (strcmp(status, "COMMIT") != 0)
 		return pgc_fail(&q->pc, "commit", "rolled back");
+	/* Committed: the NOTIFY is a round trip of its own, whose failure
+	 * (a full notify queue, a lost connection) costs only the wake, not
+	 * the call, and is logged by no one: the waiters' timers and polls
+	 * cover it. */
+	if (q->write && q->wake_lock != 0 && q->host_id != 0) {
+		(void)memcpy(keep, q->base.err, sizeof(keep));
+		pgc_arg_i64(&a, q->host_id);
+		pgc_arg_i64(&a, q->kick);
+		pgc_arg_i64(&a, q->wake_lock);
+		if (pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL) == 0)
+			(void)pgc_sync(&q->pc, "notify", NULL);
+		(void)memcpy(q->base.err, keep, sizeof(keep));
+	}
 	return rc;
 }
 
@@ -1329,10 +1339,22 @@ store_pg_open(struct store **out, const char *conninfo,
     const struct lockcore_opts *opts, char *err, size_t errlen)
 {
 	struct pgstore *q;
-	char name[256];
+	PQconninfoOption *opt;
+	char name[256], *perr = NULL;
 	int rc;
 
 	*out = NULL;
+	/* libpq's message about a URI it cannot parse quotes the URI, and
+	 * with it any password: ours names neither. */
+	if ((opt = PQconninfoParse(conninfo, &perr)) == NULL) {
+		if (perr != NULL)
+			PQfreemem(perr);
+		if (err != NULL && errlen > 0)
+			(void)snprintf(err, errlen, "the store's URI cannot be"
+			    " read as a PostgreSQL connection URI");
+		return LC_E_INVAL;
+	}
+	PQconninfoFree(opt);
 	if ((q = calloc(1, sizeof(*q))) == NULL ||
 	    (q->conninfo = strdup(conninfo)) == NULL) {
 		free(q);

@@ -409,6 +409,13 @@ START_TEST(test_unreachable)
 	    &o, err, sizeof(err));
 	ck_assert_int_eq(rc, LC_E_DB);
 	ck_assert(strstr(err, "s3cret") == NULL);
+	/* Nor when libpq cannot parse the URI (its message quotes it). */
+	rc = lockcore_open(&c, "postgresql://httplock:s3cret@[::1/none", &o,
+	    err, sizeof(err));
+	printf("open of a malformed URI: %d: %s\n", rc, err);
+	ck_assert_int_eq(rc, LC_E_INVAL);
+	ck_assert(strstr(err, "s3cret") == NULL);
+	ck_assert_ptr_null(c);
 }
 END_TEST
 
