@@ -9,11 +9,13 @@
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Icommon -Ilockcore bench/lcbench.c \
  *       lockcore/conn.c lockcore/engine.c lockcore/query.c \
  *       lockcore/store_sqlite.c lockcore/sqlite_file.c lockcore/secret.c \
- *       common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle
- *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR
+ *       lockcore/store_pg.c lockcore/pgconn.c lockcore/pgschema.c \
+ *       common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle -lpq
+ *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR | postgresql://URI
  *
- * DIR gets a fresh lcbench.db.  -H grants HELD more locks first (never
- * released), for a database that is not tiny (W5's shape).
+ * DIR gets a fresh lcbench.db; a PostgreSQL URI is used as it is (give it
+ * an empty database).  -H grants HELD more locks first (never released),
+ * for a database that is not tiny (W5's shape).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +103,7 @@ main(int argc, char **argv)
 	}
 	if (optind + 1 != argc || n <= 0 || nlocks <= 0)
 		usage();
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 3 && !lockcore_path_is_pg(argv[optind]); i++) {
 		static const char *const sfx[] = { "", "-wal", "-shm" };
 
 		if ((size_t)snprintf(path, sizeof(path), "%s/lcbench.db%s",
@@ -109,7 +111,11 @@ main(int argc, char **argv)
 			usage();
 		(void)unlink(path);
 	}
-	(void)snprintf(path, sizeof(path), "%s/lcbench.db", argv[optind]);
+	if (lockcore_path_is_pg(argv[optind]))
+		(void)snprintf(path, sizeof(path), "%s", argv[optind]);
+	else
+		(void)snprintf(path, sizeof(path), "%s/lcbench.db",
+		    argv[optind]);
 	self_pid = getpid();
 	self_pstart = proc_start(self_pid);
 	memset(&opts, 0, sizeof(opts));

@@ -810,10 +810,10 @@ cpu_s(int pid)
 }
 
 struct cpu {
-	double lt, wk, co, self;
+	double lt, wk, co, db, self;
 };
 
-static int cpu_lt, cpu_co;	/* -l, -o */
+static int cpu_lt, cpu_co, cpu_db;	/* -l, -o, -D */
 
 static struct cpu
 cpu_now(void)
@@ -832,10 +832,17 @@ cpu_now(void)
 		c.co = cpu_s(cpu_co);
 	if ((d = opendir("/proc")) == NULL)
 		return c;
+	if (cpu_db > 0)
+		c.db = cpu_s(cpu_db);
 	while ((e = readdir(d)) != NULL) {
-		int pid = atoi(e->d_name);
-		if (pid > 0 && ppid_of(pid) == cpu_lt)
+		int pid = atoi(e->d_name), pp;
+		if (pid <= 0)
+			continue;
+		pp = ppid_of(pid);
+		if (pp == cpu_lt)
 			c.wk += cpu_s(pid);
+		else if (cpu_db > 0 && pp == cpu_db)
+			c.db += cpu_s(pid);
 	}
 	closedir(d);
 	return c;
@@ -908,6 +915,8 @@ mode_loop(int n, double secs, double warm, bool contend)
 		    ((c1.lt - c0.lt) + (c1.wk - c0.wk) + (c1.co - c0.co)) * 1e6 / total,
 		    (c1.lt - c0.lt) * 1e6 / total, (c1.wk - c0.wk) * 1e6 / total,
 		    (c1.co - c0.co) * 1e6 / total, (c1.self - c0.self) * 1e6 / total);
+	if (total > 0 && cpu_db > 0)
+		printf(" cpu_db_us=%.1f", (c1.db - c0.db) * 1e6 / total);
 	printf(" reconnects=%ld errors=%lld\n", reconnects, G.errors);
 	if (G.errors)
 		fprintf(stderr, "loadgen: %lld errors; last: %s\n", G.errors, G.lasterr);
@@ -1269,6 +1278,8 @@ usage(void)
 	    "  -R N        cycle: a random one of N names PREFIX-0.. every cycle (W5)\n"
 	    "  -E          etcd v3 JSON gateway (cycle, contend)\n"
 	    "  -l PID -o PID  lighttpd and coordinator pids (waiters: RSS, fds)\n"
+	    "  -D PID      a database server whose CPU (with its children's: a\n"
+	    "              PostgreSQL postmaster and its backends) is reported\n"
 	    "  -p P1,P2 -l PID1,PID2  several front ends (lighttpds) of one\n"
 	    "              database and coordinator: client i uses the (i mod n)th\n"
 	    "  -H SECS     waiters: hold the queue this long before measuring\n");
@@ -1283,10 +1294,11 @@ main(int argc, char **argv)
 	double secs = 5, warm = 0.5, ttl = -1, hold = 1;
 	struct rlimit rl;
 
-	while ((ch = getopt(argc, argv, "c:d:EFh:H:l:L:m:n:o:p:P:R:t:T:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:d:D:EFh:H:l:L:m:n:o:p:P:R:t:T:w:")) != -1) {
 		switch (ch) {
 		case 'c': clients = atoi(optarg); break;
 		case 'd': secs = atof(optarg); break;
+		case 'D': cpu_db = atoi(optarg); break;
 		case 'E': G.mode_etcd = 1; break;
 		case 'F': G.pick_fresh = 1; break;
 		case 'R': G.pick_n = atol(optarg); break;

@@ -117,10 +117,11 @@ rid_hash(struct lockcore *lc, const char *rid,
  * The fast paths' start: finds the lock row of `name` (creating it when
  * `create` is set) with its live holders in *hs, and *queued set if any
  * waiter row exists (live or not).  Expired holders are purged on the way.
+ * As the first call of a transaction begun with begin(NULL) it sets *now.
  * 0 with *found, or an LC_E_ code.
  */
 static int
-lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
+lock_state(struct lockcore *lc, const char *name, int64_t *now, bool create,
     struct lockrow *lr, struct hstate *hs, bool *queued, bool *found)
 {
 	int rc, expired;
@@ -133,7 +134,7 @@ lock_state(struct lockcore *lc, const char *name, int64_t now, bool create,
 	if (*found) {
 		*queued = lr->nwait > 0;
 		return expired > 0 ?
-		    STORE(lc, holders_purge, lr->id, now, NULL) : 0;
+		    STORE(lc, holders_purge, lr->id, *now, NULL) : 0;
 	}
 	if (!create)
 		return 0;
@@ -218,22 +219,14 @@ fill_grant(struct lock_grant *g, const char *name, const struct hrow *h,
 }
 
 /*
- * Increments the lock's fence_seq (to at least the fence floors: this
- * connection's and meta's, see "Fences") and returns the new value in
- * *fence.
- */
-static int
-next_fence(struct lockcore *lc, int64_t lock_id, int64_t now, int64_t *fence)
-{
-	return STORE(lc, fence_next, lock_id, lc->rec.fence_floor, now, fence);
-}
-
-/*
- * Grants lock `lock_id` of `name`: a new holder row with the next fence,
- * valid until now + ttl_ms, keeping the secrets `sec` of its token and
- * the hash of its request_id (rh, NULL for none).  Fills *g with `token`
- * (NULL: unknown to the caller).  Every grant is made here.  waiter_id
- * and wkey (0: none) name the waiter row it is made for.
+ * Grants lock `lock_id` of `name`: a new holder row with the next fence
+ * (the lock's fence counter + 1, at least the fence floors: this
+ * connection's and meta's, see "Fences"), valid until now + ttl_ms,
+ * keeping the secrets `sec` of its token and the hash of its request_id
+ * (rh, NULL for none).  Fills *g with `token` (NULL: unknown to the
+ * caller); g->fence is set by the end of the transaction at the latest
+ * (holder_grant in store.h).  Every grant is made here.  waiter_id and
+ * wkey (0: none) name the waiter row it is made for.
  */
 static int
 grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
@@ -257,10 +250,10 @@ grant_new(struct lockcore *lc, int64_t lock_id, const char *name,
 	h.sec = *sec;
 	h.waiter_id = waiter_id;
 	h.wkey = wkey;
-	if ((rc = next_fence(lc, lock_id, now, &h.fence)) < 0 ||
-	    (rc = STORE(lc, holder_add, &h, rh)) < 0)
+	if ((rc = fill_grant(g, name, &h, token)) < 0)
 		return rc;
-	return fill_grant(g, name, &h, token);
+	return STORE(lc, holder_grant, &h, rh, lc->rec.fence_floor,
+	    &g->fence);
 }
 
 /*
@@ -598,8 +591,9 @@ acquire_retry(struct lockcore *lc, const struct lock_acquire_req *req,
 }
 
 /*
- * Appends a waiter row for req and returns its id in *id and in token[]
- * the token its grant will carry.
+ * Appends a waiter row for req and returns in token[] the token its grant
+ * will carry, and its id in *id by the end of the transaction (waiter_add
+ * in store.h).
  */
 static int
 enqueue(struct lockcore *lc, const struct lock_acquire_req *req,
@@ -658,7 +652,6 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 {
 	struct hstate hs = *hsp;
 	struct walk w;
-	int64_t id = 0;
 	int rc;
 
 	memset(&w, 0, sizeof(w));
@@ -699,9 +692,9 @@ acquire_new(struct lockcore *lc, const struct lock_acquire_req *req,
 	    LC_E_QUOTA_HELD)) != 0 ||
 	    (rc = quota_check(lc, req, true, req->quota_waiting, now,
 	    LC_E_QUOTA_WAIT)) != 0 ||
-	    (rc = enqueue(lc, req, rid, lr->id, &id, info->token)) < 0)
+	    (rc = enqueue(lc, req, rid, lr->id, &info->waiter_id,
+	    info->token)) < 0)
 		return rc;
-	info->waiter_id = id;
 	return LC_QUEUED;
 }
 
@@ -735,11 +728,14 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 	    !acquire_valid(req, now))
 		return LC_E_INVAL;
 	rid = opt_rid(req->request_id);
-	if ((rc = STORE(lc, begin, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, NULL)) < 0)
 		return rc;
+	if ((rc = lock_state(lc, req->name, &now, true, &lr, &hs, &queued,
+	    &found)) < 0)
+		goto out;
 	/* The deadline is the caller's clock's; the rows are judged by the
-	 * server's: it keeps its distance from `now`, whatever the skew
-	 * between the two clocks. */
+	 * transaction's (lock_state() read it): the deadline keeps its
+	 * distance from `now`, whatever the skew between the two clocks. */
 	r = *req;
 	if (lc->st->ops->server_clock &&
 	    (__builtin_sub_overflow(now, asked, &skew) ||
@@ -752,9 +748,6 @@ lock_acquire(struct lockcore *lc, const struct lock_acquire_req *req,
 		rc = LC_E_RECOVERING;
 		goto out;
 	}
-	if ((rc = lock_state(lc, req->name, now, true, &lr, &hs, &queued,
-	    &found)) < 0)
-		goto out;
 	/* acquire_retry() changes nothing unless it handles the request. */
 	if (rid != NULL)
 		rc = acquire_retry(lc, req, rid, &lr, now, grant, info,
@@ -839,27 +832,40 @@ poll_row(struct lockcore *lc, int64_t waiter_id,
  * The read half of lock_wait_poll: decides without writing when the waiter
  * was granted already, is gone or superseded, or must go on waiting since
  * the lock is full (the release that frees it grants or wakes the first
- * waiter).  0 when only poll_tx() can decide.
+ * waiter).  0 when only poll_tx() can decide.  A store with waiter_look()
+ * reads it all at once, and the transaction's time with it (*now).
  */
 static int
 poll_look(struct lockcore *lc, int64_t waiter_id,
-    const struct lock_waiter_ident *who, int64_t now,
+    const struct lock_waiter_ident *who, int64_t *now,
     struct lock_grant *grant, struct lock_wait_info *info)
 {
 	struct wrow wr;
 	struct hstate hs;
-	int rc;
+	int rc, ahead = 0;
+	bool found, one = lc->st->ops->waiter_look != NULL;
 
-	if ((rc = poll_row(lc, waiter_id, who, now, grant, info, &wr)) != 0)
+	if (one) {
+		if ((rc = STORE(lc, waiter_look, waiter_id, now, LC_AHEAD_MAX,
+		    &wr, &found, &hs, &ahead)) < 0)
+			return rc;
+		if (!found)
+			return granted_or_gone(lc, waiter_id, who, *now, grant,
+			    info);
+		if (wr.wkey != who->key)
+			return LC_E_SUPERSEDED;
+	} else if ((rc = poll_row(lc, waiter_id, who, *now, grant, info,
+	    &wr)) != 0 ||
+	    (rc = STORE(lc, holder_state, wr.lock_id, *now, &hs)) < 0)
 		return rc;
-	if ((rc = STORE(lc, holder_state, wr.lock_id, now, &hs)) < 0 ||
-	    hs.count == 0)
-		return rc;
+	if (hs.count == 0)
+		return 0;
 	info->waiter_id = waiter_id;
 	info->holder_expires = hs.min_expires;
-	if ((rc = STORE(lc, waiter_count, wr.lock_id, 0, waiter_id, now,
-	    LC_AHEAD_MAX, &info->ahead)) < 0)
+	if (!one && (rc = STORE(lc, waiter_count, wr.lock_id, 0, waiter_id,
+	    *now, LC_AHEAD_MAX, &ahead)) < 0)
 		return rc;
+	info->ahead = ahead;
 	return LC_QUEUED;
 }
 
@@ -907,9 +913,10 @@ lock_wait_poll(struct lockcore *lc, int64_t waiter_id,
 		return LC_E_INVAL;
 	*wake_next = false;
 	info->handed = false;
-	if ((rc = STORE(lc, begin, false, &now)) < 0)
+	if ((rc = STORE(lc, begin, false, lc->st->ops->waiter_look != NULL ?
+	    NULL : &now)) < 0)
 		return rc;
-	rc = poll_look(lc, waiter_id, who, now, grant, info);
+	rc = poll_look(lc, waiter_id, who, &now, grant, info);
 	if ((rc = STORE(lc, end, rc)) != 0)
 		return rc;
 	if ((rc = STORE(lc, begin, true, &now)) < 0)
@@ -1002,7 +1009,7 @@ lock_wait_abandon(struct lockcore *lc, int64_t waiter_id,
  */
 static int
 find_holder(struct lockcore *lc, const char *name, const char *token,
-    int64_t now, struct lockrow *lr, struct hrow *h, bool *queued)
+    int64_t *now, struct lockrow *lr, struct hrow *h, bool *queued)
 {
 	struct hstate hs;
 	int rc;
@@ -1013,7 +1020,7 @@ find_holder(struct lockcore *lc, const char *name, const char *token,
 		return rc;
 	if (!found || hs.count == 0)
 		return LC_E_NOT_HELD;
-	if ((rc = holder_by_token(lc, lr->id, token, now, h, &found)) < 0)
+	if ((rc = holder_by_token(lc, lr->id, token, *now, h, &found)) < 0)
 		return rc;
 	return found ? 0 : LC_E_NOT_HELD;
 }
@@ -1028,7 +1035,7 @@ release_tx(struct lockcore *lc, const char *name, const char *token,
 	int rc;
 	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
+	if ((rc = find_holder(lc, name, token, &now, &lr, &h, &queued)) < 0)
 		return rc;
 	if (key != 0 && h.wkey != key)
 		return LC_E_SUPERSEDED;
@@ -1058,7 +1065,7 @@ release(struct lockcore *lc, const char *name, const char *token,
 	handoff_clear(ho);
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = STORE(lc, begin, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, NULL)) < 0)
 		return rc;
 	rc = release_tx(lc, name, token, key, now, wake_next, ho);
 	if ((rc = STORE(lc, end, rc)) < 0)
@@ -1096,7 +1103,7 @@ renew_tx(struct lockcore *lc, const char *name, const char *token,
 	int rc;
 	bool queued;
 
-	if ((rc = find_holder(lc, name, token, now, &lr, &h, &queued)) < 0)
+	if ((rc = find_holder(lc, name, token, &now, &lr, &h, &queued)) < 0)
 		return rc;
 	/* The grant's own lease, but never longer than we may grant now:
 	 * the crash grace (open_session) is sized by max_ttl. */
@@ -1128,7 +1135,7 @@ lock_renew(struct lockcore *lc, const char *name, const char *token,
 		return LC_E_INVAL;
 	if (!token_shape(token))
 		return LC_E_NOT_HELD;
-	if ((rc = STORE(lc, begin, true, &now)) < 0)
+	if ((rc = STORE(lc, begin, true, NULL)) < 0)
 		return rc;
 	rc = renew_tx(lc, name, token, ttl_ms, now, grant);
 	return STORE(lc, end, rc);

@@ -28,6 +28,8 @@ const char *const pg_sql[S_COUNT] = {
 	[S_BEGIN_RO] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+	/* store_pg.c, "Durability": a commit that a crash may undo. */
+	[S_NO_FLUSH] = "SET LOCAL synchronous_commit TO off",
 	[S_CLOCK] = "SELECT floor(extract(epoch FROM clock_timestamp())"
 	    " * 1000)::int8",
 	/* store_pg.c, "Waking across hosts": $1 our host, $2 the waiter row
@@ -65,22 +67,27 @@ const char *const pg_sql[S_COUNT] = {
 	    " FOR UPDATE",
 	/* By the lock's name, so that it goes in one round trip with the
 	 * statement that takes the lock's row: run after it, it sees what
-	 * the transactions before it on the lock committed. */
-	[S_LOCK_HOLDERS] = "SELECT"
-	    " count(*) FILTER (WHERE expires_at > $2::int8),"
-	    " min(expires_at) FILTER (WHERE expires_at > $2::int8),"
-	    " count(*) FILTER (WHERE expires_at <= $2::int8)"
-	    " FROM holders WHERE lock_id ="
-	    " (SELECT id FROM locks WHERE name = $1::bytea)",
+	 * the transactions before it on the lock committed.  The time is $2,
+	 * or the server's clock when $2 is NULL (read after the row lock's
+	 * wait); then the counts of live and expired holders, the earliest
+	 * live expiry, and the first holder rows, live ones first (none:
+	 * one row of NULLs). */
+	[S_LOCK_HOLDERS] = "SELECT c.now,"
+	    " count(h.fence) FILTER (WHERE h.expires_at > c.now) OVER (),"
+	    " min(h.expires_at) FILTER (WHERE h.expires_at > c.now) OVER (),"
+	    " count(h.fence) FILTER (WHERE h.expires_at <= c.now) OVER (),"
+	    " h.lock_id, h.token_hash, h.fence, h.owner, h.acquired_at,"
+	    " h.expires_at, h.waiter_id, h.wkey, h.seal, h.ttl_ms"
+	    " FROM (SELECT coalesce($2::int8, floor(extract(epoch FROM"
+	    "  clock_timestamp()) * 1000)::int8)) c(now)"
+	    " LEFT JOIN holders h ON h.lock_id ="
+	    "  (SELECT id FROM locks WHERE name = $1::bytea)"
+	    " ORDER BY h.expires_at <= c.now, h.fence LIMIT $3::int8",
 	/* Returns the row, locked, also when another transaction created
 	 * it first; xmax tells which. */
 	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES ($1::bytea)"
 	    " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name"
 	    " RETURNING id, nwait, xmax::text <> '0'",
-	[S_FENCE_NEXT] = "UPDATE locks SET fence_seq = greatest(fence_seq + 1,"
-	    " $2::int8, coalesce((SELECT value FROM meta"
-	    "  WHERE key = 'fence_floor'), 0)), used_at = $3::int8"
-	    " WHERE id = $1::int8 RETURNING fence_seq",
 	[S_FENCE_MAX] = "SELECT coalesce(max(fence_seq), 0) FROM locks",
 	[S_H_PURGE] = "DELETE FROM holders"
 	    " WHERE lock_id = $1::int8 AND expires_at <= $2::int8",
@@ -94,10 +101,17 @@ const char *const pg_sql[S_COUNT] = {
 	[S_H_BY_WAITER] = "SELECT " HOLDER_COLS ", (SELECT name FROM locks"
 	    "  WHERE id = holders.lock_id) FROM holders"
 	    " WHERE waiter_id = $1::int8 AND expires_at > $2::int8",
-	[S_H_ADD] = "INSERT INTO holders(token_hash, lock_id, fence, owner,"
+	/* The lock's next fence and the holder row with it ($3: the
+	 * connection's fence floor): no row if the lock row is gone. */
+	[S_H_GRANT] = "WITH f AS (UPDATE locks SET fence_seq ="
+	    " greatest(fence_seq + 1, $3::int8, coalesce((SELECT value"
+	    "  FROM meta WHERE key = 'fence_floor'), 0)), used_at = $7::int8"
+	    " WHERE id = $2::int8 RETURNING fence_seq)"
+	    " INSERT INTO holders(token_hash, lock_id, fence, owner,"
 	    " rid_hash, seal, acquired_at, expires_at, ttl_ms, waiter_id, wkey)"
-	    " VALUES ($1::bytea, $2::int8, $3::int8, $4::text, $5::bytea,"
-	    " $6::bytea, $7::int8, $8::int8, $9::int8, $10::int8, $11::int8)",
+	    " SELECT $1::bytea, $2::int8, f.fence_seq, $4::text, $5::bytea,"
+	    " $6::bytea, $7::int8, $8::int8, $9::int8, $10::int8, $11::int8"
+	    " FROM f RETURNING fence",
 	[S_H_DEL] = "DELETE FROM holders"
 	    " WHERE lock_id = $1::int8 AND fence = $2::int8",
 	[S_H_RENEW] = "UPDATE holders SET expires_at = $3::int8,"
@@ -108,16 +122,36 @@ const char *const pg_sql[S_COUNT] = {
 	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal"
 	    " FROM waiters w JOIN locks l ON l.id = w.lock_id"
 	    " WHERE w.id = $1::int8",
+	/* A waiter's look (store.h, waiter_look): $1 the row, $2 the time
+	 * (NULL: the server's clock), $3 the most waiters ahead to count;
+	 * then S_W_GET's columns (NULL if there is no row), the live holders'
+	 * count and earliest expiry, and the waiters ahead. */
+	[S_W_LOOK] = "SELECT c.now, w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
+	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal,"
+	    " (SELECT count(*) FROM holders h WHERE h.lock_id = w.lock_id"
+	    "  AND h.expires_at > c.now),"
+	    " (SELECT min(h.expires_at) FROM holders h"
+	    "  WHERE h.lock_id = w.lock_id AND h.expires_at > c.now),"
+	    " (SELECT count(*) FROM (SELECT 1 FROM waiters x"
+	    "  WHERE x.lock_id = w.lock_id AND x.id < w.id"
+	    "  AND x.deadline > c.now LIMIT $3::int8) k)"
+	    " FROM (SELECT coalesce($2::int8, floor(extract(epoch FROM"
+	    "  clock_timestamp()) * 1000)::int8)) c(now)"
+	    " LEFT JOIN waiters w ON w.id = $1::int8"
+	    " LEFT JOIN locks l ON l.id = w.lock_id",
 	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
 	    " WHERE lock_id = $1::int8 AND rid_hash = $2::bytea",
 	[S_W_TAKE] = "UPDATE waiters SET host_id = $6::int8, pid = $2::int8,"
 	    " pstart = $3::int8, wkey = $4::int8, deadline = $5::int8"
 	    " WHERE id = $1::int8",
+	/* A page of a lock's queue, each row whole (as S_W_GET's) for the
+	 * one the walk stops at. */
 	[S_W_WALK] = "SELECT w.id, w.pid, w.pstart, w.deadline,"
-	    " w.host_id <> $4::int8, coalesce(h.seen_at, 0)"
+	    " w.host_id <> $4::int8, coalesce(h.seen_at, 0),"
+	    " w.owner, w.rid_hash, w.ttl_ms, w.wkey, w.token_hash, w.seal"
 	    " FROM waiters w LEFT JOIN hosts h ON h.id = w.host_id"
 	    " WHERE w.lock_id = $1::int8 AND w.id > $2::int8"
-	    " AND w.id < $3::int8 ORDER BY w.id",
+	    " AND w.id < $3::int8 ORDER BY w.id LIMIT $5::int8",
 	[S_W_MINE] = "SELECT id, pid, pstart, deadline, wkey FROM waiters"
 	    " WHERE host_id = $1::int8 AND id > $2::int8 ORDER BY id"
 	    " LIMIT $3::int8",

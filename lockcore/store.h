@@ -132,7 +132,10 @@ struct store_ops {
 	 * to it: SQLite's only forward (the caller's clock is the same
 	 * machine's), PostgreSQL's also back, so that every host judges
 	 * leases by the server's one clock.  end() commits when rc >= 0 and rolls
-	 * back otherwise; it returns rc, or the commit's error.  Between
+	 * back otherwise; it returns rc, or the commit's error.  A NULL
+	 * `now` leaves the transaction's time to its first call, which is
+	 * then lock_state() or waiter_look(): a store on a server reads its
+	 * clock with the lock's row, in one round trip.  Between
 	 * batch_begin() and batch_end() all transactions are one, each a
 	 * savepoint (lockcore_batch_begin).  durable(true) makes the commits
 	 * that follow reach stable storage before they return, durable(false)
@@ -172,23 +175,19 @@ struct store_ops {
 	 * Lock rows.  lock_state() reads in one go what the fast paths need:
 	 * the row of `name` with its live holders (expires_at > now) in *hs
 	 * and how many holders have expired (*expired), which it leaves in
-	 * place.  lock_add() creates the row of a name that had none; if
+	 * place; as a transaction's first call after begin(NULL) it first
+	 * sets *now as begin() would have (so does waiter_look()).  lock_add() creates the row of a name that had none; if
 	 * another transaction created it meanwhile (a store where writers
 	 * of different locks run at once), it returns that row with
 	 * *existed set, and the caller reads its state again.
-	 * fence_next() raises the row's fence counter to the greatest of its
-	 * value + 1, `floor` and meta.fence_floor, stamps its used_at with
-	 * now, and returns the new value.  fence_max() is the highest fence
-	 * counter of all rows (0 if none).
+	 * fence_max() is the highest fence counter of all rows (0 if none).
 	 */
 	int (*lock_get)(struct store *st, const char *name, struct lockrow *lr,
 	    bool *found);
-	int (*lock_state)(struct store *st, const char *name, int64_t now,
+	int (*lock_state)(struct store *st, const char *name, int64_t *now,
 	    struct lockrow *lr, struct hstate *hs, int *expired, bool *found);
 	int (*lock_add)(struct store *st, const char *name, struct lockrow *lr,
 	    bool *existed);
-	int (*fence_next)(struct store *st, int64_t lock_id, int64_t floor,
-	    int64_t now, int64_t *fence);
 	int (*fence_max)(struct store *st, int64_t *top);
 
 	/*
@@ -196,9 +195,13 @@ struct store_ops {
 	 * the live holders of a lock in fence order.  holder_by_rid() finds
 	 * the live holder of a lock whose request_id has hash `rh`;
 	 * holder_by_waiter() the live holder granted to waiter row
-	 * `waiter_id`, with its lock's name.  holder_add() inserts h with
+	 * `waiter_id`, with its lock's name.  holder_grant() inserts h with
 	 * the request_id hash rh (NULL: none; h->waiter_id and h->wkey 0:
-	 * none).
+	 * none) and the lock's next fence: its fence counter raised to the
+	 * greatest of its value + 1, `floor` and meta.fence_floor, its
+	 * used_at stamped with h->acquired_at.  That fence reaches *fence
+	 * by the time the transaction's next read, or end(), returns (a
+	 * server store sends the insert with the next statement).
 	 */
 	int (*holder_state)(struct store *st, int64_t lock_id, int64_t now,
 	    struct hstate *hs);
@@ -211,8 +214,8 @@ struct store_ops {
 	int (*holder_by_waiter)(struct store *st, int64_t waiter_id,
 	    int64_t now, struct hrow *h, char name[LC_KEY_MAX + 1],
 	    bool *found);
-	int (*holder_add)(struct store *st, const struct hrow *h,
-	    const unsigned char *rh);
+	int (*holder_grant)(struct store *st, const struct hrow *h,
+	    const unsigned char *rh, int64_t floor, int64_t *fence);
 	int (*holder_delete)(struct store *st, int64_t lock_id, int64_t fence);
 	int (*holder_renew)(struct store *st, int64_t lock_id, int64_t fence,
 	    int64_t expires_at, int64_t ttl_ms);
@@ -223,7 +226,8 @@ struct store_ops {
 	 * Waiters.  waiter_by_rid() gives the id (0: none) and the secrets
 	 * (sec may be NULL) of the lock's waiter row with request_id hash rh.
 	 * waiter_add() appends w (its name unused) for the
-	 * process pid started at pstart and returns the new id.
+	 * process pid started at pstart; its id reaches *id as a grant's
+	 * fence does (holder_grant).
 	 * waiter_take() gives row id to another request.  waiter_count()
 	 * counts rows with after < id < below and deadline > now, stopping
 	 * at `limit` (-1: none).  waiters_walk() calls fn for the rows with
@@ -242,6 +246,16 @@ struct store_ops {
 	    int64_t below, int64_t now, int64_t limit, int *n);
 	int (*waiters_walk)(struct store *st, int64_t lock_id, int64_t after,
 	    int64_t below, store_waiter_fn *fn, void *arg);
+	/*
+	 * A waiter's look in one read (NULL: the engine makes the reads one
+	 * by one): waiter row `id` as waiter_get() gives it, and if found
+	 * its lock's holder_state() and its waiter_count() of the rows before
+	 * it (up to `limit`).  As the first call after begin(NULL) it sets
+	 * *now first, as lock_state() does.
+	 */
+	int (*waiter_look)(struct store *st, int64_t id, int64_t *now,
+	    int limit, struct wrow *w, bool *found, struct hstate *hs,
+	    int *ahead);
 
 	/*
 	 * Hosts, on a store shared by several (NULL on one that is not).

@@ -32,6 +32,21 @@
  * before a wait for a lock row is earlier than the time the decision is
  * taken, which only judges fewer leases over and grants a shorter one.
  *
+ * Durability.  A transaction that grants (a new holder row, so a new
+ * fence), renews or takes over a grant, or changes meta, sessions or
+ * hosts, commits only once its WAL is flushed (synchronous_commit = on,
+ * and on synchronous standbys where the server has them): once a client
+ * is told it holds a lock, neither a crash nor a failover undoes it, and
+ * no fence is issued twice.  The others (a release, a waiter queued,
+ * withdrawn or removed, expired holders purged) commit without waiting
+ * for the flush (S_NO_FLUSH): a crash of the server may undo the last of
+ * them, which leaves a lock held until its lease ends, or a waiting
+ * request told that its place is gone, never two holders.  Any later
+ * commit that waits for the flush makes every earlier one durable too
+ * (the WAL is one sequence), so a grant made after a release was seen
+ * never outlives it.  A release's commit then does not hold the lock's
+ * row through a disk flush, which is what bounds one lock's handoffs.
+ *
  * Never hang.  Every exchange with the server has a deadline
  * (opts->busy_timeout_ms, at most PG_TIMEOUT_MAX_MS); connecting is
  * asynchronous (libpq's own connect_timeout cannot go below 2 s), and a
@@ -50,7 +65,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,65 +74,9 @@
 #include <libpq-fe.h>
 
 #include "clock.h"
-#include "pgconn.h"
-#include "pgschema.h"
-#include "proc.h"
-#include "store.h"
-
-#define PG_TIMEOUT_MAX_MS     1000   /* every exchange, connecting too */
-#define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
-
-/* A deleted waiter row's lock may have room now; another host's row is
- * named in the NOTIFY (tx_end). */
-struct del_look {
-	struct pgstore *q;
-	int64_t         id;
-};
-
-struct pgstore {
-	struct store base;              /* first: a struct store * is us */
-	struct pgconn pc;
-	char        *conninfo;
-	bool         prepared[S_COUNT]; /* on pc */
-	int          live_clock;        /* now := the server's clock */
-	bool         in_tx;
-	bool         write;             /* the open transaction writes */
-	int64_t      locked;            /* the lock row it holds, 0 if none */
-	int64_t      wake_lock;         /* a lock it freed room in, 0 if none */
-	int64_t      kick;              /* another host's waiter row it
-	                                   deleted, 0 if none */
-	struct del_look del[PGC_PENDING_MAX];  /* waiter_delete()s whose
-	                                   results are not read yet */
-	int          ndel;
-	bool         batch;             /* in batch_begin() */
-	bool         batch_failed;
-	int64_t      host_id;           /* our row of `hosts` */
-	char         host_key[PROC_HOST_KEY_MAX];
-	char         sweep_ids[PG_SWEEP_MAX * 21 + 3]; /* "{1,2,...}" */
-};
+#include "pgstore.h"
 
 static const struct store_ops pg_ops;
-
-static void
-read_secret(const PGresult *r, int row, int th_col, int seal_col,
-    struct hsecret *sec)
-{
-	if (!pgc_col_blob(r, row, th_col, sec->token_hash, SECRET_HASH_LEN))
-		memset(sec->token_hash, 0, SECRET_HASH_LEN);  /* no match */
-	sec->has_seal = pgc_col_blob(r, row, seal_col, sec->seal,
-	    SECRET_SEAL_LEN);
-}
-
-/*
- * A write whose result the engine does not read: queued, sent with the
- * next statement whose result it reads (or the COMMIT), so it costs no
- * round trip of its own.  An error it meets is that later call's.
- */
-static int
-defer(struct pgstore *q, enum stmt_id id, const struct pgc_args *a)
-{
-	return pgc_queue(&q->pc, id, a, NULL, NULL);
-}
 
 static void
 read_locked(void *arg, const PGresult *r)
@@ -143,243 +101,7 @@ lock_row(struct pgstore *q, int64_t id)
 		return 0;
 	pgc_arg_i64(&a, id);
 	q->locked = id;
-	return defer(q, S_LOCK_ID_W, &a);
-}
-
-/* Transactions. */
-
-static void
-read_clock(void *arg, const PGresult *r)
-{
-	if (PQntuples(r) == 1)
-		*(int64_t *)arg = pgc_col_i64(r, 0, 0);
-}
-
-/*
- * Ends what the server may hold open after a failed exchange: a
- * transaction left in the failed state is rolled back (errors ignored:
- * a broken connection is closed anyway).
- */
-static void
-abort_tx(struct pgstore *q)
-{
-	if (q->pc.conn != NULL &&
-	    PQtransactionStatus(q->pc.conn) != PQTRANS_IDLE &&
-	    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0)
-		(void)pgc_sync(&q->pc, "rollback", NULL);
-}
-
-/*
- * True if the open connection is fit for a transaction: an idle one has
- * nothing to read, unless the server ended it (a restart, a failover,
- * pg_terminate_backend: an error message, then the end of the stream),
- * which a look at the socket, without waiting, tells.
- */
-static bool
-conn_fit(struct pgstore *q)
-{
-	struct pollfd pfd;
-
-	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
-		return false;
-	if (q->pc.npend > 0)
-		return true;
-	pfd.fd = PQsocket(q->pc.conn);
-	pfd.events = POLLIN;
-	if (pfd.fd < 0)
-		return false;
-	if (poll(&pfd, 1, 0) == 0)
-		return true;
-	return PQconsumeInput(q->pc.conn) && PQstatus(q->pc.conn) ==
-	    CONNECTION_OK;
-}
-
-/*
- * BEGIN goes with the transaction's first statement, unless the server's
- * clock is wanted now (a live clock): then BEGIN and the clock take one
- * round trip here.  A connection found broken here (the server restarted
- * since it was last used) is replaced once: nothing of the transaction
- * was done on it.
- */
-static int
-tx_begin(struct store *st, bool write, int64_t *now)
-{
-	struct pgstore *q = (struct pgstore *)st;
-	int rc, tries;
-
-	q->locked = 0;
-	q->wake_lock = 0;
-	q->kick = 0;
-	q->ndel = 0;
-	q->write = write;
-	if (q->batch) {
-		if (q->batch_failed || q->pc.conn == NULL)
-			return LC_E_DB;
-		if ((rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL,
-		    NULL)) == 0 && q->live_clock &&
-		    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
-		    now)) < 0 || (rc = pgc_sync(&q->pc, "begin", NULL)) < 0))
-			q->batch_failed = true;
-		if (rc < 0)
-			return LC_E_DB;
-		q->in_tx = true;
-		return 0;
-	}
-	for (tries = 0; tries < 2; tries++) {
-		if (!conn_fit(q) && (rc = pgc_connect(&q->pc)) < 0)
-			return rc;
-		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
-		    NULL, NULL);
-		if (rc == 0 && q->live_clock &&
-		    (rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
-		    now)) == 0)
-			rc = pgc_sync(&q->pc, "begin", NULL);
-		if (rc == 0) {
-			q->in_tx = true;
-			return 0;
-		}
-		if (q->pc.conn != NULL)
-			break;                /* the server refused it */
-	}
-	abort_tx(q);
-	return LC_E_DB;
-}
-
-/*
- * Waking across hosts.  A transaction that freed room in a lock (deleted
- * a holder, or a waiter row, which may have been ahead of others) tells
- * the other hosts when it commits, if the lock has a waiter on one of
- * them: NOTIFY httplock, "<our host id> <waiter id> <lock key in hex>",
- * where the waiter id is that of another host's row it deleted (a
- * cancelled waiter, or one granted by a handoff), to be woken by its id,
- * or 0.  Each host's coordinator listens (coord/pglisten.c) and wakes its
- * waiters of that lock as a local release would.  The NOTIFY runs once
- * the COMMIT has answered, in a transaction and a round trip of its own:
- * a notifying commit takes a database-wide lock until its WAL is flushed,
- * which in the lock's own transaction would serialise every commit that
- * wakes, and its trouble must not make a committed call look failed.  Notifications are not durable (a dropped connection or a
- * failover loses them): waiters then find their turn by their own timers
- * and polls, as they do without a coordinator.  (S_PUBLISH, pgschema.c.)
- */
-static void
-read_status(void *arg, const PGresult *r)
-{
-	(void)snprintf(arg, 16, "%s", PQcmdStatus((PGresult *)r));
-}
-
-static int
-tx_end(struct store *st, int rc)
-{
-	struct pgstore *q = (struct pgstore *)st;
-	struct pgc_args a = { 0 };
-	char status[16] = "", keep[STORE_ERR_LEN];
-	int erc;
-
-	if (!q->in_tx)
-		return rc < 0 ? rc : LC_E_DB;
-	q->in_tx = false;
-	q->locked = 0;
-	if (q->batch) {
-		erc = pgc_queue_sql(&q->pc, rc >= 0 ? "RELEASE SAVEPOINT op" :
-		    "ROLLBACK TO SAVEPOINT op", NULL, NULL);
-		if (erc == 0 && rc < 0)
-			erc = pgc_queue_sql(&q->pc, "RELEASE SAVEPOINT op",
-			    NULL, NULL);
-		if (erc < 0 || (erc = pgc_sync(&q->pc, "savepoint", NULL)) < 0) {
-			q->batch_failed = true;
-			return rc < 0 ? rc : erc;
-		}
-		return rc;
-	}
-	if (rc < 0) {
-		/* The rollback's own trouble (a connection already closed)
-		 * does not replace the error that led to it. */
-		(void)memcpy(keep, q->base.err, sizeof(keep));
-		if (q->pc.conn != NULL &&
-		    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0 &&
-		    pgc_sync(&q->pc, "rollback", NULL) < 0)
-			abort_tx(q);
-		(void)memcpy(q->base.err, keep, sizeof(keep));
-		return rc;
-	}
-	/* Whom to tell depends on the waiter rows deleted: their results
-	 * first (a round trip only when some are unread). */
-	if (q->ndel > 0 && q->pc.npend > 0 &&
-	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
-		abort_tx(q);
-		return erc;
-	}
-	q->ndel = 0;
-	/* A commit whose answer is lost may or may not have happened:
-	 * LC_E_DB, never a definite "not done". */
-	if ((erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status,
-	    status)) == 0)
-		erc = pgc_sync(&q->pc, "commit", NULL);
-	if (erc < 0) {
-		abort_tx(q);
-		return erc;
-	}
-	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
-	if (strcmp(status, "COMMIT") != 0)
-		return pgc_fail(&q->pc, "commit", "rolled back");
-	/* Committed: the NOTIFY is a round trip of its own, whose failure
-	 * (a full notify queue, a lost connection) costs only the wake, not
-	 * the call, and is logged by no one: the waiters' timers and polls
-	 * cover it. */
-	if (q->write && q->wake_lock != 0 && q->host_id != 0) {
-		(void)memcpy(keep, q->base.err, sizeof(keep));
-		pgc_arg_i64(&a, q->host_id);
-		pgc_arg_i64(&a, q->kick);
-		pgc_arg_i64(&a, q->wake_lock);
-		if (pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL) == 0)
-			(void)pgc_sync(&q->pc, "notify", NULL);
-		(void)memcpy(q->base.err, keep, sizeof(keep));
-	}
-	return rc;
-}
-
-static int
-batch_begin(struct store *st)
-{
-	struct pgstore *q = (struct pgstore *)st;
-	int rc;
-
-	if (q->batch)
-		return LC_E_INVAL;
-	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
-		if ((rc = pgc_connect(&q->pc)) < 0)
-			return rc;
-	if ((rc = pgc_queue(&q->pc, S_BEGIN, NULL, NULL, NULL)) < 0 ||
-	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0)
-		return rc;
-	q->batch = true;
-	q->batch_failed = false;
-	return 0;
-}
-
-static int
-batch_end(struct store *st, int rc)
-{
-	struct pgstore *q = (struct pgstore *)st;
-	char status[16] = "";
-	int erc;
-
-	if (!q->batch)
-		return LC_E_INVAL;
-	q->batch = false;
-	if (q->in_tx)
-		(void)tx_end(st, LC_E_DB);
-	if (rc < 0 || q->batch_failed) {
-		abort_tx(q);
-		return rc < 0 ? rc : LC_E_DB;
-	}
-	if ((erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status, status)) < 0 ||
-	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
-		abort_tx(q);
-		return erc;
-	}
-	return strcmp(status, "COMMIT") == 0 ? 0 :
-	    pgc_fail(&q->pc, "commit", "rolled back");
+	return defer_lossy(q, S_LOCK_ID_W, &a);
 }
 
 /* Every commit waits for the WAL flush (synchronous_commit=on, set for
@@ -503,6 +225,7 @@ session_add(struct store *st, const struct session_row *s, int64_t *id)
 	pgc_arg_bool(&a, s->sync_full);
 	pgc_arg_i64(&a, s->max_ttl_ms);
 	pgc_arg_i64(&a, s->opened_at);
+	q->flush = true;
 	if ((rc = pgc_int(&q->pc, S_SESS_ADD, &a, id, &found)) == 0 && !found)
 		rc = pgc_fail(&q->pc, "session", "this backend is not in"
 		    " pg_stat_activity");
@@ -523,9 +246,22 @@ session_delete(struct store *st, int64_t id)
 /* The row of lock_get()/lock_state(), from S_LOCK_GET(_W). */
 struct lock_look {
 	struct pgstore *q;
+	const char     *name;
 	struct lockrow *lr;
 	bool           *found;
 };
+
+/* A write transaction notes the row it took, and whether it had waiters. */
+static void
+note_locked(struct pgstore *q, const char *name, const struct lockrow *lr)
+{
+	size_t n = strlen(name);
+
+	q->locked = lr->id;
+	q->nwait0 = lr->nwait == 0 ? lr->id : 0;
+	if (n < sizeof(q->locked_name))
+		memcpy(q->locked_name, name, n + 1);
+}
 
 static void
 read_lock(void *arg, const PGresult *r)
@@ -538,7 +274,7 @@ read_lock(void *arg, const PGresult *r)
 	lk->lr->id = pgc_col_i64(r, 0, 0);
 	lk->lr->nwait = pgc_col_i64(r, 0, 1);
 	if (lk->q->write)
-		lk->q->locked = lk->lr->id;
+		note_locked(lk->q, lk->name, lk->lr);
 }
 
 /* Queues the look for lock `name` (taking its row in a write
@@ -558,7 +294,7 @@ static int
 lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct lock_look lk = { q, lr, found };
+	struct lock_look lk = { q, name, lr, found };
 	int rc;
 
 	if ((rc = queue_lock(q, name, &lk)) < 0)
@@ -566,13 +302,17 @@ lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 	return pgc_sync(&q->pc, "lock", NULL);
 }
 
-/* One round trip: the lock's row, then its holders. */
+/*
+ * One round trip: the lock's row, then its holders with the time (the
+ * server's clock after begin(NULL)), and the live ones kept for the calls
+ * that follow (pgrows.h).
+ */
 static int
-lock_state(struct store *st, const char *name, int64_t now,
+lock_state(struct store *st, const char *name, int64_t *now,
     struct lockrow *lr, struct hstate *hs, int *expired, bool *found)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct lock_look lk = { q, lr, found };
+	struct lock_look lk = { q, name, lr, found };
 	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
@@ -583,16 +323,31 @@ lock_state(struct store *st, const char *name, int64_t now,
 	if ((rc = queue_lock(q, name, &lk)) < 0)
 		return rc;
 	pgc_arg_txt(&a, name, -1);
-	pgc_arg_i64(&a, now);
+	if (q->clock_due)
+		pgc_arg_null(&a);
+	else
+		pgc_arg_i64(&a, *now);
+	pgc_arg_i64(&a, PGR_HOLDERS_MAX);
 	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL)
 		return rc;
-	if (*found && PQntuples(r) == 1) {
-		hs->count = (int)pgc_col_i64(r, 0, 0);
-		hs->min_expires = pgc_col_i64(r, 0, 1);
-		*expired = (int)pgc_col_i64(r, 0, 2);
+	if (PQntuples(r) < 1) {
+		PQclear(r);
+		return pgc_fail(&q->pc, "lock_state", "no row");
+	}
+	if (q->clock_due) {
+		*now = pgc_col_i64(r, 0, 0);
+		q->clock_due = false;
+	}
+	if (*found) {
+		hs->count = (int)pgc_col_i64(r, 0, 1);
+		hs->min_expires = pgc_col_i64(r, 0, 2);
+		*expired = (int)pgc_col_i64(r, 0, 3);
+		if (q->write && lr->id == q->locked)
+			rc = pgr_holders_keep(&q->hc, &q->pc, r, 4, lr->id,
+			    *now, hs->count);
 	}
 	PQclear(r);
-	return 0;
+	return rc;
 }
 
 static int
@@ -605,6 +360,7 @@ lock_add(struct store *st, const char *name, struct lockrow *lr,
 	int rc;
 
 	pgc_arg_txt(&a, name, -1);
+	q->flush = true;
 	if ((r = pgc_run(&q->pc, S_LOCK_ADD, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) != 1) {
@@ -614,28 +370,9 @@ lock_add(struct store *st, const char *name, struct lockrow *lr,
 	lr->id = pgc_col_i64(r, 0, 0);
 	lr->nwait = pgc_col_i64(r, 0, 1);
 	*existed = pgc_col_bool(r, 0, 2);
-	q->locked = lr->id;
+	note_locked(q, name, lr);
 	PQclear(r);
 	return 0;
-}
-
-static int
-fence_next(struct store *st, int64_t lock_id, int64_t floor, int64_t now,
-    int64_t *fence)
-{
-	struct pgstore *q = (struct pgstore *)st;
-	struct pgc_args a = { 0 };
-	bool found;
-	int rc;
-
-	if ((rc = lock_row(q, lock_id)) < 0)
-		return rc;
-	pgc_arg_i64(&a, lock_id);
-	pgc_arg_i64(&a, floor);
-	pgc_arg_i64(&a, now);
-	if ((rc = pgc_int(&q->pc, S_FENCE_NEXT, &a, fence, &found)) == 0 && !found)
-		rc = pgc_fail(&q->pc, "fence", "lock row vanished");
-	return rc;
 }
 
 static int
@@ -657,6 +394,10 @@ holder_state(struct store *st, int64_t lock_id, int64_t now,
 
 	hs->count = 0;
 	hs->min_expires = 0;
+	if (pgr_holders_has(&q->hc, lock_id, now)) {
+		pgr_holders_state(&q->hc, now, hs);
+		return 0;
+	}
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
 	pgc_arg_i64(&a, lock_id);
@@ -683,24 +424,10 @@ holders_purge(struct store *st, int64_t lock_id, int64_t now, int *n)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, now);
 	q->wake_lock = lock_id;
+	pgr_holders_purge(&q->hc, lock_id, now);
 	if (n == NULL)
-		return defer(q, S_H_PURGE, &a);
+		return defer_lossy(q, S_H_PURGE, &a);
 	return pgc_exec(&q->pc, S_H_PURGE, &a, n);
-}
-
-/* Reads row `row` of HOLDER_COLS. */
-static int
-read_holder(struct pgstore *q, const PGresult *r, int row, struct hrow *h)
-{
-	h->lock_id = pgc_col_i64(r, row, 0);
-	h->fence = pgc_col_i64(r, row, 2);
-	h->acquired_at = pgc_col_i64(r, row, 4);
-	h->expires_at = pgc_col_i64(r, row, 5);
-	h->waiter_id = pgc_col_i64(r, row, 6);
-	h->wkey = (uint64_t)pgc_col_i64(r, row, 7);
-	h->ttl_ms = pgc_col_i64(r, row, 9);
-	read_secret(r, row, 1, 8, &h->sec);
-	return pgc_col_txt(&q->pc, r, row, 3, h->owner, sizeof(h->owner));
 }
 
 static int
@@ -713,6 +440,8 @@ holders_live(struct store *st, int64_t lock_id, int64_t now,
 	PGresult *r;
 	int rc, i;
 
+	if (pgr_holders_has(&q->hc, lock_id, now))
+		return pgr_holders_walk(&q->hc, now, fn, arg);
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
 	pgc_arg_i64(&a, lock_id);
@@ -720,7 +449,7 @@ holders_live(struct store *st, int64_t lock_id, int64_t now,
 	if ((r = pgc_run(&q->pc, S_H_LIST, &a, &rc)) == NULL)
 		return rc;
 	for (i = 0; i < PQntuples(r); i++) {
-		if ((rc = read_holder(q, r, i, &h)) < 0 || fn(&h, arg) != 0)
+		if ((rc = pgr_holder(&q->pc, r, i, 0, &h)) < 0 || fn(&h, arg) != 0)
 			break;
 	}
 	PQclear(r);
@@ -745,7 +474,7 @@ holder_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 		return rc;
 	*found = PQntuples(r) > 0;
 	if (*found)
-		rc = read_holder(q, r, 0, h);
+		rc = pgr_holder(&q->pc, r, 0, 0, h);
 	PQclear(r);
 	return rc;
 }
@@ -784,24 +513,42 @@ holder_by_waiter(struct store *st, int64_t waiter_id, int64_t now,
 	if ((r = pgc_run(&q->pc, S_H_BY_WAITER, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
-	if (*found && (rc = read_holder(q, r, 0, h)) == 0)
+	if (*found && (rc = pgr_holder(&q->pc, r, 0, 0, h)) == 0)
 		rc = pgc_col_txt(&q->pc, r, 0, 10, name, LC_KEY_MAX + 1);
 	PQclear(r);
 	return rc;
 }
 
+static void
+read_fence(void *arg, const PGresult *r)
+{
+	struct pgstore *q = arg;
+
+	if (PQntuples(r) == 1 && q->fence_out != NULL)
+		*q->fence_out = pgc_col_i64(r, 0, 0);
+	else
+		q->grant_lost = true;
+	q->fence_out = NULL;
+}
+
+/* One statement, sent with the next (the COMMIT, usually). */
 static int
-holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
+holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
+    int64_t floor, int64_t *fence)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
 	int rc;
 
+	/* One grant's fence awaited at a time. */
+	if (q->fence_out != NULL && q->pc.npend > 0 &&
+	    (rc = pgc_sync(&q->pc, "grant", NULL)) < 0)
+		return rc;
 	if ((rc = lock_row(q, h->lock_id)) < 0)
 		return rc;
 	pgc_arg_blob(&a, h->sec.token_hash, SECRET_HASH_LEN);
 	pgc_arg_i64(&a, h->lock_id);
-	pgc_arg_i64(&a, h->fence);
+	pgc_arg_i64(&a, floor);
 	pgc_arg_txt(&a, h->owner, -1);
 	if (rh != NULL)
 		pgc_arg_blob(&a, rh, SECRET_HASH_LEN);
@@ -822,7 +569,11 @@ holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
 		pgc_arg_i64(&a, (int64_t)h->wkey);
 	else
 		pgc_arg_null(&a);
-	return defer(q, S_H_ADD, &a);
+	q->hc.valid = false;
+	q->granted = h->lock_id;
+	q->flush = true;
+	q->fence_out = fence;
+	return pgc_queue(&q->pc, S_H_GRANT, &a, read_fence, q);
 }
 
 static int
@@ -837,7 +588,8 @@ holder_delete(struct store *st, int64_t lock_id, int64_t fence)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, fence);
 	q->wake_lock = lock_id;
-	return defer(q, S_H_DEL, &a);
+	pgr_holders_drop(&q->hc, lock_id, fence);
+	return defer_lossy(q, S_H_DEL, &a);
 }
 
 static int
@@ -854,6 +606,7 @@ holder_renew(struct store *st, int64_t lock_id, int64_t fence,
 	pgc_arg_i64(&a, fence);
 	pgc_arg_i64(&a, expires_at);
 	pgc_arg_i64(&a, ttl_ms);
+	q->hc.valid = false;
 	return defer(q, S_H_RENEW, &a);
 }
 
@@ -869,6 +622,7 @@ holder_take(struct store *st, int64_t lock_id, int64_t fence, uint64_t wkey)
 	pgc_arg_i64(&a, lock_id);
 	pgc_arg_i64(&a, fence);
 	pgc_arg_i64(&a, (int64_t)wkey);
+	q->hc.valid = false;
 	return defer(q, S_H_TAKE, &a);
 }
 
@@ -882,22 +636,59 @@ waiter_get(struct store *st, int64_t id, struct wrow *w, bool *found)
 	PGresult *r;
 	int rc;
 
+	if (q->wc.valid && q->wc.id == id && q->wc.w.lock_id == q->locked) {
+		*w = q->wc.w;
+		*found = true;
+		return 0;
+	}
 	if ((rc = lock_of(q, S_LOCK_OF_WAITER, id)) < 0)
 		return rc;
 	pgc_arg_i64(&a, id);
 	if ((r = pgc_run(&q->pc, S_W_GET, &a, &rc)) == NULL)
 		return rc;
 	*found = PQntuples(r) > 0;
+	if (*found)
+		rc = pgr_wrow(&q->pc, r, 0, 0, w);
+	PQclear(r);
+	return rc;
+}
+
+/* One statement (S_W_LOOK), with the server's clock after begin(NULL). */
+static int
+waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
+    struct wrow *w, bool *found, struct hstate *hs, int *ahead)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	struct pgc_args a = { 0 };
+	PGresult *r;
+	int rc = 0;
+
+	*found = false;
+	hs->count = 0;
+	hs->min_expires = 0;
+	*ahead = 0;
+	pgc_arg_i64(&a, id);
+	if (q->clock_due)
+		pgc_arg_null(&a);
+	else
+		pgc_arg_i64(&a, *now);
+	pgc_arg_i64(&a, limit);
+	if ((r = pgc_run(&q->pc, S_W_LOOK, &a, &rc)) == NULL)
+		return rc;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return pgc_fail(&q->pc, "waiter_look", "no row");
+	}
+	if (q->clock_due) {
+		*now = pgc_col_i64(r, 0, 0);
+		q->clock_due = false;
+	}
+	*found = !PQgetisnull(r, 0, 1);
 	if (*found) {
-		w->lock_id = pgc_col_i64(r, 0, 0);
-		w->has_rid = pgc_col_blob(r, 0, 2, w->rid_hash, SECRET_HASH_LEN);
-		w->ttl_ms = pgc_col_i64(r, 0, 3);
-		w->wkey = (uint64_t)pgc_col_i64(r, 0, 4);
-		w->deadline = pgc_col_i64(r, 0, 6);
-		read_secret(r, 0, 7, 8, &w->sec);
-		rc = pgc_col_txt(&q->pc, r, 0, 1, w->owner, sizeof(w->owner));
-		if (rc == 0)
-			rc = pgc_col_txt(&q->pc, r, 0, 5, w->name, sizeof(w->name));
+		rc = pgr_wrow(&q->pc, r, 0, 1, w);
+		hs->count = (int)pgc_col_i64(r, 0, 10);
+		hs->min_expires = pgc_col_i64(r, 0, 11);
+		*ahead = (int)pgc_col_i64(r, 0, 12);
 	}
 	PQclear(r);
 	return rc;
@@ -922,21 +713,36 @@ waiter_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 	if (PQntuples(r) > 0) {
 		*id = pgc_col_i64(r, 0, 0);
 		if (sec != NULL)
-			read_secret(r, 0, 1, 2, sec);
+			pgr_secret(r, 0, 1, 2, sec);
 	}
 	PQclear(r);
 	return 0;
 }
 
+static void
+read_id(void *arg, const PGresult *r)
+{
+	struct pgstore *q = arg;
+
+	if (PQntuples(r) == 1 && q->id_out != NULL)
+		*q->id_out = pgc_col_i64(r, 0, 0);
+	else
+		q->grant_lost = true;
+	q->id_out = NULL;
+}
+
+/* Sent with the next statement (the COMMIT, usually), like a grant. */
 static int
 waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
     int64_t *id)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
-	bool found;
 	int rc;
 
+	if (q->id_out != NULL && q->pc.npend > 0 &&
+	    (rc = pgc_sync(&q->pc, "waiter_add", NULL)) < 0)
+		return rc;
 	if ((rc = lock_row(q, w->lock_id)) < 0)
 		return rc;
 	pgc_arg_i64(&a, w->lock_id);
@@ -956,9 +762,9 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 	else
 		pgc_arg_null(&a);
 	pgc_arg_i64(&a, q->host_id);
-	if ((rc = pgc_int(&q->pc, S_W_ADD, &a, id, &found)) == 0 && !found)
-		rc = pgc_fail(&q->pc, "waiter_add", "no id");
-	return rc;
+	q->wc.valid = false;
+	q->id_out = id;
+	return pgc_queue(&q->pc, S_W_ADD, &a, read_id, q);
 }
 
 /* The row passes to a request of this host. */
@@ -975,7 +781,8 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 	pgc_arg_i64(&a, (int64_t)who->key);
 	pgc_arg_i64(&a, deadline);
 	pgc_arg_i64(&a, q->host_id);
-	return defer(q, S_W_TAKE, &a);
+	q->wc.valid = false;
+	return defer_lossy(q, S_W_TAKE, &a);
 }
 
 static void
@@ -1007,6 +814,7 @@ waiter_delete(struct store *st, int64_t id)
 	d = &q->del[q->ndel++];
 	d->q = q;
 	d->id = id;
+	q->wc.valid = false;
 	pgc_arg_i64(&a, id);
 	pgc_arg_i64(&a, q->host_id);
 	return pgc_queue(&q->pc, S_W_DEL, &a, read_deleted, d);
@@ -1037,6 +845,11 @@ waiter_count(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 	return rc;
 }
 
+/*
+ * A page of PG_WALK_PAGE rows a statement, until fn stops or the rows end.
+ * In a write transaction the row fn stops at is kept whole (pgrows.h):
+ * a grant decision's waiter_get() for it costs no round trip.
+ */
 static int
 waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
     store_waiter_fn *fn, void *arg)
@@ -1045,29 +858,38 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 	struct pgc_args a = { 0 };
 	struct wslot w;
 	PGresult *r;
-	int rc, i;
+	int rc, i, n;
 
 	if ((rc = lock_row(q, lock_id)) < 0)
 		return rc;
-	pgc_arg_i64(&a, lock_id);
-	pgc_arg_i64(&a, after);
-	pgc_arg_i64(&a, below);
-	pgc_arg_i64(&a, q->host_id);
-	if ((r = pgc_run(&q->pc, S_W_WALK, &a, &rc)) == NULL)
-		return rc;
-	for (i = 0; i < PQntuples(r); i++) {
-		w.id = pgc_col_i64(r, i, 0);
-		w.pid = (pid_t)pgc_col_i64(r, i, 1);
-		w.pstart = (uint64_t)pgc_col_i64(r, i, 2);
-		w.deadline = pgc_col_i64(r, i, 3);
-		w.remote = pgc_col_bool(r, i, 4);
-		w.host_seen = pgc_col_i64(r, i, 5);
-		w.wkey = 0;
-		if (fn(&w, arg) != 0)
-			break;
-	}
-	PQclear(r);
-	return 0;
+	do {
+		a.n = 0;
+		pgc_arg_i64(&a, lock_id);
+		pgc_arg_i64(&a, after);
+		pgc_arg_i64(&a, below);
+		pgc_arg_i64(&a, q->host_id);
+		pgc_arg_i64(&a, PG_WALK_PAGE);
+		if ((r = pgc_run(&q->pc, S_W_WALK, &a, &rc)) == NULL)
+			return rc;
+		n = PQntuples(r);
+		for (i = 0; i < n; i++) {
+			w.id = after = pgc_col_i64(r, i, 0);
+			w.pid = (pid_t)pgc_col_i64(r, i, 1);
+			w.pstart = (uint64_t)pgc_col_i64(r, i, 2);
+			w.deadline = pgc_col_i64(r, i, 3);
+			w.remote = pgc_col_bool(r, i, 4);
+			w.host_seen = pgc_col_i64(r, i, 5);
+			w.wkey = (uint64_t)pgc_col_i64(r, i, 9);
+			if (fn(&w, arg) != 0)
+				break;
+		}
+		if (i < n && q->write && lock_id == q->locked &&
+		    q->locked_name[0] != '\0')
+			rc = pgr_waiter_keep(&q->wc, &q->pc, r, i, lock_id,
+			    q->locked_name);
+		PQclear(r);
+	} while (rc == 0 && i == PG_WALK_PAGE);
+	return rc;
 }
 
 /* Hosts. */
@@ -1080,7 +902,7 @@ host_beat(struct store *st, int64_t now)
 
 	pgc_arg_i64(&a, q->host_id);
 	pgc_arg_i64(&a, now);
-	return defer(q, S_HOST_BEAT, &a);
+	return defer_lossy(q, S_HOST_BEAT, &a);
 }
 
 static int
@@ -1283,6 +1105,7 @@ sweep_idle(struct store *st, int64_t lo, int64_t hi, int64_t used_before,
 	*top = 0;
 	pgc_arg_str(&a, q->sweep_ids);
 	pgc_arg_i64(&a, used_before);
+	q->flush = true;
 	if ((r = pgc_run(&q->pc, S_SWEEP_IDLE, &a, &rc)) == NULL)
 		return rc;
 	if (PQntuples(r) == 1) {
@@ -1321,17 +1144,18 @@ add_host(struct pgstore *q)
 		(void)snprintf(name, sizeof(name), "unknown");
 	name[sizeof(name) - 1] = '\0';
 	q->live_clock = 1;
-	rc = tx_begin(&q->base, true, &now);
+	rc = pgtx_begin(&q->base, true, &now);
 	q->live_clock = live;
 	if (rc < 0)
 		return rc;
 	pgc_arg_txt(&a, q->host_key, -1);
 	pgc_arg_txt(&a, name, -1);
 	pgc_arg_i64(&a, now);
+	q->flush = true;
 	if ((rc = pgc_int(&q->pc, S_HOST_ADD, &a, &q->host_id, &found)) == 0 &&
 	    !found)
 		rc = pgc_fail(&q->pc, "hosts", "no id");
-	return tx_end(&q->base, rc);
+	return pgtx_end(&q->base, rc);
 }
 
 int
@@ -1416,10 +1240,10 @@ store_pg_name(const char *conninfo, char *buf, size_t size)
 }
 
 static const struct store_ops pg_ops = {
-	.begin = tx_begin,
-	.end = tx_end,
-	.batch_begin = batch_begin,
-	.batch_end = batch_end,
+	.begin = pgtx_begin,
+	.end = pgtx_end,
+	.batch_begin = pgtx_batch_begin,
+	.batch_end = pgtx_batch_end,
 	.durable = durable,
 	.errmsg = errmsg,
 	.kind = "postgresql",
@@ -1435,14 +1259,13 @@ static const struct store_ops pg_ops = {
 	.lock_get = lock_get,
 	.lock_state = lock_state,
 	.lock_add = lock_add,
-	.fence_next = fence_next,
 	.fence_max = fence_max,
 	.holder_state = holder_state,
 	.holders_purge = holders_purge,
 	.holders_live = holders_live,
 	.holder_by_rid = holder_by_rid,
 	.holder_by_waiter = holder_by_waiter,
-	.holder_add = holder_add,
+	.holder_grant = holder_grant,
 	.holder_delete = holder_delete,
 	.holder_renew = holder_renew,
 	.holder_take = holder_take,
@@ -1453,6 +1276,7 @@ static const struct store_ops pg_ops = {
 	.waiter_delete = waiter_delete,
 	.waiter_count = waiter_count,
 	.waiters_walk = waiters_walk,
+	.waiter_look = waiter_look,
 	.host_beat = host_beat,
 	.waiters_mine = waiters_mine,
 	.quota_count = quota_count,

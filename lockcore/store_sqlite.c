@@ -7,11 +7,11 @@
  * BEGIN IMMEDIATE, so the database serialises all writers of all
  * processes; inside a batch each transaction is a savepoint.
  *
- * Statements are prepared once per connection from the table `sqltab` and
- * reset (with their bindings cleared) after every use.  This file also
- * keeps the busy handler, the WAL hook and the checkpoints it triggers,
- * and opens the file (WAL mode, synchronous mode; its permissions and
- * schema: sqlite_file.c).
+ * Statements are prepared once per connection from the table `sq_sql`
+ * (sqlite_sql.c) and reset (with their bindings cleared) after every
+ * use.  This file also keeps the busy handler, the WAL hook and the
+ * checkpoints it triggers, and opens the file (WAL mode, synchronous
+ * mode; its permissions and schema: sqlite_file.c).
  */
 #include <sys/types.h>
 
@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "sqlite_file.h"
+#include "sqlite_sql.h"
 #include "store.h"
 
 #define BUSY_DEFAULT_MS  5000
@@ -39,164 +40,6 @@
 #define WAL_LIMIT        (8 * 1024 * 1024)  /* journal_size_limit, bytes:
                                    twice what CKPT_FRAMES frames take */
 
-enum stmt_id {
-	S_BEGIN,
-	S_BEGIN_RO,
-	S_COMMIT,
-	S_ROLLBACK,
-	S_VERSION,
-	S_META_GET,
-	S_META_SET,
-	S_FLOOR_RAISE,
-	S_SESS_NEXT,
-	S_SESS_ADD,
-	S_SESS_DEL,
-	S_LOCK_GET,
-	S_LOCK_STATE,
-	S_LOCK_ADD,
-	S_FENCE_BUMP,
-	S_FENCE_GET,
-	S_FENCE_MAX,
-	S_H_PURGE,
-	S_H_STATE,
-	S_H_LIST,
-	S_H_BY_REQ,
-	S_H_BY_WAITER,
-	S_H_ADD,
-	S_H_DEL,
-	S_H_RENEW,
-	S_H_TAKE,
-	S_W_GET,
-	S_W_BY_REQ,
-	S_W_TAKE,
-	S_W_WALK,
-	S_W_COUNT,
-	S_W_ADD,
-	S_W_DEL,
-	S_LIST,
-	S_Q_HELD,
-	S_Q_WAIT,
-	S_SWEEP_RANGE,
-	S_SWEEP_PURGE,
-	S_SWEEP_WAITERS,
-	S_SWEEP_TOP,
-	S_SWEEP_IDLE,
-	S_COUNT
-};
-
-#define HOLDER_COLS                                                 \
-    "lock_id, token_hash, fence, owner, acquired_at, expires_at,"    \
-    " waiter_id, wkey, seal, ttl_ms"
-
-static const char *const sqltab[S_COUNT] = {
-	[S_BEGIN] = "BEGIN IMMEDIATE",
-	[S_BEGIN_RO] = "BEGIN",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
-	[S_VERSION] = "SELECT value FROM meta WHERE key = 'schema_version'",
-	[S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
-	[S_META_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-	[S_FLOOR_RAISE] = "INSERT INTO meta(key, value) VALUES ('fence_floor', ?1)"
-	    " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
-	[S_SESS_NEXT] = "SELECT id, boot_id, pid, pstart, sync_full,"
-	    " max_ttl_ms FROM sessions WHERE id > ?1 ORDER BY id LIMIT 1",
-	[S_SESS_ADD] = "INSERT INTO sessions(boot_id, pid, pstart,"
-	    " sync_full, max_ttl_ms, opened_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-	[S_SESS_DEL] = "DELETE FROM sessions WHERE id = ?1",
-	[S_LOCK_GET] = "SELECT id, nwait FROM locks WHERE name = ?1",
-	/* The lock row with what the fast paths need to know of its holders
-	 * and queue, in one statement: live holders, their first expiry,
-	 * expired holders (to purge), and its waiter rows (locks.nwait).
-	 * One row even without a lock row (id NULL). */
-	[S_LOCK_STATE] = "SELECT l.id,"
-	    " count(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
-	    " min(h.expires_at) FILTER (WHERE h.expires_at > ?2),"
-	    " count(h.expires_at) FILTER (WHERE h.expires_at <= ?2),"
-	    " l.nwait"
-	    " FROM locks l LEFT JOIN holders h ON h.lock_id = l.id"
-	    " WHERE l.name = ?1",
-	[S_LOCK_ADD] = "INSERT INTO locks(name) VALUES (?1)",
-	/* Not UPDATE ... RETURNING, whose ephemeral table cost more CPU than
-	 * a second statement (bench/lcbench: +10 us per acquire). */
-	[S_FENCE_BUMP] = "UPDATE locks SET fence_seq = max(fence_seq + 1, ?2,"
-	    " (SELECT value FROM meta WHERE key = 'fence_floor')), used_at = ?3"
-	    " WHERE id = ?1",
-	[S_FENCE_GET] = "SELECT fence_seq FROM locks WHERE id = ?1",
-	[S_FENCE_MAX] = "SELECT max(fence_seq) FROM locks",
-	[S_H_PURGE] =
-	    "DELETE FROM holders WHERE lock_id = ?1 AND expires_at <= ?2",
-	[S_H_STATE] = "SELECT count(*), min(expires_at) FROM holders"
-	    " WHERE lock_id = ?1 AND expires_at > ?2",
-	[S_H_LIST] = "SELECT " HOLDER_COLS " FROM holders"
-	    " WHERE lock_id = ?1 AND expires_at > ?2 ORDER BY fence",
-	[S_H_BY_REQ] = "SELECT " HOLDER_COLS " FROM holders"
-	    " WHERE lock_id = ?1 AND rid_hash = ?2 AND expires_at > ?3",
-	[S_H_BY_WAITER] = "SELECT " HOLDER_COLS ", (SELECT name FROM locks"
-	    "  WHERE id = holders.lock_id) FROM holders"
-	    " WHERE waiter_id = ?1 AND expires_at > ?2",
-	[S_H_ADD] = "INSERT INTO holders(token_hash, lock_id, fence, owner,"
-	    " rid_hash, seal, acquired_at, expires_at, ttl_ms, waiter_id, wkey)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-	[S_H_DEL] = "DELETE FROM holders WHERE lock_id = ?1 AND fence = ?2",
-	[S_H_RENEW] = "UPDATE holders SET expires_at = ?3, ttl_ms = ?4"
-	    " WHERE lock_id = ?1 AND fence = ?2",
-	[S_H_TAKE] = "UPDATE holders SET wkey = ?3"
-	    " WHERE lock_id = ?1 AND fence = ?2",
-	[S_W_GET] = "SELECT w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
-	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal"
-	    " FROM waiters w JOIN locks l ON l.id = w.lock_id WHERE w.id = ?1",
-	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
-	    " WHERE lock_id = ?1 AND rid_hash = ?2",
-	[S_W_TAKE] = "UPDATE waiters SET pid = ?2, pstart = ?3, wkey = ?4,"
-	    " deadline = ?5 WHERE id = ?1",
-	[S_W_WALK] = "SELECT id, pid, pstart, deadline FROM waiters"
-	    " WHERE lock_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id",
-	[S_W_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM waiters"
-	    " WHERE lock_id = ?1 AND id > ?2 AND id < ?3 AND deadline > ?4"
-	    " LIMIT ?5)",
-	[S_W_ADD] = "INSERT INTO waiters(lock_id, rid_hash, owner, ttl_ms,"
-	    " deadline, pid, pstart, wkey, token_hash, seal)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-	[S_W_DEL] = "DELETE FROM waiters WHERE id = ?1",
-	/* Driven by the live rows, not by `locks`, which only grows. */
-	[S_LIST] = "WITH act(id) AS ("
-	    " SELECT lock_id FROM holders WHERE expires_at > ?1"
-	    " UNION SELECT lock_id FROM waiters WHERE deadline > ?1)"
-	    " SELECT l.name,"
-	    " (SELECT count(*) FROM holders h"
-	    "  WHERE h.lock_id = l.id AND h.expires_at > ?1),"
-	    " (SELECT count(*) FROM waiters w"
-	    "  WHERE w.lock_id = l.id AND w.deadline > ?1)"
-	    " FROM act JOIN locks l ON l.id = act.id"
-	    " WHERE l.name > ?2 AND l.name >= ?3 AND (?4 IS NULL OR l.name < ?4)"
-	    " AND (?6 IS NULL OR l.name < ?6"
-	    "  OR (?7 IS NOT NULL AND l.name >= ?7))"
-	    " ORDER BY l.name LIMIT ?5",
-	/* Quotas: live grants and live waiters of the locks whose keys lie
-	 * in [?1, ?2) (?2 NULL: no end), counted up to ?4. */
-	[S_Q_HELD] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN holders h ON h.lock_id = l.id WHERE l.name >= ?1"
-	    " AND (?2 IS NULL OR l.name < ?2) AND h.expires_at > ?3 LIMIT ?4)",
-	[S_Q_WAIT] = "SELECT count(*) FROM (SELECT 1 FROM locks l"
-	    " JOIN waiters w ON w.lock_id = l.id WHERE l.name >= ?1"
-	    " AND (?2 IS NULL OR l.name < ?2) AND w.deadline > ?3 LIMIT ?4)",
-	/* lockcore_sweep: the last id of a batch of lock rows after ?1, its
-	 * expired holders and late waiters, the highest fence among its
-	 * idle locks, and those idle locks (no holder left, no waiter row). */
-	[S_SWEEP_RANGE] = "SELECT max(id) FROM (SELECT id FROM locks"
-	    " WHERE id > ?1 ORDER BY id LIMIT ?2)",
-	[S_SWEEP_PURGE] = "DELETE FROM holders"
-	    " WHERE lock_id > ?1 AND lock_id <= ?2 AND expires_at <= ?3",
-	[S_SWEEP_WAITERS] = "DELETE FROM waiters"
-	    " WHERE lock_id > ?1 AND lock_id <= ?2 AND deadline <= ?3",
-	[S_SWEEP_TOP] = "SELECT coalesce(max(fence_seq), 0) FROM locks l"
-	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
-	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = l.id)",
-	[S_SWEEP_IDLE] = "DELETE FROM locks"
-	    " WHERE id > ?1 AND id <= ?2 AND nwait = 0 AND used_at <= ?3"
-	    " AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.lock_id = locks.id)"
-};
 
 /* A batch member's statements: each member's calls run in a savepoint,
  * released when they succeed and rolled back to when they fail. */
@@ -208,6 +51,7 @@ struct sqstore {
 	sqlite3_stmt    *st[S_COUNT];
 	int              busy_ms;          /* give up waiting after this */
 	int              live_clock;       /* read the time after BEGIN */
+	bool             clock_due;        /* ... in lock_state() (begin(NULL)) */
 	int              sync_full;        /* opened with synchronous=FULL */
 	struct timespec  busy_t0;          /* when the current wait began */
 	int              wal_frames;       /* WAL frames after our last commit */
@@ -445,7 +289,8 @@ tx_begin(struct store *st, bool write, int64_t *now)
 	 * database: the caller's `now` may predate a wait for the write
 	 * lock, and a grant stamped with it would get a shorter lease and an
 	 * acquired_at earlier than an older grant's. */
-	if (rc == 0 && q->live_clock) {
+	q->clock_due = rc == 0 && q->live_clock && now == NULL;
+	if (rc == 0 && q->live_clock && now != NULL) {
 		int64_t t = clock_wall_ms();
 
 		if (t > *now)
@@ -672,14 +517,14 @@ out:
 	return rc;
 }
 
-/* Prepares every statement of sqltab.  0 or -1. */
+/* Prepares every statement of sq_sql.  0 or -1. */
 static int
 prepare_all(struct sqstore *q, const char **why)
 {
 	int i, rc;
 
 	for (i = 0; i < S_COUNT; i++) {
-		rc = sqlite3_prepare_v3(q->db, sqltab[i], -1,
+		rc = sqlite3_prepare_v3(q->db, sq_sql[i], -1,
 		    SQLITE_PREPARE_PERSISTENT, &q->st[i], NULL);
 		if (rc != SQLITE_OK) {
 			*why = sqlite3_errmsg(q->db);
@@ -914,18 +759,25 @@ lock_get(struct store *st, const char *name, struct lockrow *lr, bool *found)
 }
 
 static int
-lock_state(struct store *st, const char *name, int64_t now,
+lock_state(struct store *st, const char *name, int64_t *now,
     struct lockrow *lr, struct hstate *hs, int *expired, bool *found)
 {
 	struct sqstore *q = (struct sqstore *)st;
 	sqlite3_stmt *s = q->st[S_LOCK_STATE];
 	int rc, brc = SQLITE_OK;
 
+	if (q->clock_due) {
+		int64_t t = clock_wall_ms();
+
+		q->clock_due = false;
+		if (t > *now)
+			*now = t;
+	}
 	hs->count = 0;
 	hs->min_expires = 0;
 	*expired = 0;
 	bind_txt(s, 1, name, &brc);
-	bind_i64(s, 2, now, &brc);
+	bind_i64(s, 2, *now, &brc);
 	rc = step_row(q, s, brc, found);
 	/* An aggregate: one row, whose id is NULL when there is no lock. */
 	if (rc == 0 && *found)
@@ -937,33 +789,6 @@ lock_state(struct store *st, const char *name, int64_t now,
 		*expired = sqlite3_column_int(s, 3);
 		lr->nwait = sqlite3_column_int64(s, 4);
 	}
-	stmt_reset(s);
-	return rc;
-}
-
-static int
-fence_next(struct store *st, int64_t lock_id, int64_t floor, int64_t now,
-    int64_t *fence)
-{
-	struct sqstore *q = (struct sqstore *)st;
-	sqlite3_stmt *s = q->st[S_FENCE_GET];
-	int rc, brc = SQLITE_OK;
-	bool found;
-
-	bind_i64(q->st[S_FENCE_BUMP], 1, lock_id, &brc);
-	bind_i64(q->st[S_FENCE_BUMP], 2, floor, &brc);
-	bind_i64(q->st[S_FENCE_BUMP], 3, now, &brc);
-	if ((rc = stmt_exec(q, q->st[S_FENCE_BUMP], brc)) < 0)
-		return rc;
-	bind_i64(s, 1, lock_id, &brc);
-	rc = step_row(q, s, brc, &found);
-	if (rc == 0 && !found) {
-		(void)snprintf(q->base.err, sizeof(q->base.err),
-		    "lock row vanished");
-		rc = LC_E_DB;
-	}
-	if (rc == 0)
-		*fence = sqlite3_column_int64(s, 0);
 	stmt_reset(s);
 	return rc;
 }
@@ -1085,16 +910,36 @@ holder_by_waiter(struct store *st, int64_t waiter_id, int64_t now,
 	return rc;
 }
 
+/* The fence first (S_FENCE_BUMP, S_FENCE_GET), then the row with it. */
 static int
-holder_add(struct store *st, const struct hrow *h, const unsigned char *rh)
+holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
+    int64_t floor, int64_t *fence)
 {
 	struct sqstore *q = (struct sqstore *)st;
-	sqlite3_stmt *s = q->st[S_H_ADD];
-	int brc = SQLITE_OK;
+	sqlite3_stmt *g = q->st[S_FENCE_GET], *s = q->st[S_H_ADD];
+	int rc, brc = SQLITE_OK;
+	bool found;
 
+	bind_i64(q->st[S_FENCE_BUMP], 1, h->lock_id, &brc);
+	bind_i64(q->st[S_FENCE_BUMP], 2, floor, &brc);
+	bind_i64(q->st[S_FENCE_BUMP], 3, h->acquired_at, &brc);
+	if ((rc = stmt_exec(q, q->st[S_FENCE_BUMP], brc)) < 0)
+		return rc;
+	bind_i64(g, 1, h->lock_id, &brc);
+	rc = step_row(q, g, brc, &found);
+	if (rc == 0 && !found) {
+		(void)snprintf(q->base.err, sizeof(q->base.err),
+		    "lock row vanished");
+		rc = LC_E_DB;
+	}
+	if (rc == 0)
+		*fence = sqlite3_column_int64(g, 0);
+	stmt_reset(g);
+	if (rc < 0)
+		return rc;
 	bind_blob(s, 1, h->sec.token_hash, SECRET_HASH_LEN, &brc);
 	bind_i64(s, 2, h->lock_id, &brc);
-	bind_i64(s, 3, h->fence, &brc);
+	bind_i64(s, 3, *fence, &brc);
 	bind_txt(s, 4, h->owner, &brc);
 	bind_blob(s, 5, rh, SECRET_HASH_LEN, &brc);
 	bind_blob(s, 6, h->sec.has_seal ? h->sec.seal : NULL, SECRET_SEAL_LEN,
@@ -1474,14 +1319,13 @@ static const struct store_ops sqlite_ops = {
 	.lock_get = lock_get,
 	.lock_state = lock_state,
 	.lock_add = lock_add,
-	.fence_next = fence_next,
 	.fence_max = fence_max,
 	.holder_state = holder_state,
 	.holders_purge = holders_purge,
 	.holders_live = holders_live,
 	.holder_by_rid = holder_by_rid,
 	.holder_by_waiter = holder_by_waiter,
-	.holder_add = holder_add,
+	.holder_grant = holder_grant,
 	.holder_delete = holder_delete,
 	.holder_renew = holder_renew,
 	.holder_take = holder_take,

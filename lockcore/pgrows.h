@@ -1,0 +1,77 @@
+/*
+ * pgrows: rows of lockcore's PostgreSQL store (store_pg.c) read from
+ * results into the engine's structs (store.h), and what a write
+ * transaction has read of the one lock whose row it holds, so that a
+ * later call of the same transaction is answered without a round trip.
+ *
+ * Every transaction that changes a lock's holders or waiters takes the
+ * lock's row first (store_pg.c, "Transactions"), so while a transaction
+ * holds that row what it read of the lock stays true, except for its own
+ * writes: store_pg.c applies its holder deletions to the copy and drops
+ * the copy on any other write.
+ */
+#ifndef HTTPLOCK_PGROWS_H
+#define HTTPLOCK_PGROWS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "pgconn.h"
+#include "store.h"
+
+#define PGR_HOLDERS_MAX 4     /* live holders a lock's look keeps */
+
+/* Secrets from columns th_col (the token's hash) and seal_col. */
+void pgr_secret(const PGresult *r, int row, int th_col, int seal_col,
+    struct hsecret *sec);
+/* A holder row from the 10 columns at `col` (HOLDER_COLS' order). */
+int pgr_holder(struct pgconn *pc, const PGresult *r, int row, int col,
+    struct hrow *h);
+
+/*
+ * The live holders of lock `lock_id` at `now`, in fence order, all of
+ * them (a lock with more than PGR_HOLDERS_MAX is not kept): answers
+ * holders_live() and holder_state() for that lock at any later `now`.
+ */
+struct pgr_holders {
+	bool        valid;
+	int64_t     lock_id;
+	int64_t     now;
+	int         n;
+	struct hrow h[PGR_HOLDERS_MAX];
+};
+
+/* Keeps rows from `col` on of result r (S_LOCK_HOLDERS: live ones first,
+ * `live` of them in all). */
+int pgr_holders_keep(struct pgr_holders *c, struct pgconn *pc,
+    const PGresult *r, int col, int64_t lock_id, int64_t now, int live);
+bool pgr_holders_has(const struct pgr_holders *c, int64_t lock_id,
+    int64_t now);
+/* holder_state() and holders_live() from the copy (pgr_holders_has). */
+void pgr_holders_state(const struct pgr_holders *c, int64_t now,
+    struct hstate *hs);
+int pgr_holders_walk(const struct pgr_holders *c, int64_t now,
+    store_holder_fn *fn, void *arg);
+/* This transaction deleted holder `fence`, or those expired at `now`. */
+void pgr_holders_drop(struct pgr_holders *c, int64_t lock_id, int64_t fence);
+void pgr_holders_purge(struct pgr_holders *c, int64_t lock_id, int64_t now);
+
+/* A waiter row with its lock's name from the 9 columns at `col`
+ * (S_W_GET's order). */
+int pgr_wrow(struct pgconn *pc, const PGresult *r, int row, int col,
+    struct wrow *w);
+
+/* The waiter row a walk of a lock's queue stopped at (S_W_WALK), whole,
+ * with its lock's name: answers waiter_get() for it. */
+struct pgr_waiter {
+	bool        valid;
+	int64_t     id;
+	struct wrow w;
+};
+
+int pgr_waiter_keep(struct pgr_waiter *c, struct pgconn *pc,
+    const PGresult *r, int row, int64_t lock_id, const char *name);
+
+#endif /* HTTPLOCK_PGROWS_H */

@@ -1,0 +1,271 @@
+/*
+ * pgtx.c: the transactions of lockcore's PostgreSQL store (store_pg.c
+ * says how they run; pgstore.h).
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "clock.h"
+#include "pgstore.h"
+
+static void
+read_clock(void *arg, const PGresult *r)
+{
+	if (PQntuples(r) == 1)
+		*(int64_t *)arg = pgc_col_i64(r, 0, 0);
+}
+
+/*
+ * Ends what the server may hold open after a failed exchange: a
+ * transaction left in the failed state is rolled back (errors ignored:
+ * a broken connection is closed anyway).
+ */
+static void
+abort_tx(struct pgstore *q)
+{
+	if (q->pc.conn != NULL &&
+	    PQtransactionStatus(q->pc.conn) != PQTRANS_IDLE &&
+	    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0)
+		(void)pgc_sync(&q->pc, "rollback", NULL);
+}
+
+/*
+ * True if the open connection is fit for a transaction: an idle one has
+ * nothing to read, unless the server ended it (a restart, a failover,
+ * pg_terminate_backend: an error message, then the end of the stream),
+ * which a look at the socket, without waiting, tells: the end of the
+ * stream (POLLRDHUP), or what libpq makes of the message.
+ */
+static bool
+conn_fit(struct pgstore *q)
+{
+	struct pollfd pfd;
+
+	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
+		return false;
+	if (q->pc.npend > 0)
+		return true;
+	pfd.fd = PQsocket(q->pc.conn);
+	pfd.events = POLLIN | POLLRDHUP;
+	if (pfd.fd < 0)
+		return false;
+	if (poll(&pfd, 1, 0) == 0)
+		return true;
+	if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+		return false;
+	return PQconsumeInput(q->pc.conn) && PQstatus(q->pc.conn) ==
+	    CONNECTION_OK;
+}
+
+/*
+ * BEGIN goes with the transaction's first statement, unless the server's
+ * clock is wanted now (a live clock and a `now` to set): then BEGIN and
+ * the clock take one round trip here.  With a NULL `now` the clock comes
+ * with the lock's row (lock_state).  A connection idle for
+ * PG_IDLE_CHECK_MS is tried with the BEGIN alone first: a server that
+ * restarted meanwhile closed it, which a look at its socket (conn_fit)
+ * does not always show yet.  A connection found broken here is replaced
+ * once: nothing of the transaction was done on it.
+ */
+int
+pgtx_begin(struct store *st, bool write, int64_t *now)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	int rc, tries;
+	bool check;
+
+	q->locked = 0;
+	q->locked_name[0] = '\0';
+	q->nwait0 = 0;
+	q->grant_lost = false;
+	q->granted = 0;
+	q->flush = false;
+	q->fence_out = NULL;
+	q->id_out = NULL;
+	q->hc.valid = false;
+	q->wc.valid = false;
+	q->wake_lock = 0;
+	q->kick = 0;
+	q->ndel = 0;
+	q->write = write;
+	q->clock_due = now == NULL && q->live_clock;
+	if (q->batch) {
+		if (q->batch_failed || q->pc.conn == NULL)
+			return LC_E_DB;
+		if ((rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL,
+		    NULL)) == 0 && q->live_clock && now != NULL &&
+		    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
+		    now)) < 0 || (rc = pgc_sync(&q->pc, "begin", NULL)) < 0))
+			q->batch_failed = true;
+		if (rc < 0)
+			return LC_E_DB;
+		q->in_tx = true;
+		return 0;
+	}
+	check = (q->live_clock && now != NULL) ||
+	    clock_mono_ms() - q->used_at >= PG_IDLE_CHECK_MS;
+	for (tries = 0; tries < 2; tries++) {
+		if (!conn_fit(q) && (rc = pgc_connect(&q->pc)) < 0)
+			return rc;
+		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
+		    NULL, NULL);
+		if (rc == 0 && q->live_clock && now != NULL)
+			rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock, now);
+		if (rc == 0 && check)
+			rc = pgc_sync(&q->pc, "begin", NULL);
+		if (rc == 0) {
+			q->in_tx = true;
+			return 0;
+		}
+		if (q->pc.conn != NULL)
+			break;                /* the server refused it */
+	}
+	abort_tx(q);
+	return LC_E_DB;
+}
+
+/*
+ * Waking across hosts.  A transaction that freed room in a lock (deleted
+ * a holder, or a waiter row, which may have been ahead of others) tells
+ * the other hosts when it commits, if the lock has a waiter on one of
+ * them: NOTIFY httplock, "<our host id> <waiter id> <lock key in hex>",
+ * where the waiter id is that of another host's row it deleted (a
+ * cancelled waiter, or one granted by a handoff), to be woken by its id,
+ * or 0.  Each host's coordinator listens (coord/pglisten.c) and wakes its
+ * waiters of that lock as a local release would.  The NOTIFY runs once
+ * the COMMIT has answered, in a transaction and a round trip of its own:
+ * a notifying commit takes a database-wide lock until its WAL is flushed,
+ * which in the lock's own transaction would serialise every commit that
+ * wakes, and its trouble must not make a committed call look failed.  Notifications are not durable (a dropped connection or a
+ * failover loses them): waiters then find their turn by their own timers
+ * and polls, as they do without a coordinator.  (S_PUBLISH, pgschema.c.)
+ */
+static void
+read_status(void *arg, const PGresult *r)
+{
+	(void)snprintf(arg, 16, "%s", PQcmdStatus((PGresult *)r));
+}
+
+int
+pgtx_end(struct store *st, int rc)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	struct pgc_args a = { 0 };
+	char status[16] = "", keep[STORE_ERR_LEN];
+	int erc;
+
+	if (!q->in_tx)
+		return rc < 0 ? rc : LC_E_DB;
+	q->in_tx = false;
+	q->locked = 0;
+	q->used_at = clock_mono_ms();
+	if (q->batch) {
+		erc = pgc_queue_sql(&q->pc, rc >= 0 ? "RELEASE SAVEPOINT op" :
+		    "ROLLBACK TO SAVEPOINT op", NULL, NULL);
+		if (erc == 0 && rc < 0)
+			erc = pgc_queue_sql(&q->pc, "RELEASE SAVEPOINT op",
+			    NULL, NULL);
+		if (erc < 0 || (erc = pgc_sync(&q->pc, "savepoint", NULL)) < 0) {
+			q->batch_failed = true;
+			return rc < 0 ? rc : erc;
+		}
+		return rc;
+	}
+	if (rc < 0) {
+		/* The rollback's own trouble (a connection already closed)
+		 * does not replace the error that led to it. */
+		(void)memcpy(keep, q->base.err, sizeof(keep));
+		if (q->pc.conn != NULL &&
+		    pgc_queue(&q->pc, S_ROLLBACK, NULL, NULL, NULL) == 0 &&
+		    pgc_sync(&q->pc, "rollback", NULL) < 0)
+			abort_tx(q);
+		(void)memcpy(q->base.err, keep, sizeof(keep));
+		return rc;
+	}
+	/* A commit whose answer is lost may or may not have happened:
+	 * LC_E_DB, never a definite "not done". */
+	erc = 0;
+	if (q->write && !q->flush)
+		erc = pgc_queue(&q->pc, S_NO_FLUSH, NULL, NULL, NULL);
+	if (erc == 0 && (erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status,
+	    status)) == 0)
+		erc = pgc_sync(&q->pc, "commit", NULL);
+	if (erc < 0) {
+		abort_tx(q);
+		return erc;
+	}
+	q->ndel = 0;
+	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
+	if (strcmp(status, "COMMIT") != 0)
+		return pgc_fail(&q->pc, "commit", "rolled back");
+	if (q->grant_lost)
+		return pgc_fail(&q->pc, "insert", "lock row vanished");
+	/* Committed: the NOTIFY is a round trip of its own, whose failure
+	 * (a full notify queue, a lost connection) costs only the wake, not
+	 * the call, and is logged by no one: the waiters' timers and polls
+	 * cover it.  None unless another host's row was deleted (granted by
+	 * a handoff, or cancelled) or the lock may have room for another
+	 * host's waiter: not when it had no waiter row when this
+	 * transaction took it (whoever queues after it sees it free), nor
+	 * when this transaction granted it again. */
+	if (q->write && q->wake_lock != 0 && q->host_id != 0 &&
+	    (q->kick != 0 || (q->wake_lock != q->nwait0 &&
+	    q->wake_lock != q->granted))) {
+		(void)memcpy(keep, q->base.err, sizeof(keep));
+		pgc_arg_i64(&a, q->host_id);
+		pgc_arg_i64(&a, q->kick);
+		pgc_arg_i64(&a, q->wake_lock);
+		if (pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL) == 0)
+			(void)pgc_sync(&q->pc, "notify", NULL);
+		(void)memcpy(q->base.err, keep, sizeof(keep));
+	}
+	return rc;
+}
+
+int
+pgtx_batch_begin(struct store *st)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	int rc;
+
+	if (q->batch)
+		return LC_E_INVAL;
+	if (q->pc.conn == NULL || PQstatus(q->pc.conn) != CONNECTION_OK)
+		if ((rc = pgc_connect(&q->pc)) < 0)
+			return rc;
+	if ((rc = pgc_queue(&q->pc, S_BEGIN, NULL, NULL, NULL)) < 0 ||
+	    (rc = pgc_sync(&q->pc, "begin", NULL)) < 0)
+		return rc;
+	q->batch = true;
+	q->batch_failed = false;
+	return 0;
+}
+
+int
+pgtx_batch_end(struct store *st, int rc)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	char status[16] = "";
+	int erc;
+
+	if (!q->batch)
+		return LC_E_INVAL;
+	q->batch = false;
+	if (q->in_tx)
+		(void)pgtx_end(st, LC_E_DB);
+	if (rc < 0 || q->batch_failed) {
+		abort_tx(q);
+		return rc < 0 ? rc : LC_E_DB;
+	}
+	if ((erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status, status)) < 0 ||
+	    (erc = pgc_sync(&q->pc, "commit", NULL)) < 0) {
+		abort_tx(q);
+		return erc;
+	}
+	return strcmp(status, "COMMIT") == 0 ? 0 :
+	    pgc_fail(&q->pc, "commit", "rolled back");
+}
+
