@@ -579,3 +579,48 @@ def test_postgresql_restarted_while_idle(_shared_stack):
         _run_on_hosts(body, hosts)
     finally:
         pg.stop()
+
+
+@needs_store("postgresql")
+@shared
+def test_grant_survives_a_crash(_shared_stack):
+    """A grant is answered only once its commit is in the WAL on disk: a
+    crash of PostgreSQL (pg_ctl stop -m immediate) right after the answers
+    loses none of them; the locks are still held, and each keeps its
+    fence."""
+    pg = _private_pg()
+    try:
+        hosts = Hosts(1, "pg-crash", server=pg.uri())
+
+        def body(h):
+            s = h[0]
+            names = ["mh-crash-%d" % i for i in range(8)]
+            fences = {}
+            for n in names:         # the lock rows exist: only grants now
+                r = s.acquire(n, timeout=0)
+                expect(r, 200)
+                expect(s.release(n, r["token"]), 200)
+            for n in names:
+                r = s.acquire(n, ttl=120, timeout=0)
+                expect(r, 200)
+                fences[n] = r["fence"]
+            t0 = time.monotonic()
+            pg.restart("immediate")
+            wait_for(lambda: pgdb.query(h.uri, "SELECT 1") == [["1"]], 10, "the server back")
+            rows = pgdb.query(h.uri, "SELECT convert_from(l.name, 'UTF8'), h.fence"
+                              " FROM httplock.holders h JOIN httplock.locks l ON l.id = h.lock_id")
+            kept = {n: int(f) for n, f in rows}
+            log("%d grants answered, PostgreSQL crashed and back in %.2f s: %d holder rows" % (
+                len(names), time.monotonic() - t0, len(kept)))
+            assert kept == fences, "before the crash %s, after it %s" % (fences, kept)
+            r = None
+            for _ in range(50):
+                r = s.acquire(names[0], timeout=0)
+                if r.status != 503:
+                    break
+                time.sleep(0.1)
+            expect(r, 423)
+
+        _run_on_hosts(body, hosts)
+    finally:
+        pg.stop()

@@ -706,6 +706,42 @@ START_TEST(test_waiter_cap)
 }
 END_TEST
 
+/*
+ * A queue longer than one read of it (the PostgreSQL store reads a walk
+ * in pages of 32 rows): the cap counts every live waiter, and a dead one
+ * past the first page makes room.
+ */
+START_TEST(test_waiter_cap_long_queue)
+{
+	struct lock_acquire_req r;
+	struct lock_grant g, g2;
+	struct lock_wait_info wi;
+	pid_t gone = lct_dead_pid();
+	int i;
+
+	g = must_grant(lc, "capq", T0);
+	for (i = 0; i < 40; i++) {
+		r = mkreq("capq", true, 100 + (uint64_t)i);
+		r.max_waiters = 41;
+		if (i == 37)
+			r.who.pid = gone;
+		ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1 + i, &g2, &wi),
+		    LC_QUEUED);
+		ck_assert_int_eq(wi.ahead, i);
+	}
+	r = mkreq("capq", true, 200);
+	r.max_waiters = 40;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 50, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 39);
+	r.who.key = 201;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 51, &g2, &wi),
+	    LC_E_TOO_MANY);
+	ck_assert_int_eq(count_rows("SELECT nwait FROM locks"
+	    " WHERE name = 'capq'"), 40);
+	(void)g;
+}
+END_TEST
+
 START_TEST(test_status)
 {
 	struct lock_acquire_req r = mkreq("st", true, 61);
@@ -2906,6 +2942,7 @@ lockcore_suite(void)
 	tcase_add_test(tc, test_dead_waiters_skipped);
 	tcase_add_test(tc, test_dead_waiters_free_lock);
 	tcase_add_test(tc, test_waiter_cap);
+	tcase_add_test(tc, test_waiter_cap_long_queue);
 	tcase_add_test(tc, test_proc);
 	suite_add_tcase(s, tc);
 

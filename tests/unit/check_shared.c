@@ -276,6 +276,22 @@ START_TEST(test_notify)
 	payload("host-a", 0, "78", want, sizeof(want));
 	ck_assert_str_eq(got, want);
 
+	/* A hands "h" on to its own first waiter, B's waits behind it: the
+	 * lock is held again, so nobody is told (the next one heard is the
+	 * cancel below). */
+	{
+		struct lock_handoff ho;
+
+		r = lct_req("h", NULL, false, 6);
+		g = lct_grant(a, &r, now);
+		(void)queue(a, "h", getpid(), 7, now);
+		(void)queue(b, "h", getpid(), 8, now);
+		memset(&ho, 0, sizeof(ho));
+		ck_assert_int_eq(lock_release(a, "h", g.token, now, &wake,
+		    &ho), LC_OK);
+		ck_assert_int_gt(ho.waiter_id, 0);
+	}
+
 	/* A cancels B's waiter on "c" by its request_id: named. */
 	r = lct_req("c", NULL, false, 4);
 	(void)lct_grant(a, &r, now);
