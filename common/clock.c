@@ -4,9 +4,26 @@
  * timespec is what a failure would read as.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "clock.h"
+
+#ifdef HTTPLOCK_TEST_HOOKS
+/* Test builds only: HTTPLOCK_TEST_CLOCK_SKEW_MS moves this process's wall
+ * clock by that many ms, to play a host whose clock is off.  Read once,
+ * before main(). */
+static int64_t wall_skew;
+
+__attribute__((constructor)) static void
+read_skew(void)
+{
+	const char *v = getenv("HTTPLOCK_TEST_CLOCK_SKEW_MS");
+
+	if (v != NULL)
+		wall_skew = strtoll(v, NULL, 10);
+}
+#endif
 
 static int64_t
 read_ms(clockid_t id)
@@ -35,7 +52,11 @@ clock_mono_us(void)
 int64_t
 clock_wall_ms(void)
 {
+#ifdef HTTPLOCK_TEST_HOOKS
+	return read_ms(CLOCK_REALTIME) + wall_skew;
+#else
 	return read_ms(CLOCK_REALTIME);
+#endif
 }
 
 int

@@ -54,6 +54,7 @@ static struct {
 	atomic_bool         open_failed; /* the last open failed (logged) */
 	bool                failing;     /* transactions fail (logged) */
 	_Atomic int64_t     grace_until;
+	_Atomic int64_t     clock_ahead; /* the store's (db_local_ms) */
 	atomic_int          want;        /* threads waiting for mu */
 	/* Under mu: */
 	bool                batch_open;
@@ -203,6 +204,12 @@ db_waiting(void)
 }
 
 int64_t
+db_local_ms(int64_t store_ms)
+{
+	return store_ms == 0 ? 0 : store_ms - atomic_load(&g.clock_ahead);
+}
+
+int64_t
 db_grace_until(void)
 {
 	return atomic_load(&g.grace_until);
@@ -288,10 +295,12 @@ pool_enter(void)
 	return g.slot[pick].db;
 }
 
-/* db_leave() on a shared store: the slot goes back. */
+/* db_leave() on a shared store: the slot goes back, and the server's
+ * clock as its connection last read it is noted for db_local_ms(). */
 static int
 pool_leave(void)
 {
+	atomic_store(&g.clock_ahead, lockcore_clock_ahead(g.slot[my_slot].db));
 	pthread_mutex_lock(&g.pool_mu);
 	g.slot[my_slot].busy = false;
 	/* Once closing, db_close waits on the same condition as the

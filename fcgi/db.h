@@ -70,6 +70,13 @@ int db_waiting(void);
 /* The end of the grace after an unclean shutdown (wall ms; 0: none), as
  * the last open found it. */
 int64_t db_grace_until(void);
+/*
+ * A time the store gave (a grant's expires_at, a holder's expiry; 0:
+ * none) on this host's wall clock: a shared store judges leases by its
+ * server's clock, and a timer here, or the coordinator's, must wait for
+ * the same instant whatever this host's clock says.
+ */
+int64_t db_local_ms(int64_t store_ms);
 
 /* Housekeeping after a request, at most once a second per process: one
  * batch of lockcore_sweep (expired holders, idle locks' rows). */

@@ -137,9 +137,10 @@ void
 deliver_handed_on(const char *key, bool wake, const struct lock_handoff *ho)
 {
 	if (ho->waiter_id != 0 && ho->pid == self_pid && answer_parked(ho))
-		coordlink_notify(key, wake, 0, ho->expires_at);
+		coordlink_notify(key, wake, 0, db_local_ms(ho->expires_at));
 	else if (ho->waiter_id != 0)
-		coordlink_notify(key, wake, ho->waiter_id, ho->expires_at);
+		coordlink_notify(key, wake, ho->waiter_id,
+		    db_local_ms(ho->expires_at));
 	else if (wake)
 		coordlink_notify(key, true, 0, 0);
 }

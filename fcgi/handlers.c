@@ -231,7 +231,7 @@ handle_renew(struct reply *r, const struct request *rq)
 		return;
 	}
 	/* The coordinator's timer for this lock's waiters moves too. */
-	coordlink_notify(rq->key, false, 0, g.expires_at);
+	coordlink_notify(rq->key, false, 0, db_local_ms(g.expires_at));
 	(void)reply_json(r, 200, NULL, reply_grant(&g, rq->name, g.ttl_ms),
 	    false);
 }

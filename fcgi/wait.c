@@ -285,7 +285,7 @@ wait_poll(const struct lockref *ref, const struct lock_waiter_ident *who,
 		/* Re-arm the coordinator's expiry timer for the new lease, and
 		 * pass the wake on if the lock still has room.  (A handoff's
 		 * maker did that already.) */
-		coordlink_notify(ref->key, wake, 0, g->expires_at);
+		coordlink_notify(ref->key, wake, 0, db_local_ms(g->expires_at));
 	else if (wake)
 		coordlink_notify(ref->key, true, 0, 0);
 	return rc;
@@ -343,11 +343,12 @@ sleep_ms(const struct lock_wait_info *info, bool registered, int64_t now,
 	}
 	if (p < t)
 		t = p;
-	/* The holder's expiry is wall time: it becomes a delay here.  (Only
-	 * while that expiry is ahead: past it, the look that came after it
-	 * decided, and a hint in the past would make us spin.) */
+	/* The holder's expiry is the store's wall time: it becomes a delay
+	 * here.  (Only while that expiry is ahead: past it, the look that
+	 * came after it decided, and a hint in the past would make us spin.) */
 	if (info->ahead == 0 && info->holder_expires > 0) {
-		expiry_in = info->holder_expires + EXPIRY_LOOK_MS - wall_ms();
+		expiry_in = db_local_ms(info->holder_expires) + EXPIRY_LOOK_MS -
+		    wall_ms();
 		if (expiry_in > 0 && expiry_in < t)
 			t = expiry_in;
 	}
@@ -396,6 +397,7 @@ static struct coord_waiter *
 coord_register(struct coord_waiter *cw, const char *name,
     const struct lock_wait_info *info, bool *ok)
 {
+	int64_t expires = db_local_ms(info->holder_expires);
 	bool pooled = false;
 
 	*ok = false;
@@ -411,8 +413,8 @@ coord_register(struct coord_waiter *cw, const char *name,
 		 * at once (and again after each registration, while a failing
 		 * database keeps the lock from being granted). */
 		if (coord_waiter_register(cw, name, info->waiter_id,
-		    info->holder_expires > wall_ms() ? info->holder_expires : 0,
-		    COORD_ACK_MS) == COORDC_OK) {
+		    expires > wall_ms() ? expires : 0, COORD_ACK_MS) ==
+		    COORDC_OK) {
 			*ok = true;
 			return cw;
 		}

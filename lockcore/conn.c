@@ -345,3 +345,9 @@ lockcore_store_info(struct lockcore *lc, struct lockcore_store_info *si)
 	si->primary = -1;
 	return lc->st->ops->info != NULL ? lc->st->ops->info(lc->st, si) : 0;
 }
+
+int64_t
+lockcore_clock_ahead(struct lockcore *lc)
+{
+	return lc != NULL && lc->st != NULL ? lc->st->clock_ahead : 0;
+}

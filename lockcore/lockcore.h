@@ -385,6 +385,14 @@ int lockcore_sweep(struct lockcore *lc, int64_t now, int batch,
  */
 int lockcore_ping(struct lockcore *lc) LC_WUR;
 
+/*
+ * How far the store's clock is ahead of this host's wall clock (ms), as
+ * this connection last read it: 0 on a store without a clock of its own
+ * (SQLite).  A time the store gave (expires_at, holder_expires) less this
+ * is the same instant on this host's clock: what a timer here waits for.
+ */
+int64_t lockcore_clock_ahead(struct lockcore *lc);
+
 /* What /healthz shows of the store. */
 struct lockcore_store_info {
 	const char *kind;        /* "sqlite" or "postgresql" */

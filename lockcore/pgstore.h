@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "lockcore.h"
 #include "pgconn.h"
 #include "pgrows.h"
@@ -35,6 +36,7 @@ struct pgstore {
 	bool         prepared[S_COUNT]; /* on pc */
 	int          live_clock;        /* now := the server's clock */
 	bool         clock_due;         /* ... read by lock_state() */
+	int64_t     *now_out;           /* begin()'s `now` */
 	bool         in_tx;
 	int64_t      used_at;           /* the last transaction's end
 	                                   (monotonic ms) */
@@ -81,6 +83,13 @@ defer(struct pgstore *q, enum stmt_id id, const struct pgc_args *a)
 {
 	q->flush = true;
 	return defer_lossy(q, id, a);
+}
+
+/* The server's clock read as `server_ms`: how far it is ahead of ours. */
+static inline void
+note_clock(struct pgstore *q, int64_t server_ms)
+{
+	q->base.clock_ahead = server_ms - clock_wall_ms();
 }
 
 /* The transactions of store.h (begin, end, batch_begin, batch_end). */

@@ -14,8 +14,12 @@
 static void
 read_clock(void *arg, const PGresult *r)
 {
-	if (PQntuples(r) == 1)
-		*(int64_t *)arg = pgc_col_i64(r, 0, 0);
+	struct pgstore *q = arg;
+
+	if (PQntuples(r) == 1 && q->now_out != NULL) {
+		*q->now_out = pgc_col_i64(r, 0, 0);
+		note_clock(q, *q->now_out);
+	}
 }
 
 /*
@@ -92,13 +96,14 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	q->ndel = 0;
 	q->write = write;
 	q->clock_due = now == NULL && q->live_clock;
+	q->now_out = now;
 	if (q->batch) {
 		if (q->batch_failed || q->pc.conn == NULL)
 			return LC_E_DB;
 		if ((rc = pgc_queue_sql(&q->pc, "SAVEPOINT op", NULL,
 		    NULL)) == 0 && q->live_clock && now != NULL &&
 		    ((rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock,
-		    now)) < 0 || (rc = pgc_sync(&q->pc, "begin", NULL)) < 0))
+		    q)) < 0 || (rc = pgc_sync(&q->pc, "begin", NULL)) < 0))
 			q->batch_failed = true;
 		if (rc < 0)
 			return LC_E_DB;
@@ -113,7 +118,7 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
 		    NULL, NULL);
 		if (rc == 0 && q->live_clock && now != NULL)
-			rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock, now);
+			rc = pgc_queue(&q->pc, S_CLOCK, NULL, read_clock, q);
 		if (rc == 0 && check)
 			rc = pgc_sync(&q->pc, "begin", NULL);
 		if (rc == 0) {

@@ -114,6 +114,9 @@ struct session_row {
 struct store {
 	const struct store_ops *ops;
 	char err[STORE_ERR_LEN];  /* the last error, for lockcore_errmsg */
+	int64_t clock_ahead;      /* the store's clock minus this host's wall
+	                             clock at its last reading, ms (a store
+	                             with server_clock; else 0) */
 };
 
 /*

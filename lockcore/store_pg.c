@@ -336,6 +336,7 @@ lock_state(struct store *st, const char *name, int64_t *now,
 	}
 	if (q->clock_due) {
 		*now = pgc_col_i64(r, 0, 0);
+		note_clock(q, *now);
 		q->clock_due = false;
 	}
 	if (*found) {
@@ -681,6 +682,7 @@ waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
 	}
 	if (q->clock_due) {
 		*now = pgc_col_i64(r, 0, 0);
+		note_clock(q, *now);
 		q->clock_due = false;
 	}
 	*found = !PQgetisnull(r, 0, 1);

@@ -79,7 +79,9 @@ class Stack(Client):
     request() and url() put before every path.  lighttpd_conf: another
     lighttpd configuration (e.g. conf/lighttpd-auth.conf); apache_conf: another
     Apache configuration (e.g. conf/apache-auth.conf); extra_env: more
-    environment for the front end (may be filled in before start()).
+    environment for the front end (may be filled in before start());
+    host_env: more environment for every process of the stack, the
+    coordinator too (a test hook that plays another machine).
     start_coord: whether start() starts httplock-coord; by default it does
     unless the conf sets coord_autostart = yes (then the workers start it:
     see auto_coords()).  store: a libpq URI the stack's httplock.conf names
@@ -90,10 +92,11 @@ class Stack(Client):
 
     def __init__(self, conf_overrides=None, label="stack", front=None, mount="/",
                  lighttpd_conf=None, extra_env=None, apache_conf=None, start_coord=None,
-                 store=None):
+                 store=None, host_env=None):
         self.lighttpd_conf = lighttpd_conf or LIGHTTPD_CONF
         self.apache_conf = apache_conf or APACHE_CONF
         self.extra_env = dict(extra_env or {})
+        self.host_env = dict(host_env or {})
         for path, what in ((WORKER_BIN, "worker"), (COORD_BIN, "coordinator")):
             if not os.access(path, os.X_OK):
                 raise StackError("%s binary not built: %s" % (what, path))
@@ -178,7 +181,8 @@ class Stack(Client):
         """Starts the coordinator and waits until its socket accepts."""
         if self.coord is not None and self.coord.poll() is None:
             raise StackError("coordinator already running (pid %d)" % self.coord.pid)
-        self.coord = self._popen([COORD_BIN, "-c", self.conf_path], "coord.log")
+        self.coord = self._popen([COORD_BIN, "-c", self.conf_path], "coord.log",
+                                 env=dict(os.environ, **self.host_env))
         self._wait_accepts(self.coord, self.coord_sock, "httplock-coord", "coord.log", timeout_s)
 
     def _wait_accepts(self, proc, sock, what, logname, timeout_s):
@@ -233,6 +237,7 @@ class Stack(Client):
             "HTTPLOCK_USER": user,
             "HTTPLOCK_GROUP": group,
         })
+        env.update(self.host_env)
         env.update(self.extra_env)
         return env
 

@@ -66,15 +66,17 @@ def _pgcluster():
 class Hosts:
     """n stacks ("hosts" A, B, C) on one store: a database made on
     `server` (default HTTPLOCK_TEST_PG) for them alone.  conf: more
-    httplock.conf keys, the same on every host."""
+    httplock.conf keys, the same on every host; env: a dict of more
+    environment for each host (its front end, workers and coordinator)."""
 
-    def __init__(self, n, label, conf=None, server=None):
+    def __init__(self, n, label, conf=None, server=None, env=None):
         self.server = server or PG_SERVER
         self.db, self.uri = pgdb.create_database(self.server, prefix="hlmh")
         self.stacks = []
         try:
             for i in range(n):
-                s = Stack(dict(conf or {}), label="%s-%s" % (label, LETTERS[i]), store=self.uri)
+                s = Stack(dict(conf or {}), label="%s-%s" % (label, LETTERS[i]), store=self.uri,
+                          host_env=(env or [{}] * n)[i])
                 s.host = LETTERS[i]
                 self.stacks.append(s)
         except BaseException:
@@ -624,3 +626,37 @@ def test_grant_survives_a_crash(_shared_stack):
         _run_on_hosts(body, hosts)
     finally:
         pg.stop()
+
+
+@needs_store("postgresql")
+@shared
+def test_expiry_on_hosts_with_skewed_clocks(_shared_stack):
+    """Leases are judged by the server's clock: a host whose clock is 3 s
+    behind it and one 3 s ahead each hand a lease that ended to their
+    waiter promptly.  Their timers (the worker's, the coordinator's) wait
+    for the server's instant, not for their own clock's reading of it,
+    which would be 3 s late, or already past and left to the waiter's
+    looks once a second (a lease of 1.5 s ends between two)."""
+    skews = [0, -3000, 3000]
+    hosts = Hosts(3, "skew", env=[{"HTTPLOCK_TEST_CLOCK_SKEW_MS": str(k)} for k in skews])
+
+    def body(h):
+        A = h[0]
+        for s, skew in zip(h[1:], skews[1:]):
+            name = "mh-skew-%s" % s.host
+            g = A.acquire_ok(name, ttl=1.5)
+            w = BG(s.acquire, name, owner=s.host, timeout=10, ttl=30, timeout_s=20)
+            A.wait_waiters(name, 1, bg=w)
+            r = w.get(15)
+            check_grant(r, name, owner=s.host)
+            late_ms = (r["acquired_at"] - g["expires_at"]) * 1000
+            log("host %s, clock %+d ms off the server's: lease of 1.5 s handed to its "
+                "waiter %.1f ms after its end (server's clock)" % (s.host, skew, late_ms))
+            assert r["acquired_at"] >= g["expires_at"] - 0.0005, \
+                "granted at %.3f, before the lease ended at %.3f" % (
+                    r["acquired_at"], g["expires_at"])
+            assert late_ms < 250, "host %s (clock %+d ms): granted %.0f ms after the " \
+                "lease ended" % (s.host, skew, late_ms)
+            s.release_ok(name, r["token"])
+
+    _run_on_hosts(body, hosts)
