@@ -783,6 +783,29 @@ own_token(struct lockcore *lc, const struct hsecret *sec,
 }
 
 /*
+ * The outcome of a waiter's look that found its row gone: h is the live
+ * grant made for the row (NULL: none), loaded into *grant.  LC_GRANTED if
+ * it was made for `who` (its token then in grant->token), LC_E_SUPERSEDED
+ * if for another request that owned the row then, else LC_E_GONE.
+ */
+static int
+grant_found(struct lockcore *lc, const struct lock_waiter_ident *who,
+    const struct hrow *h, struct lock_grant *grant,
+    struct lock_wait_info *info)
+{
+	int rc;
+
+	if (h == NULL)
+		return LC_E_GONE;
+	if (h->wkey != who->key)
+		return LC_E_SUPERSEDED;
+	if ((rc = own_token(lc, &h->sec, who, grant->token)) < 0)
+		return rc;
+	info->handed = true;
+	return LC_GRANTED;
+}
+
+/*
  * For a waiter whose row is gone: LC_GRANTED with *grant if the row was
  * granted to `who` and the grant still lives, LC_E_SUPERSEDED if it was
  * granted to another request that owned the row then, else LC_E_GONE.
@@ -798,14 +821,7 @@ granted_or_gone(struct lockcore *lc, int64_t waiter_id,
 
 	if ((rc = holder_by_waiter(lc, waiter_id, now, &h, grant, &found)) < 0)
 		return rc;
-	if (!found)
-		return LC_E_GONE;
-	if (h.wkey != who->key)
-		return LC_E_SUPERSEDED;
-	if ((rc = own_token(lc, &h.sec, who, grant->token)) < 0)
-		return rc;
-	info->handed = true;
-	return LC_GRANTED;
+	return grant_found(lc, who, found ? &h : NULL, grant, info);
 }
 
 /*
@@ -840,32 +856,35 @@ poll_look(struct lockcore *lc, int64_t waiter_id,
     const struct lock_waiter_ident *who, int64_t *now,
     struct lock_grant *grant, struct lock_wait_info *info)
 {
-	struct wrow wr;
-	struct hstate hs;
-	int rc, ahead = 0;
-	bool found, one = lc->st->ops->waiter_look != NULL;
+	struct wlook l;
+	int rc;
+	bool one = lc->st->ops->waiter_look != NULL;
 
+	memset(&l, 0, sizeof(l));
 	if (one) {
 		if ((rc = STORE(lc, waiter_look, waiter_id, now, LC_AHEAD_MAX,
-		    &wr, &found, &hs, &ahead)) < 0)
+		    &l)) < 0)
 			return rc;
-		if (!found)
-			return granted_or_gone(lc, waiter_id, who, *now, grant,
-			    info);
-		if (wr.wkey != who->key)
+		if (!l.found && l.granted &&
+		    (rc = fill_grant(grant, l.w.name, &l.h, NULL)) < 0)
+			return rc;
+		if (!l.found)
+			return grant_found(lc, who, l.granted ? &l.h : NULL,
+			    grant, info);
+		if (l.w.wkey != who->key)
 			return LC_E_SUPERSEDED;
 	} else if ((rc = poll_row(lc, waiter_id, who, *now, grant, info,
-	    &wr)) != 0 ||
-	    (rc = STORE(lc, holder_state, wr.lock_id, *now, &hs)) < 0)
+	    &l.w)) != 0 ||
+	    (rc = STORE(lc, holder_state, l.w.lock_id, *now, &l.hs)) < 0)
 		return rc;
-	if (hs.count == 0)
+	if (l.hs.count == 0)
 		return 0;
 	info->waiter_id = waiter_id;
-	info->holder_expires = hs.min_expires;
-	if (!one && (rc = STORE(lc, waiter_count, wr.lock_id, 0, waiter_id,
-	    *now, LC_AHEAD_MAX, &ahead)) < 0)
+	info->holder_expires = l.hs.min_expires;
+	if (!one && (rc = STORE(lc, waiter_count, l.w.lock_id, 0, waiter_id,
+	    *now, LC_AHEAD_MAX, &l.ahead)) < 0)
 		return rc;
-	info->ahead = ahead;
+	info->ahead = l.ahead;
 	return LC_QUEUED;
 }
 

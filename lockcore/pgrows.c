@@ -171,6 +171,7 @@ pgr_waiter_keep(struct pgr_waiter *c, struct pgconn *pc, const PGresult *r,
 		return 0;
 	memcpy(w->name, name, strlen(name) + 1);
 	c->id = pgc_col_i64(r, row, 0);
+	c->remote = pgc_col_bool(r, row, 4);
 	c->valid = true;
 	return 0;
 }

@@ -68,6 +68,7 @@ int pgr_wrow(struct pgconn *pc, const PGresult *r, int row, int col,
 struct pgr_waiter {
 	bool        valid;
 	int64_t     id;
+	bool        remote;     /* another host's */
 	struct wrow w;
 };
 

@@ -18,6 +18,9 @@
 #define HOLDER_COLS                                                 \
     "lock_id, token_hash, fence, owner, acquired_at, expires_at,"    \
     " waiter_id, wkey, seal, ttl_ms"
+#define HOLDER_COLS_H                                               \
+    "h.lock_id, h.token_hash, h.fence, h.owner, h.acquired_at,"      \
+    " h.expires_at, h.waiter_id, h.wkey, h.seal, h.ttl_ms"
 
 /* Every parameter is cast, so the server knows its type without our
  * OIDs; every result column is int8, bool, text or bytea. */
@@ -125,7 +128,8 @@ const char *const pg_sql[S_COUNT] = {
 	/* A waiter's look (store.h, waiter_look): $1 the row, $2 the time
 	 * (NULL: the server's clock), $3 the most waiters ahead to count;
 	 * then S_W_GET's columns (NULL if there is no row), the live holders'
-	 * count and earliest expiry, and the waiters ahead. */
+	 * count and earliest expiry, the waiters ahead, and without the row
+	 * the live grant made for it (HOLDER_COLS, its lock's name). */
 	[S_W_LOOK] = "SELECT c.now, w.lock_id, w.owner, w.rid_hash, w.ttl_ms,"
 	    " w.wkey, l.name, w.deadline, w.token_hash, w.seal,"
 	    " (SELECT count(*) FROM holders h WHERE h.lock_id = w.lock_id"
@@ -134,11 +138,15 @@ const char *const pg_sql[S_COUNT] = {
 	    "  WHERE h.lock_id = w.lock_id AND h.expires_at > c.now),"
 	    " (SELECT count(*) FROM (SELECT 1 FROM waiters x"
 	    "  WHERE x.lock_id = w.lock_id AND x.id < w.id"
-	    "  AND x.deadline > c.now LIMIT $3::int8) k)"
+	    "  AND x.deadline > c.now LIMIT $3::int8) k), hw.*"
 	    " FROM (SELECT coalesce($2::int8, floor(extract(epoch FROM"
 	    "  clock_timestamp()) * 1000)::int8)) c(now)"
 	    " LEFT JOIN waiters w ON w.id = $1::int8"
-	    " LEFT JOIN locks l ON l.id = w.lock_id",
+	    " LEFT JOIN locks l ON l.id = w.lock_id"
+	    " LEFT JOIN LATERAL (SELECT " HOLDER_COLS_H ", g.name"
+	    "  FROM holders h JOIN locks g ON g.id = h.lock_id"
+	    "  WHERE w.id IS NULL AND h.waiter_id = $1::int8"
+	    "  AND h.expires_at > c.now) hw ON true",
 	[S_W_BY_REQ] = "SELECT id, token_hash, seal FROM waiters"
 	    " WHERE lock_id = $1::int8 AND rid_hash = $2::bytea",
 	[S_W_TAKE] = "UPDATE waiters SET host_id = $6::int8, pid = $2::int8,"

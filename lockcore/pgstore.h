@@ -27,6 +27,8 @@
 struct del_look {
 	struct pgstore *q;
 	int64_t         id;
+	bool            known;    /* its lock and host known before (from a
+	                             walk), whatever its result says */
 };
 
 struct pgstore {
@@ -38,6 +40,8 @@ struct pgstore {
 	bool         clock_due;         /* ... read by lock_state() */
 	int64_t     *now_out;           /* begin()'s `now` */
 	bool         in_tx;
+	bool         implicit;          /* a read of one statement: no BEGIN,
+	                                   no COMMIT (pgtx_begin) */
 	int64_t      used_at;           /* the last transaction's end
 	                                   (monotonic ms) */
 	bool         write;             /* the open transaction writes */
@@ -59,6 +63,7 @@ struct pgstore {
 	struct del_look del[PGC_PENDING_MAX];  /* waiter_delete()s whose
 	                                   results are not read yet */
 	int          ndel;
+	int          nunknown;          /* of those, not known */
 	bool         batch;             /* in batch_begin() */
 	bool         batch_failed;
 	int64_t      host_id;           /* our row of `hosts` */

@@ -94,6 +94,7 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	q->wake_lock = 0;
 	q->kick = 0;
 	q->ndel = 0;
+	q->nunknown = 0;
 	q->write = write;
 	q->clock_due = now == NULL && q->live_clock;
 	q->now_out = now;
@@ -112,9 +113,17 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	}
 	check = (q->live_clock && now != NULL) ||
 	    clock_mono_ms() - q->used_at >= PG_IDLE_CHECK_MS;
+	/* A read begun without a clock is a waiter's look, one statement
+	 * (waiter_look in store.h): its own snapshot, in the implicit
+	 * transaction that its Sync ends. */
+	q->implicit = !write && now == NULL && !check;
 	for (tries = 0; tries < 2; tries++) {
 		if (!conn_fit(q) && (rc = pgc_connect(&q->pc)) < 0)
 			return rc;
+		if (q->implicit) {
+			q->in_tx = true;
+			return 0;
+		}
 		rc = pgc_queue(&q->pc, write ? S_BEGIN : S_BEGIN_RO, NULL,
 		    NULL, NULL);
 		if (rc == 0 && q->live_clock && now != NULL)
@@ -140,14 +149,47 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
  * where the waiter id is that of another host's row it deleted (a
  * cancelled waiter, or one granted by a handoff), to be woken by its id,
  * or 0.  Each host's coordinator listens (coord/pglisten.c) and wakes its
- * waiters of that lock as a local release would.  The NOTIFY runs once
- * the COMMIT has answered, in a transaction and a round trip of its own:
- * a notifying commit takes a database-wide lock until its WAL is flushed,
- * which in the lock's own transaction would serialise every commit that
- * wakes, and its trouble must not make a committed call look failed.  Notifications are not durable (a dropped connection or a
- * failover loses them): waiters then find their turn by their own timers
- * and polls, as they do without a coordinator.  (S_PUBLISH, pgschema.c.)
+ * waiters of that lock as a local release would.  The NOTIFY is a
+ * transaction of its own after the COMMIT: a notifying commit takes a
+ * database-wide lock until its WAL is flushed, which in the lock's own
+ * transaction would serialise every commit that wakes, and its trouble
+ * must not make a committed call look failed.  It goes in the COMMIT's
+ * round trip when whom to tell is known before (every waiter row deleted
+ * was read by a walk: a handoff), else in one of its own once the COMMIT
+ * has answered.  Notifications are not durable (a dropped connection or
+ * a failover loses them): waiters then find their turn by their own
+ * timers and polls, as they do without a coordinator.  (S_PUBLISH,
+ * pgschema.c.)
  */
+/*
+ * Whether a committed transaction tells the other hosts: not unless
+ * another host's row was deleted (granted by a handoff, or cancelled) or
+ * the lock may have room for another host's waiter: not when it had no
+ * waiter row when this transaction took it (whoever queues after it sees
+ * it free), nor when this transaction granted it again.
+ */
+static bool
+must_tell(const struct pgstore *q)
+{
+	return q->write && q->wake_lock != 0 && q->host_id != 0 &&
+	    (q->kick != 0 || (q->wake_lock != q->nwait0 &&
+	    q->wake_lock != q->granted));
+}
+
+/* Queues the NOTIFY (S_PUBLISH); its failure (a full notify queue, a lost
+ * connection) costs only the wake, never the committed call, and is logged
+ * by no one: the waiters' timers and polls cover it. */
+static int
+queue_tell(struct pgstore *q)
+{
+	struct pgc_args a = { 0 };
+
+	pgc_arg_i64(&a, q->host_id);
+	pgc_arg_i64(&a, q->kick);
+	pgc_arg_i64(&a, q->wake_lock);
+	return pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL);
+}
+
 static void
 read_status(void *arg, const PGresult *r)
 {
@@ -158,15 +200,20 @@ int
 pgtx_end(struct store *st, int rc)
 {
 	struct pgstore *q = (struct pgstore *)st;
-	struct pgc_args a = { 0 };
 	char status[16] = "", keep[STORE_ERR_LEN];
 	int erc;
+	bool early;
 
 	if (!q->in_tx)
 		return rc < 0 ? rc : LC_E_DB;
 	q->in_tx = false;
 	q->locked = 0;
 	q->used_at = clock_mono_ms();
+	if (q->implicit) {
+		q->implicit = false;
+		erc = q->pc.npend > 0 ? pgc_sync(&q->pc, "read", NULL) : 0;
+		return rc < 0 ? rc : erc < 0 ? erc : rc;
+	}
 	if (q->batch) {
 		erc = pgc_queue_sql(&q->pc, rc >= 0 ? "RELEASE SAVEPOINT op" :
 		    "ROLLBACK TO SAVEPOINT op", NULL, NULL);
@@ -190,44 +237,40 @@ pgtx_end(struct store *st, int rc)
 		(void)memcpy(q->base.err, keep, sizeof(keep));
 		return rc;
 	}
+	/* Whom to tell may be known already (every waiter row deleted was
+	 * one a walk read): then the NOTIFY goes right after the COMMIT, in
+	 * its round trip. */
+	early = q->nunknown == 0 && must_tell(q);
 	/* A commit whose answer is lost may or may not have happened:
 	 * LC_E_DB, never a definite "not done". */
 	erc = 0;
 	if (q->write && !q->flush)
 		erc = pgc_queue(&q->pc, S_NO_FLUSH, NULL, NULL, NULL);
 	if (erc == 0 && (erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status,
-	    status)) == 0)
+	    status)) == 0 && early)
+		erc = queue_tell(q);
+	if (erc == 0)
 		erc = pgc_sync(&q->pc, "commit", NULL);
+	q->ndel = 0;
+	q->nunknown = 0;
+	/* Committed, whatever became of a NOTIFY after it. */
+	if (strcmp(status, "COMMIT") == 0) {
+		if (q->grant_lost)
+			return pgc_fail(&q->pc, "insert", "lock row vanished");
+		if (!early && must_tell(q)) {
+			(void)memcpy(keep, q->base.err, sizeof(keep));
+			if (queue_tell(q) == 0)
+				(void)pgc_sync(&q->pc, "notify", NULL);
+			(void)memcpy(q->base.err, keep, sizeof(keep));
+		}
+		return rc;
+	}
 	if (erc < 0) {
 		abort_tx(q);
 		return erc;
 	}
-	q->ndel = 0;
 	/* A COMMIT of a transaction that failed is answered ROLLBACK. */
-	if (strcmp(status, "COMMIT") != 0)
-		return pgc_fail(&q->pc, "commit", "rolled back");
-	if (q->grant_lost)
-		return pgc_fail(&q->pc, "insert", "lock row vanished");
-	/* Committed: the NOTIFY is a round trip of its own, whose failure
-	 * (a full notify queue, a lost connection) costs only the wake, not
-	 * the call, and is logged by no one: the waiters' timers and polls
-	 * cover it.  None unless another host's row was deleted (granted by
-	 * a handoff, or cancelled) or the lock may have room for another
-	 * host's waiter: not when it had no waiter row when this
-	 * transaction took it (whoever queues after it sees it free), nor
-	 * when this transaction granted it again. */
-	if (q->write && q->wake_lock != 0 && q->host_id != 0 &&
-	    (q->kick != 0 || (q->wake_lock != q->nwait0 &&
-	    q->wake_lock != q->granted))) {
-		(void)memcpy(keep, q->base.err, sizeof(keep));
-		pgc_arg_i64(&a, q->host_id);
-		pgc_arg_i64(&a, q->kick);
-		pgc_arg_i64(&a, q->wake_lock);
-		if (pgc_queue(&q->pc, S_PUBLISH, &a, NULL, NULL) == 0)
-			(void)pgc_sync(&q->pc, "notify", NULL);
-		(void)memcpy(q->base.err, keep, sizeof(keep));
-	}
-	return rc;
+	return pgc_fail(&q->pc, "commit", "rolled back");
 }
 
 int

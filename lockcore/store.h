@@ -85,6 +85,17 @@ struct wrow {
 	int64_t deadline;
 };
 
+/* What a waiter's look reads (store_ops.waiter_look). */
+struct wlook {
+	bool          found;    /* the waiter row: w, hs, ahead */
+	struct wrow   w;
+	struct hstate hs;
+	int           ahead;
+	bool          granted;  /* no row, but a live grant made for it: h,
+	                           and its lock's name in w.name */
+	struct hrow   h;
+};
+
 /* What a walk of a lock's queue sees of one waiter row. */
 struct wslot {
 	int64_t  id;
@@ -253,12 +264,14 @@ struct store_ops {
 	 * A waiter's look in one read (NULL: the engine makes the reads one
 	 * by one): waiter row `id` as waiter_get() gives it, and if found
 	 * its lock's holder_state() and its waiter_count() of the rows before
-	 * it (up to `limit`).  As the first call after begin(NULL) it sets
-	 * *now first, as lock_state() does.
+	 * it (up to `limit`); if not, the live holder granted to it as
+	 * holder_by_waiter() gives it.  As the first call after begin(NULL)
+	 * it sets *now first, as lock_state() does; a read transaction begun
+	 * so makes no other call (a server store then runs it without BEGIN
+	 * and COMMIT).
 	 */
 	int (*waiter_look)(struct store *st, int64_t id, int64_t *now,
-	    int limit, struct wrow *w, bool *found, struct hstate *hs,
-	    int *ahead);
+	    int limit, struct wlook *l);
 
 	/*
 	 * Hosts, on a store shared by several (NULL on one that is not).

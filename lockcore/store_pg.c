@@ -657,17 +657,14 @@ waiter_get(struct store *st, int64_t id, struct wrow *w, bool *found)
 /* One statement (S_W_LOOK), with the server's clock after begin(NULL). */
 static int
 waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
-    struct wrow *w, bool *found, struct hstate *hs, int *ahead)
+    struct wlook *l)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc = 0;
 
-	*found = false;
-	hs->count = 0;
-	hs->min_expires = 0;
-	*ahead = 0;
+	memset(l, 0, sizeof(*l));
 	pgc_arg_i64(&a, id);
 	if (q->clock_due)
 		pgc_arg_null(&a);
@@ -685,13 +682,17 @@ waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
 		note_clock(q, *now);
 		q->clock_due = false;
 	}
-	*found = !PQgetisnull(r, 0, 1);
-	if (*found) {
-		rc = pgr_wrow(&q->pc, r, 0, 1, w);
-		hs->count = (int)pgc_col_i64(r, 0, 10);
-		hs->min_expires = pgc_col_i64(r, 0, 11);
-		*ahead = (int)pgc_col_i64(r, 0, 12);
-	}
+	l->found = !PQgetisnull(r, 0, 1);
+	l->granted = !l->found && !PQgetisnull(r, 0, 13);
+	if (l->found) {
+		rc = pgr_wrow(&q->pc, r, 0, 1, &l->w);
+		l->hs.count = (int)pgc_col_i64(r, 0, 10);
+		l->hs.min_expires = pgc_col_i64(r, 0, 11);
+		l->ahead = (int)pgc_col_i64(r, 0, 12);
+	} else if (l->granted &&
+	    (rc = pgr_holder(&q->pc, r, 0, 13, &l->h)) == 0)
+		rc = pgc_col_txt(&q->pc, r, 0, 23, l->w.name,
+		    sizeof(l->w.name));
 	PQclear(r);
 	return rc;
 }
@@ -792,6 +793,8 @@ read_deleted(void *arg, const PGresult *r)
 {
 	struct del_look *d = arg;
 
+	if (!d->known)
+		d->q->nunknown--;
 	if (PQntuples(r) != 1)
 		return;
 	d->q->wake_lock = pgc_col_i64(r, 0, 0);
@@ -816,6 +819,15 @@ waiter_delete(struct store *st, int64_t id)
 	d = &q->del[q->ndel++];
 	d->q = q;
 	d->id = id;
+	/* The row a walk stopped at (a handoff's): whom to tell is known
+	 * now, so the NOTIFY can go with the COMMIT (pgtx_end). */
+	d->known = q->wc.valid && q->wc.id == id;
+	if (d->known) {
+		q->wake_lock = q->wc.w.lock_id;
+		if (q->wc.remote)
+			q->kick = id;
+	} else
+		q->nunknown++;
 	q->wc.valid = false;
 	pgc_arg_i64(&a, id);
 	pgc_arg_i64(&a, q->host_id);

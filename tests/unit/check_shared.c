@@ -292,6 +292,23 @@ START_TEST(test_notify)
 		ck_assert_int_gt(ho.waiter_id, 0);
 	}
 
+	/* A hands "r" on to B's waiter: named, in the NOTIFY that goes
+	 * with the COMMIT (the handoff's walk read the row). */
+	{
+		struct lock_handoff ho;
+
+		r = lct_req("r", NULL, false, 9);
+		g = lct_grant(a, &r, now);
+		wid = queue(b, "r", getpid(), 10, now);
+		memset(&ho, 0, sizeof(ho));
+		ck_assert_int_eq(lock_release(a, "r", g.token, now, &wake,
+		    &ho), LC_OK);
+		ck_assert_int_eq(ho.waiter_id, wid);
+		next_notify(ls, got, sizeof(got));
+		payload("host-a", wid, "72", want, sizeof(want));
+		ck_assert_str_eq(got, want);
+	}
+
 	/* A cancels B's waiter on "c" by its request_id: named. */
 	r = lct_req("c", NULL, false, 4);
 	(void)lct_grant(a, &r, now);
