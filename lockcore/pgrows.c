@@ -152,26 +152,85 @@ pgr_holders_purge(struct pgr_holders *c, int64_t lock_id, int64_t now)
 /* S_W_WALK's columns: id, pid, pstart, deadline, remote, host seen,
  * owner, rid_hash, ttl_ms, wkey, token_hash, seal. */
 int
-pgr_waiter_keep(struct pgr_waiter *c, struct pgconn *pc, const PGresult *r,
-    int row, int64_t lock_id, const char *name)
+pgr_qrow(struct pgconn *pc, const PGresult *r, int row, struct pgr_qrow *w)
 {
-	struct wrow *w = &c->w;
-	int rc;
-
-	c->valid = false;
-	w->lock_id = lock_id;
-	w->deadline = pgc_col_i64(r, row, 3);
+	w->s.id = pgc_col_i64(r, row, 0);
+	w->s.pid = (pid_t)pgc_col_i64(r, row, 1);
+	w->s.pstart = (uint64_t)pgc_col_i64(r, row, 2);
+	w->s.deadline = pgc_col_i64(r, row, 3);
+	w->s.remote = pgc_col_bool(r, row, 4);
+	w->s.host_seen = pgc_col_i64(r, row, 5);
+	w->s.wkey = (uint64_t)pgc_col_i64(r, row, 9);
 	w->has_rid = pgc_col_blob(r, row, 7, w->rid_hash, SECRET_HASH_LEN);
 	w->ttl_ms = pgc_col_i64(r, row, 8);
-	w->wkey = (uint64_t)pgc_col_i64(r, row, 9);
 	pgr_secret(r, row, 10, 11, &w->sec);
-	if ((rc = pgc_col_txt(pc, r, row, 6, w->owner, sizeof(w->owner))) < 0)
-		return rc;
-	if (strlen(name) >= sizeof(w->name))
-		return 0;
-	memcpy(w->name, name, strlen(name) + 1);
-	c->id = pgc_col_i64(r, row, 0);
-	c->remote = pgc_col_bool(r, row, 4);
+	return pgc_col_txt(pc, r, row, 6, w->owner, sizeof(w->owner));
+}
+
+void
+pgr_qrow_whole(const struct pgr_qrow *w, int64_t lock_id, const char *name,
+    struct wrow *out)
+{
+	size_t n = strlen(name);
+
+	memset(out, 0, sizeof(*out));
+	out->lock_id = lock_id;
+	memcpy(out->owner, w->owner, sizeof(out->owner));
+	memcpy(out->rid_hash, w->rid_hash, sizeof(out->rid_hash));
+	out->has_rid = w->has_rid;
+	out->sec = w->sec;
+	out->ttl_ms = w->ttl_ms;
+	out->wkey = w->s.wkey;
+	out->deadline = w->s.deadline;
+	if (n < sizeof(out->name))
+		memcpy(out->name, name, n + 1);
+}
+
+void
+pgr_queue_keep(struct pgr_queue *c, struct pgconn *pc, const PGresult *r,
+    int64_t lock_id)
+{
+	int i, n = PQntuples(r);
+
+	c->valid = false;
+	if (n > PGR_QUEUE_MAX)
+		return;
+	for (i = 0; i < n; i++)
+		if (pgr_qrow(pc, r, i, &c->row[i]) < 0)
+			return;
+	c->n = n;
+	c->upto = n > 0 ? c->row[n - 1].s.id : 0;
+	c->complete = n < PGR_QUEUE_MAX;
+	c->lock_id = lock_id;
 	c->valid = true;
-	return 0;
+}
+
+const struct pgr_qrow *
+pgr_queue_find(const struct pgr_queue *c, int64_t lock_id, int64_t id)
+{
+	int i;
+
+	if (!c->valid || c->lock_id != lock_id)
+		return NULL;
+	for (i = 0; i < c->n; i++)
+		if (c->row[i].s.id == id)
+			return &c->row[i];
+	return NULL;
+}
+
+void
+pgr_queue_drop(struct pgr_queue *c, int64_t id)
+{
+	int i;
+
+	if (!c->valid)
+		return;
+	for (i = 0; i < c->n; i++) {
+		if (c->row[i].s.id == id) {
+			memmove(&c->row[i], &c->row[i + 1],
+			    (size_t)(c->n - i - 1) * sizeof(c->row[0]));
+			c->n--;
+			return;
+		}
+	}
 }

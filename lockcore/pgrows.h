@@ -63,16 +63,55 @@ void pgr_holders_purge(struct pgr_holders *c, int64_t lock_id, int64_t now);
 int pgr_wrow(struct pgconn *pc, const PGresult *r, int row, int col,
     struct wrow *w);
 
-/* The waiter row a walk of a lock's queue stopped at (S_W_WALK), whole,
- * with its lock's name: answers waiter_get() for it. */
+/* One row of a lock's queue as a walk reads it (S_W_WALK's columns):
+ * what the walk shows (s) and the rest of the row. */
+struct pgr_qrow {
+	struct wslot  s;
+	char          owner[LC_OWNER_MAX + 1];
+	unsigned char rid_hash[SECRET_HASH_LEN];
+	bool          has_rid;
+	struct hsecret sec;
+	int64_t       ttl_ms;
+};
+
+int pgr_qrow(struct pgconn *pc, const PGresult *r, int row,
+    struct pgr_qrow *w);
+/* The whole waiter row of w, of lock `lock_id` named `name`. */
+void pgr_qrow_whole(const struct pgr_qrow *w, int64_t lock_id,
+    const char *name, struct wrow *out);
+
+/*
+ * The first rows of the queue of lock `lock_id`, in id order, read with
+ * the lock's row (complete: there are no others).  Answers a walk from
+ * its start, and waiter_get() for the rows it holds.
+ */
+#define PGR_QUEUE_MAX 8
+
+struct pgr_queue {
+	bool            valid;
+	bool            complete;
+	int64_t         lock_id;
+	int64_t         upto;       /* the last id read (rows up to it and
+	                               not dropped are held) */
+	int             n;
+	struct pgr_qrow row[PGR_QUEUE_MAX];
+};
+
+/* From a result of S_W_WALK's columns (LIMIT PGR_QUEUE_MAX). */
+void pgr_queue_keep(struct pgr_queue *c, struct pgconn *pc,
+    const PGresult *r, int64_t lock_id);
+/* Row `id` of the queue, or NULL. */
+const struct pgr_qrow *pgr_queue_find(const struct pgr_queue *c,
+    int64_t lock_id, int64_t id);
+/* This transaction deleted row `id`. */
+void pgr_queue_drop(struct pgr_queue *c, int64_t id);
+
+/* The waiter row a walk stopped at, whole: answers waiter_get() for it. */
 struct pgr_waiter {
 	bool        valid;
 	int64_t     id;
 	bool        remote;     /* another host's */
 	struct wrow w;
 };
-
-int pgr_waiter_keep(struct pgr_waiter *c, struct pgconn *pc,
-    const PGresult *r, int row, int64_t lock_id, const char *name);
 
 #endif /* HTTPLOCK_PGROWS_H */

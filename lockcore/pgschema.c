@@ -160,6 +160,14 @@ const char *const pg_sql[S_COUNT] = {
 	    " FROM waiters w LEFT JOIN hosts h ON h.id = w.host_id"
 	    " WHERE w.lock_id = $1::int8 AND w.id > $2::int8"
 	    " AND w.id < $3::int8 ORDER BY w.id LIMIT $5::int8",
+	/* S_W_WALK's first page from the start of the queue of lock $1 (by
+	 * name: it goes with the statement that takes the lock's row). */
+	[S_W_WALK_NAME] = "SELECT w.id, w.pid, w.pstart, w.deadline,"
+	    " w.host_id <> $2::int8, coalesce(h.seen_at, 0),"
+	    " w.owner, w.rid_hash, w.ttl_ms, w.wkey, w.token_hash, w.seal"
+	    " FROM waiters w LEFT JOIN hosts h ON h.id = w.host_id"
+	    " WHERE w.lock_id = (SELECT id FROM locks WHERE name = $1::bytea)"
+	    " ORDER BY w.id LIMIT $3::int8",
 	[S_W_MINE] = "SELECT id, pid, pstart, deadline, wkey FROM waiters"
 	    " WHERE host_id = $1::int8 AND id > $2::int8 ORDER BY id"
 	    " LIMIT $3::int8",

@@ -46,6 +46,7 @@ enum stmt_id {
 	S_W_BY_REQ,
 	S_W_TAKE,
 	S_W_WALK,
+	S_W_WALK_NAME,
 	S_W_MINE,
 	S_HOST_BEAT,
 	S_W_COUNT,

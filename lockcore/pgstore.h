@@ -20,6 +20,7 @@
 #define PG_TIMEOUT_MAX_MS     1000   /* every exchange, connecting too */
 #define PG_SWEEP_MAX          1024         /* lock rows per sweep batch */
 #define PG_WALK_PAGE          32           /* waiter rows per walk statement */
+#define PG_BUSY_SLOTS         16           /* lock_state()'s hint */
 #define PG_IDLE_CHECK_MS      1000         /* tx_begin() */
 
 /* A deleted waiter row's lock may have room now; another host's row is
@@ -56,7 +57,10 @@ struct pgstore {
 	int64_t     *id_out;            /* where a new waiter's id goes */
 	bool         grant_lost;        /* an insert of either found no row */
 	struct pgr_holders hc;          /* what it read of its lock */
+	struct pgr_queue   qc;
 	struct pgr_waiter  wc;
+	uint32_t     busy[PG_BUSY_SLOTS];  /* hashes of names of locks last
+	                                   seen with waiter rows (lock_state) */
 	int64_t      wake_lock;         /* a lock it freed room in, 0 if none */
 	int64_t      kick;              /* another host's waiter row it
 	                                   deleted, 0 if none */

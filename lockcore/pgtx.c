@@ -90,6 +90,7 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	q->fence_out = NULL;
 	q->id_out = NULL;
 	q->hc.valid = false;
+	q->qc.valid = false;
 	q->wc.valid = false;
 	q->wake_lock = 0;
 	q->kick = 0;

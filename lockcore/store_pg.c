@@ -252,15 +252,51 @@ struct lock_look {
 };
 
 /* A write transaction notes the row it took, and whether it had waiters. */
+/*
+ * Whether the queue of lock `name` had waiter rows when this connection
+ * last took it: a hint (a table of name hashes, one per slot) for
+ * lock_state() to read the queue's first page with the lock's row, in its
+ * round trip, where the engine is likely to walk it.  A wrong hint costs
+ * a statement, or the round trip it would have saved.
+ */
+static uint32_t
+name_hash(const char *name)
+{
+	uint32_t h = 2166136261u;               /* FNV-1a */
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	return h | 1;                           /* 0: an empty slot */
+}
+
 static void
 note_locked(struct pgstore *q, const char *name, const struct lockrow *lr)
 {
 	size_t n = strlen(name);
+	uint32_t h = name_hash(name);
 
 	q->locked = lr->id;
 	q->nwait0 = lr->nwait == 0 ? lr->id : 0;
 	if (n < sizeof(q->locked_name))
 		memcpy(q->locked_name, name, n + 1);
+	q->busy[h % PG_BUSY_SLOTS] = lr->nwait > 0 ? h : 0;
+}
+
+static bool
+likely_queued(const struct pgstore *q, const char *name)
+{
+	uint32_t h = name_hash(name);
+
+	return q->busy[h % PG_BUSY_SLOTS] == h;
+}
+
+static void
+read_queue(void *arg, const PGresult *r)
+{
+	struct pgstore *q = arg;
+
+	if (q->locked != 0)
+		pgr_queue_keep(&q->qc, &q->pc, r, q->locked);
 }
 
 static void
@@ -322,6 +358,15 @@ lock_state(struct store *st, const char *name, int64_t *now,
 	*expired = 0;
 	if ((rc = queue_lock(q, name, &lk)) < 0)
 		return rc;
+	if (q->write && likely_queued(q, name)) {
+		pgc_arg_txt(&a, name, -1);
+		pgc_arg_i64(&a, q->host_id);
+		pgc_arg_i64(&a, PGR_QUEUE_MAX);
+		if ((rc = pgc_queue(&q->pc, S_W_WALK_NAME, &a, read_queue,
+		    q)) < 0)
+			return rc;
+		a.n = 0;
+	}
 	pgc_arg_txt(&a, name, -1);
 	if (q->clock_due)
 		pgc_arg_null(&a);
@@ -637,8 +682,16 @@ waiter_get(struct store *st, int64_t id, struct wrow *w, bool *found)
 	PGresult *r;
 	int rc;
 
+	const struct pgr_qrow *qr;
+
 	if (q->wc.valid && q->wc.id == id && q->wc.w.lock_id == q->locked) {
 		*w = q->wc.w;
+		*found = true;
+		return 0;
+	}
+	if (q->locked_name[0] != '\0' &&
+	    (qr = pgr_queue_find(&q->qc, q->locked, id)) != NULL) {
+		pgr_qrow_whole(qr, q->locked, q->locked_name, w);
 		*found = true;
 		return 0;
 	}
@@ -766,6 +819,7 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 		pgc_arg_null(&a);
 	pgc_arg_i64(&a, q->host_id);
 	q->wc.valid = false;
+	q->qc.valid = false;
 	q->id_out = id;
 	return pgc_queue(&q->pc, S_W_ADD, &a, read_id, q);
 }
@@ -785,6 +839,7 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 	pgc_arg_i64(&a, deadline);
 	pgc_arg_i64(&a, q->host_id);
 	q->wc.valid = false;
+	q->qc.valid = false;
 	return defer_lossy(q, S_W_TAKE, &a);
 }
 
@@ -807,6 +862,7 @@ waiter_delete(struct store *st, int64_t id)
 {
 	struct pgstore *q = (struct pgstore *)st;
 	struct pgc_args a = { 0 };
+	const struct pgr_qrow *qr;
 	struct del_look *d;
 	int rc;
 
@@ -819,16 +875,18 @@ waiter_delete(struct store *st, int64_t id)
 	d = &q->del[q->ndel++];
 	d->q = q;
 	d->id = id;
-	/* The row a walk stopped at (a handoff's): whom to tell is known
-	 * now, so the NOTIFY can go with the COMMIT (pgtx_end). */
-	d->known = q->wc.valid && q->wc.id == id;
+	/* A row a walk read (a handoff's): whom to tell is known now, so
+	 * the NOTIFY can go with the COMMIT (pgtx_end). */
+	qr = pgr_queue_find(&q->qc, q->locked, id);
+	d->known = (q->wc.valid && q->wc.id == id) || qr != NULL;
 	if (d->known) {
-		q->wake_lock = q->wc.w.lock_id;
-		if (q->wc.remote)
+		q->wake_lock = q->locked;
+		if (qr != NULL ? qr->s.remote : q->wc.remote)
 			q->kick = id;
 	} else
 		q->nunknown++;
 	q->wc.valid = false;
+	pgr_queue_drop(&q->qc, id);
 	pgc_arg_i64(&a, id);
 	pgc_arg_i64(&a, q->host_id);
 	return pgc_queue(&q->pc, S_W_DEL, &a, read_deleted, d);
@@ -860,10 +918,61 @@ waiter_count(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 }
 
 /*
- * A page of PG_WALK_PAGE rows a statement, until fn stops or the rows end.
- * In a write transaction the row fn stops at is kept whole (pgrows.h):
- * a grant decision's waiter_get() for it costs no round trip.
+ * The rows the queue's first page holds (read with the lock's row), then
+ * a page of PG_WALK_PAGE rows a statement, until fn stops or the rows
+ * end.  In a write transaction the row fn stops at is kept whole
+ * (pgrows.h): a grant decision's waiter_get() for it costs no round trip.
+ * *stop is set when fn stopped.
  */
+static int
+walk_kept(struct pgstore *q, int64_t lock_id, int64_t *after, int64_t below,
+    store_waiter_fn *fn, void *arg, bool *stop)
+{
+	const struct pgr_queue *c = &q->qc;
+	struct wslot w;
+	int i;
+
+	*stop = false;
+	if (!c->valid || c->lock_id != lock_id || lock_id != q->locked)
+		return 0;
+	for (i = 0; i < c->n; i++) {
+		if (c->row[i].s.id <= *after)
+			continue;
+		if (c->row[i].s.id >= below) {
+			*stop = true;
+			return 0;
+		}
+		w = c->row[i].s;
+		*after = w.id;
+		if (fn(&w, arg) != 0) {
+			*stop = true;
+			return 0;
+		}
+	}
+	if (c->complete)
+		*stop = true;
+	else if (c->upto > *after)
+		*after = c->upto;
+	return 0;
+}
+
+/* Keeps row `row` of a walk's page whole, for waiter_get(). */
+static int
+keep_stop(struct pgstore *q, const PGresult *r, int row, int64_t lock_id)
+{
+	struct pgr_qrow qr;
+	int rc;
+
+	q->wc.valid = false;
+	if ((rc = pgr_qrow(&q->pc, r, row, &qr)) < 0)
+		return rc;
+	pgr_qrow_whole(&qr, lock_id, q->locked_name, &q->wc.w);
+	q->wc.id = qr.s.id;
+	q->wc.remote = qr.s.remote;
+	q->wc.valid = true;
+	return 0;
+}
+
 static int
 waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
     store_waiter_fn *fn, void *arg)
@@ -873,8 +982,11 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 	struct wslot w;
 	PGresult *r;
 	int rc, i, n;
+	bool stop;
 
-	if ((rc = lock_row(q, lock_id)) < 0)
+	if ((rc = lock_row(q, lock_id)) < 0 ||
+	    (rc = walk_kept(q, lock_id, &after, below, fn, arg, &stop)) < 0 ||
+	    stop)
 		return rc;
 	do {
 		a.n = 0;
@@ -899,8 +1011,7 @@ waiters_walk(struct store *st, int64_t lock_id, int64_t after, int64_t below,
 		}
 		if (i < n && q->write && lock_id == q->locked &&
 		    q->locked_name[0] != '\0')
-			rc = pgr_waiter_keep(&q->wc, &q->pc, r, i, lock_id,
-			    q->locked_name);
+			rc = keep_stop(q, r, i, lock_id);
 		PQclear(r);
 	} while (rc == 0 && i == PG_WALK_PAGE);
 	return rc;
