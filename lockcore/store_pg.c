@@ -243,6 +243,28 @@ session_delete(struct store *st, int64_t id)
 
 /* Lock rows. */
 
+/* The time a statement judges by: `now`, or the server's clock, which it
+ * reads itself when begin(NULL) left the clock to it (column 0 of its
+ * result: take_now). */
+static void
+arg_now(const struct pgstore *q, struct pgc_args *a, int64_t now)
+{
+	if (q->clock_due)
+		pgc_arg_null(a);
+	else
+		pgc_arg_i64(a, now);
+}
+
+static void
+take_now(struct pgstore *q, const PGresult *r, int64_t *now)
+{
+	if (q->clock_due) {
+		*now = pgc_col_i64(r, 0, 0);
+		note_clock(q, *now);
+		q->clock_due = false;
+	}
+}
+
 /* The row of lock_get()/lock_state(), from S_LOCK_GET(_W). */
 struct lock_look {
 	struct pgstore *q;
@@ -368,10 +390,7 @@ lock_state(struct store *st, const char *name, int64_t *now,
 		a.n = 0;
 	}
 	pgc_arg_txt(&a, name, -1);
-	if (q->clock_due)
-		pgc_arg_null(&a);
-	else
-		pgc_arg_i64(&a, *now);
+	arg_now(q, &a, *now);
 	pgc_arg_i64(&a, PGR_HOLDERS_MAX);
 	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL)
 		return rc;
@@ -379,11 +398,7 @@ lock_state(struct store *st, const char *name, int64_t *now,
 		PQclear(r);
 		return pgc_fail(&q->pc, "lock_state", "no row");
 	}
-	if (q->clock_due) {
-		*now = pgc_col_i64(r, 0, 0);
-		note_clock(q, *now);
-		q->clock_due = false;
-	}
+	take_now(q, r, now);
 	if (*found) {
 		hs->count = (int)pgc_col_i64(r, 0, 1);
 		hs->min_expires = pgc_col_i64(r, 0, 2);
@@ -719,10 +734,7 @@ waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
 
 	memset(l, 0, sizeof(*l));
 	pgc_arg_i64(&a, id);
-	if (q->clock_due)
-		pgc_arg_null(&a);
-	else
-		pgc_arg_i64(&a, *now);
+	arg_now(q, &a, *now);
 	pgc_arg_i64(&a, limit);
 	if ((r = pgc_run(&q->pc, S_W_LOOK, &a, &rc)) == NULL)
 		return rc;
@@ -730,11 +742,7 @@ waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
 		PQclear(r);
 		return pgc_fail(&q->pc, "waiter_look", "no row");
 	}
-	if (q->clock_due) {
-		*now = pgc_col_i64(r, 0, 0);
-		note_clock(q, *now);
-		q->clock_due = false;
-	}
+	take_now(q, r, now);
 	l->found = !PQgetisnull(r, 0, 1);
 	l->granted = !l->found && !PQgetisnull(r, 0, 13);
 	if (l->found) {
