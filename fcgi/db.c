@@ -300,7 +300,9 @@ pool_enter(void)
 static int
 pool_leave(void)
 {
-	atomic_store(&g.clock_ahead, lockcore_clock_ahead(g.slot[my_slot].db));
+	if (g.slot[my_slot].db != NULL)
+		atomic_store(&g.clock_ahead,
+		    lockcore_clock_ahead(g.slot[my_slot].db));
 	pthread_mutex_lock(&g.pool_mu);
 	g.slot[my_slot].busy = false;
 	/* Once closing, db_close waits on the same condition as the

@@ -404,6 +404,16 @@ pgc_queue_sql(struct pgconn *q, const char *sql, pgc_result_fn *fn,
 	return pend(q, -1, false, fn, arg);
 }
 
+int
+pgc_flush_request(struct pgconn *q)
+{
+	if (q->conn == NULL)
+		return pgc_fail(q, "flush", "not connected");
+	if (!PQsendFlushRequest(q->conn))
+		return conn_fail(q, "flush");
+	return 0;
+}
+
 /*
  * Sends what is queued with a Sync and reads every result: each queued
  * statement's goes to its callback; the last one's, with `out`, to the
@@ -423,6 +433,7 @@ pgc_sync(struct pgconn *q, const char *what, PGresult **out)
 
 	if (out != NULL)
 		*out = NULL;
+	q->ended = false;
 	if (q->conn == NULL)
 		return pgc_fail(q, what, "not connected");
 	if (q->npend == 0)
@@ -470,8 +481,10 @@ pgc_sync(struct pgconn *q, const char *what, PGresult **out)
 		es = r != NULL ? PQresultStatus(r) : PGRES_PIPELINE_SYNC;
 		PQclear(r);
 	} while (es != PGRES_PIPELINE_SYNC);
-	if (drop)
+	if (drop) {
 		pgc_close(q);
+		q->ended = true;
+	}
 	if (rc < 0) {
 		PQclear(keep);
 		return rc;
@@ -486,6 +499,7 @@ broken:
 		pgc_close(q);
 		return pgc_fail(q, what, "timed out");
 	}
+	q->ended = true;
 	return conn_fail(q, what);
 }
 

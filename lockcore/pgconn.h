@@ -45,6 +45,9 @@ struct pgconn {
 	int64_t            backoff_ms;
 	struct pgc_pending pend[PGC_PENDING_MAX];  /* sent, results unread */
 	int                npend;
+	bool               ended;     /* the last pgc_sync() found the
+	                                 connection ended by the server (not
+	                                 a missed deadline), and closed it */
 };
 
 /* Parameters of one statement, all sent in binary. */
@@ -99,6 +102,10 @@ int pgc_queue(struct pgconn *q, int id, const struct pgc_args *a,
 int pgc_queue_sql(struct pgconn *q, const char *sql, pgc_result_fn *fn,
     void *arg);
 int pgc_sync(struct pgconn *q, const char *what, PGresult **out);
+/* Has the server send the results of what is queued so far as soon as
+ * they are ready, not at the next Sync (which a later statement in the
+ * same round trip may hold back). */
+int pgc_flush_request(struct pgconn *q);
 PGresult *pgc_run(struct pgconn *q, int id, const struct pgc_args *a,
     int *rc);
 /* Runs SQL text (several statements allowed) outside the pipeline: the

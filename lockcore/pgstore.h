@@ -43,6 +43,8 @@ struct pgstore {
 	bool         in_tx;
 	bool         implicit;          /* a read of one statement: no BEGIN,
 	                                   no COMMIT (pgtx_begin) */
+	bool         fresh;             /* its first round trip, of reads
+	                                   only, has not been sent (pgtx_again) */
 	int64_t      used_at;           /* the last transaction's end
 	                                   (monotonic ms) */
 	bool         write;             /* the open transaction writes */
@@ -50,7 +52,6 @@ struct pgstore {
 	char         locked_name[LC_KEY_MAX + 1];  /* its name, "" unknown */
 	int64_t      nwait0;            /* a lock row it took with no waiter
 	                                   row, 0 if none */
-	int64_t      granted;           /* a lock it granted, 0 if none */
 	bool         flush;             /* its commit must wait for the WAL
 	                                   flush ("Durability") */
 	int64_t     *fence_out;         /* where a grant's fence goes */
@@ -106,5 +107,13 @@ int pgtx_begin(struct store *st, bool write, int64_t *now);
 int pgtx_end(struct store *st, int rc);
 int pgtx_batch_begin(struct store *st);
 int pgtx_batch_end(struct store *st, int rc);
+/*
+ * A transaction whose first round trip (its BEGIN with reads only: the
+ * lock_state() or waiter_look() that begin(NULL) leaves the clock to,
+ * while q->fresh) found the connection ended by the server, restarted
+ * since it was last used, begins again on a new one: 0, and the caller
+ * sends its reads again, once; -1 if it cannot.
+ */
+int pgtx_again(struct pgstore *q);
 
 #endif /* HTTPLOCK_PGSTORE_H */

@@ -64,28 +64,14 @@ conn_fit(struct pgstore *q)
 	    CONNECTION_OK;
 }
 
-/*
- * BEGIN goes with the transaction's first statement, unless the server's
- * clock is wanted now (a live clock and a `now` to set): then BEGIN and
- * the clock take one round trip here.  With a NULL `now` the clock comes
- * with the lock's row (lock_state).  A connection idle for
- * PG_IDLE_CHECK_MS is tried with the BEGIN alone first: a server that
- * restarted meanwhile closed it, which a look at its socket (conn_fit)
- * does not always show yet.  A connection found broken here is replaced
- * once: nothing of the transaction was done on it.
- */
-int
-pgtx_begin(struct store *st, bool write, int64_t *now)
+/* What a transaction knows of its lock: nothing yet. */
+static void
+tx_forget(struct pgstore *q)
 {
-	struct pgstore *q = (struct pgstore *)st;
-	int rc, tries;
-	bool check;
-
 	q->locked = 0;
 	q->locked_name[0] = '\0';
 	q->nwait0 = 0;
 	q->grant_lost = false;
-	q->granted = 0;
 	q->flush = false;
 	q->fence_out = NULL;
 	q->id_out = NULL;
@@ -96,6 +82,30 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	q->kick = 0;
 	q->ndel = 0;
 	q->nunknown = 0;
+}
+
+/*
+ * BEGIN goes with the transaction's first statement, unless the server's
+ * clock is wanted now (a live clock and a `now` to set): then BEGIN and
+ * the clock take one round trip here.  With a NULL `now` the clock comes
+ * with the lock's row (lock_state).  A connection idle for
+ * PG_IDLE_CHECK_MS is tried with the BEGIN alone first: a server that
+ * restarted meanwhile closed it, which a look at its socket (conn_fit)
+ * does not always show yet.  A connection found broken here is replaced
+ * once: nothing of the transaction was done on it; so is one that the
+ * first round trip of a transaction begun without a sync finds broken
+ * (pgtx_again).
+ */
+int
+pgtx_begin(struct store *st, bool write, int64_t *now)
+{
+	struct pgstore *q = (struct pgstore *)st;
+	int rc, tries;
+	bool check;
+
+	q->implicit = false;
+	q->fresh = false;
+	tx_forget(q);
 	q->write = write;
 	q->clock_due = now == NULL && q->live_clock;
 	q->now_out = now;
@@ -118,6 +128,7 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	 * (waiter_look in store.h): its own snapshot, in the implicit
 	 * transaction that its Sync ends. */
 	q->implicit = !write && now == NULL && !check;
+	q->fresh = now == NULL && !check;
 	for (tries = 0; tries < 2; tries++) {
 		if (!conn_fit(q) && (rc = pgc_connect(&q->pc)) < 0)
 			return rc;
@@ -142,6 +153,20 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
 	return LC_E_DB;
 }
 
+int
+pgtx_again(struct pgstore *q)
+{
+	if (!q->pc.ended || q->pc.conn != NULL || !q->in_tx || q->batch)
+		return -1;
+	tx_forget(q);
+	if (pgc_connect(&q->pc) < 0)
+		return -1;
+	if (!q->implicit && pgc_queue(&q->pc, q->write ? S_BEGIN :
+	    S_BEGIN_RO, NULL, NULL, NULL) < 0)
+		return -1;
+	return 0;
+}
+
 /*
  * Waking across hosts.  A transaction that freed room in a lock (deleted
  * a holder, or a waiter row, which may have been ahead of others) tells
@@ -156,25 +181,26 @@ pgtx_begin(struct store *st, bool write, int64_t *now)
  * transaction would serialise every commit that wakes, and its trouble
  * must not make a committed call look failed.  It goes in the COMMIT's
  * round trip when whom to tell is known before (every waiter row deleted
- * was read by a walk: a handoff), else in one of its own once the COMMIT
- * has answered.  Notifications are not durable (a dropped connection or
+ * was read by a walk: a handoff), behind a flush request that has the
+ * server send the COMMIT's answer first; else in a round trip of its own
+ * once the COMMIT has answered.  Notifications are not durable (a dropped connection or
  * a failover loses them): waiters then find their turn by their own
  * timers and polls, as they do without a coordinator.  (S_PUBLISH,
  * pgschema.c.)
  */
 /*
- * Whether a committed transaction tells the other hosts: not unless
- * another host's row was deleted (granted by a handoff, or cancelled) or
- * the lock may have room for another host's waiter: not when it had no
- * waiter row when this transaction took it (whoever queues after it sees
- * it free), nor when this transaction granted it again.
+ * Whether a committed transaction tells the other hosts: not unless it
+ * deleted another host's row (granted by a handoff, or cancelled) or
+ * freed room in a lock that had waiter rows when it took it (whoever
+ * queues after it sees it free).  Also when it granted the lock again to
+ * a waiter of its own: the other hosts' waiters then look, and learn
+ * when the new lease ends, which their timers wait for.
  */
 static bool
 must_tell(const struct pgstore *q)
 {
 	return q->write && q->wake_lock != 0 && q->host_id != 0 &&
-	    (q->kick != 0 || (q->wake_lock != q->nwait0 &&
-	    q->wake_lock != q->granted));
+	    (q->kick != 0 || q->wake_lock != q->nwait0);
 }
 
 /* Queues the NOTIFY (S_PUBLISH); its failure (a full notify queue, a lost
@@ -247,8 +273,11 @@ pgtx_end(struct store *st, int rc)
 	erc = 0;
 	if (q->write && !q->flush)
 		erc = pgc_queue(&q->pc, S_NO_FLUSH, NULL, NULL, NULL);
+	/* The COMMIT's answer is flushed before the NOTIFY runs: a NOTIFY
+	 * that waits (for the database-wide notify lock) or fails cannot
+	 * make a committed call look failed. */
 	if (erc == 0 && (erc = pgc_queue(&q->pc, S_COMMIT, NULL, read_status,
-	    status)) == 0 && early)
+	    status)) == 0 && early && (erc = pgc_flush_request(&q->pc)) == 0)
 		erc = queue_tell(q);
 	if (erc == 0)
 		erc = pgc_sync(&q->pc, "commit", NULL);

@@ -33,8 +33,8 @@
  * taken, which only judges fewer leases over and grants a shorter one.
  *
  * Durability.  A transaction that grants (a new holder row, so a new
- * fence), renews or takes over a grant, or changes meta, sessions or
- * hosts, commits only once its WAL is flushed (synchronous_commit = on,
+ * fence), renews or takes over a grant, or changes meta or sessions or
+ * adds a host, commits only once its WAL is flushed (synchronous_commit = on,
  * and on synchronous standbys where the server has them): once a client
  * is told it holds a lock, neither a crash nor a failover undoes it, and
  * no fence is issued twice.  The others (a release, a waiter queued,
@@ -374,10 +374,14 @@ lock_state(struct store *st, const char *name, int64_t *now,
 	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc;
+	bool first = q->fresh;
 
+	q->fresh = false;
+again:
 	hs->count = 0;
 	hs->min_expires = 0;
 	*expired = 0;
+	a.n = 0;
 	if ((rc = queue_lock(q, name, &lk)) < 0)
 		return rc;
 	if (q->write && likely_queued(q, name)) {
@@ -392,8 +396,13 @@ lock_state(struct store *st, const char *name, int64_t *now,
 	pgc_arg_txt(&a, name, -1);
 	arg_now(q, &a, *now);
 	pgc_arg_i64(&a, PGR_HOLDERS_MAX);
-	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL)
+	if ((r = pgc_run(&q->pc, S_LOCK_HOLDERS, &a, &rc)) == NULL) {
+		if (first && pgtx_again(q) == 0) {
+			first = false;
+			goto again;
+		}
 		return rc;
+	}
 	if (PQntuples(r) < 1) {
 		PQclear(r);
 		return pgc_fail(&q->pc, "lock_state", "no row");
@@ -631,7 +640,6 @@ holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
 	else
 		pgc_arg_null(&a);
 	q->hc.valid = false;
-	q->granted = h->lock_id;
 	q->flush = true;
 	q->fence_out = fence;
 	return pgc_queue(&q->pc, S_H_GRANT, &a, read_fence, q);
@@ -731,13 +739,22 @@ waiter_look(struct store *st, int64_t id, int64_t *now, int limit,
 	struct pgc_args a = { 0 };
 	PGresult *r;
 	int rc = 0;
+	bool first = q->fresh;
 
+	q->fresh = false;
+again:
 	memset(l, 0, sizeof(*l));
+	a.n = 0;
 	pgc_arg_i64(&a, id);
 	arg_now(q, &a, *now);
 	pgc_arg_i64(&a, limit);
-	if ((r = pgc_run(&q->pc, S_W_LOOK, &a, &rc)) == NULL)
+	if ((r = pgc_run(&q->pc, S_W_LOOK, &a, &rc)) == NULL) {
+		if (first && pgtx_again(q) == 0) {
+			first = false;
+			goto again;
+		}
 		return rc;
+	}
 	if (PQntuples(r) != 1) {
 		PQclear(r);
 		return pgc_fail(&q->pc, "waiter_look", "no row");

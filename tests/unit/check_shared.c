@@ -276,9 +276,9 @@ START_TEST(test_notify)
 	payload("host-a", 0, "78", want, sizeof(want));
 	ck_assert_str_eq(got, want);
 
-	/* A hands "h" on to its own first waiter, B's waits behind it: the
-	 * lock is held again, so nobody is told (the next one heard is the
-	 * cancel below). */
+	/* A hands "h" on to its own first waiter, B's waits behind it: B
+	 * is told all the same (not by id), so that its waiter looks and
+	 * learns when the new lease ends. */
 	{
 		struct lock_handoff ho;
 
@@ -290,6 +290,9 @@ START_TEST(test_notify)
 		ck_assert_int_eq(lock_release(a, "h", g.token, now, &wake,
 		    &ho), LC_OK);
 		ck_assert_int_gt(ho.waiter_id, 0);
+		next_notify(ls, got, sizeof(got));
+		payload("host-a", 0, "68", want, sizeof(want));
+		ck_assert_str_eq(got, want);
 	}
 
 	/* A hands "r" on to B's waiter: named, in the NOTIFY that goes
