@@ -6,11 +6,13 @@
  * and wall time per acquire and per release, for A/B runs of lockcore
  * changes on a noisy machine (alternate the builds, compare ratios).
  *
- *   cc -O2 -std=c11 -D_GNU_SOURCE -Icommon -Ilockcore bench/lcbench.c \
- *       lockcore/conn.c lockcore/engine.c lockcore/query.c \
- *       lockcore/store_sqlite.c lockcore/sqlite_file.c lockcore/secret.c \
- *       lockcore/store_pg.c lockcore/pgconn.c lockcore/pgschema.c \
- *       common/clock.c common/proc.c -o lcbench -lsqlite3 -lnettle -lpq
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Icommon -Ilockcore \
+ *       -I/usr/include/postgresql bench/lcbench.c lockcore/conn.c \
+ *       lockcore/engine.c lockcore/query.c lockcore/store_sqlite.c \
+ *       lockcore/sqlite_sql.c lockcore/sqlite_file.c lockcore/secret.c \
+ *       lockcore/store_pg.c lockcore/pgtx.c lockcore/pgrows.c \
+ *       lockcore/pgconn.c lockcore/pgschema.c common/clock.c \
+ *       common/proc.c -o lcbench -lsqlite3 -lnettle -lpq
  *   lcbench [-n CYCLES] [-c LOCKS] [-H HELD] DIR | postgresql://URI
  *
  * DIR gets a fresh lcbench.db; a PostgreSQL URI is used as it is (give it
