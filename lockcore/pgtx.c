@@ -183,10 +183,10 @@ pgtx_again(struct pgstore *q)
  * round trip when whom to tell is known before (every waiter row deleted
  * was read by a walk: a handoff), behind a flush request that has the
  * server send the COMMIT's answer first; else in a round trip of its own
- * once the COMMIT has answered.  Notifications are not durable (a dropped connection or
- * a failover loses them): waiters then find their turn by their own
- * timers and polls, as they do without a coordinator.  (S_PUBLISH,
- * pgschema.c.)
+ * once the COMMIT has answered.  Notifications are not durable (a
+ * dropped connection or a failover loses them): waiters then find their
+ * turn by their own timers and polls, as they do without a coordinator.
+ * (S_PUBLISH, pgschema.c.)
  */
 /*
  * Whether a committed transaction tells the other hosts: not unless it

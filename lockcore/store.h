@@ -190,10 +190,11 @@ struct store_ops {
 	 * the row of `name` with its live holders (expires_at > now) in *hs
 	 * and how many holders have expired (*expired), which it leaves in
 	 * place; as a transaction's first call after begin(NULL) it first
-	 * sets *now as begin() would have (so does waiter_look()).  lock_add() creates the row of a name that had none; if
-	 * another transaction created it meanwhile (a store where writers
-	 * of different locks run at once), it returns that row with
-	 * *existed set, and the caller reads its state again.
+	 * sets *now as begin() would have (so does waiter_look()).
+	 * lock_add() creates the row of a name that had none; if another
+	 * transaction created it meanwhile (a store where writers of
+	 * different locks run at once), it returns that row with *existed
+	 * set, and the caller reads its state again.
 	 * fence_max() is the highest fence counter of all rows (0 if none).
 	 */
 	int (*lock_get)(struct store *st, const char *name, struct lockrow *lr,
