@@ -707,9 +707,9 @@ START_TEST(test_waiter_cap)
 END_TEST
 
 /*
- * A queue longer than one read of it (the PostgreSQL store reads a walk
- * in pages of 32 rows): the cap counts every live waiter, and a dead one
- * past the first page makes room.
+ * A queue longer than the PostgreSQL store reads at once (the first 8
+ * rows with the lock's row, then pages of 32): the cap counts every live
+ * waiter, and a dead one past those makes room.
  */
 START_TEST(test_waiter_cap_long_queue)
 {
@@ -720,24 +720,24 @@ START_TEST(test_waiter_cap_long_queue)
 	int i;
 
 	g = must_grant(lc, "capq", T0);
-	for (i = 0; i < 40; i++) {
+	for (i = 0; i < 60; i++) {
 		r = mkreq("capq", true, 100 + (uint64_t)i);
-		r.max_waiters = 41;
-		if (i == 37)
+		r.max_waiters = 61;
+		if (i == 57)
 			r.who.pid = gone;
 		ck_assert_int_eq(lock_acquire(lc, &r, T0 + 1 + i, &g2, &wi),
 		    LC_QUEUED);
 		ck_assert_int_eq(wi.ahead, i);
 	}
 	r = mkreq("capq", true, 200);
-	r.max_waiters = 40;
-	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 50, &g2, &wi), LC_QUEUED);
-	ck_assert_int_eq(wi.ahead, 39);
+	r.max_waiters = 60;
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 70, &g2, &wi), LC_QUEUED);
+	ck_assert_int_eq(wi.ahead, 59);
 	r.who.key = 201;
-	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 51, &g2, &wi),
+	ck_assert_int_eq(lock_acquire(lc, &r, T0 + 71, &g2, &wi),
 	    LC_E_TOO_MANY);
 	ck_assert_int_eq(count_rows("SELECT nwait FROM locks"
-	    " WHERE name = 'capq'"), 40);
+	    " WHERE name = 'capq'"), 60);
 	(void)g;
 }
 END_TEST
