@@ -54,9 +54,9 @@ struct pgstore {
 	                                   row, 0 if none */
 	bool         flush;             /* its commit must wait for the WAL
 	                                   flush ("Durability") */
-	int64_t     *fence_out;         /* where a grant's fence goes */
-	int64_t     *id_out;            /* where a new waiter's id goes */
-	bool         grant_lost;        /* an insert of either found no row */
+	int64_t     *returning;         /* where an insert's returned value
+	                                   goes (queue_returning) */
+	bool         insert_lost;       /* such an insert found no row */
 	struct pgr_holders hc;          /* what it read of its lock */
 	struct pgr_queue   qc;
 	struct pgr_waiter  wc;

@@ -71,10 +71,9 @@ tx_forget(struct pgstore *q)
 	q->locked = 0;
 	q->locked_name[0] = '\0';
 	q->nwait0 = 0;
-	q->grant_lost = false;
+	q->insert_lost = false;
 	q->flush = false;
-	q->fence_out = NULL;
-	q->id_out = NULL;
+	q->returning = NULL;
 	q->hc.valid = false;
 	q->qc.valid = false;
 	q->wc.valid = false;
@@ -285,7 +284,7 @@ pgtx_end(struct store *st, int rc)
 	q->nunknown = 0;
 	/* Committed, whatever became of a NOTIFY after it. */
 	if (strcmp(status, "COMMIT") == 0) {
-		if (q->grant_lost)
+		if (q->insert_lost)
 			return pgc_fail(&q->pc, "insert", "lock row vanished");
 		if (!early && must_tell(q)) {
 			(void)memcpy(keep, q->base.err, sizeof(keep));

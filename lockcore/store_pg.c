@@ -589,19 +589,39 @@ holder_by_waiter(struct store *st, int64_t waiter_id, int64_t now,
 	return rc;
 }
 
+/*
+ * An insert whose returned value (a grant's fence, a new waiter's id) the
+ * caller reads only after the transaction: queued with the next
+ * statement, and *out written when its result arrives.  One at a time:
+ * another one waits for the result of the first.  No row back (the lock
+ * row vanished) fails the transaction's end.
+ */
 static void
-read_fence(void *arg, const PGresult *r)
+read_returning(void *arg, const PGresult *r)
 {
 	struct pgstore *q = arg;
 
-	if (PQntuples(r) == 1 && q->fence_out != NULL)
-		*q->fence_out = pgc_col_i64(r, 0, 0);
+	if (PQntuples(r) == 1 && q->returning != NULL)
+		*q->returning = pgc_col_i64(r, 0, 0);
 	else
-		q->grant_lost = true;
-	q->fence_out = NULL;
+		q->insert_lost = true;
+	q->returning = NULL;
 }
 
-/* One statement, sent with the next (the COMMIT, usually). */
+static int
+queue_returning(struct pgstore *q, enum stmt_id id, const struct pgc_args *a,
+    int64_t *out)
+{
+	int rc;
+
+	if (q->returning != NULL && q->pc.npend > 0 &&
+	    (rc = pgc_sync(&q->pc, "insert", NULL)) < 0)
+		return rc;
+	q->returning = out;
+	return pgc_queue(&q->pc, id, a, read_returning, q);
+}
+
+/* One statement, sent with the next (the COMMIT, usually): queue_returning. */
 static int
 holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
     int64_t floor, int64_t *fence)
@@ -610,10 +630,6 @@ holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
 	struct pgc_args a = { 0 };
 	int rc;
 
-	/* One grant's fence awaited at a time. */
-	if (q->fence_out != NULL && q->pc.npend > 0 &&
-	    (rc = pgc_sync(&q->pc, "grant", NULL)) < 0)
-		return rc;
 	if ((rc = lock_row(q, h->lock_id)) < 0)
 		return rc;
 	pgc_arg_blob(&a, h->sec.token_hash, SECRET_HASH_LEN);
@@ -641,8 +657,7 @@ holder_grant(struct store *st, const struct hrow *h, const unsigned char *rh,
 		pgc_arg_null(&a);
 	q->hc.valid = false;
 	q->flush = true;
-	q->fence_out = fence;
-	return pgc_queue(&q->pc, S_H_GRANT, &a, read_fence, q);
+	return queue_returning(q, S_H_GRANT, &a, fence);
 }
 
 static int
@@ -800,19 +815,7 @@ waiter_by_rid(struct store *st, int64_t lock_id, const unsigned char *rh,
 	return 0;
 }
 
-static void
-read_id(void *arg, const PGresult *r)
-{
-	struct pgstore *q = arg;
-
-	if (PQntuples(r) == 1 && q->id_out != NULL)
-		*q->id_out = pgc_col_i64(r, 0, 0);
-	else
-		q->grant_lost = true;
-	q->id_out = NULL;
-}
-
-/* Sent with the next statement (the COMMIT, usually), like a grant. */
+/* Sent with the next statement (the COMMIT, usually): queue_returning. */
 static int
 waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
     int64_t *id)
@@ -821,9 +824,6 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 	struct pgc_args a = { 0 };
 	int rc;
 
-	if (q->id_out != NULL && q->pc.npend > 0 &&
-	    (rc = pgc_sync(&q->pc, "waiter_add", NULL)) < 0)
-		return rc;
 	if ((rc = lock_row(q, w->lock_id)) < 0)
 		return rc;
 	pgc_arg_i64(&a, w->lock_id);
@@ -845,8 +845,7 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 	pgc_arg_i64(&a, q->host_id);
 	q->wc.valid = false;
 	q->qc.valid = false;
-	q->id_out = id;
-	return pgc_queue(&q->pc, S_W_ADD, &a, read_id, q);
+	return queue_returning(q, S_W_ADD, &a, id);
 }
 
 /* The row passes to a request of this host. */
