@@ -33,16 +33,17 @@
  * taken, which only judges fewer leases over and grants a shorter one.
  *
  * Durability.  A transaction that grants (a new holder row, so a new
- * fence), renews or takes over a grant, or changes meta or sessions or
- * adds a host, commits only once its WAL is flushed (synchronous_commit = on,
- * and on synchronous standbys where the server has them): once a client
+ * fence), renews or takes over a grant, queues a waiter or takes one
+ * over (a request told it waits keeps its place), or changes meta or
+ * sessions or adds a host, commits only once its WAL is flushed
+ * (synchronous_commit = on, and on synchronous standbys where the server
+ * has them): once a client
  * is told it holds a lock, neither a crash nor a failover undoes it, and
- * no fence is issued twice.  The others (a release, a waiter queued,
- * withdrawn or removed, expired holders purged) commit without waiting
- * for the flush (S_NO_FLUSH): a crash of the server may undo the last of
- * them, which leaves a lock held until its lease ends, or a waiting
- * request told that its place is gone, never two holders.  Any later
- * commit that waits for the flush makes every earlier one durable too
+ * no fence is issued twice.  The others (a release, a waiter withdrawn
+ * or removed, expired holders purged) commit without waiting for the
+ * flush (S_NO_FLUSH): a crash of the server may undo the last of them,
+ * which leaves a lock held until its lease ends, or a row of a waiter
+ * that left, never two holders.  Any later commit that waits for the flush makes every earlier one durable too
  * (the WAL is one sequence), so a grant made after a release was seen
  * never outlives it.  A release's commit then does not hold the lock's
  * row through a disk flush, which is what bounds one lock's handoffs.
@@ -845,6 +846,7 @@ waiter_add(struct store *st, const struct wrow *w, pid_t pid, uint64_t pstart,
 	pgc_arg_i64(&a, q->host_id);
 	q->wc.valid = false;
 	q->qc.valid = false;
+	q->flush = true;
 	return queue_returning(q, S_W_ADD, &a, id);
 }
 
@@ -864,7 +866,7 @@ waiter_take(struct store *st, int64_t id, const struct lock_waiter_ident *who,
 	pgc_arg_i64(&a, q->host_id);
 	q->wc.valid = false;
 	q->qc.valid = false;
-	return defer_lossy(q, S_W_TAKE, &a);
+	return defer(q, S_W_TAKE, &a);
 }
 
 static void
